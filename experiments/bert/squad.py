@@ -1,0 +1,381 @@
+"""SQuAD v1.1 fine-tuning of a pretrained BERT encoder.
+
+The pieces follow the original BERT recipe (google-research/bert run_squad.py):
+
+* `read_squad` reads the official SQuAD v1.1 JSON (``{"data": [{"paragraphs": [{"context", "qas"}]}]}``).
+* `build_features` tokenises question and context with the pretraining WordPiece tokenizer, keeping the
+  character offsets of every context token, and cuts long contexts into overlapping windows:
+  ``[CLS] question [SEP] window [SEP]``, consecutive windows starting ``doc_stride`` tokens apart.
+* `BertForQuestionAnswering` puts a start/end span head on `experiments.bert.models.BertModel`
+  (params key ``'bert'``, the same key as in the MLM model, so a pretraining checkpoint drops in).
+* `decode_predictions` picks, for every question, the span ``(s, e)`` maximising
+  ``start_logit[s] + end_logit[e]`` with ``s <= e < s + max_answer_length`` inside the context, over all
+  windows of the question, counting a start token only in the window where it has the most context.
+* `squad_v1_scores` is the official v1.1 evaluation: exact match and token F1 of the normalised answer
+  (lower case, punctuation and the articles a/an/the removed, whitespace collapsed), maximised over the
+  ground truths, both in percent.
+* `finetune(config, workdir, pretrained_workdir)` trains under `jax.pmap` with the shared optimizer
+  factory and returns ``{'exact_match': ..., 'f1': ...}`` on the dev file.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import re
+import string
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading the official JSON.
+
+
+@dataclasses.dataclass(frozen=True)
+class SquadExample:
+  """One question about one context.
+
+  ``answers`` holds every ground-truth answer text (dev files have several); ``answer_start`` is the
+  character offset of the first answer in ``context``, or None when the example carries no answer.
+  """
+  qid: str
+  question: str
+  context: str
+  answers: tuple[str, ...]
+  answer_start: int | None
+
+
+def _require(mapping: Any, key: str, kind: type, where: str, path: str) -> Any:
+  if not isinstance(mapping, dict) or key not in mapping:
+    raise ValueError(f'{path}: not SQuAD v1.1 format: {where} has no {key!r} field.')
+  value = mapping[key]
+  if not isinstance(value, kind) or isinstance(value, bool):
+    raise ValueError(f'{path}: not SQuAD v1.1 format: {where}[{key!r}] is a {type(value).__name__}, '
+                     f'expected {kind.__name__}.')
+  return value
+
+
+def read_squad(path: str | os.PathLike) -> list[SquadExample]:
+  """Reads a SQuAD v1.1 JSON file into `SquadExample`s, in file order.
+
+  Args:
+    path: the ``train-v1.1.json`` / ``dev-v1.1.json`` file (or one of the same format).
+
+  Returns:
+    The examples; ``answer_start`` is the first answer's character offset.
+
+  Raises:
+    FileNotFoundError: if ``path`` does not exist.
+    ValueError: if the file is not JSON, lacks a SQuAD field, or an ``answer_start`` falls outside its
+      context.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'SQuAD file not found: {path!r}.')
+  try:
+    with open(path, encoding='utf-8') as f:
+      dataset = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f'{path}: not a SQuAD v1.1 JSON file: {e}') from e
+  examples = []
+  for a, article in enumerate(_require(dataset, 'data', list, 'the top level', path)):
+    for p, paragraph in enumerate(_require(article, 'paragraphs', list, f'data[{a}]', path)):
+      where = f'data[{a}].paragraphs[{p}]'
+      context = _require(paragraph, 'context', str, where, path)
+      for q, qa in enumerate(_require(paragraph, 'qas', list, where, path)):
+        qa_where = f'{where}.qas[{q}]'
+        qid = _require(qa, 'id', str, qa_where, path)
+        question = _require(qa, 'question', str, qa_where, path)
+        answers = _require(qa, 'answers', list, qa_where, path)
+        texts, starts = [], []
+        for i, answer in enumerate(answers):
+          texts.append(_require(answer, 'text', str, f'{qa_where}.answers[{i}]', path))
+          starts.append(_require(answer, 'answer_start', int, f'{qa_where}.answers[{i}]', path))
+          if not 0 <= starts[-1] <= len(context) - len(texts[-1]):
+            raise ValueError(f'{path}: question {qid!r}: answer_start {starts[-1]} with answer '
+                             f'{texts[-1]!r} lies outside its context of {len(context)} characters.')
+        examples.append(SquadExample(qid, question, context, tuple(texts), starts[0] if starts else None))
+  if not examples:
+    raise ValueError(f'{path}: SQuAD file holds no questions.')
+  return examples
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Features: sliding windows over the tokenised context.
+
+
+@dataclasses.dataclass(frozen=True)
+class SquadFeatures:
+  """Model inputs, one row per window; `N` windows of `max_seq_len` tokens.
+
+  Attributes:
+    input_ids, token_type_ids, attention_mask: int32 ``[N, L]`` BERT inputs.
+    start_positions, end_positions: int32 ``[N]`` token indices of the answer in the window, 0 (the
+      [CLS] token) when the answer is not wholly inside the window, as in the original recipe.
+    example_index: int32 ``[N]`` index of the window's question in the example list.
+    token_char_start, token_char_end: int32 ``[N, L]`` character span ``[start, end)`` of each context
+      token in its context, -1 for question, special and padding tokens.
+    token_is_max_context: bool ``[N, L]``, True where this window gives the token the most context
+      (``min(left, right) + 0.01 * window length``, largest over the windows holding it).
+  """
+  input_ids: np.ndarray
+  token_type_ids: np.ndarray
+  attention_mask: np.ndarray
+  start_positions: np.ndarray
+  end_positions: np.ndarray
+  example_index: np.ndarray
+  token_char_start: np.ndarray
+  token_char_end: np.ndarray
+  token_is_max_context: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.example_index)
+
+  def model_inputs(self) -> dict[str, np.ndarray]:
+    return {'input_ids': self.input_ids, 'token_type_ids': self.token_type_ids,
+            'attention_mask': self.attention_mask, 'start_positions': self.start_positions,
+            'end_positions': self.end_positions}
+
+
+def _special_token_id(tokenizer, token: str) -> int:
+  token_id = tokenizer.token_to_id(token)
+  if token_id is None:
+    raise ValueError(f'The tokenizer vocabulary has no {token!r} token; SQuAD needs a BERT WordPiece '
+                     'vocabulary with [CLS], [SEP] and [PAD].')
+  return token_id
+
+
+def _window_starts(num_tokens: int, window: int, doc_stride: int) -> list[int]:
+  """Start offsets of windows of at most `window` tokens, `doc_stride` apart, covering every token."""
+  starts = [0]
+  while starts[-1] + window < num_tokens:
+    starts.append(starts[-1] + min(window, doc_stride))
+  return starts
+
+
+def build_features(examples: Sequence[SquadExample], tokenizer, *, max_seq_len: int = 384,
+                   doc_stride: int = 128, max_query_len: int = 64,
+                   training: bool = False) -> SquadFeatures:
+  """Tokenises examples into windows ``[CLS] question [SEP] context window [SEP] [PAD]...``.
+
+  A context of ``T`` tokens with room for ``W = max_seq_len - len(question) - 3`` context tokens per
+  window gives windows starting at ``0, s, 2s, ...`` (``s = doc_stride``) until the last one reaches
+  token ``T``; consecutive windows share ``W - s`` tokens.
+
+  Args:
+    examples: from `read_squad`.
+    tokenizer: a ``tokenizers.Tokenizer`` with a WordPiece vocabulary holding [CLS], [SEP] and [PAD]; its
+      own truncation and padding settings are ignored.
+    max_seq_len: tokens per window.
+    doc_stride: tokens between the starts of consecutive windows.
+    max_query_len: questions are cut to this many tokens.
+    training: if True, drop examples whose answer cannot be located in the tokenised context (logged).
+
+  Returns:
+    `SquadFeatures`.
+  """
+  if max_query_len < 1 or doc_stride < 1:
+    raise ValueError(f'max_query_len={max_query_len} and doc_stride={doc_stride} must be >= 1.')
+  if max_seq_len < max_query_len + 4:
+    raise ValueError(f'max_seq_len={max_seq_len} leaves no room for context after a question of '
+                     f'max_query_len={max_query_len} tokens and 3 special tokens.')
+  from tokenizers import Tokenizer  # pylint: disable=g-import-not-at-top
+  tokenizer = Tokenizer.from_str(tokenizer.to_str())  # a copy: the caller's settings stay untouched
+  tokenizer.no_truncation()
+  tokenizer.no_padding()
+  cls_id, sep_id, pad_id = (_special_token_id(tokenizer, t) for t in ('[CLS]', '[SEP]', '[PAD]'))
+
+  contexts = list(dict.fromkeys(example.context for example in examples))
+  context_encodings = dict(zip(contexts, tokenizer.encode_batch(contexts, add_special_tokens=False)))
+  question_encodings = tokenizer.encode_batch([e.question for e in examples], add_special_tokens=False)
+
+  rows = collections.defaultdict(list)
+  skipped = 0
+  for index, (example, question) in enumerate(zip(examples, question_encodings)):
+    context = context_encodings[example.context]
+    offsets = np.asarray(context.offsets, dtype=np.int32).reshape(-1, 2)
+    answer_tokens = None
+    if example.answer_start is not None and example.answers:
+      char_start = example.answer_start
+      char_end = char_start + len(example.answers[0])
+      inside = np.flatnonzero((offsets[:, 1] > char_start) & (offsets[:, 0] < char_end))
+      if len(inside):
+        answer_tokens = (int(inside[0]), int(inside[-1]))
+    if training and answer_tokens is None:
+      skipped += 1
+      continue
+    query_ids = question.ids[:max_query_len]
+    window = max_seq_len - len(query_ids) - 3
+    starts = _window_starts(len(context.ids), window, doc_stride)
+    lengths = [min(window, len(context.ids) - start) for start in starts]
+    for start, length in zip(starts, lengths):
+      ids = [cls_id, *query_ids, sep_id, *context.ids[start:start + length], sep_id]
+      offset = len(query_ids) + 2  # position of the window's first context token
+      input_ids = np.full(max_seq_len, pad_id, np.int32)
+      input_ids[:len(ids)] = ids
+      token_type_ids = np.zeros(max_seq_len, np.int32)
+      token_type_ids[offset:len(ids)] = 1
+      attention_mask = np.zeros(max_seq_len, np.int32)
+      attention_mask[:len(ids)] = 1
+      char_start = np.full(max_seq_len, -1, np.int32)
+      char_end = np.full(max_seq_len, -1, np.int32)
+      char_start[offset:offset + length] = offsets[start:start + length, 0]
+      char_end[offset:offset + length] = offsets[start:start + length, 1]
+      is_max_context = np.zeros(max_seq_len, bool)
+      for i in range(length):
+        token = start + i
+        is_max_context[offset + i] = _is_max_context(starts, lengths, start, token)
+      start_position = end_position = 0
+      if answer_tokens is not None and start <= answer_tokens[0] and answer_tokens[1] < start + length:
+        start_position = answer_tokens[0] - start + offset
+        end_position = answer_tokens[1] - start + offset
+      for name, value in (('input_ids', input_ids), ('token_type_ids', token_type_ids),
+                          ('attention_mask', attention_mask), ('start_positions', start_position),
+                          ('end_positions', end_position), ('example_index', index),
+                          ('token_char_start', char_start), ('token_char_end', char_end),
+                          ('token_is_max_context', is_max_context)):
+        rows[name].append(value)
+  if skipped:
+    logging.warning('SQuAD: skipped %d training questions whose answer has no tokens.', skipped)
+  if not rows:
+    raise ValueError('SQuAD: no features built: every question was skipped.')
+  arrays = {name: np.asarray(values) for name, values in rows.items()}
+  for name in ('start_positions', 'end_positions', 'example_index'):
+    arrays[name] = arrays[name].astype(np.int32)
+  return SquadFeatures(**arrays)
+
+
+def _is_max_context(starts: Sequence[int], lengths: Sequence[int], window_start: int, token: int) -> bool:
+  """Whether the window at `window_start` gives `token` its largest ``min(left, right) + 0.01 * len``."""
+  best_score, best_start = None, None
+  for start, length in zip(starts, lengths):
+    if not start <= token < start + length:
+      continue
+    score = min(token - start, start + length - 1 - token) + 0.01 * length
+    if best_score is None or score > best_score:
+      best_score, best_start = score, start
+  return best_start == window_start
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Decoding spans and the official metric.
+
+
+def decode_predictions(examples: Sequence[SquadExample], features: SquadFeatures,
+                       start_logits: np.ndarray, end_logits: np.ndarray, *,
+                       max_answer_length: int = 30) -> dict[str, str]:
+  """Best answer text per question from the windows' start/end logits.
+
+  For each question, over all of its windows, picks
+
+    ``argmax_{s, e} start_logits[s] + end_logits[e]``  subject to  ``s <= e < s + max_answer_length``,
+
+  ``s`` and ``e`` context tokens of the same window and ``s`` in the window that gives it the most context
+  (`SquadFeatures.token_is_max_context`); the answer is the context text from the start of token ``s`` to
+  the end of token ``e``. A question with no valid span (no windows) gets the empty string.
+
+  Args:
+    examples: the examples `features` was built from.
+    features: from `build_features`.
+    start_logits, end_logits: ``[N, L]`` logits, one row per window.
+    max_answer_length: longest answer, in tokens.
+
+  Returns:
+    ``{qid: answer text}`` for every example.
+  """
+  if max_answer_length < 1:
+    raise ValueError(f'max_answer_length={max_answer_length} must be >= 1.')
+  start_logits = np.asarray(start_logits, np.float64)
+  end_logits = np.asarray(end_logits, np.float64)
+  if start_logits.shape != features.input_ids.shape or end_logits.shape != features.input_ids.shape:
+    raise ValueError(f'Logits of shapes {start_logits.shape} and {end_logits.shape} do not match the '
+                     f'{features.input_ids.shape} features.')
+  num_windows, seq_len = start_logits.shape
+  lengths = np.arange(max_answer_length)
+  # Band of candidate spans: end = start + k for k < max_answer_length, [N, L, K].
+  end_index = np.arange(seq_len)[:, None] + lengths[None, :]
+  in_range = end_index < seq_len
+  end_index = np.minimum(end_index, seq_len - 1)
+  is_context = features.token_char_start >= 0
+  valid = (is_context & features.token_is_max_context)[:, :, None] & in_range[None]
+  valid &= np.take_along_axis(is_context[:, :, None], end_index[None].repeat(num_windows, 0), axis=1)
+  scores = start_logits[:, :, None] + np.take(end_logits, end_index, axis=1)
+  scores = np.where(valid, scores, -np.inf)
+  flat_best = scores.reshape(num_windows, -1).argmax(axis=1)
+  best_score = scores.reshape(num_windows, -1)[np.arange(num_windows), flat_best]
+  best_start, best_length = np.divmod(flat_best, max_answer_length)
+
+  predictions = {example.qid: '' for example in examples}
+  best_per_example: dict[int, tuple[float, int]] = {}
+  for window in range(num_windows):
+    if np.isfinite(best_score[window]):
+      example = int(features.example_index[window])
+      if example not in best_per_example or best_score[window] > best_per_example[example][0]:
+        best_per_example[example] = (best_score[window], window)
+  for example, (_, window) in best_per_example.items():
+    start = best_start[window]
+    end = start + best_length[window]
+    context = examples[example].context
+    predictions[examples[example].qid] = context[features.token_char_start[window, start]:
+                                                 features.token_char_end[window, end]]
+  return predictions
+
+
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+  """The official SQuAD normalisation: lower case, no punctuation, no a/an/the, single spaces."""
+  text = ''.join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+  text = re.sub(r'\b(a|an|the)\b', ' ', text)
+  return ' '.join(text.split())
+
+
+def exact_match_score(prediction: str, ground_truth: str) -> bool:
+  return normalize_answer(prediction) == normalize_answer(ground_truth)
+
+
+def f1_score(prediction: str, ground_truth: str) -> float:
+  """Harmonic mean of token precision and recall of the normalised answers (bag of tokens)."""
+  prediction_tokens = normalize_answer(prediction).split()
+  ground_truth_tokens = normalize_answer(ground_truth).split()
+  num_same = sum((collections.Counter(prediction_tokens) & collections.Counter(ground_truth_tokens)).values())
+  if num_same == 0:
+    return 0.0
+  precision = num_same / len(prediction_tokens)
+  recall = num_same / len(ground_truth_tokens)
+  return 2 * precision * recall / (precision + recall)
+
+
+def squad_v1_scores(examples: Iterable[SquadExample], predictions: Mapping[str, str]) -> dict[str, float]:
+  """The official SQuAD v1.1 evaluation, in percent.
+
+  ``exact_match = 100 * mean_q max_g [normalize(pred_q) == normalize(g)]`` and
+  ``f1 = 100 * mean_q max_g F1(pred_q, g)`` over the ground truths ``g`` of each question ``q``; a
+  question without a prediction scores 0.
+
+  Args:
+    examples: the questions with their ground-truth answers.
+    predictions: ``{qid: answer text}``.
+
+  Returns:
+    ``{'exact_match': float, 'f1': float}``.
+  """
+  exact_match = f1 = 0.0
+  total = 0
+  for example in examples:
+    total += 1
+    if example.qid not in predictions:
+      logging.warning('SQuAD: question %s has no prediction; it scores 0.', example.qid)
+      continue
+    if not example.answers:
+      raise ValueError(f'SQuAD: question {example.qid!r} has no ground-truth answer to score against.')
+    prediction = predictions[example.qid]
+    exact_match += max(exact_match_score(prediction, answer) for answer in example.answers)
+    f1 += max(f1_score(prediction, answer) for answer in example.answers)
+  if total == 0:
+    raise ValueError('SQuAD: no questions to score.')
+  return {'exact_match': 100.0 * exact_match / total, 'f1': 100.0 * f1 / total}

@@ -1,0 +1,214 @@
+"""SQuAD v1.1: reading, sliding-window features, span decoding, the official metric, a tiny fine-tune."""
+import json
+import os
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+from tokenizers.implementations import BertWordPieceTokenizer
+from tokenizers.models import WordPiece
+
+from experiments.bert import squad
+
+DATA = os.path.join(os.path.dirname(__file__), 'data', 'squad_v1_tiny.json')
+
+
+@pytest.fixture(scope='module')
+def examples():
+  return squad.read_squad(DATA)
+
+
+@pytest.fixture(scope='module')
+def tokenizer(examples, tmp_path_factory):
+  """A WordPiece vocabulary trained on the test file, saved as vocab.txt and read back."""
+  trainer = BertWordPieceTokenizer(lowercase=True)
+  trainer.train_from_iterator([e.context for e in examples] + [e.question for e in examples],
+                              vocab_size=400, min_frequency=1)
+  directory = tmp_path_factory.mktemp('vocab')
+  trainer.save_model(str(directory))
+  return BertWordPieceTokenizer(str(directory / 'vocab.txt'), lowercase=True)._tokenizer
+
+
+# --- reading -------------------------------------------------------------------------------------------
+
+
+def test_read_squad_keeps_every_question_and_answer(examples):
+  raw = json.load(open(DATA, encoding='utf-8'))
+  qas = [qa for article in raw['data'] for p in article['paragraphs'] for qa in p['qas']]
+  assert [e.qid for e in examples] == [qa['id'] for qa in qas]
+  for example, qa in zip(examples, qas):
+    assert example.answers == tuple(a['text'] for a in qa['answers'])
+    start = example.answer_start
+    assert example.context[start:start + len(example.answers[0])] == example.answers[0]
+
+
+def test_read_squad_errors_name_the_problem(tmp_path):
+  with pytest.raises(FileNotFoundError, match='nowhere.json'):
+    squad.read_squad(tmp_path / 'nowhere.json')
+  bad_json = tmp_path / 'bad.json'
+  bad_json.write_text('{"data": [')
+  with pytest.raises(ValueError, match='not a SQuAD v1.1 JSON'):
+    squad.read_squad(bad_json)
+  no_context = tmp_path / 'no_context.json'
+  no_context.write_text(json.dumps({'data': [{'paragraphs': [{'qas': []}]}]}))
+  with pytest.raises(ValueError, match="'context'"):
+    squad.read_squad(no_context)
+  outside = tmp_path / 'outside.json'
+  outside.write_text(json.dumps({'data': [{'paragraphs': [{'context': 'short', 'qas': [
+      {'id': 'q', 'question': 'x?', 'answers': [{'text': 'short', 'answer_start': 3}]}]}]}]}))
+  with pytest.raises(ValueError, match='answer_start 3'):
+    squad.read_squad(outside)
+
+
+# --- features ------------------------------------------------------------------------------------------
+
+
+def test_answers_map_back_to_their_character_span(examples, tokenizer):
+  features = squad.build_features(examples, tokenizer, max_seq_len=64, doc_stride=16, max_query_len=16,
+                                  training=True)
+  located = set()
+  for row in range(len(features)):
+    start, end = features.start_positions[row], features.end_positions[row]
+    if start == 0:
+      continue
+    example = examples[features.example_index[row]]
+    text = example.context[features.token_char_start[row, start]:features.token_char_end[row, end]]
+    assert text == example.answers[0]
+    assert features.token_char_start[row, start] == example.answer_start
+    located.add(example.qid)
+  assert located == {e.qid for e in examples}
+
+
+def test_long_context_gives_overlapping_windows(examples, tokenizer):
+  max_seq_len, doc_stride = 48, 8
+  features = squad.build_features(examples, tokenizer, max_seq_len=max_seq_len, doc_stride=doc_stride,
+                                  max_query_len=16)
+  danube = next(i for i, e in enumerate(examples) if e.qid == 'riv-1')
+  rows = np.flatnonzero(features.example_index == danube)
+  assert len(rows) >= 3
+  context_tokens = tokenizer.encode(examples[danube].context, add_special_tokens=False)
+  window_ids = []
+  for row in rows:
+    is_context = features.token_char_start[row] >= 0
+    assert features.token_type_ids[row][is_context].all()
+    assert features.input_ids[row, features.attention_mask[row].sum() - 1] == tokenizer.token_to_id('[SEP]')
+    window_ids.append(features.input_ids[row][is_context])
+  for previous, following in zip(window_ids, window_ids[1:]):
+    # Each window starts doc_stride tokens after the previous one, so they share all but doc_stride tokens.
+    np.testing.assert_array_equal(previous[doc_stride:], following[:len(previous) - doc_stride])
+  starts = [k * doc_stride for k in range(len(rows))]
+  assert starts[-1] + len(window_ids[-1]) == len(context_tokens.ids)
+  assert starts[-2] + len(window_ids[-2]) < len(context_tokens.ids)
+  # Every context token is the max-context token of exactly one window.
+  max_context_chars = np.concatenate([features.token_char_start[row][features.token_is_max_context[row]]
+                                      for row in rows])
+  np.testing.assert_array_equal(np.sort(max_context_chars), np.asarray(context_tokens.offsets)[:, 0])
+
+
+def test_question_is_cut_to_max_query_len(examples, tokenizer):
+  features = squad.build_features(examples, tokenizer, max_seq_len=64, doc_stride=16, max_query_len=3)
+  question_tokens = (features.token_type_ids == 0) & (features.attention_mask == 1)
+  assert (question_tokens.sum(axis=1) <= 3 + 2).all()  # [CLS] question [SEP]
+
+
+def test_feature_errors_name_the_problem(examples, tokenizer):
+  with pytest.raises(ValueError, match='max_seq_len=10'):
+    squad.build_features(examples, tokenizer, max_seq_len=10, max_query_len=8)
+  vocab = {token: i for i, token in enumerate(['[PAD]', '[UNK]', '[SEP]', 'red', 'green'])}
+  no_cls = Tokenizer(WordPiece(vocab, unk_token='[UNK]'))
+  with pytest.raises(ValueError, match=r"\[CLS\]"):
+    squad.build_features(examples, tokenizer=no_cls)
+
+
+# --- decoding ------------------------------------------------------------------------------------------
+
+
+def _hand_features(windows):
+  """Features over the context 'red green blue' (tokens at chars [0,3), [4,9), [10,14)).
+
+  Each window is [CLS] q [SEP] red green blue; `windows` gives each window's max-context flags of the three
+  context tokens.
+  """
+  rows = len(windows)
+  char_start = np.tile([-1, -1, -1, 0, 4, 10], (rows, 1)).astype(np.int32)
+  char_end = np.tile([-1, -1, -1, 3, 9, 14], (rows, 1)).astype(np.int32)
+  max_context = np.array([[False] * 3 + list(flags) for flags in windows])
+  zeros = np.zeros((rows, 6), np.int32)
+  features = squad.SquadFeatures(zeros, zeros, zeros + 1, zeros[:, 0], zeros[:, 0], zeros[:, 0],
+                                 char_start, char_end, max_context)
+  return [squad.SquadExample('q', 'colour?', 'red green blue', ('green',), 4)], features
+
+
+def test_decoding_picks_best_valid_span():
+  examples, features = _hand_features([(True, True, True)])
+  start = np.array([[0, 5, 0, 1, 2, 0]], float)  # position 1 is a question token: never a span
+  end = np.array([[0, 5, 0, 0, 1, 3.5]], float)
+  # Valid (s, e) scores: (3,3)=1 (3,4)=2 (3,5)=4.5 (4,4)=3 (4,5)=5.5 (5,5)=3.5.
+  assert squad.decode_predictions(examples, features, start, end, max_answer_length=3) == {'q': 'green blue'}
+  # One token at most: (5,5)=3.5 beats (4,4)=3.
+  assert squad.decode_predictions(examples, features, start, end, max_answer_length=1) == {'q': 'blue'}
+  # End before start is never a span: (5,3) would score 12; the best valid one is (5,5)=6.5 over (3,3)=6.
+  start = np.array([[0, 0, 0, 0, 0, 6]], float)
+  end = np.array([[0, 0, 0, 6, 0, 0.5]], float)
+  assert squad.decode_predictions(examples, features, start, end) == {'q': 'blue'}
+
+
+def test_decoding_takes_best_window_and_skips_non_max_context_starts():
+  examples, features = _hand_features([(True, True, False), (False, False, True)])
+  start = np.array([[0, 0, 0, 2, 0, 9], [0, 0, 0, 9, 0, 1]], float)
+  end = np.array([[0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 3]], float)
+  # Window 0: start 5 is not max context there; best (3,5)=3. Window 1: starts only at 5, (5,5)=4 wins.
+  assert squad.decode_predictions(examples, features, start, end) == {'q': 'blue'}
+  end[1, 5] = 0.5  # window 1's best is now (5,5)=1.5 < 3
+  assert squad.decode_predictions(examples, features, start, end) == {'q': 'red green blue'}
+
+
+def test_decoding_matches_brute_force_search(examples, tokenizer):
+  features = squad.build_features(examples, tokenizer, max_seq_len=48, doc_stride=8, max_query_len=16)
+  rng = np.random.default_rng(0)
+  start, end = rng.normal(size=(2, *features.input_ids.shape))
+  max_answer_length = 5
+  best = {}
+  for row in range(len(features)):
+    example = examples[features.example_index[row]]
+    context = np.flatnonzero(features.token_char_start[row] >= 0)
+    for s in context[features.token_is_max_context[row, context]]:
+      for e in context[(context >= s) & (context < s + max_answer_length)]:
+        score = start[row, s] + end[row, e]
+        if score > best.get(example.qid, (-np.inf,))[0]:
+          text = example.context[features.token_char_start[row, s]:features.token_char_end[row, e]]
+          best[example.qid] = (score, text)
+  predictions = squad.decode_predictions(examples, features, start, end, max_answer_length=max_answer_length)
+  assert predictions == {qid: text for qid, (_, text) in best.items()}
+
+
+# --- metric --------------------------------------------------------------------------------------------
+
+
+def test_normalize_answer():
+  assert squad.normalize_answer('The  Quick, brown fox!') == 'quick brown fox'
+  assert squad.normalize_answer('An apple a day') == 'apple day'
+  assert squad.normalize_answer('theatre') == 'theatre'  # articles only as whole words
+
+
+def test_f1_and_exact_match_by_hand():
+  # 'the cat sat' -> [cat, sat]; 'a cat sat down' -> [cat, sat, down]: P = 2/2, R = 2/3, F1 = 0.8.
+  assert squad.f1_score('the cat sat', 'a cat sat down') == pytest.approx(0.8)
+  # Bag of tokens: [ten, ten] vs [ten] share one token: P = 1/2, R = 1, F1 = 2/3.
+  assert squad.f1_score('ten ten', 'ten') == pytest.approx(2 / 3)
+  assert squad.f1_score('Volga', 'Danube') == 0.0
+  assert squad.f1_score('the', 'a') == 0.0  # both normalise to nothing
+  assert squad.exact_match_score('The Volga.', 'volga')
+  assert not squad.exact_match_score('Volga river', 'volga')
+
+
+def test_squad_v1_scores_max_over_ground_truths_by_hand():
+  examples = [squad.SquadExample('a', '', '', ('Volga', 'the Volga river'), 0),
+              squad.SquadExample('b', '', '', ('ten countries',), 0),
+              squad.SquadExample('c', '', '', ('snow',), 0)]
+  predictions = {'a': 'volga river', 'b': 'ten'}  # 'c' unanswered: scores 0
+  # a: EM 1 (matches 'the Volga river'), F1 1. b: EM 0, F1: P = 1, R = 1/2 -> 2/3. c: 0.
+  # EM = 100 * 1/3 = 33.33; F1 = 100 * (1 + 2/3 + 0) / 3 = 55.56.
+  scores = squad.squad_v1_scores(examples, predictions)
+  assert scores['exact_match'] == pytest.approx(100 / 3)
+  assert scores['f1'] == pytest.approx(500 / 9)
