@@ -1,0 +1,1 @@
+"""Pieces shared by the experiment drivers: optimizers, pmap plumbing, checkpoints, metrics."""

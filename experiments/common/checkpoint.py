@@ -1,0 +1,134 @@
+"""Resumable runs: a thin wrapper over Orbax's `CheckpointManager` that never starts fresh by accident.
+
+A checkpoint holds two items under `<workdir>/checkpoints/<step>/`:
+
+* `state`: a pytree of arrays (params, optimizer state, step, RNG key data, ... whatever the driver saves),
+  written with `ocp.args.StandardSave` and restored against a template of the same structure;
+* `meta`: a JSON dict (data position, the run's `signature`: model and optimizer settings that must match
+  for a resume to be meaningful).
+
+`restore_latest` returns None only when the directory holds no checkpoint at all. Anything else that stops
+an exact resume — unreadable files, a different tree structure, different shapes or dtypes, a different
+signature — raises `CheckpointError` naming the directory, the step and the problem.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(ValueError):
+  """A checkpoint exists but cannot be used to resume this run."""
+
+
+def _leaf_description(tree: Any) -> dict[str, tuple]:
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {jax.tree_util.keystr(path): (tuple(np.shape(leaf)), np.dtype(np.result_type(leaf)).name)
+          for path, leaf in flat}
+
+
+class CheckpointManager:
+  """Saves and restores (state pytree, JSON metadata) pairs at integer steps.
+
+  Args:
+    directory: where the step folders go (created if missing).
+    max_to_keep: how many of the newest checkpoints to keep.
+    async_save: write in a background thread (Orbax's asynchronous checkpointing); `close()` waits.
+
+  Example:
+    >>> manager = CheckpointManager("/tmp/run/checkpoints")
+    >>> manager.save(10, {"params": params}, {"data_position": 10})
+    >>> restored = manager.restore_latest({"params": params})  # (state, meta) or None
+  """
+
+  def __init__(self, directory: str, *, max_to_keep: int = 2, async_save: bool = False):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, meta: Mapping[str, Any]) -> None:
+    """Writes `state` (arrays) and `meta` (JSON-able) as checkpoint `step`."""
+    self._manager.save(
+        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta))))
+
+  def restore_latest(self, template: Any,
+                     signature: Optional[Mapping[str, Any]] = None) -> Optional[tuple[Any, dict]]:
+    """The newest checkpoint as (state, meta), or None when there is none.
+
+    Args:
+      template: a pytree with the structure, shapes and dtypes the state must have (e.g. a fresh state).
+      signature: JSON-able settings that must equal `meta["signature"]` of the checkpoint.
+
+    Raises:
+      CheckpointError: the checkpoint is unreadable or does not match `template` or `signature`.
+    """
+    self._check_no_unlisted_steps()
+    step = self.latest_step()
+    if step is None:
+      return None
+    where = f"checkpoint step {step} in {self.directory}"
+    try:
+      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as error:  # Orbax raises many types for unreadable files; report them as one.
+      raise CheckpointError(f"{where}: cannot read its metadata ({type(error).__name__}: {error})") from error
+    if signature is not None:
+      saved = meta.get("signature")
+      expected = _json_normalise(signature)
+      if saved != expected:
+        differences = sorted(
+            k for k in set(expected) | set(saved or {}) if (saved or {}).get(k) != expected.get(k))
+        raise CheckpointError(
+            f"{where} was written by a different run setup: {', '.join(differences)} differ "
+            f"(checkpoint: { {k: (saved or {}).get(k) for k in differences} }, "
+            f"this run: { {k: expected.get(k) for k in differences} }). "
+            "Use a new workdir or the original settings.")
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype) if hasattr(x, "dtype") else x, template)
+    try:
+      state = self._manager.restore(
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+    except Exception as error:
+      raise CheckpointError(
+          f"{where}: cannot restore the state ({type(error).__name__}: {error}); the checkpoint is "
+          "corrupt or was written for a different model/optimizer") from error
+    expected_leaves, restored_leaves = _leaf_description(template), _leaf_description(state)
+    if expected_leaves != restored_leaves:
+      differences = sorted(
+          k for k in set(expected_leaves) | set(restored_leaves)
+          if expected_leaves.get(k) != restored_leaves.get(k))
+      raise CheckpointError(
+          f"{where} does not match this run's state at {differences[:5]} "
+          f"(expected {[expected_leaves.get(k) for k in differences[:5]]}, "
+          f"found {[restored_leaves.get(k) for k in differences[:5]]})")
+    return jax.device_get(state), meta
+
+  def _check_no_unlisted_steps(self) -> None:
+    """A numbered step folder that Orbax does not list is a damaged checkpoint, not an empty directory."""
+    if not os.path.isdir(self.directory):
+      return
+    listed = set(self._manager.reload() or self._manager.all_steps())
+    for name in os.listdir(self.directory):
+      if name.isdigit() and int(name) not in listed:
+        raise CheckpointError(
+            f"{os.path.join(self.directory, name)} looks like a checkpoint but Orbax cannot read it "
+            "(missing or corrupt metadata); delete it to resume from an older step or start a new workdir")
+
+  def wait_until_finished(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def _json_normalise(value: Mapping[str, Any]) -> dict:
+  """The dict as it reads back from JSON (tuples become lists), for comparing signatures."""
+  return json.loads(json.dumps(dict(value), default=str))

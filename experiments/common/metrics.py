@@ -1,0 +1,164 @@
+"""Metric output for the drivers: a JSONL file per run, a tqdm bar, optional TensorBoard, a loss plot.
+
+The JSONL file (`<workdir>/metrics.jsonl`) holds one JSON object per line, each with an integer `step`
+(the number of optimizer updates done) and scalar metrics, e.g.
+`{"step": 12, "train_loss": 6.1, "learning_rate": 1e-4}` or `{"step": 100, "eval_loss": 5.2}`.
+Only the main process (process 0) writes; the others get a writer that does nothing, so drivers call it
+unconditionally. On resume from checkpoint step N, lines with step > N (written after that checkpoint by the
+interrupted run) are dropped so the file reads as one uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+
+METRICS_FILENAME = "metrics.jsonl"
+
+
+def _to_json_scalar(value: Any) -> Any:
+  value = np.asarray(value).item() if not isinstance(value, (str, bool, int)) else value
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)  # JSON has no NaN/inf; "nan" keeps the line valid and the value readable
+  return value
+
+
+class MetricWriter:
+  """Appends per-step scalar metrics to `<workdir>/metrics.jsonl` (and TensorBoard when asked).
+
+  Args:
+    workdir: the run's directory.
+    enabled: whether this process writes (pass `parallel.is_main_process()`).
+    resume_step: drop existing lines with step > resume_step; None starts a new file.
+    tensorboard: also write TensorBoard event files under `<workdir>/tensorboard` (needs `tensorboardX`
+      or PyTorch's `torch.utils.tensorboard`; ImportError naming them otherwise).
+  """
+
+  def __init__(self, workdir: str, *, enabled: bool = True, resume_step: Optional[int] = None,
+               tensorboard: bool = False):
+    self.path = os.path.join(workdir, METRICS_FILENAME)
+    self.enabled = enabled
+    self._tensorboard = None
+    if not enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step] if (
+        resume_step is not None and os.path.exists(self.path)) else []
+    with open(self.path, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in kept)
+    if tensorboard:
+      self._tensorboard = _tensorboard_writer(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+    """Writes one line {"step": step, **metrics}; array values must be scalars."""
+    if not self.enabled:
+      return
+    record = {"step": int(step), **{k: _to_json_scalar(v) for k, v in metrics.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    if self._tensorboard is not None:
+      for name, value in record.items():
+        if name != "step" and isinstance(value, (int, float)):
+          self._tensorboard.add_scalar(name, value, int(step))
+
+  def close(self) -> None:
+    if self._tensorboard is not None:
+      self._tensorboard.close()
+
+
+def _tensorboard_writer(logdir: str):
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    try:
+      from torch.utils.tensorboard import SummaryWriter  # pylint: disable=g-import-not-at-top
+    except ImportError as error:
+      raise ImportError(
+          "tensorboard=True needs `pip install tensorboardX` (or PyTorch with tensorboard)") from error
+  return SummaryWriter(logdir)
+
+
+def read_metrics(path: str) -> list[dict]:
+  """All records of a metrics JSONL file, in file order ("nan"/"inf" strings read back as floats)."""
+  records = []
+  with open(path) as f:
+    for line in f:
+      if line.strip():
+        record = json.loads(line)
+        records.append({k: float(v) if v in ("nan", "inf", "-inf") else v for k, v in record.items()})
+  return records
+
+
+def metric_series(records: Iterable[Mapping[str, Any]], name: str) -> tuple[np.ndarray, np.ndarray]:
+  """(steps, values) of one metric across the records that have it."""
+  pairs = [(r["step"], r[name]) for r in records if name in r]
+  steps = np.array([p[0] for p in pairs], dtype=np.int64)
+  values = np.array([p[1] for p in pairs], dtype=np.float64)
+  return steps, values
+
+
+def progress_bar(total: int, initial: int = 0, enabled: bool = True, desc: str = "train"):
+  """A tqdm bar on the main process, or an object with the same `update/set_postfix/close` doing nothing."""
+  if enabled:
+    import tqdm  # pylint: disable=g-import-not-at-top
+    return tqdm.tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
+  return _NoProgress()
+
+
+class _NoProgress:
+
+  def update(self, n: int = 1) -> None:
+    del n
+
+  def set_postfix(self, *args, **kwargs) -> None:
+    del args, kwargs
+
+  def close(self) -> None:
+    pass
+
+
+def plot_loss_curves(runs: Mapping[str, str], out_path: str,
+                     metric_names: Sequence[str] = ("train_loss", "eval_loss"),
+                     smoothing: int = 1, title: str = "") -> str:
+  """Plots metric curves of one or several runs and saves a PNG.
+
+  Args:
+    runs: label -> metrics JSONL path.
+    out_path: the PNG to write.
+    metric_names: the metrics to draw, one line style each (solid, dashed, ...).
+    smoothing: a moving-average window (in records) applied to every curve; 1 draws the raw values.
+    title: the figure title.
+
+  Returns:
+    out_path.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  figure, axes = plt.subplots(figsize=(7, 4.5))
+  styles = ["-", "--", ":", "-."]
+  for color_index, (label, path) in enumerate(runs.items()):
+    records = read_metrics(path)
+    for style, name in zip(styles, metric_names):
+      steps, values = metric_series(records, name)
+      if not len(steps):
+        continue
+      if smoothing > 1 and len(values) >= smoothing:
+        values = np.convolve(values, np.ones(smoothing) / smoothing, mode="valid")
+        steps = steps[smoothing - 1:]
+      axes.plot(steps, values, style, color=f"C{color_index % 10}", label=f"{label} {name}")
+  axes.set_xlabel("step")
+  axes.set_ylabel(" / ".join(metric_names))
+  if title:
+    axes.set_title(title)
+  axes.grid(alpha=0.3)
+  axes.legend(fontsize=8)
+  figure.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+  figure.savefig(out_path, dpi=120)
+  plt.close(figure)
+  return out_path
