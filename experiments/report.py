@@ -1,0 +1,378 @@
+"""The reproduction report: verdict rules, environment capture and the Markdown/JSON/CSV writers.
+
+Every verdict is computed from measured numbers by one of the rules below; the rule's text is printed in the
+report beside the verdict so that a reader can recheck it. Three outcomes only:
+
+- ``supported``: the measured effect goes the paper's way by more than the stated margin;
+- ``not supported``: it goes the other way by more than the margin;
+- ``inconclusive at this scale``: anything else, including a missing number or a failed part.
+"""
+from __future__ import annotations
+
+import csv
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+SUPPORTED = 'supported'
+NOT_SUPPORTED = 'not supported'
+INCONCLUSIVE = 'inconclusive at this scale'
+
+# Packages whose versions decide the numbers (jaxlib holds XLA; the rest build the models and data).
+_PACKAGES = ('jax', 'jaxlib', 'optax', 'flax', 'chex', 'orbax-checkpoint', 'numpy', 'scipy',
+             'tokenizers', 'ml_collections', 'matplotlib')
+
+
+def is_finite_number(value: Any) -> bool:
+  """True for a real, finite int or float (bools excluded)."""
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def verdict_from_margin(effect: float | None, margin: float | None) -> str:
+  """Verdict for a signed effect measured in the paper's favour (positive = the paper's way).
+
+  supported if ``effect > margin``, not supported if ``effect < -margin``, inconclusive otherwise or when
+  either number is missing or not finite. ``margin`` must be >= 0.
+  """
+  if not (is_finite_number(effect) and is_finite_number(margin)):
+    return INCONCLUSIVE
+  if margin < 0:
+    raise ValueError(f'margin must be >= 0, got {margin}')
+  if effect > margin:
+    return SUPPORTED
+  if effect < -margin:
+    return NOT_SUPPORTED
+  return INCONCLUSIVE
+
+
+def combine_verdicts(verdicts: Sequence[str]) -> str:
+  """Overall verdict of several sub-claims: unanimous, or inconclusive."""
+  if verdicts and all(v == SUPPORTED for v in verdicts):
+    return SUPPORTED
+  if verdicts and all(v == NOT_SUPPORTED for v in verdicts):
+    return NOT_SUPPORTED
+  return INCONCLUSIVE
+
+
+def format_number(value: Any, digits: int = 4) -> str:
+  """Compact text for a table cell: 4 significant digits, '—' for missing, 'nan'/'inf' kept visible."""
+  if value is None:
+    return '—'
+  if isinstance(value, bool):
+    return str(value)
+  if isinstance(value, int):
+    return str(value)
+  if isinstance(value, float):
+    if not math.isfinite(value):
+      return str(value)
+    return f'{value:.{digits}g}'
+  return str(value)
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+  """A GitHub-flavoured Markdown table; cells go through `format_number`, pipes are escaped."""
+  def cell(value):
+    return format_number(value).replace('|', '\\|').replace('\n', ' ')
+  lines = ['| ' + ' | '.join(headers) + ' |', '|' + '---|' * len(headers)]
+  lines += ['| ' + ' | '.join(cell(v) for v in row) + ' |' for row in rows]
+  return '\n'.join(lines)
+
+
+def _git_commit() -> str | None:
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=repo, capture_output=True, text=True,
+                            timeout=10, check=True).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=repo,
+                           capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return commit + (' (with uncommitted changes)' if dirty else '')
+
+
+def environment() -> dict[str, Any]:
+  """Versions, devices and host facts that the numbers depend on (JSON-able)."""
+  import jax  # Imported here so that the report's rules stay importable without initialising a backend.
+  versions = {}
+  for name in _PACKAGES:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      versions[name] = None
+  devices = jax.devices()
+  return {
+      'python': sys.version.split()[0],
+      'platform': platform.platform(),
+      'cpu_count': os.cpu_count(),
+      'cpu_affinity': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None,
+      'jax_backend': jax.default_backend(),
+      'devices': [f"{d.platform}:{getattr(d, 'device_kind', '?')}" for d in devices],
+      'device_count': len(devices),
+      'process_count': jax.process_count(),
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
+      'packages': versions,
+      'git_commit': _git_commit(),
+      'utc_time': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC'),
+  }
+
+
+def to_jsonable(value: Any) -> Any:
+  """Numbers, arrays and NamedTuples to plain JSON types; non-finite floats become strings ('nan')."""
+  if isinstance(value, Mapping):
+    return {str(k): to_jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [to_jsonable(v) for v in value]
+  if hasattr(value, 'tolist'):  # numpy / jax arrays and scalars
+    return to_jsonable(value.tolist())
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)
+  if value is None or isinstance(value, (str, bool, int, float)):
+    return value
+  return str(value)
+
+
+def flatten(tree: Any, prefix: str = '') -> list[tuple[str, Any]]:
+  """(dotted key, leaf) pairs of a nested dict/list, for the CSV."""
+  if isinstance(tree, Mapping):
+    pairs = []
+    for key, value in tree.items():
+      pairs += flatten(value, f'{prefix}.{key}' if prefix else str(key))
+    return pairs
+  if isinstance(tree, (list, tuple)) and tree and all(isinstance(v, (Mapping, list, tuple)) for v in tree):
+    pairs = []
+    for index, value in enumerate(tree):
+      pairs += flatten(value, f'{prefix}[{index}]')
+    return pairs
+  return [(prefix, tree)]
+
+
+def write_json(path: str, value: Any) -> None:
+  with open(path, 'w') as f:
+    json.dump(to_jsonable(value), f, indent=2, sort_keys=False)
+    f.write('\n')
+
+
+def write_flat_csv(path: str, tree: Any) -> None:
+  """Every number of a results tree as a ``key,value`` row."""
+  with open(path, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['key', 'value'])
+    for key, value in flatten(to_jsonable(tree)):
+      writer.writerow([key, json.dumps(value) if isinstance(value, (list, dict)) else value])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The paper's claims (from shared/PAPER.md; the paper's exact table values are unknown, so none are quoted).
+
+PAPER_CLAIMS = {
+    'RQ1': ('Gradient noise in BERT pretraining is heavy-tailed, in ResNet/ImageNet concentrated '
+            '(Gaussian-like); tuned SGD is far behind Adam on BERT but competitive on ResNet.'),
+    'RQ2': ('Under noise with only a bounded alpha-moment (alpha in (1, 2]) SGD can diverge, while '
+            'global-norm clipping (GClip) converges, at rate O(k^(-2(alpha-1)/alpha)) when strongly convex.'),
+    'RQ3': ('With a per-coordinate alpha-moment bound, coordinate-wise clipping (CClip) removes the '
+            'dimension dependence that GClip has.'),
+    'RQ4': ('ACClip beats Adam in BERT pretraining (lower MLM loss, higher MLM accuracy) and in SQuAD v1.1 '
+            'fine-tuning (higher EM/F1); the margins were small.'),
+}
+
+RQ_TITLES = {
+    'RQ1': 'RQ1: is the gradient noise heavy-tailed for BERT and not for ResNet?',
+    'RQ2': 'RQ2: does clipping converge where SGD fails under heavy-tailed noise?',
+    'RQ3': 'RQ3: does coordinate-wise clipping remove the dimension dependence?',
+    'RQ4': 'RQ4: does ACClip beat Adam on BERT?',
+}
+
+
+def _row(measure: str, ours: str, paper: str, verdict: str, rule: str) -> dict[str, str]:
+  return {'measure': measure, 'ours': ours, 'paper': paper, 'verdict': verdict, 'rule': rule}
+
+
+def _mean_std(stats: Mapping[str, Any] | None) -> str:
+  if not stats or stats.get('mean') is None:
+    return '—'
+  text = format_number(stats['mean'])
+  if stats.get('std') is not None:
+    text += f" ± {format_number(stats['std'], 2)}"
+  return text + f" (n={stats.get('n')})"
+
+
+def _larger_std(*stats: Mapping[str, Any] | None) -> float | None:
+  stds = [s.get('std') for s in stats if s]
+  if len(stds) != len(stats) or any(not is_finite_number(s) for s in stds):
+    return None
+  return max(stds)
+
+
+def _seed_comparison(name: str, summary: Mapping[str, Any], metric: str, lower_is_better: bool,
+                     baseline: str = 'adam') -> dict[str, str]:
+  optimizers = summary.get('optimizers', {})
+  ours, base = optimizers.get(name, {}).get(metric), optimizers.get(baseline, {}).get(metric)
+  effect = None
+  if ours and base and is_finite_number(ours.get('mean')) and is_finite_number(base.get('mean')):
+    effect = (base['mean'] - ours['mean']) if lower_is_better else (ours['mean'] - base['mean'])
+  margin = _larger_std(ours, base)
+  better = 'lower' if lower_is_better else 'higher'
+  return _row(f'{metric} ({name} vs {baseline})',
+              f'{name} {_mean_std(ours)} vs {baseline} {_mean_std(base)}',
+              f'{name} {better}',
+              verdict_from_margin(effect, margin),
+              f'supported if {name} is {better} than {baseline} by more than the larger seed std of the two; '
+              f'not supported if {baseline} wins by that much; else inconclusive (one seed: inconclusive)')
+
+
+# A single fine-tuning run per pair has no seed spread; one F1/EM point is below the seed-to-seed spread
+# usually seen on SQuAD, so smaller gaps are not called.
+SQUAD_MARGIN_POINTS = 1.0
+
+
+def assess_rq4(part: Mapping[str, Any]) -> dict[str, Any]:
+  """RQ4 from the BERT comparison's summary (see `experiments.bert_comparison.run`)."""
+  summary = part.get('summary', {}) if part.get('status') == 'ok' else {}
+  rows = [
+      _seed_comparison('acclip', summary, 'eval_loss', lower_is_better=True),
+      _seed_comparison('acclip', summary, 'eval_accuracy', lower_is_better=False),
+  ]
+  informative = [
+      _seed_comparison('acclip_ports', summary, 'eval_loss', lower_is_better=True),
+      _seed_comparison('acclip_ports', summary, 'eval_accuracy', lower_is_better=False),
+  ]
+  finetune = summary.get('finetune', {})
+  if finetune.get('status') == 'ok':
+    runs = finetune.get('runs', {})
+    for metric in ('exact_match', 'f1'):
+      ours = runs.get('acclip_pretrained/acclip_finetuned', {}).get(metric)
+      base = runs.get('adam_pretrained/adam_finetuned', {}).get(metric)
+      effect = ours - base if is_finite_number(ours) and is_finite_number(base) else None
+      rows.append(_row(f'SQuAD {metric} (ACClip pre+fine-tuned vs Adam)',
+                       f'{format_number(ours)} vs {format_number(base)}', 'ACClip higher',
+                       verdict_from_margin(effect, SQUAD_MARGIN_POINTS),
+                       f'one run each: supported if ACClip is higher by more than {SQUAD_MARGIN_POINTS} point'))
+  overall = combine_verdicts([r['verdict'] for r in rows]) if summary else INCONCLUSIVE
+  return {'rows': rows + [dict(r, measure=r['measure'] + ' [not in the overall verdict]') for r in informative],
+          'verdict': overall,
+          'overall_rule': 'overall: supported only if every row on the paper\'s ACClip is supported, '
+                          'not supported only if every one is not supported, else inconclusive'}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The Markdown report.
+
+PART_RQS = {'noise': ('RQ1',), 'synthetic': ('RQ2', 'RQ3'), 'bert': ('RQ4',)}
+
+
+def assess_all(parts: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+  """The verdict of every research question from the parts' results (missing part: inconclusive)."""
+  assessors = {'RQ1': ('noise', assess_rq1), 'RQ2': ('synthetic', assess_rq2),
+               'RQ3': ('synthetic', assess_rq3), 'RQ4': ('bert', assess_rq4)}
+  assessed = {}
+  for rq, (part_name, assess) in assessors.items():
+    part = parts.get(part_name, {'status': 'not run'})
+    result = assess(part) if part.get('status') == 'ok' else {
+        'rows': [], 'verdict': INCONCLUSIVE,
+        'overall_rule': f'the {part_name} part {part.get("status", "was not run")}: no numbers to judge'}
+    assessed[rq] = dict(result, part=part_name, paper=PAPER_CLAIMS[rq])
+  return assessed
+
+
+def _figures(out_dir: str, part_dir: str, keywords: Sequence[str] = ()) -> list[str]:
+  """PNG files under ``out_dir/part_dir`` (relative paths), those whose names hold a keyword if given."""
+  root = os.path.join(out_dir, part_dir)
+  found = []
+  for folder, _, files in os.walk(root):
+    for name in sorted(files):
+      if name.endswith('.png') and (not keywords or any(k in name for k in keywords)):
+        found.append(os.path.relpath(os.path.join(folder, name), out_dir))
+  return sorted(found)
+
+
+def _figure_lines(paths: Sequence[str]) -> list[str]:
+  return [f'![{os.path.splitext(os.path.basename(p))[0]}]({p})' for p in paths] or ['(no figure was written)']
+
+
+def write_report(out_dir: str, results: Mapping[str, Any],
+                 figure_keywords: Mapping[str, Sequence[str]] | None = None,
+                 extra_sections: Mapping[str, Sequence[str]] | None = None) -> str:
+  """Writes ``out_dir/report.md`` from a results dict (see `experiments.reproduce.run`); returns its path.
+
+  Args:
+    out_dir: the run's output folder; figures are linked relative to it.
+    results: the reproduction's results, with ``research_questions`` from `assess_all`.
+    figure_keywords: RQ -> substrings that select that RQ's figures among its part's PNGs (all if absent).
+    extra_sections: RQ -> Markdown lines appended to that RQ's section (tables the part adds).
+  """
+  figure_keywords = figure_keywords or {}
+  extra_sections = extra_sections or {}
+  rqs = results['research_questions']
+  parts = results['parts']
+  mode = 'quick' if results.get('quick') else 'full'
+  lines = [
+      '# Reproducing "Why are Adaptive Methods Good for Attention Models?" at small scale',
+      '',
+      f'Mode: **{mode}**. Written {results["environment"]["utc_time"]}; total wall time '
+      f'{format_number(results["wall_s"] / 60, 3)} min. Command: `{results.get("command") or "(called from Python)"}`.',
+      '',
+      'Verdicts are computed from the numbers below by the stated rules, never set by hand: **supported** '
+      '(the effect goes the paper\'s way by more than the margin), **not supported** (the other way by more '
+      'than the margin) or **inconclusive at this scale**.',
+      '',
+      '## Summary',
+      '',
+      markdown_table(['question', 'paper\'s claim', 'our verdict', 'from'],
+                     [[rq, rqs[rq]['paper'], f'**{rqs[rq]["verdict"]}**', f'{rqs[rq]["part"]} part']
+                      for rq in sorted(rqs)]),
+      '',
+  ]
+  for rq in sorted(rqs):
+    assessed = rqs[rq]
+    part = parts.get(assessed['part'], {})
+    lines += [f'## {RQ_TITLES[rq]}', '', f'Paper: {assessed["paper"]}', '',
+              f'Part: `{assessed["part"]}` ({part.get("status", "not run")}, '
+              f'{format_number(part.get("wall_s", float("nan")) / 60, 3)} min, output in `{part.get("dir", assessed["part"])}/`).',
+              '']
+    if assessed['rows']:
+      lines += [markdown_table(['measure', 'ours', 'paper', 'verdict'],
+                               [[r['measure'], r['ours'], r['paper'], f'**{r["verdict"]}**']
+                                for r in assessed['rows']]), '', 'Rules:', '']
+      lines += [f'- {r["measure"]}: {r["rule"]}' for r in assessed['rows']]
+    lines += [f'- {assessed["overall_rule"]}', '', f'**Verdict: {assessed["verdict"]}.**', '']
+    lines += list(extra_sections.get(rq, ()))
+    lines += ['', 'Figures:', '']
+    lines += _figure_lines(_figures(out_dir, part.get('dir', assessed['part']), figure_keywords.get(rq, ())))
+    lines += ['']
+  failed = {name: p for name, p in parts.items() if p.get('status') != 'ok'}
+  if failed:
+    lines += ['## Failed parts', '']
+    for name, part in failed.items():
+      lines += [f'### {name}', '', '```', (part.get('error') or part.get('status', '')).strip()[-3000:], '```', '']
+  lines += list(extra_sections.get('appendix', ()))
+  lines += _environment_lines(results)
+  path = os.path.join(out_dir, 'report.md')
+  with open(path, 'w') as f:
+    f.write('\n'.join(lines).rstrip() + '\n')
+  return path
+
+
+def _environment_lines(results: Mapping[str, Any]) -> list[str]:
+  env = results['environment']
+  packages = ', '.join(f'{k} {v}' for k, v in env['packages'].items() if v)
+  walls = [[name, part.get('status'), format_number(part.get('wall_s', float('nan')) / 60, 3)]
+           for name, part in results['parts'].items()]
+  return [
+      '## Environment', '',
+      f'- Python {env["python"]} on {env["platform"]}; {env["cpu_count"]} CPUs '
+      f'({env["cpu_affinity"]} usable); JAX backend `{env["jax_backend"]}`, {env["device_count"]} device(s): '
+      f'{", ".join(sorted(set(env["devices"])))}; {env["process_count"]} process(es).',
+      f'- Packages: {packages}.',
+      f'- Code: git commit {env["git_commit"] or "unknown"}.',
+      f'- XLA_FLAGS: `{env["xla_flags"] or "(none)"}`.',
+      '',
+      markdown_table(['part', 'status', 'wall time (min)'], walls),
+      '',
+  ]
