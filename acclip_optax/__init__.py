@@ -1,0 +1,34 @@
+"""acclip_optax: GClip, CClip and ACClip (Zhang et al., NeurIPS 2020) as composable Optax transformations."""
+from acclip_optax.alias import acclip, acclip_ports, cclip, gclip
+from acclip_optax.schedule import clip_threshold_schedule, strongly_convex_lr_schedule
+from acclip_optax.stats import clip_stats
+from acclip_optax.transform import (
+    ClipByCoordinateState,
+    ClipByGlobalNormState,
+    ScaleByACClipPortsState,
+    ScaleByACClipState,
+    clip_by_coordinate,
+    clip_by_global_norm,
+    scale_by_acclip,
+    scale_by_acclip_ports,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClipByCoordinateState",
+    "ClipByGlobalNormState",
+    "ScaleByACClipPortsState",
+    "ScaleByACClipState",
+    "acclip",
+    "acclip_ports",
+    "cclip",
+    "clip_by_coordinate",
+    "clip_by_global_norm",
+    "clip_stats",
+    "clip_threshold_schedule",
+    "gclip",
+    "scale_by_acclip",
+    "scale_by_acclip_ports",
+    "strongly_convex_lr_schedule",
+]

@@ -1,0 +1,389 @@
+"""Gradient transformations of Zhang et al. (2020): ACClip, its PyTorch ports' variant, CClip and GClip.
+
+Each is an `optax.GradientTransformationExtraArgs` with a NamedTuple state of arrays only, so it composes
+with `optax.chain`, `optax.inject_hyperparams`, `optax.masked`, `optax.MultiSteps` and
+`optax.apply_if_finite`, and checkpoints like any optax state.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from acclip_optax._validation import check_in_range, check_positive, concrete_value
+
+__all__ = [
+  "ClipByCoordinateState",
+  "ClipByGlobalNormState",
+  "ScaleByACClipPortsState",
+  "ScaleByACClipState",
+  "clip_by_coordinate",
+  "clip_by_global_norm",
+  "scale_by_acclip",
+  "scale_by_acclip_ports",
+]
+
+Threshold = float | jax.Array | optax.Params | Callable[[jax.Array], jax.Array]
+
+
+class ScaleByACClipState(NamedTuple):
+  """State of `scale_by_acclip`.
+
+  Attributes:
+    count: int32 scalar, the number of updates done so far.
+    mu: the momentum m_k (in `mu_dtype` when given).
+    nu: the EMA of |g|^alpha, i.e. tau_k^alpha.
+    clip_fraction: float32 scalar, the fraction of coordinates clipped at the last update.
+  """
+  count: jax.Array
+  mu: optax.Updates
+  nu: optax.Updates
+  clip_fraction: jax.Array
+
+
+class ScaleByACClipPortsState(NamedTuple):
+  """State of `scale_by_acclip_ports`: `ScaleByACClipState` plus `nu_sq`, the EMA of g^2."""
+  count: jax.Array
+  mu: optax.Updates
+  nu: optax.Updates
+  nu_sq: optax.Updates
+  clip_fraction: jax.Array
+
+
+class ClipByCoordinateState(NamedTuple):
+  """State of `clip_by_coordinate`: the step `count` (for schedules) and the last `clip_fraction`."""
+  count: jax.Array
+  clip_fraction: jax.Array
+
+
+class ClipByGlobalNormState(NamedTuple):
+  """State of `clip_by_global_norm`: the step `count` (for schedules) and the last pre-clip `global_norm`."""
+  count: jax.Array
+  global_norm: jax.Array
+
+
+def _check_moment_hyperparameters(b1: Any, b2: Any, alpha: Any, eps: Any) -> None:
+  check_in_range("b1", b1, 0.0, 1.0)
+  check_in_range("b2", b2, 0.0, 1.0)
+  check_in_range("alpha", alpha, 0.0, float("inf"), low_inclusive=False)
+  check_in_range("eps", eps, 0.0, float("inf"))
+
+
+def _static_alpha(alpha: Any) -> float | None:
+  """alpha as a Python float when it is a concrete scalar (selects the pow-free paths), else None."""
+  concrete = concrete_value(alpha)
+  return None if concrete is None or concrete.shape else float(concrete)
+
+
+def _alpha_power_fns(alpha: Any) -> tuple[Callable[[jax.Array], jax.Array],
+                                          Callable[[jax.Array], jax.Array]]:
+  """(|g| -> |g|^alpha, t -> t^(1/alpha)), without pow for alpha 1 and 2 (pow is slow on CPU)."""
+  static = _static_alpha(alpha)
+  if static == 1.0:
+    return jnp.abs, lambda t: t
+  if static == 2.0:
+    return jnp.square, jnp.sqrt
+  inverse_alpha = 1.0 / alpha
+  return (lambda g: jnp.power(jnp.abs(g), alpha)), (lambda t: jnp.power(t, inverse_alpha))
+
+
+def _bias_correction_factor(decay: Any, count: jax.Array) -> jax.Array:
+  """1 - decay^count in float32 (low precision would round decay^count to 1 and divide by zero)."""
+  return 1.0 - jnp.asarray(decay, jnp.float32) ** count.astype(jnp.float32)
+
+
+def _leaves_like(updates: optax.Updates, *trees: optax.Updates) -> tuple[Any, list[list[Any]]]:
+  """The treedef of `updates` (None leaves dropped) and the matching leaf lists of each tree."""
+  leaves, treedef = jax.tree.flatten(updates)
+  return treedef, [leaves] + [treedef.flatten_up_to(tree) for tree in trees]
+
+
+def _fraction(clipped_counts: list[jax.Array], sizes: list[int]) -> jax.Array:
+  total = sum(sizes)
+  if not total:
+    return jnp.zeros([], jnp.float32)
+  return sum(c.astype(jnp.float32) for c in clipped_counts) / jnp.float32(total)
+
+
+def _clipped_momentum(m_hat: jax.Array, tau: jax.Array, eps: Any) -> tuple[jax.Array, jax.Array]:
+  """min(tau / (|m| + eps), 1) * m, and the number of clipped coordinates."""
+  ratio = tau / (jnp.abs(m_hat) + eps)
+  clipped = jnp.sum(ratio < 1, dtype=jnp.int32)
+  return jnp.minimum(ratio, 1) * m_hat, clipped
+
+
+def scale_by_acclip(
+    b1: float | jax.Array = 0.9,
+    b2: float | jax.Array = 0.99,
+    alpha: float | jax.Array = 1.0,
+    eps: float | jax.Array = 1e-5,
+    *,
+    bias_correction: bool = False,
+    mu_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Adaptive coordinate-wise clipping of the momentum (ACClip, Zhang et al. 2020, Algorithm 1).
+
+  Element-wise, with :math:`m_0 = t_0 = 0`:
+
+  .. math::
+    m_k = b_1 m_{k-1} + (1 - b_1) g_k, \quad t_k = b_2 t_{k-1} + (1 - b_2) |g_k|^\alpha, \quad
+    \tau_k = t_k^{1/\alpha}, \quad
+    \hat g_k = \min\left\{\frac{\tau_k}{|m_k| + \epsilon}, 1\right\} m_k .
+
+  The momentum is clipped, not the gradient; there is no division by a second moment. With
+  ``bias_correction=True`` the clip uses :math:`m_k / (1 - b_1^k)` and :math:`t_k / (1 - b_2^k)` (the paper
+  has no bias correction: early on :math:`t_k` is small, which clips more, like a warm-up). Like
+  `optax.scale_by_adam` it returns a descent direction with the gradient's sign and scale; the alias
+  `acclip` applies the learning rate. alpha = 1 needs no power and alpha = 2 only a square root; another
+  alpha costs two `pow` per coordinate (and so does a traced alpha, e.g. under `inject_hyperparams`).
+
+  Args:
+    b1: decay of the momentum, in [0, 1).
+    b2: decay of the EMA of :math:`|g|^\alpha`, in [0, 1).
+    alpha: the moment order, > 0; the paper uses 1.
+    eps: added to :math:`|m|` in the clip ratio, >= 0.
+    bias_correction: divide m and t by :math:`1 - b^k` inside the clip.
+    mu_dtype: dtype of the momentum (e.g. ``jnp.bfloat16`` to save memory); default the params' dtype.
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs` whose state is a `ScaleByACClipState`; its
+    ``clip_fraction`` is the fraction of coordinates where :math:`\tau_k < |m_k| + \epsilon`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from acclip_optax import scale_by_acclip
+    >>> tx = optax.chain(scale_by_acclip(), optax.scale(-0.1))
+    >>> params = jnp.array([1.0, -2.0])
+    >>> updates, state = tx.update(jnp.array([0.5, 100.0]), tx.init(params))
+  """
+  _check_moment_hyperparameters(b1, b2, alpha, eps)
+  mu_dtype = None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype)
+  moment_of, root_of = _alpha_power_fns(alpha)
+
+  def init_fn(params):
+    return ScaleByACClipState(
+        count=jnp.zeros([], jnp.int32),
+        mu=optax.tree.zeros_like(params, dtype=mu_dtype),
+        nu=optax.tree.zeros_like(params),
+        clip_fraction=jnp.zeros([], jnp.float32))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    count = optax.safe_increment(state.count)
+    if bias_correction:
+      inverse_bc1 = 1.0 / _bias_correction_factor(b1, count)
+      inverse_bc2 = 1.0 / _bias_correction_factor(b2, count)
+    treedef, (grads, mus, nus) = _leaves_like(updates, state.mu, state.nu)
+    new_updates, new_mus, new_nus, clipped_counts = [], [], [], []
+    for g, mu, nu in zip(grads, mus, nus):
+      m = b1 * mu + (1 - b1) * g
+      t = b2 * nu + (1 - b2) * moment_of(g)
+      if bias_correction:
+        m_hat, t_hat = m * inverse_bc1, t * inverse_bc2
+      else:
+        m_hat, t_hat = m, t
+      direction, clipped = _clipped_momentum(m_hat, root_of(t_hat), eps)
+      new_updates.append(direction.astype(g.dtype))
+      new_mus.append(m.astype(mu.dtype))
+      new_nus.append(t.astype(nu.dtype))
+      clipped_counts.append(clipped)
+    state = ScaleByACClipState(
+        count=count, mu=treedef.unflatten(new_mus), nu=treedef.unflatten(new_nus),
+        clip_fraction=_fraction(clipped_counts, [g.size for g in grads]))
+    return treedef.unflatten(new_updates), state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def scale_by_acclip_ports(
+    b1: float | jax.Array = 0.9,
+    b2: float | jax.Array = 0.99,
+    alpha: float | jax.Array = 1.0,
+    eps: float | jax.Array = 1e-5,
+    *,
+    bias_correction: bool = True,
+    mu_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""ACClip as the public PyTorch ports implement it: clipped momentum, then Adam's normalisation.
+
+  This is NOT the paper's rule (see `scale_by_acclip`). It is the rule of rivercold/ACClip-Pytorch with
+  ``mod=1`` and of the MLPerf Training v2.0 Samsung BERT optimizer (``optim/acclip.py``):
+
+  .. math::
+    m_k = b_1 m_{k-1} + (1-b_1) g_k, \quad t_k = b_2 t_{k-1} + (1-b_2) |g_k|^\alpha, \quad
+    v_k = b_2 v_{k-1} + (1-b_2) g_k^2,
+
+    u_k = \frac{1}{c_1} \cdot
+      \frac{\min\{t_k^{1/\alpha} / (|m_k| + \epsilon), 1\}\, m_k}{\sqrt{b_2 v_k / c_2} + \epsilon},
+
+  with :math:`c_1 = 1 - b_1^k`, :math:`c_2 = 1 - b_2^k` when ``bias_correction`` (MLPerf) and
+  :math:`c_1 = c_2 = 1` otherwise (rivercold). Choices, taken from the two sources:
+
+  * the clip uses the uncorrected m and t in both ports; MLPerf corrects only the step (by :math:`c_1`)
+    and v (by :math:`c_2`);
+  * the square root holds :math:`b_2 v` (both ports multiply v by b2 once more), eps sits outside it;
+  * defaults follow MLPerf: alpha = 1, b1 = 0.9, b2 = 0.99, eps = 1e-5 (rivercold's default alpha was 2);
+  * weight decay and the MLPerf global-norm pre-clip (1.0) are not part of this transformation: chain
+    `optax.clip_by_global_norm` before it and `optax.add_decayed_weights` after it (as `acclip_ports` does).
+
+  The update has Adam's scale (about lr per step), not the gradient's scale of the paper's rule.
+
+  Args:
+    b1: decay of the momentum, in [0, 1).
+    b2: decay of the EMAs of :math:`|g|^\alpha` and :math:`g^2`, in [0, 1).
+    alpha: the moment order of the clipping threshold, > 0.
+    eps: added to :math:`|m|` in the clip ratio and to the square root, >= 0.
+    bias_correction: MLPerf's bias correction (True) or rivercold's none (False).
+    mu_dtype: dtype of the momentum; default the params' dtype.
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs` whose state is a `ScaleByACClipPortsState` (three
+    params-sized buffers).
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from acclip_optax import scale_by_acclip_ports
+    >>> tx = optax.chain(scale_by_acclip_ports(), optax.scale(-1e-3))
+    >>> updates, state = tx.update(jnp.array([0.5, 100.0]), tx.init(jnp.zeros(2)))
+  """
+  _check_moment_hyperparameters(b1, b2, alpha, eps)
+  mu_dtype = None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype)
+  moment_of, root_of = _alpha_power_fns(alpha)
+
+  def init_fn(params):
+    return ScaleByACClipPortsState(
+        count=jnp.zeros([], jnp.int32),
+        mu=optax.tree.zeros_like(params, dtype=mu_dtype),
+        nu=optax.tree.zeros_like(params),
+        nu_sq=optax.tree.zeros_like(params),
+        clip_fraction=jnp.zeros([], jnp.float32))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    count = optax.safe_increment(state.count)
+    if bias_correction:
+      step_scale = 1.0 / _bias_correction_factor(b1, count)
+      sq_scale = b2 / _bias_correction_factor(b2, count)
+    else:
+      step_scale, sq_scale = 1.0, b2
+    treedef, (grads, mus, nus, nu_sqs) = _leaves_like(updates, state.mu, state.nu, state.nu_sq)
+    new_updates, new_mus, new_nus, new_nu_sqs, clipped_counts = [], [], [], [], []
+    for g, mu, nu, nu_sq in zip(grads, mus, nus, nu_sqs):
+      m = b1 * mu + (1 - b1) * g
+      t = b2 * nu + (1 - b2) * moment_of(g)
+      v = b2 * nu_sq + (1 - b2) * jnp.square(g)
+      clipped_m, clipped = _clipped_momentum(m, root_of(t), eps)
+      direction = step_scale * clipped_m / (jnp.sqrt(sq_scale * v) + eps)
+      new_updates.append(direction.astype(g.dtype))
+      new_mus.append(m.astype(mu.dtype))
+      new_nus.append(t.astype(nu.dtype))
+      new_nu_sqs.append(v.astype(nu_sq.dtype))
+      clipped_counts.append(clipped)
+    state = ScaleByACClipPortsState(
+        count=count, mu=treedef.unflatten(new_mus), nu=treedef.unflatten(new_nus),
+        nu_sq=treedef.unflatten(new_nu_sqs),
+        clip_fraction=_fraction(clipped_counts, [g.size for g in grads]))
+    return treedef.unflatten(new_updates), state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _value_at(schedule_or_value: Any, count: jax.Array) -> Any:
+  return schedule_or_value(count) if callable(schedule_or_value) else schedule_or_value
+
+
+def clip_by_coordinate(threshold: Threshold) -> optax.GradientTransformationExtraArgs:
+  r"""Coordinate-wise clipping (CClip): :math:`g_i \leftarrow \min\{1, \tau_i / |g_i|\}\, g_i`.
+
+  Equivalently :math:`g_i \leftarrow \mathrm{clip}(g_i, -\tau_i, \tau_i)`: each coordinate keeps its sign
+  and its magnitude is capped at :math:`\tau_i`. An infinite threshold is the identity.
+
+  Args:
+    threshold: :math:`\tau > 0`: a float; a pytree shaped like the params whose leaves are scalars (one
+      threshold per leaf) or arrays (one per coordinate); or a schedule ``count -> float`` (e.g.
+      `clip_threshold_schedule`), evaluated at the number of updates done so far.
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs` whose state is a `ClipByCoordinateState`; its
+    ``clip_fraction`` is the fraction of coordinates with :math:`|g_i| > \tau_i` at the last update.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from acclip_optax import clip_by_coordinate
+    >>> tx = clip_by_coordinate(1.0)
+    >>> updates, state = tx.update(jnp.array([0.5, -3.0]), tx.init(jnp.zeros(2)))
+    >>> updates
+    Array([ 0.5, -1. ], dtype=float32)
+  """
+  if not callable(threshold):
+    check_positive("threshold", threshold)
+
+  def init_fn(params):
+    del params
+    return ClipByCoordinateState(count=jnp.zeros([], jnp.int32), clip_fraction=jnp.zeros([], jnp.float32))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    tau = _value_at(threshold, state.count)
+    treedef, (grads,) = _leaves_like(updates)
+    if jax.tree_util.treedef_is_leaf(jax.tree.structure(tau)):
+      taus = [tau] * len(grads)
+    else:
+      taus = treedef.flatten_up_to(tau)
+    clipped_grads = [jnp.clip(g, -t, t).astype(g.dtype) for g, t in zip(grads, taus)]
+    clipped_counts = [jnp.sum(jnp.abs(g) > t, dtype=jnp.int32) for g, t in zip(grads, taus)]
+    state = ClipByCoordinateState(
+        count=optax.safe_increment(state.count),
+        clip_fraction=_fraction(clipped_counts, [g.size for g in grads]))
+    return treedef.unflatten(clipped_grads), state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def clip_by_global_norm(max_norm: float | jax.Array | Callable[[jax.Array], jax.Array]
+                        ) -> optax.GradientTransformationExtraArgs:
+  r"""Global-norm clipping (GClip): :math:`g \leftarrow \min\{1, \tau / \|g\|\}\, g`.
+
+  Unlike `optax.clip_by_global_norm`, the bound may be a schedule of the step count (the theory's
+  :math:`\tau_k = G (k+1)^{1/\alpha}`) and the state keeps the pre-clip norm for logging. A zero
+  gradient stays zero (no 0/0) and an infinite bound is the identity.
+
+  Args:
+    max_norm: :math:`\tau > 0`, a float or a schedule ``count -> float``.
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs` whose state is a `ClipByGlobalNormState`; its
+    ``global_norm`` is :math:`\|g\|_2` of the last update's input (computed in at least float32).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from acclip_optax import clip_by_global_norm
+    >>> tx = clip_by_global_norm(1.0)
+    >>> updates, state = tx.update(jnp.array([3.0, 4.0]), tx.init(jnp.zeros(2)))
+    >>> updates, state.global_norm
+    (Array([0.6, 0.8], dtype=float32), Array(5., dtype=float32))
+  """
+  if not callable(max_norm):
+    check_positive("max_norm", max_norm)
+
+  def init_fn(params):
+    del params
+    return ClipByGlobalNormState(count=jnp.zeros([], jnp.int32), global_norm=jnp.zeros([], jnp.float32))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    tau = _value_at(max_norm, state.count)
+    # Squares summed in at least float32: bf16 sums lose the norm's leading digits.
+    norm = optax.tree.norm(jax.tree.map(
+        lambda g: g.astype(jnp.promote_types(g.dtype, jnp.float32)), updates))
+    # where, not tau / max(norm, tau): 0/0 at a zero norm and inf/inf at an infinite bound.
+    scale = jnp.where(norm > tau, tau / norm, 1.0)
+    clipped = jax.tree.map(lambda g: (g * scale).astype(g.dtype), updates)
+    state = ClipByGlobalNormState(count=optax.safe_increment(state.count),
+                                  global_norm=norm.astype(jnp.float32))
+    return clipped, state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
