@@ -21,9 +21,10 @@ wrapped in `optax.inject_hyperparams`, so the state holds two hyperparameters:
 
 `current_learning_rate(opt_state)` reads lr_k back for logging.
 
-Weight decay is masked off every parameter with ndim <= 1: biases and the scales/offsets of LayerNorm and
-BatchNorm are vectors, kernels and embeddings are matrices or higher. This is the usual BERT/ResNet rule
-expressed on shapes, so it needs no knowledge of parameter names.
+Weight decay is masked off biases and normalisation parameters (`weight_decay_mask`): a leaf is decayed when
+it has ndim > 1 and its name is neither `scale` nor ends in `bias`. In Flax that selects kernels and
+embeddings, and it leaves out LayerNorm/BatchNorm `scale`/`bias` and attention's 2-D per-head biases, the
+usual BERT/ResNet rule; plain dicts of arrays fall back on the ndim test alone.
 
 Optimizer names and the config fields each reads (None means "the optimizer's own default"):
 
@@ -79,8 +80,16 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
 
 
 def weight_decay_mask(params: Any) -> Any:
-  """True for the leaves that get weight decay: ndim > 1 (kernels, embeddings), not biases or norm params."""
-  return jax.tree.map(lambda p: jnp.ndim(p) > 1, params)
+  """True for the leaves that get weight decay: ndim > 1 and not named like a bias or a norm scale.
+
+  Kernels and embeddings are decayed; vectors (biases, LayerNorm/BatchNorm scales and offsets) are not,
+  nor are multi-dimensional biases such as Flax attention's per-head `bias` [heads, head_dim].
+  """
+  def decays(path, leaf) -> bool:
+    name = str(getattr(path[-1], "key", getattr(path[-1], "name", ""))) if path else ""
+    return jnp.ndim(leaf) > 1 and not (name.endswith("bias") or name == "scale")
+
+  return jax.tree_util.tree_map_with_path(decays, params)
 
 
 def learning_rate_scale_schedule(

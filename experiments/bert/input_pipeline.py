@@ -1,0 +1,353 @@
+"""MLM pre-training data: corpus reading, a WordPiece vocabulary, packed sequences and dynamic masking.
+
+Corpus (`config.corpus`), no download unless a Hugging Face name is given:
+
+* `"pydoc"` (default): the Python standard library's `pydoc_data.topics`, one document per help topic;
+* a path: a .txt/.rst/.md file, or a folder searched recursively for them, one document per file (e.g. the
+  Debian package python3.11-doc's `/usr/share/doc/python3.11/html/_sources`);
+* `"hf:NAME"`: `datasets.load_dataset(NAME, config.hf_config, data_files=config.hf_data_files,
+  split=config.hf_split)`, one document per non-empty row of `config.hf_text_field` (for instance
+  `hf:wikitext` with hf_config `wikitext-103-raw-v1`, or `hf:text` with local data_files).
+
+Documents are split into training and held-out evaluation documents by a fixed seeded shuffle
+(`eval_fraction`), so no evaluation text leaks into training. The vocabulary is a WordPiece vocabulary
+trained with HF `tokenizers` on the training documents (cached as `<workdir>/vocab.txt`, with a fingerprint
+in `vocab_info.json` that must match on reuse) or a given BERT `vocab.txt` (`config.vocab_file`).
+
+Packing (as RoBERTa's FULL-SENTENCES, no next-sentence task): the token ids of all documents of a split are
+concatenated with [SEP] between documents and cut into `[CLS] chunk [SEP]` sequences of `max_seq_len`; the
+last one is padded with [PAD].
+
+Dynamic masking (BERT): for each sequence and training step, n = min(max_predictions, max(1,
+round(mask_prob * #maskable))) positions are drawn uniformly among the non-special tokens; each is replaced
+by [MASK] with probability 0.8, by a uniformly drawn non-special token with probability 0.1, and kept with
+probability 0.1. The loss averages over these positions only. The batch of step s is a function of
+(seed, s) only, so runs resume exactly and give the same batches on any number of processes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Optional, Sequence
+
+import numpy as np
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+TEXT_SUFFIXES = (".txt", ".rst", ".md")
+_EVAL_SPLIT_SEED = 0  # the train/eval document split is fixed, whatever the training seed
+_EVAL_MASK_SEED = 1  # so is the masking of the evaluation sequences
+
+
+# ----------------------------------------------------------------------------------------------- corpus
+def load_documents(corpus: str = "pydoc", *, hf_config: Optional[str] = None,
+                   hf_data_files=None, hf_split: str = "train", hf_text_field: str = "text",
+                   max_documents: Optional[int] = None) -> list[str]:
+  """The non-empty documents of a corpus (see the module docstring for the accepted names).
+
+  Raises:
+    FileNotFoundError: a path that does not exist, or a folder without .txt/.rst/.md files.
+    ValueError: undecodable (non-UTF-8) bytes, or a corpus without any text.
+  """
+  if corpus in ("", "pydoc"):
+    from pydoc_data.topics import topics  # pylint: disable=g-import-not-at-top
+    documents = [topics[name] for name in sorted(topics)]
+  elif corpus.startswith("hf:"):
+    documents = _load_hf_documents(corpus[3:], hf_config, hf_data_files, hf_split, hf_text_field)
+  else:
+    documents = [_read_text_file(path) for path in _text_files(corpus)]
+  documents = [d for d in documents if d.strip()]
+  if max_documents:
+    documents = documents[:max_documents]
+  if not documents:
+    raise ValueError(f"corpus={corpus!r} holds no text (every document is empty)")
+  return documents
+
+
+def _text_files(path: str) -> list[str]:
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"corpus={path!r} does not exist (give 'pydoc', a file, a folder or 'hf:NAME')")
+  if os.path.isfile(path):
+    return [path]
+  files = sorted(f for f in glob.glob(os.path.join(path, "**", "*"), recursive=True)
+                 if f.endswith(TEXT_SUFFIXES) and os.path.isfile(f))
+  if not files:
+    raise FileNotFoundError(f"corpus folder {path!r} contains no {'/'.join(TEXT_SUFFIXES)} files")
+  return files
+
+
+def _read_text_file(path: str) -> str:
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    return data.decode("utf-8")
+  except UnicodeDecodeError as error:
+    raise ValueError(f"corpus file {path!r} is not UTF-8 text: undecodable byte at offset "
+                     f"{error.start} ({data[error.start:error.start + 4]!r})") from error
+
+
+def _load_hf_documents(name, hf_config, data_files, split, text_field) -> list[str]:
+  import datasets  # pylint: disable=g-import-not-at-top
+  dataset = datasets.load_dataset(name, hf_config, data_files=data_files, split=split)
+  if text_field not in dataset.column_names:
+    raise ValueError(f"dataset {name!r} has no column {text_field!r} (columns: {dataset.column_names}); "
+                     "set hf_text_field")
+  return list(dataset[text_field])
+
+
+def split_documents(documents: Sequence[str], eval_fraction: float) -> tuple[list[str], list[str]]:
+  """(train, eval) documents: a fixed shuffle, then ceil(eval_fraction * n) documents (>= 1) held out."""
+  if not 0 < eval_fraction < 1:
+    raise ValueError(f"eval_fraction={eval_fraction} must lie in (0, 1)")
+  if len(documents) < 2:
+    raise ValueError(f"the corpus has {len(documents)} document(s); at least 2 are needed to hold one "
+                     "out for evaluation")
+  order = np.random.default_rng(_EVAL_SPLIT_SEED).permutation(len(documents))
+  num_eval = min(max(1, int(np.ceil(eval_fraction * len(documents)))), len(documents) - 1)
+  eval_ids = set(order[:num_eval].tolist())
+  train = [d for i, d in enumerate(documents) if i not in eval_ids]
+  evaluation = [d for i, d in enumerate(documents) if i in eval_ids]
+  return train, evaluation
+
+
+# -------------------------------------------------------------------------------------------- tokenizer
+def _bert_tokenizer(model, lowercase: bool):
+  from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers  # pylint: disable=g-import-not-at-top
+  tokenizer = Tokenizer(model)
+  tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+  tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  tokenizer.decoder = decoders.WordPiece()
+  return tokenizer
+
+
+def train_wordpiece_vocab(documents: Sequence[str], vocab_size: int, out_path: str,
+                          lowercase: bool = True) -> str:
+  """Trains a WordPiece vocabulary (special tokens first) and writes it atomically as a BERT vocab.txt."""
+  from tokenizers import models, trainers  # pylint: disable=g-import-not-at-top
+  tokenizer = _bert_tokenizer(models.WordPiece(unk_token="[UNK]"), lowercase)
+  trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                      show_progress=False)
+  tokenizer.train_from_iterator(documents, trainer)
+  vocab = tokenizer.get_vocab()
+  directory = os.path.dirname(os.path.abspath(out_path))
+  os.makedirs(directory, exist_ok=True)
+  with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
+    f.writelines(token + "\n" for token, _ in sorted(vocab.items(), key=lambda item: item[1]))
+  os.replace(f.name, out_path)
+  return out_path
+
+
+def load_tokenizer(vocab_path: str, lowercase: bool = True):
+  """A `tokenizers.Tokenizer` (BERT normaliser and pre-tokeniser, WordPiece) from a BERT vocab.txt.
+
+  Raises:
+    FileNotFoundError: vocab_path does not exist.
+    ValueError: the vocabulary lacks one of [PAD] [UNK] [CLS] [SEP] [MASK].
+  """
+  from tokenizers import models  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(vocab_path):
+    raise FileNotFoundError(f"vocab file {vocab_path!r} does not exist")
+  tokenizer = _bert_tokenizer(models.WordPiece.from_file(vocab_path, unk_token="[UNK]"), lowercase)
+  missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
+  if missing:
+    raise ValueError(f"vocab file {vocab_path!r} lacks the special token(s) {missing}; a BERT vocabulary "
+                     f"needs all of {list(SPECIAL_TOKENS)}")
+  return tokenizer
+
+
+def _fingerprint(documents: Sequence[str], vocab_size: int, lowercase: bool) -> str:
+  digest = hashlib.sha256(f"{vocab_size}|{lowercase}|{len(documents)}".encode())
+  for document in documents:
+    digest.update(hashlib.sha256(document.encode()).digest())
+  return digest.hexdigest()
+
+
+def _file_sha256(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def prepare_vocab(config, workdir: str, train_documents: Sequence[str]) -> str:
+  """The vocab.txt for this run: `config.vocab_file`, or one trained on the training split and cached.
+
+  The cached `<workdir>/vocab.txt` is reused only if `vocab_info.json` says it came from the same training
+  documents and settings (or the same given file); otherwise a ValueError says what differs, so a workdir is
+  never silently continued with another vocabulary. With several processes, process 0 trains and writes,
+  the others wait and read.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  vocab_path = os.path.join(workdir, "vocab.txt")
+  info_path = os.path.join(workdir, "vocab_info.json")
+  if config.vocab_file:
+    if not os.path.isfile(config.vocab_file):
+      raise FileNotFoundError(f"vocab_file={config.vocab_file!r} does not exist")
+    source = {"vocab_file": os.path.abspath(config.vocab_file), "sha256": _file_sha256(config.vocab_file)}
+  else:
+    source = {"trained_on": _fingerprint(train_documents, config.vocab_size, config.lowercase),
+              "vocab_size": config.vocab_size}
+  if os.path.exists(info_path):
+    with open(info_path) as f:
+      cached = json.load(f)
+    if cached != source:
+      raise ValueError(
+          f"{vocab_path} was made from {cached}, but this run asks for {source} (a different corpus, "
+          "vocab_size or vocab_file); use a new workdir or the original settings")
+  elif jax.process_index() == 0:
+    if config.vocab_file:
+      load_tokenizer(config.vocab_file, config.lowercase)  # validate before adopting it
+      shutil.copyfile(config.vocab_file, vocab_path + ".tmp")
+      os.replace(vocab_path + ".tmp", vocab_path)
+    else:
+      train_wordpiece_vocab(train_documents, config.vocab_size, vocab_path, config.lowercase)
+    with open(info_path + ".tmp", "w") as f:
+      json.dump(source, f)
+    os.replace(info_path + ".tmp", info_path)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("bert_vocab_written")
+  return vocab_path
+
+
+# ------------------------------------------------------------------------------------ packing, masking
+def pack_sequences(token_ids: Sequence[Sequence[int]], max_seq_len: int, *, cls_id: int, sep_id: int,
+                   pad_id: int) -> np.ndarray:
+  """Concatenates documents (with [SEP] between them) into int32 [N, max_seq_len] `[CLS] ... [SEP]` rows."""
+  if max_seq_len < 3:
+    raise ValueError(f"max_seq_len={max_seq_len} must be >= 3 ([CLS], a token, [SEP])")
+  stream = []
+  for ids in token_ids:
+    if len(ids):
+      stream.extend(ids)
+      stream.append(sep_id)
+  stream = np.asarray(stream[:-1], dtype=np.int32)
+  chunk = max_seq_len - 2
+  num_rows = -(-len(stream) // chunk)
+  rows = np.full((num_rows, max_seq_len), pad_id, dtype=np.int32)
+  for row in range(num_rows):
+    piece = stream[row * chunk:(row + 1) * chunk]
+    rows[row, 0] = cls_id
+    rows[row, 1:1 + len(piece)] = piece
+    rows[row, 1 + len(piece)] = sep_id
+  return rows
+
+
+def mask_tokens(sequences: np.ndarray, rng: np.random.Generator, *, mask_id: int, pad_id: int,
+                special_ids: Sequence[int],
+                random_token_ids: np.ndarray, mask_prob: float = 0.15,
+                max_predictions: int = 20) -> dict[str, np.ndarray]:
+  """BERT's masking of int [B, L] sequences (rule in the module docstring).
+
+  Returns:
+    input_ids [B, L] (masked), token_type_ids [B, L] (zeros), attention_mask [B, L] (1 = not [PAD]),
+    masked_positions [B, P], masked_labels [B, P] (the original ids), masked_weights
+    [B, P] (1.0 for a prediction, 0.0 for padding of the P slots), with P = max_predictions.
+  """
+  batch_size, length = sequences.shape
+  maskable = ~np.isin(sequences, special_ids)
+  num_maskable = maskable.sum(axis=1)
+  num_masked = np.minimum(max_predictions, np.maximum(1, np.round(num_maskable * mask_prob))).astype(np.int64)
+  num_masked = np.where(num_maskable > 0, np.minimum(num_masked, num_maskable), 0)
+  scores = np.where(maskable, rng.random((batch_size, length)), 2.0)  # non-maskable sort last
+  order = np.argsort(scores, axis=1, kind="stable")[:, :max_predictions]
+  if order.shape[1] < max_predictions:
+    order = np.pad(order, ((0, 0), (0, max_predictions - order.shape[1])))
+  valid = np.arange(max_predictions)[None, :] < num_masked[:, None]
+  positions = np.where(valid, order, 0).astype(np.int32)
+  labels = np.where(valid, np.take_along_axis(sequences, positions, axis=1), 0).astype(np.int32)
+  action = rng.random((batch_size, max_predictions))
+  random_tokens = random_token_ids[rng.integers(len(random_token_ids), size=(batch_size, max_predictions))]
+  replacement = np.where(action < 0.8, mask_id, np.where(action < 0.9, random_tokens, labels))
+  input_ids = sequences.copy()
+  rows = np.broadcast_to(np.arange(batch_size)[:, None], positions.shape)
+  input_ids[rows[valid], positions[valid]] = replacement[valid]
+  return {
+      "input_ids": input_ids.astype(np.int32),
+      "token_type_ids": np.zeros_like(sequences, dtype=np.int32),
+      "attention_mask": (sequences != pad_id).astype(np.int32),
+      "masked_positions": positions,
+      "masked_labels": labels,
+      "masked_weights": valid.astype(np.float32),
+  }
+
+
+# --------------------------------------------------------------------------------------------- dataset
+@dataclasses.dataclass
+class MlmData:
+  """Packed train/eval sequences and the batch functions of one run."""
+  train_sequences: np.ndarray
+  eval_sequences: np.ndarray
+  vocab_path: str
+  vocab_size: int
+  pad_id: int
+  mask_id: int
+  special_ids: tuple[int, ...]
+  random_token_ids: np.ndarray
+  seed: int
+  mask_prob: float
+  max_predictions: int
+
+  def _mask(self, sequences: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return mask_tokens(sequences, rng, mask_id=self.mask_id, pad_id=self.pad_id,
+                       special_ids=self.special_ids, random_token_ids=self.random_token_ids,
+                       mask_prob=self.mask_prob, max_predictions=self.max_predictions)
+
+  def steps_per_epoch(self, global_batch_size: int) -> int:
+    steps = len(self.train_sequences) // global_batch_size
+    if steps == 0:
+      raise ValueError(f"batch_size={global_batch_size} exceeds the {len(self.train_sequences)} training "
+                       "sequences of the corpus; use a smaller batch or a larger corpus")
+    return steps
+
+  def train_batch(self, step: int, global_batch_size: int, rows: slice = slice(None)) -> dict:
+    """The masked rows `rows` of the global training batch of `step` (a function of seed and step only)."""
+    steps_per_epoch = self.steps_per_epoch(global_batch_size)
+    epoch, index = divmod(step, steps_per_epoch)
+    order = np.random.default_rng([self.seed, epoch]).permutation(len(self.train_sequences))
+    ids = order[index * global_batch_size:(index + 1) * global_batch_size]
+    batch = self._mask(self.train_sequences[ids], np.random.default_rng([self.seed, epoch, index]))
+    return {name: value[rows] for name, value in batch.items()}
+
+  def eval_batches(self, global_batch_size: int, rows: slice = slice(None)) -> list[dict]:
+    """Fixed-masked evaluation batches; the last is padded with zero-weight rows to the full size."""
+    batch = self._mask(self.eval_sequences, np.random.default_rng(_EVAL_MASK_SEED))
+    num_rows = len(self.eval_sequences)
+    padded_rows = -(-num_rows // global_batch_size) * global_batch_size
+    fill = np.arange(padded_rows) % num_rows  # pad with repeats whose weights are zeroed
+    batch = {name: value[fill] for name, value in batch.items()}
+    batch["masked_weights"][num_rows:] = 0.0
+    return [{name: value[start:start + global_batch_size][rows] for name, value in batch.items()}
+            for start in range(0, padded_rows, global_batch_size)]
+
+
+def create_datasets(config, workdir: str) -> MlmData:
+  """Reads the corpus, prepares the vocabulary and packs both splits (see the module docstring)."""
+  documents = load_documents(config.corpus, hf_config=config.get("hf_config"),
+                             hf_data_files=config.get("hf_data_files"),
+                             hf_split=config.get("hf_split", "train"),
+                             hf_text_field=config.get("hf_text_field", "text"),
+                             max_documents=config.get("max_documents"))
+  train_documents, eval_documents = split_documents(documents, config.eval_fraction)
+  vocab_path = prepare_vocab(config, workdir, train_documents)
+  tokenizer = load_tokenizer(vocab_path, config.lowercase)
+  special = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
+
+  def pack(split_documents_):
+    encodings = tokenizer.encode_batch(split_documents_, add_special_tokens=False)
+    return pack_sequences([e.ids for e in encodings], config.max_seq_len, cls_id=special["[CLS]"],
+                          sep_id=special["[SEP]"], pad_id=special["[PAD]"])
+
+  eval_sequences = pack(eval_documents)
+  if config.get("max_eval_sequences"):
+    eval_sequences = eval_sequences[:config.max_eval_sequences]
+  vocab_size = tokenizer.get_vocab_size()
+  special_ids = tuple(sorted(special.values()))
+  return MlmData(
+      train_sequences=pack(train_documents), eval_sequences=eval_sequences, vocab_path=vocab_path,
+      vocab_size=vocab_size, pad_id=special["[PAD]"], mask_id=special["[MASK]"],
+      special_ids=special_ids,
+      random_token_ids=np.setdiff1d(np.arange(vocab_size), special_ids).astype(np.int32),
+      seed=config.seed, mask_prob=config.mask_prob, max_predictions=config.max_predictions_per_seq)
