@@ -44,8 +44,10 @@ def maybe_initialize_distributed(config) -> None:
 def replicate(tree: Any) -> Any:
   """Puts one copy of every leaf on each local device, stacked along a new leading device axis."""
   devices = jax.local_devices()
-  mesh = jax.sharding.Mesh(np.array(devices), ("devices",))
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("devices"))
+  # The mesh axis must carry the pmap axis name: with jax 0.10 a pmapped step returns arrays sharded over a
+  # mesh axis of that name, and inputs on a differently named mesh make the second step compile again.
+  mesh = jax.sharding.Mesh(np.array(devices), (AXIS_NAME,))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS_NAME))
 
   def put(x):
     x = np.asarray(jax.device_get(x))
