@@ -1,14 +1,20 @@
 """SQuAD v1.1: reading, sliding-window features, span decoding, the official metric, a tiny fine-tune."""
 import json
 import os
+import shutil
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from tokenizers import Tokenizer
-from tokenizers.implementations import BertWordPieceTokenizer
 from tokenizers.models import WordPiece
 
+from experiments.bert import input_pipeline
 from experiments.bert import squad
+from experiments.bert import train
+from experiments.bert.configs import squad as squad_configs
+from experiments.bert.configs import tiny
 
 DATA = os.path.join(os.path.dirname(__file__), 'data', 'squad_v1_tiny.json')
 
@@ -19,14 +25,16 @@ def examples():
 
 
 @pytest.fixture(scope='module')
-def tokenizer(examples, tmp_path_factory):
-  """A WordPiece vocabulary trained on the test file, saved as vocab.txt and read back."""
-  trainer = BertWordPieceTokenizer(lowercase=True)
-  trainer.train_from_iterator([e.context for e in examples] + [e.question for e in examples],
-                              vocab_size=400, min_frequency=1)
-  directory = tmp_path_factory.mktemp('vocab')
-  trainer.save_model(str(directory))
-  return BertWordPieceTokenizer(str(directory / 'vocab.txt'), lowercase=True)._tokenizer
+def vocab_path(examples, tmp_path_factory):
+  """A WordPiece vocab.txt trained on the test file, as pre-training trains one."""
+  path = str(tmp_path_factory.mktemp('vocab') / 'vocab.txt')
+  documents = [e.context for e in examples] + [e.question for e in examples]
+  return input_pipeline.train_wordpiece_vocab(documents, vocab_size=400, out_path=path)
+
+
+@pytest.fixture(scope='module')
+def tokenizer(vocab_path):
+  return input_pipeline.load_tokenizer(vocab_path)
 
 
 # --- reading -------------------------------------------------------------------------------------------
@@ -212,3 +220,68 @@ def test_squad_v1_scores_max_over_ground_truths_by_hand():
   scores = squad.squad_v1_scores(examples, predictions)
   assert scores['exact_match'] == pytest.approx(100 / 3)
   assert scores['f1'] == pytest.approx(500 / 9)
+
+
+# --- fine-tuning ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def pretrained_workdir(tmp_path_factory):
+  """One MLM step of tiny BERT on a slice of pydoc_data.topics, leaving vocab.txt and a checkpoint."""
+  config = tiny.get_config()
+  config.update(max_documents=40, vocab_size=300, max_seq_len=64, max_predictions_per_seq=8, batch_size=4,
+                eval_batch_size=4, max_eval_sequences=4, num_train_steps=1, warmup_steps=0,
+                eval_every_steps=0, plot=False)
+  workdir = str(tmp_path_factory.mktemp('pretrained'))
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def _squad_config(**overrides):
+  config = squad_configs.get_config()
+  config.update(train_file=DATA, dev_file=DATA, max_seq_len=64, doc_stride=16, max_query_len=16,
+                batch_size=4, eval_batch_size=8, num_train_steps=2, learning_rate=1e-3, log_every_steps=1)
+  config.update(overrides)
+  return config
+
+
+def test_finetune_end_to_end(pretrained_workdir, examples, tmp_path):
+  scores = squad.finetune(_squad_config(), str(tmp_path), pretrained_workdir)
+  assert set(scores) == {'exact_match', 'f1'}
+  assert all(np.isfinite(v) and 0 <= v <= 100 for v in scores.values())
+  assert scores['f1'] >= scores['exact_match']
+  predictions = json.load(open(tmp_path / 'predictions.json', encoding='utf-8'))
+  assert set(predictions) == {e.qid for e in examples}
+  contexts = {e.qid: e.context for e in examples}
+  assert all(answer in contexts[qid] for qid, answer in predictions.items())  # spans of the context
+  assert squad.squad_v1_scores(examples, predictions) == scores
+  records = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+  train_losses = [r['train_loss'] for r in records if 'train_loss' in r]
+  assert len(train_losses) == 2 and np.isfinite(train_losses).all()
+
+
+def test_pretrained_encoder_is_the_checkpoint_s(pretrained_workdir):
+  model_config, tokenizer, encoder = squad.load_pretrained(_squad_config(), pretrained_workdir)
+  assert model_config.vocab_size == tokenizer.get_vocab_size() == 300
+  directory = os.path.join(pretrained_workdir, 'checkpoints')
+  manager = ocp.CheckpointManager(directory)
+  saved = manager.restore(manager.latest_step(),
+                          args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
+  manager.close()
+  saved_leaves = jax.tree_util.tree_leaves_with_path(saved['params']['bert'])
+  loaded_leaves = jax.tree_util.tree_leaves_with_path(encoder)
+  assert [path for path, _ in saved_leaves] == [path for path, _ in loaded_leaves]
+  for (_, saved_leaf), (_, loaded_leaf) in zip(saved_leaves, loaded_leaves):
+    np.testing.assert_array_equal(saved_leaf, loaded_leaf)
+
+
+def test_vocab_or_checkpoint_mismatch_is_a_clear_error(pretrained_workdir, vocab_path, tmp_path):
+  with pytest.raises(ValueError, match='not the one the checkpoint'):
+    squad.load_pretrained(_squad_config(vocab_file=vocab_path), pretrained_workdir)
+  no_checkpoint = tmp_path / 'no_checkpoint'
+  no_checkpoint.mkdir()
+  shutil.copy(os.path.join(pretrained_workdir, 'vocab.txt'), no_checkpoint / 'vocab.txt')
+  with pytest.raises(FileNotFoundError, match='No pre-training checkpoint'):
+    squad.load_pretrained(_squad_config(), str(no_checkpoint))
+  with pytest.raises(FileNotFoundError, match='vocab'):
+    squad.load_pretrained(_squad_config(), str(tmp_path / 'nowhere'))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -28,7 +29,21 @@ import re
 import string
 from typing import Any, Iterable, Mapping, Sequence
 
+import flax.linen as nn
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from experiments.bert import input_pipeline
+from experiments.bert import models
+from experiments.common import checkpoint
+from experiments.common import metrics as metrics_lib
+from experiments.common import optimizers
+from experiments.common import parallel
 
 # ---------------------------------------------------------------------------------------------------------
 # Reading the official JSON.
@@ -379,3 +394,269 @@ def squad_v1_scores(examples: Iterable[SquadExample], predictions: Mapping[str, 
   if total == 0:
     raise ValueError('SQuAD: no questions to score.')
   return {'exact_match': 100.0 * exact_match / total, 'f1': 100.0 * f1 / total}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The span head and the pmapped steps.
+
+
+class BertForQuestionAnswering(nn.Module):
+  """BERT encoder with a linear start/end head: ``[start, end]_logits = hidden @ W + b``, ``W: [H, 2]``.
+
+  Padding positions get logit -1e9 so that neither the loss nor the decoding ever picks them.
+
+  Attributes:
+    config: the BERT model config, as taken by `experiments.bert.models.BertModel`.
+  """
+  config: Any
+
+  @nn.compact
+  def __call__(self, input_ids, token_type_ids, attention_mask, *, deterministic: bool):
+    hidden = models.BertModel(self.config, name='bert')(
+        input_ids, token_type_ids, attention_mask, deterministic=deterministic)
+    logits = nn.Dense(2, kernel_init=nn.initializers.truncated_normal(0.02), dtype=jnp.float32,
+                      name='qa_outputs')(hidden.astype(jnp.float32))
+    logits = jnp.where(attention_mask[..., None] > 0, logits, -1e9)
+    return logits[..., 0], logits[..., 1]
+
+
+def span_loss(start_logits, end_logits, start_positions, end_positions) -> jax.Array:
+  """``(CE(start_logits, start) + CE(end_logits, end)) / 2``, averaged over the batch."""
+  start_loss = optax.softmax_cross_entropy_with_integer_labels(start_logits, start_positions)
+  end_loss = optax.softmax_cross_entropy_with_integer_labels(end_logits, end_positions)
+  return jnp.mean(start_loss + end_loss) / 2
+
+
+def train_step(state: train_state.TrainState, batch: Mapping[str, jax.Array], dropout_key: jax.Array):
+  """One pmapped update: per-device loss and gradients, ``pmean`` across devices, then the optimizer."""
+  rng = parallel.device_rng(dropout_key, state.step)
+
+  def loss_fn(params):
+    start_logits, end_logits = state.apply_fn(
+        {'params': params}, batch['input_ids'], batch['token_type_ids'], batch['attention_mask'],
+        deterministic=False, rngs={'dropout': rng})
+    return span_loss(start_logits, end_logits, batch['start_positions'], batch['end_positions'])
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  loss, grads = jax.lax.pmean((loss, grads), axis_name=parallel.AXIS_NAME)
+  state = state.apply_gradients(grads=grads)
+  metrics = {'train_loss': loss, 'learning_rate': optimizers.current_learning_rate(state.opt_state),
+             'grad_norm': optax.tree.norm(grads)}
+  return state, metrics
+
+
+def eval_step(apply_fn, params, batch: Mapping[str, jax.Array]):
+  """Start and end logits of a batch of windows (no dropout); `apply_fn` is the model's ``apply``."""
+  return apply_fn({'params': params}, batch['input_ids'], batch['token_type_ids'], batch['attention_mask'],
+                  deterministic=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fine-tuning.
+
+
+def _training_batches(num_features: int, batch_size: int, seed: int) -> Iterable[np.ndarray]:
+  """Feature indices of each global batch: epochs of seeded permutations, read back to back."""
+  rng = np.random.default_rng(seed)
+  order = np.empty(0, np.int64)
+  while True:
+    while len(order) < batch_size:
+      order = np.concatenate([order, rng.permutation(num_features)])
+    yield order[:batch_size]
+    order = order[batch_size:]
+
+
+def predict_logits(p_eval_step, params, features: SquadFeatures, batch_size: int) -> tuple[np.ndarray, ...]:
+  """Start and end logits ``[N, L]`` of every window, in batches padded to a multiple of the devices.
+
+  Every process runs all windows on its local devices, so each has the logits it needs for decoding.
+  """
+  devices = jax.local_device_count()
+  batch_size = -(-batch_size // devices) * devices
+  inputs = {k: v for k, v in features.model_inputs().items() if k in
+            ('input_ids', 'token_type_ids', 'attention_mask')}
+  start_logits, end_logits = [], []
+  for begin in range(0, len(features), batch_size):
+    rows = np.arange(begin, begin + batch_size)
+    rows = np.minimum(rows, len(features) - 1)  # the last batch repeats the last window as padding
+    batch = parallel.shard_batch({k: v[rows] for k, v in inputs.items()}, devices)
+    start, end = jax.device_get(p_eval_step(params, batch))
+    count = min(batch_size, len(features) - begin)
+    start_logits.append(start.reshape(batch_size, -1)[:count])
+    end_logits.append(end.reshape(batch_size, -1)[:count])
+  return np.concatenate(start_logits), np.concatenate(end_logits)
+
+
+def _latest_checkpoint_meta(directory: str) -> tuple[int, dict]:
+  """(step, meta) of the newest checkpoint a pre-training run wrote, read without restoring the state."""
+  manager = ocp.CheckpointManager(directory)
+  step = manager.latest_step() if os.path.isdir(directory) else None
+  if step is None:
+    raise FileNotFoundError(f'No pre-training checkpoint under {directory!r}.')
+  try:
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+  except Exception as error:  # Orbax raises many types for unreadable files; report them as one.
+    raise checkpoint.CheckpointError(
+        f'checkpoint step {step} in {directory}: cannot read its metadata ({error})') from error
+  finally:
+    manager.close()
+  if 'model' not in meta.get('signature', {}):
+    raise checkpoint.CheckpointError(f'checkpoint step {step} in {directory} has no model signature; '
+                                     'it was not written by experiments.bert.train.')
+  return step, meta
+
+
+def load_pretrained(config, pretrained_workdir: str | None):
+  """The model config, tokenizer and (if any) pre-trained encoder params of a fine-tuning run.
+
+  From a pre-training workdir: its `vocab.txt` and the model sizes recorded with its newest checkpoint; the
+  checkpoint is restored against a template built from the run's recorded model and optimizer settings
+  (`experiments.common.checkpoint` checks structure, shapes and dtypes) and its ``params['bert']`` kept.
+  Without one: `config.vocab_file` and `config.model`, and no encoder params (random initialisation).
+
+  Returns:
+    ``(models.BertConfig, tokenizers.Tokenizer, encoder params or None)``.
+
+  Raises:
+    FileNotFoundError: no vocabulary or no checkpoint.
+    ValueError: the vocabulary does not match the checkpoint's (a `config.vocab_file` of another size or
+      contents, or a workdir whose vocab.txt changed since the checkpoint).
+  """
+  if not pretrained_workdir:
+    if not config.vocab_file:
+      raise ValueError('Set config.vocab_file (a BERT vocab.txt) or give a pretrained_workdir.')
+    tokenizer = input_pipeline.load_tokenizer(config.vocab_file, config.lowercase)
+    return models.BertConfig(vocab_size=tokenizer.get_vocab_size(), **config.model), tokenizer, None
+
+  vocab_path = config.vocab_file or os.path.join(pretrained_workdir, 'vocab.txt')
+  tokenizer = input_pipeline.load_tokenizer(vocab_path, config.lowercase)
+  directory = os.path.join(pretrained_workdir, 'checkpoints')
+  _, meta = _latest_checkpoint_meta(directory)
+  signature = meta['signature']
+  model_config = models.BertConfig(**signature['model'])
+  vocab_sha256 = input_pipeline._file_sha256(vocab_path)  # pylint: disable=protected-access
+  if tokenizer.get_vocab_size() != model_config.vocab_size or vocab_sha256 != signature.get('vocab_sha256'):
+    raise ValueError(
+        f'Vocabulary {vocab_path!r} ({tokenizer.get_vocab_size()} tokens) is not the one the checkpoint in '
+        f'{directory!r} was trained with ({model_config.vocab_size} tokens, sha256 '
+        f'{signature.get("vocab_sha256")}); fine-tune with the pre-training vocab.txt.')
+
+  # The template of the pre-training state: the MLM model's params and the optimizer state it was saved with.
+  tx = optimizers.create_optimizer(ml_collections.ConfigDict(signature['optimizer']),
+                                   signature['num_train_steps'])
+  abstract_state = {
+      'step': jax.ShapeDtypeStruct((), jnp.int32),
+      'params': models.abstract_params(model_config),
+      'rng': jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))),
+  }
+  abstract_state['opt_state'] = jax.eval_shape(tx.init, abstract_state['params'])
+  template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract_state)
+  manager = checkpoint.CheckpointManager(directory)
+  try:
+    state, _ = manager.restore_latest(template)
+  finally:
+    manager.close()
+  return model_config, tokenizer, state['params']['bert']
+
+
+def finetune(config, workdir: str, pretrained_workdir: str | None = None) -> dict[str, float]:
+  """Fine-tunes BERT on SQuAD v1.1 and returns the official dev scores.
+
+  Trains ``BertForQuestionAnswering`` on `config.train_file` for `config.num_train_steps` steps (or
+  `config.num_epochs` passes over the training windows) with `create_optimizer(config, total_steps)`, the
+  gradients averaged over all devices by a pmapped step, then decodes the dev windows and scores them.
+  Writes `<workdir>/metrics.jsonl` and `<workdir>/predictions.json` (``{qid: answer}``, as the official
+  evaluation script reads).
+
+  Args:
+    config: a ConfigDict as `experiments/bert/configs/squad.py`.
+    workdir: where metrics and predictions go.
+    pretrained_workdir: a pre-training workdir (its `vocab.txt`, `config.json` and newest checkpoint give the
+      tokenizer, model sizes and encoder weights); None uses `config.pretrained_workdir`, and if that is empty
+      too the encoder starts from random weights with the sizes of `config.model` and `config.vocab_file`.
+
+  Returns:
+    ``{'exact_match': EM, 'f1': F1}`` on `config.dev_file`, in percent.
+  """
+  pretrained_workdir = pretrained_workdir or config.get('pretrained_workdir') or None
+  parallel.maybe_initialize_distributed(config)
+  model_config, tokenizer, pretrained_encoder = load_pretrained(config, pretrained_workdir)
+  feature_args = dict(max_seq_len=config.max_seq_len, doc_stride=config.doc_stride,
+                      max_query_len=config.max_query_len)
+  if config.max_seq_len > model_config.max_position_embeddings:
+    raise ValueError(f"max_seq_len={config.max_seq_len} exceeds the model's max_position_embeddings="
+                     f'{model_config.max_position_embeddings}.')
+  train_examples = read_squad(config.train_file)
+  dev_examples = read_squad(config.dev_file)
+  train_features = build_features(train_examples, tokenizer, training=True, **feature_args)
+  dev_features = build_features(dev_examples, tokenizer, **feature_args)
+
+  if config.num_train_steps > 0:
+    total_steps = int(config.num_train_steps)
+  else:
+    total_steps = max(1, int(config.num_epochs * len(train_features) // config.batch_size))
+  optimizer_config = config.copy_and_resolve_references()
+  optimizer_config.warmup_steps = int(config.warmup_fraction * total_steps)
+  model = BertForQuestionAnswering(model_config)
+  init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
+  dummy = jnp.zeros((1, config.max_seq_len), jnp.int32)
+  params = jax.jit(lambda key: model.init(key, dummy, dummy, dummy + 1, deterministic=True)['params'])(
+      init_key)
+  if pretrained_encoder is not None:
+    params = {**params, 'bert': pretrained_encoder}
+  state = train_state.TrainState.create(
+      apply_fn=model.apply, params=params, tx=optimizers.create_optimizer(optimizer_config, total_steps))
+  state = parallel.replicate(state)
+  dropout_keys = parallel.replicate(jax.random.key_data(dropout_key))
+  p_train_step = jax.pmap(
+      lambda state, batch, key: train_step(state, batch, jax.random.wrap_key_data(key)),
+      axis_name=parallel.AXIS_NAME, donate_argnums=(0,))
+  p_eval_step = jax.pmap(functools.partial(eval_step, model.apply), axis_name=parallel.AXIS_NAME)
+
+  writer = metrics_lib.MetricWriter(workdir, enabled=parallel.is_main_process())
+  rows = parallel.process_rows(config.batch_size)
+  batches = _training_batches(len(train_features), config.batch_size, config.seed)
+  train_inputs = train_features.model_inputs()
+  pending = []
+  bar = metrics_lib.progress_bar(total_steps, enabled=parallel.is_main_process(), desc='squad')
+  for step in range(1, total_steps + 1):
+    indices = next(batches)[rows]
+    batch = parallel.shard_batch({k: v[indices] for k, v in train_inputs.items()})
+    state, step_metrics = p_train_step(state, batch, dropout_keys)
+    pending.append((step, step_metrics))
+    if step % config.log_every_steps == 0 or step == total_steps:
+      for logged_step, logged in jax.device_get(pending):
+        writer.write(logged_step, {k: v[0] for k, v in logged.items()})
+      pending = []
+    bar.update(1)
+  bar.close()
+
+  start_logits, end_logits = predict_logits(p_eval_step, state.params, dev_features, config.eval_batch_size)
+  predictions = decode_predictions(dev_examples, dev_features, start_logits, end_logits,
+                                   max_answer_length=config.max_answer_length)
+  scores = squad_v1_scores(dev_examples, predictions)
+  writer.write(total_steps, {f'dev_{k}': v for k, v in scores.items()})
+  if parallel.is_main_process():
+    with open(os.path.join(workdir, 'predictions.json'), 'w', encoding='utf-8') as f:
+      json.dump(predictions, f, ensure_ascii=False, indent=1)
+  return scores
+
+
+def main(argv: Sequence[str]) -> None:
+  """``python -m experiments.bert.squad --config CONFIG --workdir DIR [--pretrained_workdir DIR]``."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise ValueError(f'unexpected arguments: {argv[1:]}')
+  scores = finetune(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.pretrained_workdir)
+  print(json.dumps(scores, indent=2))
+
+
+if __name__ == '__main__':
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string('workdir', None, 'Directory for metrics.jsonl and predictions.json.')
+  flags.DEFINE_string('pretrained_workdir', None, 'A pre-training workdir (vocab.txt, checkpoints/).')
+  config_flags.DEFINE_config_file('config', None, 'A config file (experiments/bert/configs/squad.py).')
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(main)
