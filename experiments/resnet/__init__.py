@@ -1,0 +1,1 @@
+"""Flax ResNet-18/50 image classification driver (data-parallel with pmap), Flax ImageNet recipe."""

@@ -1,0 +1,338 @@
+"""ResNet image classification: `train_and_evaluate(config, workdir) -> dict`.
+
+Data parallel with `jax.pmap` over all devices of all processes. One step, on each device d holding a slice
+B_d of the global batch B (|B| = config.batch_size):
+
+    local_loss_d = sum_{i in B_d} CE(logits_i, label_i) / |B|
+    BatchNorm:   batch mean/variance pmean-ed over devices (the model's axis_name), so the running
+                 statistics are those of the global batch and identical on every replica
+    g = psum_d grad(local_loss_d)         # the gradient of the global-batch mean loss, on every device
+    params, opt_state <- optimizer(g)     # identical on every device
+
+The Flax ImageNet recipe is the default (configs/default.py): SGD with Nesterov momentum 0.9, L2 weight
+decay on kernels added to the gradient (weight_decay_mode='coupled', no decay on BatchNorm and biases),
+linear warm-up then cosine decay, and a learning rate scaled with the batch,
+lr = base_learning_rate * batch_size / 256. Any optimizer of experiments.common.optimizers (adam, acclip,
+gclip, ...) can replace it by name.
+
+Metrics (loss, accuracy, learning rate, gradient norm, clip statistics, images/s, eval loss and accuracy)
+go to `<workdir>/metrics.jsonl`, checkpoints to `<workdir>/checkpoints`, a loss plot to `<workdir>/loss.png`.
+The pmapped steps are cached per (model, input shape, optimizer settings except the peak learning rate), so
+a learning-rate/seed sweep in one process compiles once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+import acclip_optax
+from experiments.common import checkpoint
+from experiments.common import metrics as metrics_lib
+from experiments.common import optimizers
+from experiments.common import parallel
+from experiments.resnet import input_pipeline
+from experiments.resnet import models
+
+AXIS = parallel.AXIS_NAME
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a resumed run needs besides the data position (which is `step`)."""
+  step: jax.Array  # int32, optimizer updates done
+  params: Any
+  batch_stats: Any  # BatchNorm running means and variances
+  opt_state: Any
+
+  def as_dict(self) -> dict:
+    return {"step": self.step, "params": self.params, "batch_stats": self.batch_stats,
+            "opt_state": self.opt_state}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """The architecture and input shape (hashable: it keys the compiled-step cache)."""
+  name: str
+  num_classes: int
+  num_filters: int
+  small_images: bool
+  dtype: str
+  image_shape: tuple[int, int, int]
+
+  def create(self, axis_name=None) -> models.ResNet:
+    return models.create_model(self.name, num_classes=self.num_classes, num_filters=self.num_filters,
+                               small_images=self.small_images, axis_name=axis_name, dtype=self.dtype)
+
+
+def classification_sums(logits, labels, weights) -> dict[str, jax.Array]:
+  """Weighted sums of cross-entropy, correct predictions and weights."""
+  cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+  return {"loss_sum": jnp.sum(cross_entropy * weights), "correct_sum": jnp.sum(correct * weights),
+          "weight_sum": jnp.sum(weights)}
+
+
+def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState, dict]:
+  """One pmapped update (module docstring); returns the new state and replicated metrics."""
+  global_count = jax.lax.psum(jnp.asarray(batch["label"].shape[0], jnp.float32), AXIS)
+
+  def loss_fn(params):
+    logits, new_model_state = model.apply(
+        {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
+        mutable=["batch_stats"])
+    sums = classification_sums(logits, batch["label"], jnp.ones_like(batch["label"], jnp.float32))
+    return sums["loss_sum"] / global_count, (sums, new_model_state["batch_stats"])
+
+  grads, (sums, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+  grads = jax.lax.psum(grads, AXIS)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  sums = jax.lax.psum(sums, AXIS)
+  metrics = {
+      "train_loss": sums["loss_sum"] / global_count,
+      "train_accuracy": sums["correct_sum"] / global_count,
+      "grad_norm": optax.global_norm(grads),
+      "learning_rate": optimizers.current_learning_rate(opt_state),
+      **acclip_optax.clip_stats(opt_state),
+  }
+  return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                       opt_state=opt_state), metrics
+
+
+def eval_step(state: TrainState, batch: dict, *, model) -> dict[str, jax.Array]:
+  logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["image"],
+                       train=False)
+  return jax.lax.psum(classification_sums(logits, batch["label"], batch["weight"]), AXIS)
+
+
+@dataclasses.dataclass(frozen=True)
+class _CompiledSteps:
+  init_variables: Any
+  train_step: Any
+  eval_step: Any
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_steps(spec: ModelSpec, optimizer_signature: tuple) -> _CompiledSteps:
+  """The jitted init and pmapped steps for one model and optimizer signature (cached).
+
+  The update reads the peak learning rate from the optimizer state, so the one the signature's optimizer
+  was built with does not matter.
+  """
+  total_steps, *fields = optimizer_signature
+  tx = optimizers.create_optimizer(ml_collections.ConfigDict(dict(fields)), total_steps)
+  model = spec.create(axis_name=AXIS)
+
+  def init_variables(key):
+    return spec.create().init(key, jnp.zeros((1,) + spec.image_shape, jnp.float32), train=False)
+
+  return _CompiledSteps(
+      init_variables=jax.jit(init_variables),
+      train_step=jax.pmap(functools.partial(train_step, model=model, tx=tx), axis_name=AXIS,
+                          donate_argnums=(0,)),
+      eval_step=jax.pmap(functools.partial(eval_step, model=model), axis_name=AXIS))
+
+
+def _first_device(tree):
+  """Host values of the first local device's copy (metrics and states are replicated)."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data[0]), tree)
+
+
+def peak_learning_rate(config) -> float:
+  """config.learning_rate, or base_learning_rate * batch_size / 256 when base_learning_rate is set."""
+  if config.get("base_learning_rate") is not None:
+    return config.base_learning_rate * config.batch_size / 256.0
+  return config.learning_rate
+
+
+def schedule_steps(config, steps_per_epoch: int) -> tuple[int, int]:
+  """(total_steps, warmup_steps): num_train_steps or num_epochs of data; warmup_epochs or warmup_steps."""
+  total = config.num_train_steps or int(math.ceil(config.num_epochs * steps_per_epoch))
+  if total < 1:
+    raise ValueError(f"num_train_steps={config.num_train_steps}, num_epochs={config.num_epochs}: "
+                     "the run must have at least one step")
+  warmup = (int(round(config.warmup_epochs * steps_per_epoch)) if config.get("warmup_epochs")
+            else config.warmup_steps)
+  return total, min(warmup, total)
+
+
+def model_spec(config, data: input_pipeline.ImageData) -> ModelSpec:
+  return ModelSpec(name=config.model, num_classes=data.num_classes, num_filters=config.num_filters,
+                   small_images=config.small_images, dtype=config.dtype, image_shape=data.image_shape)
+
+
+def _run_signature(config, spec: ModelSpec, data: input_pipeline.ImageData) -> dict:
+  """Settings a checkpoint must share with the run that resumes it."""
+  return {"model": dataclasses.asdict(spec), "dataset": data.name,
+          "optimizer": {k: config[k] for k in optimizers.default_optimizer_config()},
+          **{k: config[k] for k in ("seed", "batch_size", "num_train_steps", "num_epochs")}}
+
+
+def evaluate(compiled: _CompiledSteps, state, eval_batches: list[dict]) -> dict[str, float]:
+  """Mean loss and accuracy over the test batches (padding rows have weight 0)."""
+  totals = {"loss_sum": 0.0, "correct_sum": 0.0, "weight_sum": 0.0}
+  for batch in eval_batches:
+    sums = _first_device(compiled.eval_step(state, batch))
+    for name in totals:
+      totals[name] += float(sums[name])
+  weight = max(totals["weight_sum"], 1.0)
+  return {"eval_loss": totals["loss_sum"] / weight, "eval_accuracy": totals["correct_sum"] / weight}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains the ResNet `config` describes, resuming from `<workdir>/checkpoints` if present.
+
+  Args:
+    config: see configs/default.py for every field.
+    workdir: the run directory (metrics.jsonl, checkpoints, loss.png).
+
+  Returns:
+    A dict: train_loss, train_accuracy (last step), train_loss_last10 (mean of the last 10 steps),
+    eval_loss, eval_accuracy, steps, diverged, halted, wall_time_s, steps_per_s, images_per_s, num_params,
+    dataset (the one actually used, e.g. 'digits' after a fallback), learning_rate (the peak),
+    metrics_path, loss_plot, workdir.
+
+  Raises:
+    ValueError: bad dataset name, batch size or optimizer settings; FileNotFoundError: a missing dataset
+    (fallback off); checkpoint.CheckpointError: a checkpoint in the workdir that cannot be resumed.
+  """
+  start_time = time.time()
+  parallel.maybe_initialize_distributed(config)
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  is_main = parallel.is_main_process()
+
+  data = input_pipeline.create_datasets(config)
+  train_rows = parallel.process_rows(config.batch_size)
+  eval_rows = parallel.process_rows(config.eval_batch_size)
+  total_steps, warmup_steps = schedule_steps(config, data.steps_per_epoch(config.batch_size))
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.learning_rate = peak_learning_rate(config)
+  config.warmup_steps = warmup_steps
+  spec = model_spec(config, data)
+  compiled = _compiled_steps(spec, optimizers.optimizer_signature(config, total_steps))
+
+  variables = compiled.init_variables(jax.random.key(config.seed))
+  tx = optimizers.create_optimizer(config, total_steps)  # its init puts this run's peak lr in the state
+  state = jax.device_get(TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                                    batch_stats=variables["batch_stats"],
+                                    opt_state=tx.init(variables["params"])))
+  num_params = models.count_params(state.params)
+
+  manager = checkpoint.CheckpointManager(
+      os.path.join(workdir, "checkpoints"), max_to_keep=config.max_checkpoints_to_keep)
+  signature = _run_signature(config, spec, data)
+  restored = manager.restore_latest(state.as_dict(), signature)
+  if restored is not None:
+    state = TrainState(**restored[0])
+    logging.info("Resumed from step %d of %s", int(state.step), manager.directory)
+  start_step = int(state.step)
+  state = parallel.replicate(state)
+
+  writer = metrics_lib.MetricWriter(workdir, enabled=is_main,
+                                    resume_step=start_step if restored is not None else None,
+                                    tensorboard=config.tensorboard)
+  eval_batches = [parallel.shard_batch(b) for b in data.eval_batches(
+      config.eval_batch_size, eval_rows, config.get("max_eval_examples", 0))]
+  last_step = min(total_steps, config.halt_after_steps) if config.halt_after_steps else total_steps
+  progress = metrics_lib.progress_bar(last_step, initial=start_step, enabled=is_main)
+
+  history: list[dict[str, float]] = []
+  pending: list[tuple[int, dict]] = []
+  eval_metrics: dict[str, float] = {}
+  diverged = False
+  interval_start, interval_steps = time.time(), 0
+
+  def flush() -> bool:
+    """Fetches the buffered step metrics, writes them; False if a loss was not finite."""
+    nonlocal interval_start, interval_steps
+    fetched = jax.device_get([_first_device(m) for _, m in pending])
+    images_per_s = interval_steps * config.batch_size / max(time.time() - interval_start, 1e-9)
+    finite = True
+    for (step, _), values in zip(pending, fetched):
+      record = {name: float(value) for name, value in values.items()}
+      if step == pending[-1][0]:
+        record["images_per_s"] = images_per_s
+      writer.write(step, record)
+      history.append(record)
+      finite = finite and math.isfinite(record["train_loss"])
+    if fetched:
+      progress.set_postfix(loss=f"{history[-1]['train_loss']:.3f}")
+    pending.clear()
+    interval_start, interval_steps = time.time(), 0
+    return finite
+
+  def save(step: int) -> None:
+    if config.save_checkpoints:
+      manager.save(step, _first_device(state).as_dict(), {"data_position": step, "signature": signature})
+
+  step = start_step
+  while step < last_step:
+    batch = parallel.shard_batch(data.train_batch(step, config.batch_size, train_rows))
+    state, step_metrics = compiled.train_step(state, batch)
+    step += 1
+    interval_steps += 1
+    pending.append((step, step_metrics))
+    progress.update(1)
+    if step % config.log_every_steps == 0 or step == last_step:
+      if not flush() and config.stop_on_nonfinite:
+        diverged = True
+        logging.warning("Non-finite loss at step <= %d; stopping", step)
+        break
+    if config.eval_every_steps and step % config.eval_every_steps == 0 and step < last_step:
+      eval_metrics = evaluate(compiled, state, eval_batches)
+      writer.write(step, eval_metrics)
+    if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and step < last_step:
+      save(step)
+  flush()
+  progress.close()
+
+  if not diverged:
+    eval_metrics = evaluate(compiled, state, eval_batches)
+    writer.write(step, eval_metrics)
+    if step > start_step:
+      save(step)
+  manager.wait_until_finished()
+  manager.close()
+  writer.close()
+
+  loss_plot = None
+  if config.plot and is_main and history:
+    loss_plot = metrics_lib.plot_loss_curves(
+        {config.model: writer.path}, os.path.join(workdir, "loss.png"),
+        title=f"{config.model} on {data.name}, {config.optimizer}")
+  wall_time = time.time() - start_time
+  last = history[-1] if history else {}
+  return {
+      "train_loss": last.get("train_loss", float("nan")),
+      "train_accuracy": last.get("train_accuracy", float("nan")),
+      "train_loss_last10": float(np.mean([r["train_loss"] for r in history[-10:]])) if history
+                           else float("nan"),
+      "eval_loss": eval_metrics.get("eval_loss", float("nan")),
+      "eval_accuracy": eval_metrics.get("eval_accuracy", float("nan")),
+      "steps": step,
+      "diverged": diverged,
+      "halted": bool(config.halt_after_steps) and step < total_steps and not diverged,
+      "wall_time_s": wall_time,
+      "steps_per_s": (step - start_step) / wall_time,
+      "images_per_s": float(np.mean([r["images_per_s"] for r in history if "images_per_s" in r]))
+                      if history else float("nan"),
+      "num_params": num_params,
+      "dataset": data.name,
+      "learning_rate": config.learning_rate,
+      "metrics_path": writer.path,
+      "loss_plot": loss_plot,
+      "workdir": workdir,
+  }
