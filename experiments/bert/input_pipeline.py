@@ -180,6 +180,7 @@ def prepare_vocab(config, workdir: str, train_documents: Sequence[str]) -> str:
   the others wait and read.
   """
   import jax  # pylint: disable=g-import-not-at-top
+  os.makedirs(workdir, exist_ok=True)
   vocab_path = os.path.join(workdir, "vocab.txt")
   info_path = os.path.join(workdir, "vocab_info.json")
   if config.vocab_file:

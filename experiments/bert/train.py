@@ -89,7 +89,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState
   metrics = {
       "train_loss": sums["loss_sum"] / global_weight,
       "train_accuracy": sums["correct_sum"] / global_weight,
-      "grad_norm": optax.global_norm(grads),
+      "grad_norm": optax.tree.norm(grads),
       "learning_rate": optimizers.current_learning_rate(opt_state),
       **acclip_optax.clip_stats(opt_state),
   }
