@@ -1,12 +1,15 @@
 """acclip_optax: GClip, CClip and ACClip (Zhang et al., NeurIPS 2020) as composable Optax transformations."""
+from acclip_optax import noise
 from acclip_optax.alias import acclip, acclip_ports, cclip, gclip
 from acclip_optax.schedule import clip_threshold_schedule, strongly_convex_lr_schedule
 from acclip_optax.stats import clip_stats
 from acclip_optax.transform import (
+    ACClipThresholdRule,
     ClipByCoordinateState,
     ClipByGlobalNormState,
     ScaleByACClipPortsState,
     ScaleByACClipState,
+    acclip_clip_fraction,
     clip_by_coordinate,
     clip_by_global_norm,
     scale_by_acclip,
@@ -16,11 +19,13 @@ from acclip_optax.transform import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ACClipThresholdRule",
     "ClipByCoordinateState",
     "ClipByGlobalNormState",
     "ScaleByACClipPortsState",
     "ScaleByACClipState",
     "acclip",
+    "acclip_clip_fraction",
     "acclip_ports",
     "cclip",
     "clip_by_coordinate",
@@ -28,6 +33,7 @@ __all__ = [
     "clip_stats",
     "clip_threshold_schedule",
     "gclip",
+    "noise",
     "scale_by_acclip",
     "scale_by_acclip_ports",
     "strongly_convex_lr_schedule",

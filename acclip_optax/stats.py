@@ -6,15 +6,17 @@ from typing import Any
 import jax
 
 from acclip_optax.transform import (
-    ClipByCoordinateState, ClipByGlobalNormState, ScaleByACClipPortsState, ScaleByACClipState)
+    ClipByCoordinateState, ClipByGlobalNormState, ScaleByACClipPortsState, ScaleByACClipState,
+    acclip_clip_fraction)
 
 __all__ = ["clip_stats"]
 
+# state type -> (statistic name, how to read it from the state)
 _STATS_BY_STATE = {
-    ScaleByACClipState: "clip_fraction",
-    ScaleByACClipPortsState: "clip_fraction",
-    ClipByCoordinateState: "clip_fraction",
-    ClipByGlobalNormState: "global_norm",
+    ScaleByACClipState: ("clip_fraction", acclip_clip_fraction),
+    ScaleByACClipPortsState: ("clip_fraction", acclip_clip_fraction),
+    ClipByCoordinateState: ("clip_fraction", lambda state: state.clip_fraction),
+    ClipByGlobalNormState: ("global_norm", lambda state: state.global_norm),
 }
 
 
@@ -33,8 +35,10 @@ def clip_stats(opt_state: Any) -> dict[str, jax.Array]:
     opt_state: any optimizer state (possibly replicated or traced).
 
   Returns:
-    A dict of scalar arrays (the state's own arrays: no computation, no device-to-host copy); empty when
-    the state holds no clipping transformation.
+    A dict of float32 scalar arrays, computed on the device (no host sync); empty when the state holds no
+    clipping transformation. ACClip's fraction is recomputed from its mu and nu (one read of each, see
+    `acclip_clip_fraction`), so call this where you log, e.g. every few hundred steps, rather than in every
+    step: that keeps the update itself a single fused pass.
 
   Example:
     >>> import jax.numpy as jnp
@@ -49,8 +53,8 @@ def clip_stats(opt_state: Any) -> dict[str, jax.Array]:
   for node in jax.tree.leaves(opt_state, is_leaf=is_clip_state):
     if not is_clip_state(node):
       continue
-    name = _STATS_BY_STATE[type(node)]
+    name, read = _STATS_BY_STATE[type(node)]
     key = name if name not in seen else f"{name}/{seen[name]}"
     seen[name] = seen.get(name, 0) + 1
-    stats[key] = getattr(node, name)
+    stats[key] = read(node)
   return stats

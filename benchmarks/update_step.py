@@ -1,0 +1,167 @@
+"""Times one jit-compiled optimizer step (update + optax.apply_updates) on a BERT-base-shaped tree.
+
+Usage:
+  python benchmarks/update_step.py [--repeats 7] [--warmup 2] [--layers 12] [--markdown]
+
+The tree has BERT-base's real leaf shapes (about 110M float32 parameters with 12 layers). Each step
+donates the params and the optimizer state, so it runs in place like a training step. The candidates are
+timed round-robin (one step of each per round) so that load from other processes hits them alike; the
+table shows medians and ratios measured in this same run. The floor is a hand-written element-wise kernel
+that moves the bytes ACClip must move: it reads params, grads and two state arrays and writes params and
+the two state arrays.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import acclip_optax
+
+HIDDEN, INTERMEDIATE, VOCAB, MAX_POSITIONS, TYPE_VOCAB = 768, 3072, 30522, 512, 2
+
+
+def bert_base_shapes(num_layers: int) -> dict[str, tuple[int, ...]]:
+  """The parameter shapes of BERT-base pretraining (MLM decoder tied to the word embeddings)."""
+  shapes = {
+      "embeddings/word": (VOCAB, HIDDEN),
+      "embeddings/position": (MAX_POSITIONS, HIDDEN),
+      "embeddings/token_type": (TYPE_VOCAB, HIDDEN),
+      "embeddings/layer_norm/scale": (HIDDEN,),
+      "embeddings/layer_norm/bias": (HIDDEN,),
+  }
+  for layer in range(num_layers):
+    prefix = f"layer_{layer}/"
+    for name in ("query", "key", "value", "attention_output"):
+      shapes[prefix + name + "/kernel"] = (HIDDEN, HIDDEN)
+      shapes[prefix + name + "/bias"] = (HIDDEN,)
+    shapes[prefix + "intermediate/kernel"] = (HIDDEN, INTERMEDIATE)
+    shapes[prefix + "intermediate/bias"] = (INTERMEDIATE,)
+    shapes[prefix + "output/kernel"] = (INTERMEDIATE, HIDDEN)
+    shapes[prefix + "output/bias"] = (HIDDEN,)
+    for norm in ("attention_layer_norm", "output_layer_norm"):
+      shapes[prefix + norm + "/scale"] = (HIDDEN,)
+      shapes[prefix + norm + "/bias"] = (HIDDEN,)
+  shapes.update({
+      "pooler/kernel": (HIDDEN, HIDDEN),
+      "pooler/bias": (HIDDEN,),
+      "mlm/transform/kernel": (HIDDEN, HIDDEN),
+      "mlm/transform/bias": (HIDDEN,),
+      "mlm/layer_norm/scale": (HIDDEN,),
+      "mlm/layer_norm/bias": (HIDDEN,),
+      "mlm/output_bias": (VOCAB,),
+      "nsp/kernel": (HIDDEN, 2),
+      "nsp/bias": (2,),
+  })
+  return shapes
+
+
+def random_tree(shapes: dict[str, tuple[int, ...]], key: jax.Array, scale: float) -> dict[str, jax.Array]:
+  keys = jax.random.split(key, len(shapes))
+  return {name: scale * jax.random.normal(k, shape, jnp.float32)
+          for k, (name, shape) in zip(keys, shapes.items())}
+
+
+def tree_bytes(tree) -> int:
+  return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
+
+
+def same_bytes_step(params, state, grads):
+  """The memory-traffic floor: read p, g, s1, s2; write p, s1, s2; a few flops per coordinate."""
+  first, second = state
+  first = jax.tree.map(lambda s, g: 0.9 * s + 0.1 * g, first, grads)
+  second = jax.tree.map(lambda s, g: 0.99 * s + 0.01 * jnp.abs(g), second, grads)
+  params = jax.tree.map(lambda p, s: p - 1e-4 * s, params, first)
+  return params, (first, second)
+
+
+def optax_step(optimizer: optax.GradientTransformation) -> Callable:
+  def step(params, state, grads):
+    updates, state = optimizer.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+  return step
+
+
+def candidates() -> dict[str, tuple[Callable, Callable]]:
+  """name -> (init(params) -> state, step(params, state, grads) -> (params, state))."""
+  def from_optax(optimizer):
+    return optimizer.init, optax_step(optimizer)
+
+  zeros2 = lambda params: (jax.tree.map(jnp.zeros_like, params), jax.tree.map(jnp.zeros_like, params))
+  return {
+      "same-bytes kernel": (zeros2, same_bytes_step),
+      "acclip alpha=1": from_optax(acclip_optax.acclip(1e-4, alpha=1.0)),
+      "acclip alpha=1.5": from_optax(acclip_optax.acclip(1e-4, alpha=1.5)),
+      "acclip alpha=2": from_optax(acclip_optax.acclip(1e-4, alpha=2.0)),
+      "acclip alpha=1 bias_correction": from_optax(acclip_optax.acclip(1e-4, bias_correction=True)),
+      "acclip alpha=1 mu bf16": from_optax(acclip_optax.acclip(1e-4, mu_dtype=jnp.bfloat16)),
+      "acclip_ports": from_optax(acclip_optax.acclip_ports(1e-4)),
+      "optax.adam": from_optax(optax.adam(1e-4)),
+      "optax.sgd": from_optax(optax.sgd(1e-4)),
+  }
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--repeats", type=int, default=7, help="timed rounds (one step of each per round)")
+  parser.add_argument("--warmup", type=int, default=2, help="untimed rounds after compilation")
+  parser.add_argument("--layers", type=int, default=12, help="encoder layers (12 = BERT-base)")
+  parser.add_argument("--only", nargs="*", help="time only these candidates (names as in the table)")
+  args = parser.parse_args()
+  if args.repeats < 1 or args.warmup < 0 or args.layers < 1:
+    parser.error(f"need --repeats >= 1, --warmup >= 0, --layers >= 1; got {args.repeats}, {args.warmup}, "
+                 f"{args.layers}")
+
+  shapes = bert_base_shapes(args.layers)
+  key_params, key_grads = jax.random.split(jax.random.PRNGKey(0))
+  grads = random_tree(shapes, key_grads, 1e-3)
+  num_params = sum(leaf.size for leaf in jax.tree.leaves(grads))
+  chosen = candidates()
+  if args.only:
+    unknown = sorted(set(args.only) - set(chosen))
+    if unknown:
+      parser.error(f"unknown --only {unknown}; choose from {sorted(chosen)}")
+    chosen = {name: chosen[name] for name in chosen if name in args.only}
+
+  runs = {}
+  for name, (init, step) in chosen.items():
+    params = random_tree(shapes, key_params, 0.02)
+    state = init(params)
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, grads).compile()
+    runs[name] = [compiled, params, state, [], tree_bytes(state)]
+
+  print(f"BERT-base-shaped tree: {len(shapes)} leaves, {num_params / 1e6:.1f}M float32 params, "
+        f"{jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
+        f"{args.repeats} timed rounds")
+  for round_index in range(args.warmup + args.repeats):
+    for run in runs.values():
+      compiled, params, state = run[:3]
+      start = time.perf_counter()
+      params, state = compiled(params, state, grads)
+      jax.block_until_ready((params, state))
+      elapsed = time.perf_counter() - start
+      run[1], run[2] = params, state
+      if round_index >= args.warmup:
+        run[3].append(elapsed)
+
+  medians = {name: statistics.median(run[3]) for name, run in runs.items()}
+  param_bytes = num_params * 4
+  reference = {"same-bytes kernel": "x same-bytes", "optax.adam": "x adam"}
+  headers = ["step", "median ms"] + [title for name, title in reference.items() if name in medians]
+  headers.append("state bytes / param bytes")
+  print("| " + " | ".join(headers) + " |")
+  print("|" + "---|" * len(headers))
+  for name, median in medians.items():
+    cells = [name, f"{median * 1e3:.0f}"]
+    cells += [f"{median / medians[ref]:.2f}" for ref in reference if ref in medians]
+    cells.append(f"{runs[name][4] / param_bytes:.2f}")
+    print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+  main()
