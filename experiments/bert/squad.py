@@ -226,7 +226,8 @@ def build_features(examples: Sequence[SquadExample], tokenizer, *, max_seq_len: 
     window = max_seq_len - len(query_ids) - 3
     starts = _window_starts(len(context.ids), window, doc_stride)
     lengths = [min(window, len(context.ids) - start) for start in starts]
-    for start, length in zip(starts, lengths):
+    best_window = _max_context_windows(starts, lengths, len(context.ids))
+    for window, (start, length) in enumerate(zip(starts, lengths)):
       ids = [cls_id, *query_ids, sep_id, *context.ids[start:start + length], sep_id]
       offset = len(query_ids) + 2  # position of the window's first context token
       input_ids = np.full(max_seq_len, pad_id, np.int32)
@@ -240,9 +241,7 @@ def build_features(examples: Sequence[SquadExample], tokenizer, *, max_seq_len: 
       char_start[offset:offset + length] = offsets[start:start + length, 0]
       char_end[offset:offset + length] = offsets[start:start + length, 1]
       is_max_context = np.zeros(max_seq_len, bool)
-      for i in range(length):
-        token = start + i
-        is_max_context[offset + i] = _is_max_context(starts, lengths, start, token)
+      is_max_context[offset:offset + length] = best_window[start:start + length] == window
       start_position = end_position = 0
       if answer_tokens is not None and start <= answer_tokens[0] and answer_tokens[1] < start + length:
         start_position = answer_tokens[0] - start + offset
@@ -263,16 +262,17 @@ def build_features(examples: Sequence[SquadExample], tokenizer, *, max_seq_len: 
   return SquadFeatures(**arrays)
 
 
-def _is_max_context(starts: Sequence[int], lengths: Sequence[int], window_start: int, token: int) -> bool:
-  """Whether the window at `window_start` gives `token` its largest ``min(left, right) + 0.01 * len``."""
-  best_score, best_start = None, None
-  for start, length in zip(starts, lengths):
-    if not start <= token < start + length:
-      continue
-    score = min(token - start, start + length - 1 - token) + 0.01 * length
-    if best_score is None or score > best_score:
-      best_score, best_start = score, start
-  return best_start == window_start
+def _max_context_windows(starts: Sequence[int], lengths: Sequence[int], num_tokens: int) -> np.ndarray:
+  """For each context token, the window giving it the most context.
+
+  A token ``t`` in the window ``[s, s + n)`` scores ``min(t - s, s + n - 1 - t) + 0.01 * n``; ties go to the
+  earlier window (run_squad.py's `_check_is_max_context`).
+  """
+  starts, lengths = np.asarray(starts)[:, None], np.asarray(lengths)[:, None]
+  tokens = np.arange(num_tokens)[None, :]
+  inside = (tokens >= starts) & (tokens < starts + lengths)
+  scores = np.minimum(tokens - starts, starts + lengths - 1 - tokens) + 0.01 * lengths
+  return np.argmax(np.where(inside, scores, -np.inf), axis=0)
 
 
 # ---------------------------------------------------------------------------------------------------------
