@@ -204,7 +204,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   manager = checkpoint.CheckpointManager(
       os.path.join(workdir, "checkpoints"), max_to_keep=config.max_checkpoints_to_keep)
-  restored = manager.restore_latest(state.as_dict(), _run_signature(config, model_config, data))
+  try:
+    restored = manager.restore_latest(state.as_dict(), _run_signature(config, model_config, data))
+  except checkpoint.CheckpointError:
+    manager.close()
+    raise
   if restored is not None:
     state = TrainState(**restored[0])
     logging.info("Resumed from step %d of %s", int(state.step), manager.directory)

@@ -126,7 +126,14 @@ class CheckpointManager:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
+    """Waits for pending saves and releases Orbax's resources."""
     self._manager.close()
+
+  def __enter__(self) -> "CheckpointManager":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
 
 
 def _json_normalise(value: Mapping[str, Any]) -> dict:

@@ -1,0 +1,300 @@
+"""The shared experiment layer: optimizer factory, pmap plumbing, checkpoints, metric writers."""
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments.common import checkpoint
+from experiments.common import metrics as metrics_lib
+from experiments.common import optimizers
+from experiments.common import parallel
+
+
+def optimizer_config(**overrides):
+  config = optimizers.default_optimizer_config()
+  config.update(overrides)
+  return config
+
+
+def toy_params():
+  return {"dense": {"kernel": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "bias": jnp.array([0.1, -0.2])},
+          "attention": {"bias": jnp.ones((2, 3))},  # a 2-D per-head bias: not decayed
+          "norm": {"scale": jnp.ones(2)}}
+
+
+def toy_grads(step):
+  return jax.tree.map(lambda p: jnp.sin(p * (step + 1.0)) + 0.3, toy_params())
+
+
+# ------------------------------------------------------------------------------------------ optimizers
+@pytest.mark.parametrize("name", optimizers.OPTIMIZER_NAMES)
+def test_every_optimizer_builds_and_steps(name):
+  tx = optimizers.create_optimizer(
+      optimizer_config(optimizer=name, weight_decay=0.01, warmup_steps=2, grad_clip_norm=1.0), 10)
+  params = toy_params()
+  state = tx.init(params)
+  updates, state = jax.jit(tx.update)(toy_grads(0), state, params)
+  leaves = jax.tree.leaves(updates)
+  assert all(bool(jnp.all(jnp.isfinite(u))) for u in leaves)
+  assert any(bool(jnp.any(u != 0)) for u in leaves)
+  assert float(optimizers.current_learning_rate(state)) == pytest.approx(1e-3 * 0.5)
+
+
+def test_unknown_names_are_clear_errors():
+  with pytest.raises(ValueError, match="optimizer='adagrad' is not one of adam, adamw, acclip, "
+                                       "acclip_ports, lamb, sgd, gclip, cclip"):
+    optimizers.create_optimizer(optimizer_config(optimizer="adagrad"), 10)
+  with pytest.raises(ValueError, match="learning_rate_decay='step' is not one of linear, cosine"):
+    optimizers.create_optimizer(optimizer_config(learning_rate_decay="step"), 10)
+  with pytest.raises(ValueError, match="weight_decay_mode='l2'"):
+    optimizers.create_optimizer(optimizer_config(weight_decay_mode="l2"), 10)
+  with pytest.raises(ValueError, match=r"warmup_steps=20 must lie in \[0, total_steps=10\]"):
+    optimizers.create_optimizer(optimizer_config(warmup_steps=20), 10)
+
+
+def reference_scale(k, warmup, total, decay, final):
+  if k < warmup:
+    return (k + 1) / warmup
+  u = min(max((k - warmup) / max(total - warmup, 1), 0.0), 1.0)
+  shape = {"linear": 1 - u, "cosine": 0.5 * (1 + math.cos(math.pi * u)), "constant": 1.0}[decay]
+  return final + (1 - final) * shape
+
+
+@pytest.mark.parametrize("decay", optimizers.LEARNING_RATE_DECAYS)
+@pytest.mark.parametrize("warmup, final", [(0, 0.0), (3, 0.1)])
+def test_learning_rate_schedule_matches_formula(decay, warmup, final):
+  schedule = optimizers.learning_rate_scale_schedule(warmup, 12, decay, final)
+  for k in range(14):
+    assert float(schedule(k)) == pytest.approx(reference_scale(k, warmup, 12, decay, final), abs=1e-6)
+
+
+def test_one_compiled_update_serves_every_learning_rate():
+  params = toy_params()
+  grads = toy_grads(0)
+  base = optimizer_config(optimizer="sgd", momentum=0.0, warmup_steps=0, learning_rate_decay="constant")
+  update = jax.jit(optimizers.create_optimizer(base, 10).update)
+  results = {}
+  for learning_rate in (0.1, 0.4):
+    tx = optimizers.create_optimizer(optimizer_config(**{**base.to_dict(), "learning_rate": learning_rate}),
+                                     10)
+    results[learning_rate] = update(grads, tx.init(params), params)[0]
+  assert update._cache_size() == 1  # pylint: disable=protected-access
+  for g, u1, u4 in zip(jax.tree.leaves(grads), jax.tree.leaves(results[0.1]), jax.tree.leaves(results[0.4])):
+    np.testing.assert_allclose(u1, -0.1 * np.asarray(g), rtol=1e-6)
+    np.testing.assert_allclose(u4, -0.4 * np.asarray(g), rtol=1e-6)
+
+
+def test_weight_decay_mask_spares_biases_and_norm_parameters():
+  mask = optimizers.weight_decay_mask(toy_params())
+  assert mask == {"dense": {"kernel": True, "bias": False}, "attention": {"bias": False},
+                  "norm": {"scale": False}}
+
+
+def run_steps(tx, num_steps=3):
+  params = toy_params()
+  state = tx.init(params)
+  trajectory = []
+  for step in range(num_steps):
+    updates, state = tx.update(toy_grads(step), state, params)
+    params = optax.apply_updates(params, updates)
+    trajectory.append(params)
+  return trajectory
+
+
+def test_adam_decoupled_decay_matches_numpy_reference():
+  lr, wd, b1, b2, eps = 0.05, 0.1, 0.9, 0.999, 1e-8
+  tx = optimizers.create_optimizer(optimizer_config(
+      optimizer="adam", learning_rate=lr, weight_decay=wd, warmup_steps=0, learning_rate_decay="linear",
+      b1=b1, b2=b2, eps=eps), 4)
+  ours = run_steps(tx)
+  mask = optimizers.weight_decay_mask(toy_params())
+  for path_name in [("dense", "kernel"), ("dense", "bias"), ("norm", "scale")]:
+    x = np.asarray(toy_params()[path_name[0]][path_name[1]], np.float64)
+    m = np.zeros_like(x)
+    v = np.zeros_like(x)
+    decayed = mask[path_name[0]][path_name[1]]
+    for step in range(3):
+      g = np.sin(np.asarray(toy_params()[path_name[0]][path_name[1]], np.float64) * (step + 1)) + 0.3
+      m = b1 * m + (1 - b1) * g
+      v = b2 * v + (1 - b2) * g * g
+      m_hat, v_hat = m / (1 - b1 ** (step + 1)), v / (1 - b2 ** (step + 1))
+      lr_k = lr * (1 - step / 4)
+      x = x - lr_k * (m_hat / (np.sqrt(v_hat) + eps) + (wd * x if decayed else 0.0))
+      # float32's 1 - b2**k keeps about 4 digits, hence the tolerance
+      np.testing.assert_allclose(ours[step][path_name[0]][path_name[1]], x, rtol=1e-4, atol=2e-6)
+
+
+def test_adamw_equals_optax_adamw_with_the_same_schedule():
+  lr, wd = 0.05, 0.1
+  ours = run_steps(optimizers.create_optimizer(optimizer_config(
+      optimizer="adamw", learning_rate=lr, weight_decay=wd, warmup_steps=2), 6), num_steps=4)
+  schedule = optax.join_schedules(
+      [optax.linear_schedule(lr / 2, lr, 1), optax.linear_schedule(lr, 0.0, 4)], [2])
+  reference = run_steps(optax.adamw(schedule, weight_decay=wd, mask=optimizers.weight_decay_mask),
+                        num_steps=4)
+  for ours_params, reference_params in zip(ours, reference):
+    for a, b in zip(jax.tree.leaves(ours_params), jax.tree.leaves(reference_params)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_sgd_coupled_l2_and_preclipping_match_numpy_reference():
+  lr, wd, mu, clip = 0.1, 0.01, 0.9, 0.5
+  ours = run_steps(optimizers.create_optimizer(optimizer_config(
+      optimizer="sgd", learning_rate=lr, weight_decay=wd, weight_decay_mode="coupled", momentum=mu,
+      nesterov=False, grad_clip_norm=clip, learning_rate_decay="constant"), 3))
+  params = jax.tree.map(lambda p: np.asarray(p, np.float64), toy_params())
+  mask = optimizers.weight_decay_mask(toy_params())
+  velocity = jax.tree.map(np.zeros_like, params)
+  for step in range(3):
+    grads = jax.tree.map(lambda p: np.sin(p * (step + 1)) + 0.3,
+                         jax.tree.map(lambda p: np.asarray(p, np.float64), toy_params()))
+    norm = np.sqrt(sum(np.sum(g * g) for g in jax.tree.leaves(grads)))
+    grads = jax.tree.map(lambda g: g * min(1.0, clip / norm), grads)
+    grads = jax.tree.map(lambda g, p, m: g + wd * p * m, grads, params, mask)
+    velocity = jax.tree.map(lambda v, g: mu * v + g, velocity, grads)
+    params = jax.tree.map(lambda p, v: p - lr * v, params, velocity)
+    for a, b in zip(jax.tree.leaves(ours[step]), jax.tree.leaves(params)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_optimizer_signature_ignores_only_the_peak_learning_rate():
+  a = optimizers.optimizer_signature(optimizer_config(learning_rate=0.1), 10)
+  assert a == optimizers.optimizer_signature(optimizer_config(learning_rate=0.5), 10)
+  assert a != optimizers.optimizer_signature(optimizer_config(learning_rate=0.1, b1=0.8), 10)
+  assert a != optimizers.optimizer_signature(optimizer_config(learning_rate=0.1), 11)
+
+
+# -------------------------------------------------------------------------------------------- parallel
+def test_shard_batch_splits_rows_over_devices_and_rejects_uneven_batches():
+  batch = {"x": np.arange(24).reshape(8, 3), "y": np.arange(8)}
+  sharded = parallel.shard_batch(batch)
+  assert sharded["x"].shape == (4, 2, 3) and sharded["y"].shape == (4, 2)
+  np.testing.assert_array_equal(sharded["x"].reshape(8, 3), batch["x"])
+  with pytest.raises(ValueError, match="a batch of 6 rows does not divide by the local device count 4"):
+    parallel.shard_batch({"x": np.zeros((6, 2))})
+  with pytest.raises(ValueError, match="batch_size=10 does not divide by the device count 4"):
+    parallel.process_rows(10)
+  assert parallel.process_rows(8) == slice(0, 8)  # a single process owns every row
+
+
+def test_replicate_roundtrip_and_per_device_keys():
+  tree = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "step": np.int32(5)}
+  replicated = parallel.replicate(tree)
+  assert replicated["w"].shape == (4, 2, 3)
+  host = parallel.unreplicate_to_host(replicated)
+  np.testing.assert_array_equal(host["w"], tree["w"])
+  assert host["step"] == 5
+  keys = jax.pmap(lambda k, s: jax.random.key_data(parallel.device_rng(jax.random.wrap_key_data(k), s)),
+                  axis_name=parallel.AXIS_NAME)(
+                      parallel.replicate(jax.random.key_data(jax.random.key(0))),
+                      parallel.replicate(np.int32(3)))
+  assert len({tuple(k.tolist()) for k in np.asarray(keys)}) == 4
+
+
+def test_distributed_initialisation_is_opt_in():
+  parallel.maybe_initialize_distributed(optimizer_config())  # no 'distributed' field: nothing happens
+  assert not jax.distributed.is_initialized()
+
+
+# ------------------------------------------------------------------------------------------ checkpoint
+def checkpoint_state():
+  params = toy_params()
+  tx = optimizers.create_optimizer(optimizer_config(optimizer="adamw", weight_decay=0.1), 10)
+  return jax.device_get({"step": np.int32(7), "params": params, "opt_state": tx.init(params),
+                         "rng": np.array([1, 2], np.uint32)})
+
+
+def test_checkpoint_roundtrip_keeps_structure_and_values(tmp_path):
+  manager = checkpoint.CheckpointManager(str(tmp_path / "ckpt"))
+  assert manager.restore_latest(checkpoint_state()) is None  # empty: a fresh start is right
+  state = checkpoint_state()
+  manager.save(7, state, {"data_position": 7, "signature": {"model": (1, 2)}})
+  manager.wait_until_finished()
+  restored, meta = manager.restore_latest(checkpoint_state(), {"model": (1, 2)})
+  manager.close()
+  assert meta["data_position"] == 7
+  assert jax.tree.structure(restored) == jax.tree.structure(state)
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(a, b)
+    assert np.asarray(a).dtype == np.asarray(b).dtype
+
+
+@pytest.fixture
+def saved_checkpoint(tmp_path):
+  with checkpoint.CheckpointManager(str(tmp_path / "ckpt")) as manager:
+    manager.save(3, checkpoint_state(), {"signature": {"optimizer": "adamw"}})
+  return str(tmp_path / "ckpt")
+
+
+def test_checkpoint_with_another_signature_is_an_error(saved_checkpoint):
+  with pytest.raises(checkpoint.CheckpointError, match="different run setup: optimizer differ"):
+    with checkpoint.CheckpointManager(saved_checkpoint) as manager:
+      manager.restore_latest(checkpoint_state(), {"optimizer": "sgd"})
+
+
+def test_checkpoint_with_other_shapes_is_an_error(saved_checkpoint):
+  template = checkpoint_state()
+  template["params"]["dense"]["kernel"] = np.zeros((3, 2), np.float32)
+  with pytest.raises(checkpoint.CheckpointError, match=r"does not match this run's state at .*kernel"):
+    with checkpoint.CheckpointManager(saved_checkpoint) as manager:
+      manager.restore_latest(template)
+
+
+def test_corrupt_checkpoint_data_is_an_error(saved_checkpoint):
+  for root, _, files in os.walk(os.path.join(saved_checkpoint, "3", "state")):
+    for name in files:
+      if not name.startswith(("_", "commit")):
+        path = os.path.join(root, name)
+        with open(path, "wb") as f:
+          f.write(b"garbage")
+  with pytest.raises(checkpoint.CheckpointError, match="checkpoint step 3 in .* cannot restore the state"):
+    with checkpoint.CheckpointManager(saved_checkpoint) as manager:
+      manager.restore_latest(checkpoint_state())
+
+
+def test_unreadable_step_folder_is_an_error(saved_checkpoint):
+  os.makedirs(os.path.join(saved_checkpoint, "9"))
+  # Orbax may list the empty folder as step 9 or skip it; either way it is an error, not a fresh start.
+  with pytest.raises(checkpoint.CheckpointError, match=r"step 9 in .* cannot read|9 looks like a checkpoint"):
+    with checkpoint.CheckpointManager(saved_checkpoint) as manager:
+      manager.restore_latest(checkpoint_state())
+
+
+# --------------------------------------------------------------------------------------------- metrics
+def test_metric_writer_roundtrip_and_resume_truncation(tmp_path):
+  writer = metrics_lib.MetricWriter(str(tmp_path))
+  for step in range(1, 6):
+    writer.write(step, {"train_loss": np.float32(1.0 / step), "lr": 0.1})
+  writer.write(5, {"eval_loss": float("nan")})
+  records = metrics_lib.read_metrics(writer.path)
+  assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 5]
+  assert math.isnan(records[-1]["eval_loss"])
+  steps, losses = metrics_lib.metric_series(records, "train_loss")
+  np.testing.assert_allclose(losses, 1.0 / steps, rtol=1e-6)
+  metrics_lib.MetricWriter(str(tmp_path), resume_step=3)
+  assert [r["step"] for r in metrics_lib.read_metrics(writer.path)] == [1, 2, 3]
+  metrics_lib.MetricWriter(str(tmp_path))  # no resume: a new file
+  assert metrics_lib.read_metrics(writer.path) == []
+
+
+def test_disabled_writer_writes_nothing(tmp_path):
+  writer = metrics_lib.MetricWriter(str(tmp_path / "run"), enabled=False)
+  writer.write(1, {"train_loss": 1.0})
+  assert not os.path.exists(writer.path)
+  bar = metrics_lib.progress_bar(10, enabled=False)
+  bar.update(3)
+  bar.close()
+
+
+def test_loss_plot_is_written(tmp_path):
+  writer = metrics_lib.MetricWriter(str(tmp_path))
+  for step in range(1, 21):
+    writer.write(step, {"train_loss": 5.0 / step})
+  writer.write(20, {"eval_loss": 0.3})
+  out = metrics_lib.plot_loss_curves({"run": writer.path}, str(tmp_path / "loss.png"), smoothing=3)
+  with open(out, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
