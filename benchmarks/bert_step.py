@@ -31,14 +31,14 @@ import time
 
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--configs', default='tiny,mini', help='comma-separated BERT config names')
-  parser.add_argument('--batch-size', type=int, default=32)
-  parser.add_argument('--seq-len', type=int, default=128)
-  parser.add_argument('--steps', type=int, default=10, help='timed steps per measurement')
-  parser.add_argument('--warmup', type=int, default=2, help='untimed steps first (JAX compiles here)')
-  parser.add_argument('--threads', type=int, default=len(os.sched_getaffinity(0)),
-                      help='CPU cores for both frameworks (default: all this process may use)')
-  parser.add_argument('--no-torch', action='store_true', help='skip the PyTorch baseline')
+  parser.add_argument("--configs", default="tiny,mini", help="comma-separated BERT config names")
+  parser.add_argument("--batch-size", type=int, default=32)
+  parser.add_argument("--seq-len", type=int, default=128)
+  parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+  parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (JAX compiles here)")
+  parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                      help="CPU cores for both frameworks (default: all this process may use)")
+  parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
   return parser.parse_args(argv)
 
 
@@ -46,7 +46,7 @@ def restrict_threads(threads: int) -> None:
   """Pins this process to `threads` cores before JAX or PyTorch start their thread pools."""
   cores = sorted(os.sched_getaffinity(0))
   if not 1 <= threads <= len(cores):
-    raise ValueError(f'--threads={threads} must lie in [1, {len(cores)}] (the cores this process may use)')
+    raise ValueError(f"--threads={threads} must lie in [1, {len(cores)}] (the cores this process may use)")
   os.sched_setaffinity(0, cores[:threads])
 
 
@@ -61,10 +61,10 @@ def random_mlm_batches(count: int, batch_size: int, seq_len: int, vocab_size: in
     ranks = np.argsort(rng.random((batch_size, seq_len)), axis=1)
     masked = ranks < round(0.15 * seq_len)
     batches.append({
-        'input_ids': input_ids,
-        'token_type_ids': np.zeros_like(input_ids),
-        'attention_mask': np.ones_like(input_ids),
-        'labels': np.where(masked, input_ids, -100).astype(np.int32),
+        "input_ids": input_ids,
+        "token_type_ids": np.zeros_like(input_ids),
+        "attention_mask": np.ones_like(input_ids),
+        "labels": np.where(masked, input_ids, -100).astype(np.int32),
     })
   return batches
 
@@ -92,7 +92,7 @@ def time_torch(model_config, batches, warmup: int, threads: int) -> float:
       intermediate_size=model_config.intermediate_size,
       max_position_embeddings=model_config.max_position_embeddings,
       type_vocab_size=model_config.type_vocab_size, hidden_dropout_prob=model_config.dropout_rate,
-      attention_probs_dropout_prob=model_config.attention_dropout_rate, hidden_act='gelu')
+      attention_probs_dropout_prob=model_config.attention_dropout_rate, hidden_act="gelu")
   model = transformers.BertForMaskedLM(config).train()
   optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
   torch_batches = [{k: torch.from_numpy(v).long() for k, v in batch.items()} for batch in batches]
@@ -112,11 +112,11 @@ def model_config_for(name: str, vocab_size: int, seq_len: int):
   import importlib  # pylint: disable=g-import-not-at-top
   from experiments.bert import models  # pylint: disable=g-import-not-at-top
   try:
-    module = importlib.import_module(f'experiments.bert.configs.{name}')
+    module = importlib.import_module(f"experiments.bert.configs.{name}")
   except ModuleNotFoundError as error:
-    raise ValueError(f'--configs: no BERT config named {name!r} in experiments/bert/configs') from error
+    raise ValueError(f"--configs: no BERT config named {name!r} in experiments/bert/configs") from error
   sizes = dict(module.get_config().model)
-  sizes['max_position_embeddings'] = max(sizes['max_position_embeddings'], seq_len)
+  sizes["max_position_embeddings"] = max(sizes["max_position_embeddings"], seq_len)
   return models.BertConfig(vocab_size=vocab_size, **sizes)
 
 
@@ -138,10 +138,10 @@ def time_ours(model_config, batches, warmup: int, optimizer: str, predictions: i
   config.warmup_steps = 1
   tx = optimizers.create_optimizer(config, total_steps)
   model = models.BertForMaskedLM(model_config)
-  seq_len = batches[0]['input_ids'].shape[1]
+  seq_len = batches[0]["input_ids"].shape[1]
   tokens = jnp.zeros((1, seq_len), jnp.int32)
   params = jax.jit(lambda key: model.init(key, tokens, tokens, tokens, tokens[:, :predictions],
-                                          deterministic=True)['params'])(jax.random.key(0))
+                                          deterministic=True)["params"])(jax.random.key(0))
   state = parallel.replicate(train.TrainState(
       step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
       rng=jax.random.key_data(jax.random.key(1))))
@@ -151,11 +151,11 @@ def time_ours(model_config, batches, warmup: int, optimizer: str, predictions: i
 
   def to_ours(batch):
     """Positions of the masked tokens first, padded (weight 0) to `predictions` per row."""
-    labels = batch['labels']
-    order = np.argsort(labels < 0, axis=1, kind='stable')[:, :predictions]
+    labels = batch["labels"]
+    order = np.argsort(labels < 0, axis=1, kind="stable")[:, :predictions]
     masked_labels = np.take_along_axis(labels, order, axis=1)
     weights = (masked_labels >= 0).astype(np.float32)
-    ours = {k: batch[k] for k in ('input_ids', 'token_type_ids', 'attention_mask')}
+    ours = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
     ours.update(masked_positions=order.astype(np.int32), masked_labels=np.maximum(masked_labels, 0),
                 masked_weights=weights)
     return parallel.shard_batch(ours)
@@ -165,7 +165,7 @@ def time_ours(model_config, batches, warmup: int, optimizer: str, predictions: i
   def step(batch):
     nonlocal state
     state, metrics = p_train_step(state, batch)
-    jax.block_until_ready(metrics['train_loss'])
+    jax.block_until_ready(metrics["train_loss"])
 
   return median_step_seconds(step, our_batches, warmup)
 
@@ -181,34 +181,34 @@ def main(argv=None) -> None:
   tokens_per_step = args.batch_size * args.seq_len
   # Ours gathers the masked positions before the vocabulary projection, as the original BERT does;
   # 'all positions' projects every token, as transformers.BertForMaskedLM does (the same FLOPs as PyTorch).
-  variants = (('adamw', f'{predictions} gathered', predictions), ('adamw', 'all positions', args.seq_len),
-              ('acclip', f'{predictions} gathered', predictions))
+  variants = (("adamw", f"{predictions} gathered", predictions), ("adamw", "all positions", args.seq_len),
+              ("acclip", f"{predictions} gathered", predictions))
   rows = []
-  for name in args.configs.split(','):
+  for name in args.configs.split(","):
     model_config = model_config_for(name, vocab_size, args.seq_len)
     batches = random_mlm_batches(args.warmup + args.steps, args.batch_size, args.seq_len, vocab_size)
     torch_seconds = None if args.no_torch else time_torch(model_config, batches, args.warmup, args.threads)
     if torch_seconds is not None:
-      print(f'  {name} PyTorch: {tokens_per_step / torch_seconds:,.0f} tokens/s', file=sys.stderr)
+      print(f"  {name} PyTorch: {tokens_per_step / torch_seconds:,.0f} tokens/s", file=sys.stderr)
     for optimizer, head, head_predictions in variants:
       seconds = time_ours(model_config, batches, args.warmup, optimizer, head_predictions)
       rows.append((name, optimizer, head, seconds, torch_seconds))
-      print(f'  {name} {optimizer} ({head}): {tokens_per_step / seconds:,.0f} tokens/s', file=sys.stderr)
+      print(f"  {name} {optimizer} ({head}): {tokens_per_step / seconds:,.0f} tokens/s", file=sys.stderr)
 
-  print(f'\nBERT MLM train step, batch {args.batch_size} x seq {args.seq_len}, vocab {vocab_size}, '
-        f'{args.threads} thread(s), {jax.devices()[0].platform}, median of {args.steps} steps after '
-        f'{args.warmup} warm-up\n')
-  print('| config | ours: optimizer | ours: MLM head | ours tokens/s | PyTorch AdamW tokens/s | ours / PyTorch |')
-  print('|---|---|---|---:|---:|---:|')
+  print(f"\nBERT MLM train step, batch {args.batch_size} x seq {args.seq_len}, vocab {vocab_size}, "
+        f"{args.threads} thread(s), {jax.devices()[0].platform}, median of {args.steps} steps after "
+        f"{args.warmup} warm-up\n")
+  print("| config | ours: optimizer | ours: MLM head | ours tokens/s | PyTorch AdamW tokens/s | ours / PyTorch |")
+  print("|---|---|---|---:|---:|---:|")
   for name, optimizer, head, seconds, torch_seconds in rows:
     ours_rate = tokens_per_step / seconds
     if torch_seconds is None:
-      torch_cell = ratio_cell = 'n/a'
+      torch_cell = ratio_cell = "n/a"
     else:
       torch_rate = tokens_per_step / torch_seconds
-      torch_cell, ratio_cell = f'{torch_rate:,.0f}', f'{ours_rate / torch_rate:.2f}'
-    print(f'| {name} | {optimizer} | {head} | {ours_rate:,.0f} | {torch_cell} | {ratio_cell} |')
+      torch_cell, ratio_cell = f"{torch_rate:,.0f}", f"{ours_rate / torch_rate:.2f}"
+    print(f"| {name} | {optimizer} | {head} | {ours_rate:,.0f} | {torch_cell} | {ratio_cell} |")
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
   main()

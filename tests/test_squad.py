@@ -16,23 +16,23 @@ from experiments.bert import train
 from experiments.bert.configs import squad as squad_configs
 from experiments.bert.configs import tiny
 
-DATA = os.path.join(os.path.dirname(__file__), 'data', 'squad_v1_tiny.json')
+DATA = os.path.join(os.path.dirname(__file__), "data", "squad_v1_tiny.json")
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def examples():
   return squad.read_squad(DATA)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def vocab_path(examples, tmp_path_factory):
   """A WordPiece vocab.txt trained on the test file, as pre-training trains one."""
-  path = str(tmp_path_factory.mktemp('vocab') / 'vocab.txt')
+  path = str(tmp_path_factory.mktemp("vocab") / "vocab.txt")
   documents = [e.context for e in examples] + [e.question for e in examples]
   return input_pipeline.train_wordpiece_vocab(documents, vocab_size=400, out_path=path)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def tokenizer(vocab_path):
   return input_pipeline.load_tokenizer(vocab_path)
 
@@ -41,30 +41,30 @@ def tokenizer(vocab_path):
 
 
 def test_read_squad_keeps_every_question_and_answer(examples):
-  raw = json.load(open(DATA, encoding='utf-8'))
-  qas = [qa for article in raw['data'] for p in article['paragraphs'] for qa in p['qas']]
-  assert [e.qid for e in examples] == [qa['id'] for qa in qas]
+  raw = json.load(open(DATA, encoding="utf-8"))
+  qas = [qa for article in raw["data"] for p in article["paragraphs"] for qa in p["qas"]]
+  assert [e.qid for e in examples] == [qa["id"] for qa in qas]
   for example, qa in zip(examples, qas):
-    assert example.answers == tuple(a['text'] for a in qa['answers'])
+    assert example.answers == tuple(a["text"] for a in qa["answers"])
     start = example.answer_start
     assert example.context[start:start + len(example.answers[0])] == example.answers[0]
 
 
 def test_read_squad_errors_name_the_problem(tmp_path):
-  with pytest.raises(FileNotFoundError, match='nowhere.json'):
-    squad.read_squad(tmp_path / 'nowhere.json')
-  bad_json = tmp_path / 'bad.json'
+  with pytest.raises(FileNotFoundError, match="nowhere.json"):
+    squad.read_squad(tmp_path / "nowhere.json")
+  bad_json = tmp_path / "bad.json"
   bad_json.write_text('{"data": [')
-  with pytest.raises(ValueError, match='not a SQuAD v1.1 JSON'):
+  with pytest.raises(ValueError, match="not a SQuAD v1.1 JSON"):
     squad.read_squad(bad_json)
-  no_context = tmp_path / 'no_context.json'
-  no_context.write_text(json.dumps({'data': [{'paragraphs': [{'qas': []}]}]}))
+  no_context = tmp_path / "no_context.json"
+  no_context.write_text(json.dumps({"data": [{"paragraphs": [{"qas": []}]}]}))
   with pytest.raises(ValueError, match="'context'"):
     squad.read_squad(no_context)
-  outside = tmp_path / 'outside.json'
-  outside.write_text(json.dumps({'data': [{'paragraphs': [{'context': 'short', 'qas': [
-      {'id': 'q', 'question': 'x?', 'answers': [{'text': 'short', 'answer_start': 3}]}]}]}]}))
-  with pytest.raises(ValueError, match='answer_start 3'):
+  outside = tmp_path / "outside.json"
+  outside.write_text(json.dumps({"data": [{"paragraphs": [{"context": "short", "qas": [
+      {"id": "q", "question": "x?", "answers": [{"text": "short", "answer_start": 3}]}]}]}]}))
+  with pytest.raises(ValueError, match="answer_start 3"):
     squad.read_squad(outside)
 
 
@@ -91,7 +91,7 @@ def test_long_context_gives_overlapping_windows(examples, tokenizer):
   max_seq_len, doc_stride = 48, 8
   features = squad.build_features(examples, tokenizer, max_seq_len=max_seq_len, doc_stride=doc_stride,
                                   max_query_len=16)
-  danube = next(i for i, e in enumerate(examples) if e.qid == 'riv-1')
+  danube = next(i for i, e in enumerate(examples) if e.qid == "riv-1")
   rows = np.flatnonzero(features.example_index == danube)
   assert len(rows) >= 3
   context_tokens = tokenizer.encode(examples[danube].context, add_special_tokens=False)
@@ -99,7 +99,7 @@ def test_long_context_gives_overlapping_windows(examples, tokenizer):
   for row in rows:
     is_context = features.token_char_start[row] >= 0
     assert features.token_type_ids[row][is_context].all()
-    assert features.input_ids[row, features.attention_mask[row].sum() - 1] == tokenizer.token_to_id('[SEP]')
+    assert features.input_ids[row, features.attention_mask[row].sum() - 1] == tokenizer.token_to_id("[SEP]")
     window_ids.append(features.input_ids[row][is_context])
   for previous, following in zip(window_ids, window_ids[1:]):
     # Each window starts doc_stride tokens after the previous one, so they share all but doc_stride tokens.
@@ -120,10 +120,10 @@ def test_question_is_cut_to_max_query_len(examples, tokenizer):
 
 
 def test_feature_errors_name_the_problem(examples, tokenizer):
-  with pytest.raises(ValueError, match='max_seq_len=10'):
+  with pytest.raises(ValueError, match="max_seq_len=10"):
     squad.build_features(examples, tokenizer, max_seq_len=10, max_query_len=8)
-  vocab = {token: i for i, token in enumerate(['[PAD]', '[UNK]', '[SEP]', 'red', 'green'])}
-  no_cls = Tokenizer(WordPiece(vocab, unk_token='[UNK]'))
+  vocab = {token: i for i, token in enumerate(["[PAD]", "[UNK]", "[SEP]", "red", "green"])}
+  no_cls = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
   with pytest.raises(ValueError, match=r"\[CLS\]"):
     squad.build_features(examples, tokenizer=no_cls)
 
@@ -144,7 +144,7 @@ def _hand_features(windows):
   zeros = np.zeros((rows, 6), np.int32)
   features = squad.SquadFeatures(zeros, zeros, zeros + 1, zeros[:, 0], zeros[:, 0], zeros[:, 0],
                                  char_start, char_end, max_context)
-  return [squad.SquadExample('q', 'colour?', 'red green blue', ('green',), 4)], features
+  return [squad.SquadExample("q", "colour?", "red green blue", ("green",), 4)], features
 
 
 def test_decoding_picks_best_valid_span():
@@ -152,13 +152,13 @@ def test_decoding_picks_best_valid_span():
   start = np.array([[0, 5, 0, 1, 2, 0]], float)  # position 1 is a question token: never a span
   end = np.array([[0, 5, 0, 0, 1, 3.5]], float)
   # Valid (s, e) scores: (3,3)=1 (3,4)=2 (3,5)=4.5 (4,4)=3 (4,5)=5.5 (5,5)=3.5.
-  assert squad.decode_predictions(examples, features, start, end, max_answer_length=3) == {'q': 'green blue'}
+  assert squad.decode_predictions(examples, features, start, end, max_answer_length=3) == {"q": "green blue"}
   # One token at most: (5,5)=3.5 beats (4,4)=3.
-  assert squad.decode_predictions(examples, features, start, end, max_answer_length=1) == {'q': 'blue'}
+  assert squad.decode_predictions(examples, features, start, end, max_answer_length=1) == {"q": "blue"}
   # End before start is never a span: (5,3) would score 12; the best valid one is (5,5)=6.5 over (3,3)=6.
   start = np.array([[0, 0, 0, 0, 0, 6]], float)
   end = np.array([[0, 0, 0, 6, 0, 0.5]], float)
-  assert squad.decode_predictions(examples, features, start, end) == {'q': 'blue'}
+  assert squad.decode_predictions(examples, features, start, end) == {"q": "blue"}
 
 
 def test_decoding_takes_best_window_and_skips_non_max_context_starts():
@@ -166,9 +166,9 @@ def test_decoding_takes_best_window_and_skips_non_max_context_starts():
   start = np.array([[0, 0, 0, 2, 0, 9], [0, 0, 0, 9, 0, 1]], float)
   end = np.array([[0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 3]], float)
   # Window 0: start 5 is not max context there; best (3,5)=3. Window 1: starts only at 5, (5,5)=4 wins.
-  assert squad.decode_predictions(examples, features, start, end) == {'q': 'blue'}
+  assert squad.decode_predictions(examples, features, start, end) == {"q": "blue"}
   end[1, 5] = 0.5  # window 1's best is now (5,5)=1.5 < 3
-  assert squad.decode_predictions(examples, features, start, end) == {'q': 'red green blue'}
+  assert squad.decode_predictions(examples, features, start, end) == {"q": "red green blue"}
 
 
 def test_decoding_matches_brute_force_search(examples, tokenizer):
@@ -194,45 +194,45 @@ def test_decoding_matches_brute_force_search(examples, tokenizer):
 
 
 def test_normalize_answer():
-  assert squad.normalize_answer('The  Quick, brown fox!') == 'quick brown fox'
-  assert squad.normalize_answer('An apple a day') == 'apple day'
-  assert squad.normalize_answer('theatre') == 'theatre'  # articles only as whole words
+  assert squad.normalize_answer("The  Quick, brown fox!") == "quick brown fox"
+  assert squad.normalize_answer("An apple a day") == "apple day"
+  assert squad.normalize_answer("theatre") == "theatre"  # articles only as whole words
 
 
 def test_f1_and_exact_match_by_hand():
   # 'the cat sat' -> [cat, sat]; 'a cat sat down' -> [cat, sat, down]: P = 2/2, R = 2/3, F1 = 0.8.
-  assert squad.f1_score('the cat sat', 'a cat sat down') == pytest.approx(0.8)
+  assert squad.f1_score("the cat sat", "a cat sat down") == pytest.approx(0.8)
   # Bag of tokens: [ten, ten] vs [ten] share one token: P = 1/2, R = 1, F1 = 2/3.
-  assert squad.f1_score('ten ten', 'ten') == pytest.approx(2 / 3)
-  assert squad.f1_score('Volga', 'Danube') == 0.0
-  assert squad.f1_score('the', 'a') == 0.0  # both normalise to nothing
-  assert squad.exact_match_score('The Volga.', 'volga')
-  assert not squad.exact_match_score('Volga river', 'volga')
+  assert squad.f1_score("ten ten", "ten") == pytest.approx(2 / 3)
+  assert squad.f1_score("Volga", "Danube") == 0.0
+  assert squad.f1_score("the", "a") == 0.0  # both normalise to nothing
+  assert squad.exact_match_score("The Volga.", "volga")
+  assert not squad.exact_match_score("Volga river", "volga")
 
 
 def test_squad_v1_scores_max_over_ground_truths_by_hand():
-  examples = [squad.SquadExample('a', '', '', ('Volga', 'the Volga river'), 0),
-              squad.SquadExample('b', '', '', ('ten countries',), 0),
-              squad.SquadExample('c', '', '', ('snow',), 0)]
-  predictions = {'a': 'volga river', 'b': 'ten'}  # 'c' unanswered: scores 0
+  examples = [squad.SquadExample("a", "", "", ("Volga", "the Volga river"), 0),
+              squad.SquadExample("b", "", "", ("ten countries",), 0),
+              squad.SquadExample("c", "", "", ("snow",), 0)]
+  predictions = {"a": "volga river", "b": "ten"}  # 'c' unanswered: scores 0
   # a: EM 1 (matches 'the Volga river'), F1 1. b: EM 0, F1: P = 1, R = 1/2 -> 2/3. c: 0.
   # EM = 100 * 1/3 = 33.33; F1 = 100 * (1 + 2/3 + 0) / 3 = 55.56.
   scores = squad.squad_v1_scores(examples, predictions)
-  assert scores['exact_match'] == pytest.approx(100 / 3)
-  assert scores['f1'] == pytest.approx(500 / 9)
+  assert scores["exact_match"] == pytest.approx(100 / 3)
+  assert scores["f1"] == pytest.approx(500 / 9)
 
 
 # --- fine-tuning ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def pretrained_workdir(tmp_path_factory):
   """One MLM step of tiny BERT on a slice of pydoc_data.topics, leaving vocab.txt and a checkpoint."""
   config = tiny.get_config()
   config.update(max_documents=40, vocab_size=300, max_seq_len=64, max_predictions_per_seq=8, batch_size=4,
                 eval_batch_size=4, max_eval_sequences=4, num_train_steps=1, warmup_steps=0,
                 eval_every_steps=0, plot=False)
-  workdir = str(tmp_path_factory.mktemp('pretrained'))
+  workdir = str(tmp_path_factory.mktemp("pretrained"))
   train.train_and_evaluate(config, workdir)
   return workdir
 
@@ -247,28 +247,28 @@ def _squad_config(**overrides):
 
 def test_finetune_end_to_end(pretrained_workdir, examples, tmp_path):
   scores = squad.finetune(_squad_config(), str(tmp_path), pretrained_workdir)
-  assert set(scores) == {'exact_match', 'f1'}
+  assert set(scores) == {"exact_match", "f1"}
   assert all(np.isfinite(v) and 0 <= v <= 100 for v in scores.values())
-  assert scores['f1'] >= scores['exact_match']
-  predictions = json.load(open(tmp_path / 'predictions.json', encoding='utf-8'))
+  assert scores["f1"] >= scores["exact_match"]
+  predictions = json.load(open(tmp_path / "predictions.json", encoding="utf-8"))
   assert set(predictions) == {e.qid for e in examples}
   contexts = {e.qid: e.context for e in examples}
   assert all(answer in contexts[qid] for qid, answer in predictions.items())  # spans of the context
   assert squad.squad_v1_scores(examples, predictions) == scores
-  records = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
-  train_losses = [r['train_loss'] for r in records if 'train_loss' in r]
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  train_losses = [r["train_loss"] for r in records if "train_loss" in r]
   assert len(train_losses) == 2 and np.isfinite(train_losses).all()
 
 
 def test_pretrained_encoder_is_the_checkpoint_s(pretrained_workdir):
   model_config, tokenizer, encoder = squad.load_pretrained(_squad_config(), pretrained_workdir)
   assert model_config.vocab_size == tokenizer.get_vocab_size() == 300
-  directory = os.path.join(pretrained_workdir, 'checkpoints')
+  directory = os.path.join(pretrained_workdir, "checkpoints")
   manager = ocp.CheckpointManager(directory)
   saved = manager.restore(manager.latest_step(),
-                          args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
+                          args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
   manager.close()
-  saved_leaves = jax.tree_util.tree_leaves_with_path(saved['params']['bert'])
+  saved_leaves = jax.tree_util.tree_leaves_with_path(saved["params"]["bert"])
   loaded_leaves = jax.tree_util.tree_leaves_with_path(encoder)
   assert [path for path, _ in saved_leaves] == [path for path, _ in loaded_leaves]
   for (_, saved_leaf), (_, loaded_leaf) in zip(saved_leaves, loaded_leaves):
@@ -276,12 +276,12 @@ def test_pretrained_encoder_is_the_checkpoint_s(pretrained_workdir):
 
 
 def test_vocab_or_checkpoint_mismatch_is_a_clear_error(pretrained_workdir, vocab_path, tmp_path):
-  with pytest.raises(ValueError, match='not the one the checkpoint'):
+  with pytest.raises(ValueError, match="not the one the checkpoint"):
     squad.load_pretrained(_squad_config(vocab_file=vocab_path), pretrained_workdir)
-  no_checkpoint = tmp_path / 'no_checkpoint'
+  no_checkpoint = tmp_path / "no_checkpoint"
   no_checkpoint.mkdir()
-  shutil.copy(os.path.join(pretrained_workdir, 'vocab.txt'), no_checkpoint / 'vocab.txt')
-  with pytest.raises(FileNotFoundError, match='No pre-training checkpoint'):
+  shutil.copy(os.path.join(pretrained_workdir, "vocab.txt"), no_checkpoint / "vocab.txt")
+  with pytest.raises(FileNotFoundError, match="No pre-training checkpoint"):
     squad.load_pretrained(_squad_config(), str(no_checkpoint))
-  with pytest.raises(FileNotFoundError, match='vocab'):
-    squad.load_pretrained(_squad_config(), str(tmp_path / 'nowhere'))
+  with pytest.raises(FileNotFoundError, match="vocab"):
+    squad.load_pretrained(_squad_config(), str(tmp_path / "nowhere"))

@@ -65,11 +65,11 @@ class SquadExample:
 
 def _require(mapping: Any, key: str, kind: type, where: str, path: str) -> Any:
   if not isinstance(mapping, dict) or key not in mapping:
-    raise ValueError(f'{path}: not SQuAD v1.1 format: {where} has no {key!r} field.')
+    raise ValueError(f"{path}: not SQuAD v1.1 format: {where} has no {key!r} field.")
   value = mapping[key]
   if not isinstance(value, kind) or isinstance(value, bool):
-    raise ValueError(f'{path}: not SQuAD v1.1 format: {where}[{key!r}] is a {type(value).__name__}, '
-                     f'expected {kind.__name__}.')
+    raise ValueError(f"{path}: not SQuAD v1.1 format: {where}[{key!r}] is a {type(value).__name__}, "
+                     f"expected {kind.__name__}.")
   return value
 
 
@@ -89,32 +89,32 @@ def read_squad(path: str | os.PathLike) -> list[SquadExample]:
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'SQuAD file not found: {path!r}.')
+    raise FileNotFoundError(f"SQuAD file not found: {path!r}.")
   try:
-    with open(path, encoding='utf-8') as f:
+    with open(path, encoding="utf-8") as f:
       dataset = json.load(f)
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f'{path}: not a SQuAD v1.1 JSON file: {e}') from e
+    raise ValueError(f"{path}: not a SQuAD v1.1 JSON file: {e}") from e
   examples = []
-  for a, article in enumerate(_require(dataset, 'data', list, 'the top level', path)):
-    for p, paragraph in enumerate(_require(article, 'paragraphs', list, f'data[{a}]', path)):
-      where = f'data[{a}].paragraphs[{p}]'
-      context = _require(paragraph, 'context', str, where, path)
-      for q, qa in enumerate(_require(paragraph, 'qas', list, where, path)):
-        qa_where = f'{where}.qas[{q}]'
-        qid = _require(qa, 'id', str, qa_where, path)
-        question = _require(qa, 'question', str, qa_where, path)
-        answers = _require(qa, 'answers', list, qa_where, path)
+  for a, article in enumerate(_require(dataset, "data", list, "the top level", path)):
+    for p, paragraph in enumerate(_require(article, "paragraphs", list, f"data[{a}]", path)):
+      where = f"data[{a}].paragraphs[{p}]"
+      context = _require(paragraph, "context", str, where, path)
+      for q, qa in enumerate(_require(paragraph, "qas", list, where, path)):
+        qa_where = f"{where}.qas[{q}]"
+        qid = _require(qa, "id", str, qa_where, path)
+        question = _require(qa, "question", str, qa_where, path)
+        answers = _require(qa, "answers", list, qa_where, path)
         texts, starts = [], []
         for i, answer in enumerate(answers):
-          texts.append(_require(answer, 'text', str, f'{qa_where}.answers[{i}]', path))
-          starts.append(_require(answer, 'answer_start', int, f'{qa_where}.answers[{i}]', path))
+          texts.append(_require(answer, "text", str, f"{qa_where}.answers[{i}]", path))
+          starts.append(_require(answer, "answer_start", int, f"{qa_where}.answers[{i}]", path))
           if not 0 <= starts[-1] <= len(context) - len(texts[-1]):
-            raise ValueError(f'{path}: question {qid!r}: answer_start {starts[-1]} with answer '
-                             f'{texts[-1]!r} lies outside its context of {len(context)} characters.')
+            raise ValueError(f"{path}: question {qid!r}: answer_start {starts[-1]} with answer "
+                             f"{texts[-1]!r} lies outside its context of {len(context)} characters.")
         examples.append(SquadExample(qid, question, context, tuple(texts), starts[0] if starts else None))
   if not examples:
-    raise ValueError(f'{path}: SQuAD file holds no questions.')
+    raise ValueError(f"{path}: SQuAD file holds no questions.")
   return examples
 
 
@@ -150,16 +150,16 @@ class SquadFeatures:
     return len(self.example_index)
 
   def model_inputs(self) -> dict[str, np.ndarray]:
-    return {'input_ids': self.input_ids, 'token_type_ids': self.token_type_ids,
-            'attention_mask': self.attention_mask, 'start_positions': self.start_positions,
-            'end_positions': self.end_positions}
+    return {"input_ids": self.input_ids, "token_type_ids": self.token_type_ids,
+            "attention_mask": self.attention_mask, "start_positions": self.start_positions,
+            "end_positions": self.end_positions}
 
 
 def _special_token_id(tokenizer, token: str) -> int:
   token_id = tokenizer.token_to_id(token)
   if token_id is None:
-    raise ValueError(f'The tokenizer vocabulary has no {token!r} token; SQuAD needs a BERT WordPiece '
-                     'vocabulary with [CLS], [SEP] and [PAD].')
+    raise ValueError(f"The tokenizer vocabulary has no {token!r} token; SQuAD needs a BERT WordPiece "
+                     "vocabulary with [CLS], [SEP] and [PAD].")
   return token_id
 
 
@@ -193,15 +193,15 @@ def build_features(examples: Sequence[SquadExample], tokenizer, *, max_seq_len: 
     `SquadFeatures`.
   """
   if max_query_len < 1 or doc_stride < 1:
-    raise ValueError(f'max_query_len={max_query_len} and doc_stride={doc_stride} must be >= 1.')
+    raise ValueError(f"max_query_len={max_query_len} and doc_stride={doc_stride} must be >= 1.")
   if max_seq_len < max_query_len + 4:
-    raise ValueError(f'max_seq_len={max_seq_len} leaves no room for context after a question of '
-                     f'max_query_len={max_query_len} tokens and 3 special tokens.')
+    raise ValueError(f"max_seq_len={max_seq_len} leaves no room for context after a question of "
+                     f"max_query_len={max_query_len} tokens and 3 special tokens.")
   from tokenizers import Tokenizer  # pylint: disable=g-import-not-at-top
   tokenizer = Tokenizer.from_str(tokenizer.to_str())  # a copy: the caller's settings stay untouched
   tokenizer.no_truncation()
   tokenizer.no_padding()
-  cls_id, sep_id, pad_id = (_special_token_id(tokenizer, t) for t in ('[CLS]', '[SEP]', '[PAD]'))
+  cls_id, sep_id, pad_id = (_special_token_id(tokenizer, t) for t in ("[CLS]", "[SEP]", "[PAD]"))
 
   contexts = list(dict.fromkeys(example.context for example in examples))
   context_encodings = dict(zip(contexts, tokenizer.encode_batch(contexts, add_special_tokens=False)))
@@ -246,18 +246,18 @@ def build_features(examples: Sequence[SquadExample], tokenizer, *, max_seq_len: 
       if answer_tokens is not None and start <= answer_tokens[0] and answer_tokens[1] < start + length:
         start_position = answer_tokens[0] - start + offset
         end_position = answer_tokens[1] - start + offset
-      for name, value in (('input_ids', input_ids), ('token_type_ids', token_type_ids),
-                          ('attention_mask', attention_mask), ('start_positions', start_position),
-                          ('end_positions', end_position), ('example_index', index),
-                          ('token_char_start', char_start), ('token_char_end', char_end),
-                          ('token_is_max_context', is_max_context)):
+      for name, value in (("input_ids", input_ids), ("token_type_ids", token_type_ids),
+                          ("attention_mask", attention_mask), ("start_positions", start_position),
+                          ("end_positions", end_position), ("example_index", index),
+                          ("token_char_start", char_start), ("token_char_end", char_end),
+                          ("token_is_max_context", is_max_context)):
         rows[name].append(value)
   if skipped:
-    logging.warning('SQuAD: skipped %d training questions whose answer has no tokens.', skipped)
+    logging.warning("SQuAD: skipped %d training questions whose answer has no tokens.", skipped)
   if not rows:
-    raise ValueError('SQuAD: no features built: every question was skipped.')
+    raise ValueError("SQuAD: no features built: every question was skipped.")
   arrays = {name: np.asarray(values) for name, values in rows.items()}
-  for name in ('start_positions', 'end_positions', 'example_index'):
+  for name in ("start_positions", "end_positions", "example_index"):
     arrays[name] = arrays[name].astype(np.int32)
   return SquadFeatures(**arrays)
 
@@ -302,12 +302,12 @@ def decode_predictions(examples: Sequence[SquadExample], features: SquadFeatures
     ``{qid: answer text}`` for every example.
   """
   if max_answer_length < 1:
-    raise ValueError(f'max_answer_length={max_answer_length} must be >= 1.')
+    raise ValueError(f"max_answer_length={max_answer_length} must be >= 1.")
   start_logits = np.asarray(start_logits, np.float64)
   end_logits = np.asarray(end_logits, np.float64)
   if start_logits.shape != features.input_ids.shape or end_logits.shape != features.input_ids.shape:
-    raise ValueError(f'Logits of shapes {start_logits.shape} and {end_logits.shape} do not match the '
-                     f'{features.input_ids.shape} features.')
+    raise ValueError(f"Logits of shapes {start_logits.shape} and {end_logits.shape} do not match the "
+                     f"{features.input_ids.shape} features.")
   num_windows, seq_len = start_logits.shape
   lengths = np.arange(max_answer_length)
   # Band of candidate spans: end = start + k for k < max_answer_length, [N, L, K].
@@ -323,7 +323,7 @@ def decode_predictions(examples: Sequence[SquadExample], features: SquadFeatures
   best_score = scores.reshape(num_windows, -1)[np.arange(num_windows), flat_best]
   best_start, best_length = np.divmod(flat_best, max_answer_length)
 
-  predictions = {example.qid: '' for example in examples}
+  predictions = {example.qid: "" for example in examples}
   best_per_example: dict[int, tuple[float, int]] = {}
   for window in range(num_windows):
     if np.isfinite(best_score[window]):
@@ -344,9 +344,9 @@ _PUNCTUATION = frozenset(string.punctuation)
 
 def normalize_answer(text: str) -> str:
   """The official SQuAD normalisation: lower case, no punctuation, no a/an/the, single spaces."""
-  text = ''.join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-  text = re.sub(r'\b(a|an|the)\b', ' ', text)
-  return ' '.join(text.split())
+  text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+  text = re.sub(r"\b(a|an|the)\b", " ", text)
+  return " ".join(text.split())
 
 
 def exact_match_score(prediction: str, ground_truth: str) -> bool:
@@ -384,16 +384,16 @@ def squad_v1_scores(examples: Iterable[SquadExample], predictions: Mapping[str, 
   for example in examples:
     total += 1
     if example.qid not in predictions:
-      logging.warning('SQuAD: question %s has no prediction; it scores 0.', example.qid)
+      logging.warning("SQuAD: question %s has no prediction; it scores 0.", example.qid)
       continue
     if not example.answers:
-      raise ValueError(f'SQuAD: question {example.qid!r} has no ground-truth answer to score against.')
+      raise ValueError(f"SQuAD: question {example.qid!r} has no ground-truth answer to score against.")
     prediction = predictions[example.qid]
     exact_match += max(exact_match_score(prediction, answer) for answer in example.answers)
     f1 += max(f1_score(prediction, answer) for answer in example.answers)
   if total == 0:
-    raise ValueError('SQuAD: no questions to score.')
-  return {'exact_match': 100.0 * exact_match / total, 'f1': 100.0 * f1 / total}
+    raise ValueError("SQuAD: no questions to score.")
+  return {"exact_match": 100.0 * exact_match / total, "f1": 100.0 * f1 / total}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -412,10 +412,10 @@ class BertForQuestionAnswering(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids, token_type_ids, attention_mask, *, deterministic: bool):
-    hidden = models.BertModel(self.config, name='bert')(
+    hidden = models.BertModel(self.config, name="bert")(
         input_ids, token_type_ids, attention_mask, deterministic=deterministic)
     logits = nn.Dense(2, kernel_init=nn.initializers.truncated_normal(0.02), dtype=jnp.float32,
-                      name='qa_outputs')(hidden.astype(jnp.float32))
+                      name="qa_outputs")(hidden.astype(jnp.float32))
     logits = jnp.where(attention_mask[..., None] > 0, logits, -1e9)
     return logits[..., 0], logits[..., 1]
 
@@ -433,21 +433,21 @@ def train_step(state: train_state.TrainState, batch: Mapping[str, jax.Array], dr
 
   def loss_fn(params):
     start_logits, end_logits = state.apply_fn(
-        {'params': params}, batch['input_ids'], batch['token_type_ids'], batch['attention_mask'],
-        deterministic=False, rngs={'dropout': rng})
-    return span_loss(start_logits, end_logits, batch['start_positions'], batch['end_positions'])
+        {"params": params}, batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
+        deterministic=False, rngs={"dropout": rng})
+    return span_loss(start_logits, end_logits, batch["start_positions"], batch["end_positions"])
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   loss, grads = jax.lax.pmean((loss, grads), axis_name=parallel.AXIS_NAME)
   state = state.apply_gradients(grads=grads)
-  metrics = {'train_loss': loss, 'learning_rate': optimizers.current_learning_rate(state.opt_state),
-             'grad_norm': optax.tree.norm(grads)}
+  metrics = {"train_loss": loss, "learning_rate": optimizers.current_learning_rate(state.opt_state),
+             "grad_norm": optax.tree.norm(grads)}
   return state, metrics
 
 
 def eval_step(apply_fn, params, batch: Mapping[str, jax.Array]):
   """Start and end logits of a batch of windows (no dropout); `apply_fn` is the model's ``apply``."""
-  return apply_fn({'params': params}, batch['input_ids'], batch['token_type_ids'], batch['attention_mask'],
+  return apply_fn({"params": params}, batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
                   deterministic=True)
 
 
@@ -474,7 +474,7 @@ def predict_logits(p_eval_step, params, features: SquadFeatures, batch_size: int
   devices = jax.local_device_count()
   batch_size = -(-batch_size // devices) * devices
   inputs = {k: v for k, v in features.model_inputs().items() if k in
-            ('input_ids', 'token_type_ids', 'attention_mask')}
+            ("input_ids", "token_type_ids", "attention_mask")}
   start_logits, end_logits = [], []
   for begin in range(0, len(features), batch_size):
     rows = np.arange(begin, begin + batch_size)
@@ -492,17 +492,17 @@ def _latest_checkpoint_meta(directory: str) -> tuple[int, dict]:
   manager = ocp.CheckpointManager(directory)
   step = manager.latest_step() if os.path.isdir(directory) else None
   if step is None:
-    raise FileNotFoundError(f'No pre-training checkpoint under {directory!r}.')
+    raise FileNotFoundError(f"No pre-training checkpoint under {directory!r}.")
   try:
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
   except Exception as error:  # Orbax raises many types for unreadable files; report them as one.
     raise checkpoint.CheckpointError(
-        f'checkpoint step {step} in {directory}: cannot read its metadata ({error})') from error
+        f"checkpoint step {step} in {directory}: cannot read its metadata ({error})") from error
   finally:
     manager.close()
-  if 'model' not in meta.get('signature', {}):
-    raise checkpoint.CheckpointError(f'checkpoint step {step} in {directory} has no model signature; '
-                                     'it was not written by experiments.bert.train.')
+  if "model" not in meta.get("signature", {}):
+    raise checkpoint.CheckpointError(f"checkpoint step {step} in {directory} has no model signature; "
+                                     "it was not written by experiments.bert.train.")
   return step, meta
 
 
@@ -524,39 +524,39 @@ def load_pretrained(config, pretrained_workdir: str | None):
   """
   if not pretrained_workdir:
     if not config.vocab_file:
-      raise ValueError('Set config.vocab_file (a BERT vocab.txt) or give a pretrained_workdir.')
+      raise ValueError("Set config.vocab_file (a BERT vocab.txt) or give a pretrained_workdir.")
     tokenizer = input_pipeline.load_tokenizer(config.vocab_file, config.lowercase)
     return models.BertConfig(vocab_size=tokenizer.get_vocab_size(), **config.model), tokenizer, None
 
-  vocab_path = config.vocab_file or os.path.join(pretrained_workdir, 'vocab.txt')
+  vocab_path = config.vocab_file or os.path.join(pretrained_workdir, "vocab.txt")
   tokenizer = input_pipeline.load_tokenizer(vocab_path, config.lowercase)
-  directory = os.path.join(pretrained_workdir, 'checkpoints')
+  directory = os.path.join(pretrained_workdir, "checkpoints")
   _, meta = _latest_checkpoint_meta(directory)
-  signature = meta['signature']
-  model_config = models.BertConfig(**signature['model'])
+  signature = meta["signature"]
+  model_config = models.BertConfig(**signature["model"])
   vocab_sha256 = input_pipeline._file_sha256(vocab_path)  # pylint: disable=protected-access
-  if tokenizer.get_vocab_size() != model_config.vocab_size or vocab_sha256 != signature.get('vocab_sha256'):
+  if tokenizer.get_vocab_size() != model_config.vocab_size or vocab_sha256 != signature.get("vocab_sha256"):
     raise ValueError(
-        f'Vocabulary {vocab_path!r} ({tokenizer.get_vocab_size()} tokens) is not the one the checkpoint in '
-        f'{directory!r} was trained with ({model_config.vocab_size} tokens, sha256 '
+        f"Vocabulary {vocab_path!r} ({tokenizer.get_vocab_size()} tokens) is not the one the checkpoint in "
+        f"{directory!r} was trained with ({model_config.vocab_size} tokens, sha256 "
         f'{signature.get("vocab_sha256")}); fine-tune with the pre-training vocab.txt.')
 
   # The template of the pre-training state: the MLM model's params and the optimizer state it was saved with.
-  tx = optimizers.create_optimizer(ml_collections.ConfigDict(signature['optimizer']),
-                                   signature['num_train_steps'])
+  tx = optimizers.create_optimizer(ml_collections.ConfigDict(signature["optimizer"]),
+                                   signature["num_train_steps"])
   abstract_state = {
-      'step': jax.ShapeDtypeStruct((), jnp.int32),
-      'params': models.abstract_params(model_config),
-      'rng': jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))),
+      "step": jax.ShapeDtypeStruct((), jnp.int32),
+      "params": models.abstract_params(model_config),
+      "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))),
   }
-  abstract_state['opt_state'] = jax.eval_shape(tx.init, abstract_state['params'])
+  abstract_state["opt_state"] = jax.eval_shape(tx.init, abstract_state["params"])
   template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract_state)
   manager = checkpoint.CheckpointManager(directory)
   try:
     state, _ = manager.restore_latest(template)
   finally:
     manager.close()
-  return model_config, tokenizer, state['params']['bert']
+  return model_config, tokenizer, state["params"]["bert"]
 
 
 def finetune(config, workdir: str, pretrained_workdir: str | None = None) -> dict[str, float]:
@@ -578,14 +578,14 @@ def finetune(config, workdir: str, pretrained_workdir: str | None = None) -> dic
   Returns:
     ``{'exact_match': EM, 'f1': F1}`` on `config.dev_file`, in percent.
   """
-  pretrained_workdir = pretrained_workdir or config.get('pretrained_workdir') or None
+  pretrained_workdir = pretrained_workdir or config.get("pretrained_workdir") or None
   parallel.maybe_initialize_distributed(config)
   model_config, tokenizer, pretrained_encoder = load_pretrained(config, pretrained_workdir)
   feature_args = dict(max_seq_len=config.max_seq_len, doc_stride=config.doc_stride,
                       max_query_len=config.max_query_len)
   if config.max_seq_len > model_config.max_position_embeddings:
     raise ValueError(f"max_seq_len={config.max_seq_len} exceeds the model's max_position_embeddings="
-                     f'{model_config.max_position_embeddings}.')
+                     f"{model_config.max_position_embeddings}.")
   train_examples = read_squad(config.train_file)
   dev_examples = read_squad(config.dev_file)
   train_features = build_features(train_examples, tokenizer, training=True, **feature_args)
@@ -600,10 +600,10 @@ def finetune(config, workdir: str, pretrained_workdir: str | None = None) -> dic
   model = BertForQuestionAnswering(model_config)
   init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
   dummy = jnp.zeros((1, config.max_seq_len), jnp.int32)
-  params = jax.jit(lambda key: model.init(key, dummy, dummy, dummy + 1, deterministic=True)['params'])(
+  params = jax.jit(lambda key: model.init(key, dummy, dummy, dummy + 1, deterministic=True)["params"])(
       init_key)
   if pretrained_encoder is not None:
-    params = {**params, 'bert': pretrained_encoder}
+    params = {**params, "bert": pretrained_encoder}
   state = train_state.TrainState.create(
       apply_fn=model.apply, params=params, tx=optimizers.create_optimizer(optimizer_config, total_steps))
   state = parallel.replicate(state)
@@ -618,7 +618,7 @@ def finetune(config, workdir: str, pretrained_workdir: str | None = None) -> dic
   batches = _training_batches(len(train_features), config.batch_size, config.seed)
   train_inputs = train_features.model_inputs()
   pending = []
-  bar = metrics_lib.progress_bar(total_steps, enabled=parallel.is_main_process(), desc='squad')
+  bar = metrics_lib.progress_bar(total_steps, enabled=parallel.is_main_process(), desc="squad")
   for step in range(1, total_steps + 1):
     indices = next(batches)[rows]
     batch = parallel.shard_batch({k: v[indices] for k, v in train_inputs.items()})
@@ -635,9 +635,9 @@ def finetune(config, workdir: str, pretrained_workdir: str | None = None) -> dic
   predictions = decode_predictions(dev_examples, dev_features, start_logits, end_logits,
                                    max_answer_length=config.max_answer_length)
   scores = squad_v1_scores(dev_examples, predictions)
-  writer.write(total_steps, {f'dev_{k}': v for k, v in scores.items()})
+  writer.write(total_steps, {f"dev_{k}": v for k, v in scores.items()})
   if parallel.is_main_process():
-    with open(os.path.join(workdir, 'predictions.json'), 'w', encoding='utf-8') as f:
+    with open(os.path.join(workdir, "predictions.json"), "w", encoding="utf-8") as f:
       json.dump(predictions, f, ensure_ascii=False, indent=1)
   return scores
 
@@ -646,17 +646,17 @@ def main(argv: Sequence[str]) -> None:
   """``python -m experiments.bert.squad --config CONFIG --workdir DIR [--pretrained_workdir DIR]``."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
-    raise ValueError(f'unexpected arguments: {argv[1:]}')
+    raise ValueError(f"unexpected arguments: {argv[1:]}")
   scores = finetune(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.pretrained_workdir)
   print(json.dumps(scores, indent=2))
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string('workdir', None, 'Directory for metrics.jsonl and predictions.json.')
-  flags.DEFINE_string('pretrained_workdir', None, 'A pre-training workdir (vocab.txt, checkpoints/).')
-  config_flags.DEFINE_config_file('config', None, 'A config file (experiments/bert/configs/squad.py).')
-  flags.mark_flags_as_required(['config', 'workdir'])
+  flags.DEFINE_string("workdir", None, "Directory for metrics.jsonl and predictions.json.")
+  flags.DEFINE_string("pretrained_workdir", None, "A pre-training workdir (vocab.txt, checkpoints/).")
+  config_flags.DEFINE_config_file("config", None, "A config file (experiments/bert/configs/squad.py).")
+  flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

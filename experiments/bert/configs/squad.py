@@ -16,10 +16,10 @@ from experiments.common import optimizers
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.train_file = ''  # train-v1.1.json
-  config.dev_file = ''  # dev-v1.1.json
-  config.pretrained_workdir = ''  # a pre-training workdir; the CLI flag --pretrained_workdir overrides it
-  config.vocab_file = ''  # only without a pretrained workdir (or to check it is the pre-training one)
+  config.train_file = ""  # train-v1.1.json
+  config.dev_file = ""  # dev-v1.1.json
+  config.pretrained_workdir = ""  # a pre-training workdir; the CLI flag --pretrained_workdir overrides it
+  config.vocab_file = ""  # only without a pretrained workdir (or to check it is the pre-training one)
   config.lowercase = True
   config.model = default.get_config().model  # sizes of a from-scratch encoder (BERT-base)
 
@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Optimizer (experiments.common.optimizers) and loop.
   config.update(optimizers.default_optimizer_config())
-  config.optimizer = 'adamw'
+  config.optimizer = "adamw"
   config.weight_decay = 0.01
   config.b2 = 0.999
   config.eps = 1e-6
