@@ -39,9 +39,11 @@ def verdict_from_margin(effect: float | None, margin: float | None) -> str:
   """Verdict for a signed effect measured in the paper's favour (positive = the paper's way).
 
   supported if ``effect > margin``, not supported if ``effect < -margin``, inconclusive otherwise or when
-  either number is missing or not finite. ``margin`` must be >= 0.
+  either number is missing, NaN, or the margin is infinite. An infinite effect is a valid, decisive one
+  (e.g. the log-ratio of a blown-up run's error to a finite one). ``margin`` must be >= 0.
   """
-  if not (is_finite_number(effect) and is_finite_number(margin)):
+  effect_is_number = isinstance(effect, (int, float)) and not isinstance(effect, bool) and not math.isnan(effect)
+  if not (effect_is_number and is_finite_number(margin)):
     return INCONCLUSIVE
   if margin < 0:
     raise ValueError(f'margin must be >= 0, got {margin}')
@@ -376,3 +378,158 @@ def _environment_lines(results: Mapping[str, Any]) -> list[str]:
       markdown_table(['part', 'status', 'wall time (min)'], walls),
       '',
   ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# RQ1 to RQ3 from the studies' key numbers (experiments.noise.study.rq1_numbers,
+# experiments.synthetic.study: 'rq2', 'rates', 'rq3').
+
+ALPHA_MARGIN = 0.1  # tail indices: estimator differences below this are not called
+SLOPE_MARGIN = 0.1  # log-log slopes
+FACTOR_MARGIN = 2.0  # error ratios: a factor of 2 either way
+RELATIVE_GAP_MARGIN = 0.02  # relative held-out-loss gaps: 2 % of the loss
+
+
+def _number(value: Any) -> float | None:
+  return float(value) if is_finite_number(value) else None
+
+
+def _log10_ratio(worse: Any, better: Any) -> float | None:
+  """log10(worse / better) of two errors; a missing (blown-up, stored as None/inf) value is +inf error."""
+  def as_error(value):
+    if value is None or (isinstance(value, float) and math.isinf(value)):
+      return math.inf
+    return float(value) if is_finite_number(value) and value > 0 else None
+  worse, better = as_error(worse), as_error(better)
+  if worse is None or better is None or (math.isinf(worse) and math.isinf(better)):
+    return None
+  if math.isinf(worse):
+    return math.inf
+  if math.isinf(better):
+    return -math.inf
+  return math.log10(worse / better)
+
+
+def assess_rq1(part: Mapping[str, Any]) -> dict[str, Any]:
+  """RQ1 from the noise study's ``rq1`` numbers (BERT vs ResNet)."""
+  numbers = part.get('summary', {}).get('rq1', {})
+  bert, resnet = numbers.get('bert', {}), numbers.get('resnet', {})
+  rows = []
+  for estimator in ('mohammadi', 'hill'):
+    key = f'alpha_{estimator}_pooled_final'
+    b, r = _number(bert.get(key)), _number(resnet.get(key))
+    rows.append(_row(
+        f'pooled tail index of the noise coordinates ({estimator.capitalize()}), end of training',
+        f'BERT {format_number(b)} vs ResNet {format_number(r)}', 'BERT heavier-tailed (smaller alpha)',
+        verdict_from_margin(r - b if b is not None and r is not None else None, ALPHA_MARGIN),
+        f'supported if BERT\'s alpha is below ResNet\'s by more than {ALPHA_MARGIN}; not supported if above '
+        f'by more than {ALPHA_MARGIN}'))
+  b, r = _number(bert.get('sgd_minus_adam_relative')), _number(resnet.get('sgd_minus_adam_relative'))
+  rows.append(_row(
+      'tuned SGD minus Adam held-out loss, relative to Adam\'s',
+      f'BERT {format_number(b)} vs ResNet {format_number(r)}', 'SGD far behind on BERT, competitive on ResNet',
+      verdict_from_margin(b - r if b is not None and r is not None else None, RELATIVE_GAP_MARGIN),
+      f'supported if the relative gap is larger on BERT by more than {RELATIVE_GAP_MARGIN}; not supported if '
+      f'smaller by that much'))
+  gap_std = _number(bert.get('gap_in_seed_std'))
+  informative = [
+      _row('SGD minus Adam on BERT, in seed standard deviations', format_number(gap_std), 'SGD behind (> 0)',
+           verdict_from_margin(gap_std, 1.0), 'supported if SGD is behind by more than one seed std'),
+      _row('variance-estimate growth var(n)/var(n/2), end of training',
+           f'BERT {format_number(_number(bert.get("variance_growth_final")))} vs ResNet '
+           f'{format_number(_number(resnet.get("variance_growth_final")))}',
+           'keeps growing for BERT (> 1), converged for ResNet (about 1)',
+           verdict_from_margin(
+               _number(bert.get('variance_growth_final')) - _number(resnet.get('variance_growth_final'))
+               if _number(bert.get('variance_growth_final')) is not None
+               and _number(resnet.get('variance_growth_final')) is not None else None, 0.1),
+           'supported if BERT\'s growth ratio exceeds ResNet\'s by more than 0.1'),
+  ]
+  core = [rows[0], rows[2]]
+  return {'rows': rows + [_informative(r) for r in informative],
+          'verdict': combine_verdicts([r['verdict'] for r in core]),
+          'overall_rule': 'overall: unanimous verdict of the Mohammadi tail-index row and the SGD-gap row '
+                          '(Hill\'s estimator and the rows marked [not in the overall verdict] are context), '
+                          'else inconclusive'}
+
+
+def _informative(row: Mapping[str, str]) -> dict[str, str]:
+  return dict(row, measure=row['measure'] + ' [not in the overall verdict]')
+
+
+def assess_rq2(part: Mapping[str, Any]) -> dict[str, Any]:
+  """RQ2 from the synthetic study: SGD vs GClip at the heaviest tail, and GClip's measured rates."""
+  summary = part.get('summary', {})
+  headline = summary.get('rq2', {})
+  alpha = headline.get('alpha')
+  rows, informative = [], []
+  for problem, numbers in headline.items():
+    if not isinstance(numbers, Mapping):
+      continue
+    effect = _log10_ratio(numbers.get('sgd_tuned_p90'), numbers.get('gclip_tuned_p90'))
+    rows.append(_row(
+        f'90th percentile of final f - f*, tuned SGD vs tuned GClip, alpha = {format_number(alpha)}, {problem}',
+        f'SGD {format_number(numbers.get("sgd_tuned_p90"))} vs GClip {format_number(numbers.get("gclip_tuned_p90"))}'
+        ' (— = blew up)', 'GClip converges, SGD can diverge',
+        verdict_from_margin(effect, math.log10(FACTOR_MARGIN)),
+        f'supported if SGD\'s p90 exceeds GClip\'s by more than a factor {FACTOR_MARGIN}; not supported if '
+        f'GClip\'s exceeds SGD\'s by that factor'))
+    informative.append(_row(
+        f'fraction of diverged runs, theory schedules, SGD vs GClip, {problem}',
+        f'SGD {format_number(numbers.get("sgd_theory_diverged_fraction"))} vs GClip '
+        f'{format_number(numbers.get("gclip_theory_diverged_fraction"))}', 'SGD can diverge',
+        verdict_from_margin(
+            numbers['sgd_theory_diverged_fraction'] - numbers['gclip_theory_diverged_fraction']
+            if is_finite_number(numbers.get('sgd_theory_diverged_fraction'))
+            and is_finite_number(numbers.get('gclip_theory_diverged_fraction')) else None, 0.05),
+        'supported if SGD diverges in more than 5 percentage points more runs than GClip'))
+  rates = summary.get('rates', {}).get('by_alpha', {})
+  for alpha_key, numbers in rates.items():
+    theory, measured = _number(numbers.get('theory_slope')), _number(numbers.get('gclip_theory_slope'))
+    if theory is None or theory == 0:  # alpha = 2: the bound gives no rate to check against
+      continue
+    rows.append(_row(
+        f'GClip (theory schedule) log-log slope of median f - f* vs k, alpha = {alpha_key}',
+        format_number(measured), f'at least as steep as -2(alpha-1)/alpha = {format_number(theory)}',
+        verdict_from_margin(theory - measured if measured is not None else None, SLOPE_MARGIN),
+        f'supported if the measured slope is steeper than the theory\'s by more than {SLOPE_MARGIN}; not '
+        f'supported if flatter by more than {SLOPE_MARGIN}'))
+  return {'rows': rows + [_informative(r) for r in informative],
+          'verdict': combine_verdicts([r['verdict'] for r in rows]),
+          'overall_rule': 'overall: unanimous verdict of the p90 and rate rows, else inconclusive'}
+
+
+def assess_rq3(part: Mapping[str, Any]) -> dict[str, Any]:
+  """RQ3 from the synthetic study: slope of the per-coordinate error against d, GClip vs CClip."""
+  by_alpha = part.get('summary', {}).get('rq3', {})
+  rows, informative = [], []
+  for alpha_key, numbers in by_alpha.items():
+    gclip, cclip = _number(numbers.get('gclip_tuned_slope_vs_d')), _number(numbers.get('cclip_tuned_slope_vs_d'))
+    rows.append(_row(
+        f'slope of log per-coordinate error vs log d, tuned, alpha = {alpha_key}',
+        f'GClip {format_number(gclip)} vs CClip {format_number(cclip)}',
+        'GClip\'s grows with d, CClip\'s does not',
+        verdict_from_margin(gclip - cclip if gclip is not None and cclip is not None else None, SLOPE_MARGIN),
+        f'supported if GClip\'s slope exceeds CClip\'s by more than {SLOPE_MARGIN}; not supported if CClip\'s '
+        f'exceeds GClip\'s by that much'))
+    rows.append(_row(
+        f'CClip\'s per-coordinate error flat in d, alpha = {alpha_key}', format_number(cclip), 'slope about 0',
+        verdict_from_margin(2 * SLOPE_MARGIN - abs(cclip) if cclip is not None else None, SLOPE_MARGIN),
+        f'supported if |slope| < {SLOPE_MARGIN}; not supported if |slope| > {3 * SLOPE_MARGIN:g}'))
+    acclip = _number(numbers.get('acclip_tuned_slope_vs_d'))
+    if 'acclip_tuned_slope_vs_d' in numbers:
+      informative.append(_row(
+          f'slope vs d, tuned, alpha = {alpha_key}, GClip vs ACClip', f'GClip {format_number(gclip)} vs '
+          f'ACClip {format_number(acclip)}', 'ACClip flat like CClip',
+          verdict_from_margin(gclip - acclip if gclip is not None and acclip is not None else None, SLOPE_MARGIN),
+          f'supported if GClip\'s slope exceeds ACClip\'s by more than {SLOPE_MARGIN}'))
+    for method in ('gclip', 'cclip'):
+      key = f'{method}_theory_slope_vs_d'
+      if key in numbers:
+        informative.append(_row(f'{method} slope vs d with the theory\'s parameters, alpha = {alpha_key}',
+                                format_number(_number(numbers[key])), 'context', '—',
+                                'context only (no verdict)'))
+  return {'rows': rows + [_informative(r) for r in informative],
+          'verdict': combine_verdicts([r['verdict'] for r in rows]),
+          'overall_rule': 'overall: unanimous verdict of the GClip-vs-CClip and CClip-flatness rows, else '
+                          'inconclusive'}

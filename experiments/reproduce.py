@@ -1,0 +1,161 @@
+"""One command reproduces the paper at small scale and writes a report.
+
+    python -m experiments.reproduce --out DIR [--quick] [--squad-dir D] [--parts synthetic,noise,bert]
+
+runs, in order, the synthetic study (RQ2, RQ3; `experiments.synthetic.study.run`), the gradient-noise study
+(RQ1; `experiments.noise.study.run`) and the BERT optimizer comparison (RQ4; `experiments.bert_comparison`),
+each in its own folder under DIR, then writes
+
+    DIR/report.md       one table per research question with the paper's claim, our numbers and a verdict
+                        computed by the rules of `experiments.report`, the figures, environment and commands;
+    DIR/results.json    every number of the report, the settings and seeds, wall times;
+    DIR/results.csv     the same numbers flattened to ``key,value`` rows.
+
+A part that raises is recorded (traceback in results.json, "failed" in the report) and the others still run;
+the exit status is then 1. ``--parts`` reruns only the named parts and keeps the other parts' results from
+an earlier DIR/results.json, so one part can be redone without the rest.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from experiments import bert_comparison
+from experiments import report
+
+PARTS = ('synthetic', 'noise', 'bert')
+
+
+@dataclasses.dataclass(frozen=True)
+class ReproductionSettings:
+  """What each part runs. `for_mode` gives the real settings; tests pass smaller ones.
+
+  Attributes:
+    quick: whether the quick sizes are used (recorded in the report).
+    synthetic: out_dir -> summary dict of the synthetic study.
+    noise: out_dir -> summary dict of the noise study.
+    bert: the optimizer comparison's sizes, grids and seeds.
+  """
+  quick: bool
+  synthetic: Callable[[str], Mapping[str, Any]]
+  noise: Callable[[str], Mapping[str, Any]]
+  bert: bert_comparison.ComparisonSettings
+
+  @classmethod
+  def for_mode(cls, quick: bool) -> 'ReproductionSettings':
+    def synthetic(out_dir):
+      from experiments.synthetic import study
+      return study.run(out_dir, quick=quick)
+
+    def noise(out_dir):
+      from experiments.noise import study
+      return study.run(out_dir, quick=quick)
+
+    return cls(quick=quick, synthetic=synthetic, noise=noise,
+               bert=bert_comparison.ComparisonSettings.for_mode(quick))
+
+
+def _run_part(name: str, run_fn: Callable[[str], Mapping[str, Any]], part_dir: str) -> dict[str, Any]:
+  os.makedirs(part_dir, exist_ok=True)
+  print(f'[reproduce] {name}: starting, output in {part_dir}', flush=True)
+  start = time.perf_counter()
+  try:
+    summary, status, error = dict(run_fn(part_dir)), 'ok', None
+  except Exception:  # pylint: disable=broad-except  (one failed part must not cost the others)
+    summary, status, error = {}, 'failed', traceback.format_exc()
+    print(error, file=sys.stderr, flush=True)
+  wall_s = time.perf_counter() - start
+  print(f'[reproduce] {name}: {status} in {wall_s:.1f} s', flush=True)
+  return {'status': status, 'wall_s': wall_s, 'dir': os.path.basename(part_dir), 'summary': summary,
+          'error': error}
+
+
+def run(out_dir: str, quick: bool = False, squad_dir: str | None = None,
+        parts: Sequence[str] = PARTS, settings: ReproductionSettings | None = None,
+        command: str | None = None) -> dict[str, Any]:
+  """Runs the named parts into ``out_dir`` and writes report.md, results.json and results.csv there.
+
+  Args:
+    out_dir: output folder (created).
+    quick: the quick sizes (used only when ``settings`` is None).
+    squad_dir: a folder with SQuAD v1.1 ``train-v1.1.json`` and ``dev-v1.1.json``; None skips fine-tuning.
+    parts: a subset of ``PARTS``; the others keep their results from an earlier ``out_dir/results.json``.
+    settings: what to run; default ``ReproductionSettings.for_mode(quick)``.
+    command: the command line that started the run, recorded in the report.
+
+  Returns:
+    The results dict that was written to results.json.
+
+  Raises:
+    ValueError: an unknown part name.
+    FileNotFoundError: ``squad_dir`` or one of its two files is missing.
+  """
+  unknown = [p for p in parts if p not in PARTS]
+  if unknown or not parts:
+    raise ValueError(f'parts={list(parts)!r}: each must be one of {", ".join(PARTS)}')
+  if squad_dir is not None:
+    bert_comparison.squad_files(squad_dir)  # fail before hours of pretraining, not after
+  settings = settings or ReproductionSettings.for_mode(quick)
+  os.makedirs(out_dir, exist_ok=True)
+  results_path = os.path.join(out_dir, 'results.json')
+  previous = {}
+  if set(parts) != set(PARTS) and os.path.exists(results_path):
+    with open(results_path) as f:
+      previous = json.load(f).get('parts', {})
+
+  start = time.perf_counter()
+  runners = {
+      'synthetic': settings.synthetic,
+      'noise': settings.noise,
+      'bert': lambda part_dir: bert_comparison.run(part_dir, settings.bert, squad_dir=squad_dir),
+  }
+  part_results = {}
+  for name in PARTS:
+    if name in parts:
+      part_results[name] = _run_part(name, runners[name], os.path.join(out_dir, name))
+    elif name in previous:
+      part_results[name] = previous[name]
+  results = {
+      'command': command,
+      'quick': settings.quick,
+      'squad_dir': squad_dir,
+      'parts_run': list(parts),
+      'wall_s': time.perf_counter() - start,
+      'environment': report.environment(),
+      'bert_settings': dataclasses.asdict(settings.bert),
+      'parts': part_results,
+  }
+  results['research_questions'] = report.assess_all(part_results)
+  report.write_json(results_path, results)
+  report.write_flat_csv(os.path.join(out_dir, 'results.csv'), results)
+  report.write_report(out_dir, results)
+  return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m experiments.reproduce', description=__doc__.split('\n')[0])
+  parser.add_argument('--out', required=True, help='output folder for report.md, results and figures')
+  parser.add_argument('--quick', action='store_true',
+                      help='small sizes: about 15 minutes on 2 CPU cores (the report lists what shrank)')
+  parser.add_argument('--squad-dir', default=None,
+                      help='folder with SQuAD v1.1 train-v1.1.json and dev-v1.1.json; omitted: no fine-tuning')
+  parser.add_argument('--parts', default=','.join(PARTS),
+                      help=f'comma-separated subset of {",".join(PARTS)} (others kept from an earlier run)')
+  argv = sys.argv[1:] if argv is None else list(argv)
+  args = parser.parse_args(argv)
+  parts = [p.strip() for p in args.parts.split(',') if p.strip()]
+  results = run(args.out, quick=args.quick, squad_dir=args.squad_dir, parts=parts,
+                command=' '.join(['python -m experiments.reproduce'] + argv))
+  print(f'[reproduce] report: {os.path.join(args.out, "report.md")} ({results["wall_s"]:.0f} s)')
+  return 0 if all(p['status'] == 'ok' for p in results['parts'].values()) else 1
+
+
+if __name__ == '__main__':
+  sys.exit(main())
