@@ -277,9 +277,10 @@ def test_nan_gradient_under_apply_if_finite_keeps_state(name):
   grads = cauchy_grads(seed=1, num_steps=2)
   params = grads[0]
   state = tx.init(params)
-  _, state = tx.update(grads[0], state, params)
+  update = jax.jit(tx.update)
+  _, state = update(grads[0], state, params)
   bad = jax.tree.map(lambda x: x.at[()].set(jnp.nan) if x.ndim == 0 else x, grads[1])
-  updates, bad_state = tx.update(bad, state, params)
+  updates, bad_state = update(bad, state, params)
   chex.assert_trees_all_equal(bad_state.inner_state, state.inner_state)
   chex.assert_trees_all_equal(updates, jax.tree.map(jnp.zeros_like, bad))
   assert int(bad_state.notfinite_count) == 1
@@ -374,9 +375,10 @@ def test_multisteps_averages_gradients():
   grads = cauchy_grads(seed=33, num_steps=4)
   tx = optax.MultiSteps(scale_by_acclip(), every_k_schedule=2)
   state = tx.init(grads[0])
+  update = jax.jit(tx.update)
   outputs = []
   for g in grads:
-    u, state = tx.update(g, state)
+    u, state = update(g, state)
     outputs.append(u)
   mean_grads = [jax.tree.map(lambda a, b: (a + b) / 2, grads[0], grads[1]),
                 jax.tree.map(lambda a, b: (a + b) / 2, grads[2], grads[3])]
