@@ -12,6 +12,7 @@ heavy-tailed?) and the noise model of its theory (a bounded alpha-moment, alpha 
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
@@ -246,6 +247,27 @@ def _welford_update(state: _WelfordState, gradient: Any) -> _WelfordState:
   return _WelfordState(count, mean, state.sum_squared_deviations + correction)
 
 
+@jax.jit
+def _accumulate(state: _WelfordState, gradient: Any) -> tuple[_WelfordState, jax.Array]:
+  """Welford step and the running variance estimate (sum of squared deviations / count)."""
+  state = _welford_update(state, gradient)
+  return state, state.sum_squared_deviations / state.count.astype(state.sum_squared_deviations.dtype)
+
+
+@jax.jit
+def _measure(gradient: Any, mean_gradient: Any, coordinate_indices: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """||g_B - mean|| and the noise at the sampled coordinates."""
+  flat_noise, _ = ravel_pytree(jax.tree.map(lambda g, m: g - m, gradient, mean_gradient))
+  return jnp.linalg.norm(flat_noise), flat_noise[coordinate_indices]
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_grad(loss_fn: Callable[[Any, Any], jax.Array]) -> Callable[[Any, Any], Any]:
+  # Params and batch are arguments, not closed-over constants: measuring the same loss at several
+  # points of training (or batch shapes seen before) reuses one compilation per batch shape.
+  return jax.jit(jax.grad(loss_fn))
+
+
 def _batch_iterator(batches: Iterable[Any] | Callable[[], Iterable[Any]]) -> Iterator[Any]:
   """A fresh iterator over `batches`; each pass of `gradient_noise` calls this once."""
   iterable = batches() if callable(batches) else batches
@@ -296,23 +318,18 @@ def gradient_noise(loss_fn: Callable[[Any, Any], jax.Array], params: Any,
   if num_coordinate_samples > 0 and key is None:
     raise ValueError("gradient_noise: a PRNG key is required when num_coordinate_samples > 0.")
 
-  grad_fn = jax.grad(loss_fn)
+  grad_fn = _jitted_grad(loss_fn)
   flat_params, _ = ravel_pytree(params)
   num_params = flat_params.shape[0]
   if num_coordinate_samples > num_params:
     raise ValueError(f"gradient_noise: num_coordinate_samples={num_coordinate_samples} exceeds the "
                      f"number of parameters, {num_params}.")
 
-  @jax.jit
-  def accumulate(state, batch):
-    state = _welford_update(state, grad_fn(params, batch))
-    return state, state.sum_squared_deviations / state.count.astype(state.sum_squared_deviations.dtype)
-
   zeros = jax.tree.map(jnp.zeros_like, params)
   state = _WelfordState(jnp.zeros((), jnp.int32), zeros, jnp.zeros((), flat_params.dtype))
   variance_trace = []
   for batch in _batch_iterator(batches):
-    state, variance = accumulate(state, batch)
+    state, variance = _accumulate(state, grad_fn(params, batch))
     variance_trace.append(variance)
   if not variance_trace:
     raise ValueError("gradient_noise: batches yielded no batch.")
@@ -323,15 +340,9 @@ def gradient_noise(loss_fn: Callable[[Any, Any], jax.Array], params: Any,
   else:
     coordinate_indices = jnp.zeros((0,), jnp.int32)
 
-  @jax.jit
-  def measure(batch):
-    noise = jax.tree.map(lambda g, m: g - m, grad_fn(params, batch), mean_gradient)
-    flat_noise, _ = ravel_pytree(noise)
-    return jnp.linalg.norm(flat_noise), flat_noise[coordinate_indices]
-
   noise_norms, noise_coordinates = [], []
   for batch in _batch_iterator(batches):
-    norm, coordinates = measure(batch)
+    norm, coordinates = _measure(grad_fn(params, batch), mean_gradient, coordinate_indices)
     noise_norms.append(norm)
     noise_coordinates.append(coordinates)
   if len(noise_norms) != len(variance_trace):
