@@ -288,7 +288,8 @@ def _single_step_setup(dropout_rate=0.0):
       special_ids=(0, 1, 2, 3, 4), random_token_ids=np.arange(5, 97), max_predictions=5)
   batch["masked_weights"][0, 2:] = 0.0  # devices hold different numbers of masked tokens
   tokens = jnp.zeros((1, 32), jnp.int32)
-  params = model.init(jax.random.key(0), tokens, tokens, tokens, tokens[:, :5], deterministic=True)["params"]
+  init = jax.jit(functools.partial(model.init, deterministic=True))
+  params = init(jax.random.key(0), tokens, tokens, tokens, tokens[:, :5])["params"]
   state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                            rng=jax.random.key_data(jax.random.key(1)))
   return model, tx, state, batch

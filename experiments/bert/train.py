@@ -159,6 +159,12 @@ def evaluate(compiled: _CompiledSteps, params, eval_batches: list[dict]) -> dict
   return {"eval_loss": totals["loss_sum"] / weight, "eval_accuracy": totals["correct_sum"] / weight}
 
 
+def _steady_rate(interval_rates: list[float]) -> float:
+  """The median throughput of the logging intervals after the first (which includes compilation)."""
+  rates = interval_rates[1:] or interval_rates
+  return float(np.median(rates)) if rates else float("nan")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Pre-trains BERT with MLM as `config` says, resuming from `<workdir>/checkpoints` if present.
 
@@ -169,8 +175,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Returns:
     A dict: train_loss and train_accuracy (last step), train_loss_last10 (mean of the last 10 logged
     steps), eval_loss, eval_accuracy, steps (updates done), diverged (a non-finite loss stopped the run),
-    halted (stopped early by halt_after_steps), wall_time_s, steps_per_s (of this process's run, first
-    step included), tokens_per_s, num_params, vocab_size, metrics_path, loss_plot (or None), workdir.
+    halted (stopped early by halt_after_steps), wall_time_s, steps_per_s (of this call, set-up and
+    compilation included), tokens_per_s (steady state: median over the logging intervals but the
+    first), num_params, vocab_size, metrics_path, loss_plot (or None), workdir.
 
   Raises:
     ValueError: bad corpus, vocabulary, batch size or optimizer settings; checkpoint.CheckpointError: a
@@ -301,8 +308,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "halted": bool(config.halt_after_steps) and step < total_steps and not diverged,
       "wall_time_s": wall_time,
       "steps_per_s": (step - start_step) / wall_time,
-      "tokens_per_s": float(np.mean([r["tokens_per_s"] for r in history if "tokens_per_s" in r]))
-                      if history else float("nan"),
+      "tokens_per_s": _steady_rate([r["tokens_per_s"] for r in history if "tokens_per_s" in r]),
       "num_params": num_params,
       "vocab_size": data.vocab_size,
       "metrics_path": writer.path,
