@@ -162,7 +162,10 @@ def acclip_clip_fraction(state: ScaleByACClipState | ScaleByACClipPortsState) ->
   counts = []
   for mu, nu in zip(mus, nus):
     m_hat = mu.astype(jnp.float32) * rule.mu_scale
-    tau = jnp.power(nu.astype(jnp.float32) * rule.nu_scale, 1.0 / rule.alpha)
+    t_hat = nu.astype(jnp.float32) * rule.nu_scale
+    # The update's own roots for alpha 1 and 2 (exact), its exp-log form for any other alpha.
+    tau = jnp.where(rule.alpha == 1, t_hat,
+                    jnp.where(rule.alpha == 2, jnp.sqrt(t_hat), jnp.exp(jnp.log(t_hat) / rule.alpha)))
     # A zero momentum is left unchanged by the clip even where the factor is below 1.
     clipped = (tau < jnp.abs(m_hat) + rule.eps) & (m_hat != 0)
     counts.append(jnp.sum(clipped, dtype=jnp.int32))
@@ -193,7 +196,8 @@ def scale_by_acclip(
   has no bias correction: early on :math:`t_k` is small, which clips more, like a warm-up). Like
   `optax.scale_by_adam` it returns a descent direction with the gradient's sign and scale; the alias
   `acclip` applies the learning rate. alpha = 1 needs no power and alpha = 2 only a square root; another
-  alpha costs two `pow` per coordinate (and so does a traced alpha, e.g. under `inject_hyperparams`).
+  alpha costs two exp-log powers per coordinate, and so does a traced alpha: with `inject_hyperparams`
+  pass ``static_args=("alpha",)`` to keep the fast paths.
 
   Args:
     b1: decay of the momentum, in [0, 1).
