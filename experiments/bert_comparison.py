@@ -30,9 +30,9 @@ import numpy as np
 from experiments import report
 from experiments.common import metrics
 
-COMPARED_OPTIMIZERS = ('adam', 'adamw', 'acclip', 'acclip_ports', 'lamb', 'sgd', 'gclip')
-CLIPPING_OPTIMIZERS = ('acclip', 'acclip_ports', 'gclip')
-FINETUNE_OPTIMIZERS = ('adam', 'acclip')
+COMPARED_OPTIMIZERS = ("adam", "adamw", "acclip", "acclip_ports", "lamb", "sgd", "gclip")
+CLIPPING_OPTIMIZERS = ("acclip", "acclip_ports", "gclip")
+FINETUNE_OPTIMIZERS = ("adam", "acclip")
 
 # Peak learning rates, by the size of the update per coordinate (placed by short probe runs of the quick
 # model so that each grid brackets its optimizer's best value):
@@ -43,18 +43,18 @@ FINETUNE_OPTIMIZERS = ('adam', 'acclip')
 # - The paper's ACClip averages them (m = b1 m + (1 - b1) g) and clips m to the running mean of |g|, biased
 #   low early on: steps of at most lr * |g|, a factor ~10 below SGD's at the same lr.
 _GRIDS = {
-    'adam_like': {'quick': (1e-3, 3e-3, 1e-2), 'full': (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)},
-    'lamb': {'quick': (1e-2, 3e-2, 1e-1), 'full': (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)},
-    'sgd_like': {'quick': (0.1, 0.3, 1.0), 'full': (0.03, 0.1, 0.3, 1.0, 3.0)},
-    'acclip_paper': {'quick': (3.0, 10.0, 30.0), 'full': (1.0, 3.0, 10.0, 30.0, 100.0)},
+    "adam_like": {"quick": (1e-3, 3e-3, 1e-2), "full": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)},
+    "lamb": {"quick": (1e-2, 3e-2, 1e-1), "full": (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)},
+    "sgd_like": {"quick": (0.1, 0.3, 1.0), "full": (0.03, 0.1, 0.3, 1.0, 3.0)},
+    "acclip_paper": {"quick": (3.0, 10.0, 30.0), "full": (1.0, 3.0, 10.0, 30.0, 100.0)},
 }
-_FAMILY = {'adam': 'adam_like', 'adamw': 'adam_like', 'acclip_ports': 'adam_like', 'lamb': 'lamb',
-           'sgd': 'sgd_like', 'gclip': 'sgd_like', 'acclip': 'acclip_paper'}
+_FAMILY = {"adam": "adam_like", "adamw": "adam_like", "acclip_ports": "adam_like", "lamb": "lamb",
+           "sgd": "sgd_like", "gclip": "sgd_like", "acclip": "acclip_paper"}
 
 
 def learning_rate_grids(quick: bool) -> dict[str, tuple[float, ...]]:
   """The peak-learning-rate grid of every compared optimizer."""
-  mode = 'quick' if quick else 'full'
+  mode = "quick" if quick else "full"
   return {name: _GRIDS[_FAMILY[name]][mode] for name in COMPARED_OPTIMIZERS}
 
 
@@ -73,25 +73,25 @@ def seed_statistics(values: Sequence[float]) -> dict[str, Any]:
   """
   values = [float(v) for v in values]
   if not values:
-    return {'mean': None, 'std': None, 'min': None, 'max': None, 'n': 0, 'values': []}
+    return {"mean": None, "std": None, "min": None, "max": None, "n": 0, "values": []}
   array = np.asarray(values, dtype=np.float64)
   return {
-      'mean': float(array.mean()),
-      'std': float(array.std(ddof=1)) if len(values) > 1 else None,
-      'min': float(array.min()),
-      'max': float(array.max()),
-      'n': len(values),
-      'values': values,
+      "mean": float(array.mean()),
+      "std": float(array.std(ddof=1)) if len(values) > 1 else None,
+      "min": float(array.min()),
+      "max": float(array.max()),
+      "n": len(values),
+      "values": values,
   }
 
 
-PYTHON_DOC_SOURCES = '/usr/share/doc/python3.11/html/_sources'
+PYTHON_DOC_SOURCES = "/usr/share/doc/python3.11/html/_sources"
 
 # Keys of `experiments.bert.train.train_and_evaluate`'s result and metrics.jsonl. The driver holds out one
 # document split: it is the validation split of the sweep and the held-out split of the reported numbers.
-VALIDATION_LOSS, VALIDATION_ACCURACY = 'eval_loss', 'eval_accuracy'
-TEST_LOSS, TEST_ACCURACY = 'eval_loss', 'eval_accuracy'
-TRAIN_LOSS_CURVE, EVAL_LOSS_CURVE, CLIP_FRACTION = 'train_loss', 'eval_loss', 'clip_fraction'
+VALIDATION_LOSS, VALIDATION_ACCURACY = "eval_loss", "eval_accuracy"
+TEST_LOSS, TEST_ACCURACY = "eval_loss", "eval_accuracy"
+TRAIN_LOSS_CURVE, EVAL_LOSS_CURVE, CLIP_FRACTION = "train_loss", "eval_loss", "clip_fraction"
 
 
 def default_corpus() -> str | None:
@@ -107,11 +107,11 @@ def _subfolder(corpus: str | None, name: str) -> str | None:
 def squad_files(squad_dir: str) -> tuple[str, str]:
   """(train, dev) SQuAD v1.1 paths in ``squad_dir``; FileNotFoundError naming what is missing."""
   if not os.path.isdir(squad_dir):
-    raise FileNotFoundError(f'--squad-dir {squad_dir!r} is not a folder')
-  paths = tuple(os.path.join(squad_dir, name) for name in ('train-v1.1.json', 'dev-v1.1.json'))
+    raise FileNotFoundError(f"--squad-dir {squad_dir!r} is not a folder")
+  paths = tuple(os.path.join(squad_dir, name) for name in ("train-v1.1.json", "dev-v1.1.json"))
   missing = [p for p in paths if not os.path.isfile(p)]
   if missing:
-    raise FileNotFoundError(f'--squad-dir {squad_dir!r} lacks {", ".join(map(os.path.basename, missing))}')
+    raise FileNotFoundError(f"--squad-dir {squad_dir!r} lacks {', '.join(map(os.path.basename, missing))}")
   return paths
 
 
@@ -140,26 +140,26 @@ class ComparisonSettings:
   description: str
 
   @classmethod
-  def for_mode(cls, quick: bool) -> 'ComparisonSettings':
+  def for_mode(cls, quick: bool) -> "ComparisonSettings":
     """The quick (about 7 minutes on 2 CPU cores) or full comparison."""
     if quick:
       overrides = dict(model=dict(hidden_size=64, intermediate_size=256), vocab_size=2048,
                        num_train_steps=200, warmup_steps=20, batch_size=16, max_seq_len=64,
                        eval_every_steps=100, log_every_steps=10, max_eval_sequences=128, eval_fraction=0.1)
-      description = ('BERT with 2 layers, hidden 64, 2 heads, a 2048-token WordPiece vocabulary; 200 steps '
-                     'of 16 x 64 tokens (warm-up 20, linear decay) on the 20 HOWTO documents of the Python '
-                     'docs (2 held out, 128 held-out sequences); 3 learning rates per optimizer; 3 seeds')
-      corpus = _subfolder(default_corpus(), 'howto')
+      description = ("BERT with 2 layers, hidden 64, 2 heads, a 2048-token WordPiece vocabulary; 200 steps "
+                     "of 16 x 64 tokens (warm-up 20, linear decay) on the 20 HOWTO documents of the Python "
+                     "docs (2 held out, 128 held-out sequences); 3 learning rates per optimizer; 3 seeds")
+      corpus = _subfolder(default_corpus(), "howto")
     else:
       overrides = dict(num_train_steps=2000, warmup_steps=200, batch_size=32, max_seq_len=128,
                        eval_every_steps=250, log_every_steps=10, max_eval_sequences=1024, eval_fraction=0.05)
-      description = ('the tiny BERT config (2 layers, hidden 128, 2 heads, 4096-token vocabulary); 2000 '
-                     'steps of 32 x 128 tokens (warm-up 200, linear decay) on all the Python docs (5% of '
-                     'the documents held out, 1024 held-out sequences); 5 learning rates per optimizer; '
-                     '3 seeds')
+      description = ("the tiny BERT config (2 layers, hidden 128, 2 heads, 4096-token vocabulary); 2000 "
+                     "steps of 32 x 128 tokens (warm-up 200, linear decay) on all the Python docs (5% of "
+                     "the documents held out, 1024 held-out sequences); 5 learning rates per optimizer; "
+                     "3 seeds")
       corpus = default_corpus()
     overrides.update(plot=False)
-    return cls(config_name='tiny', overrides=overrides, corpus=corpus,
+    return cls(config_name="tiny", overrides=overrides, corpus=corpus,
                learning_rates=learning_rate_grids(quick), seeds=(0, 1, 2),
                finetune_overrides=dict(num_train_steps=200 if quick else 2000, max_seq_len=128,
                                        doc_stride=64, batch_size=16, warmup_fraction=0.1),
@@ -168,20 +168,20 @@ class ComparisonSettings:
 
 def _config(settings: ComparisonSettings, optimizer: str, learning_rate: float, seed: int):
   """The BERT pretraining config of one run: the base config, the shared overrides, then the optimizer."""
-  config_module = importlib.import_module(f'experiments.bert.configs.{settings.config_name}')
+  config_module = importlib.import_module(f"experiments.bert.configs.{settings.config_name}")
   config = config_module.get_config()
   fields = dict(settings.overrides)
   if settings.corpus is not None:
-    fields['corpus'] = settings.corpus
+    fields["corpus"] = settings.corpus
   fields.update(optimizer=optimizer, learning_rate=float(learning_rate), seed=int(seed))
-  if optimizer == 'adam':
+  if optimizer == "adam":
     # Adam as in the paper's baseline and torch.optim.Adam: weight decay as L2 in the gradient; the
     # factory's decoupled mode would make it AdamW.
-    fields['weight_decay_mode'] = 'coupled'
+    fields["weight_decay_mode"] = "coupled"
   unknown = sorted(set(fields) - set(config.keys()))
   if unknown:
-    raise ValueError(f'config {settings.config_name!r} has no field(s) {unknown}: the BERT config and '
-                     'experiments.bert_comparison disagree')
+    raise ValueError(f"config {settings.config_name!r} has no field(s) {unknown}: the BERT config and "
+                     "experiments.bert_comparison disagree")
   config.update(fields)
   return config
 
@@ -189,33 +189,33 @@ def _config(settings: ComparisonSettings, optimizer: str, learning_rate: float, 
 def _shared_vocabulary(settings: ComparisonSettings, vocab_dir: str) -> str:
   """The WordPiece vocabulary every run uses, trained once on the training documents (the driver's split)."""
   from experiments.bert import input_pipeline  # pylint: disable=g-import-not-at-top
-  config = _config(settings, 'adam', 1.0, settings.seeds[0])
-  documents = input_pipeline.load_documents(config.corpus, max_documents=config.get('max_documents'))
+  config = _config(settings, "adam", 1.0, settings.seeds[0])
+  documents = input_pipeline.load_documents(config.corpus, max_documents=config.get("max_documents"))
   train_documents, _ = input_pipeline.split_documents(documents, config.eval_fraction)
   os.makedirs(vocab_dir, exist_ok=True)
   return input_pipeline.prepare_vocab(config, vocab_dir, train_documents)
 
 
 def _run_name(optimizer: str, learning_rate: float, seed: int) -> str:
-  return f'{optimizer}/lr{learning_rate:g}_seed{seed}'
+  return f"{optimizer}/lr{learning_rate:g}_seed{seed}"
 
 
 def _pretrain(settings: ComparisonSettings, out_dir: str, optimizer: str, learning_rate: float,
               seed: int) -> dict[str, Any]:
   from experiments.bert import train  # pylint: disable=g-import-not-at-top
   name = _run_name(optimizer, learning_rate, seed)
-  workdir = os.path.join(out_dir, 'runs', name)
+  workdir = os.path.join(out_dir, "runs", name)
   start = time.perf_counter()
   final = dict(train.train_and_evaluate(_config(settings, optimizer, learning_rate, seed), workdir))
-  print(f'[bert_comparison] {name}: ' + ', '.join(
-      f'{k} {final[k]:.4g}' for k in dict.fromkeys((VALIDATION_LOSS, TEST_LOSS, TEST_ACCURACY)) if k in final)
-      + f' ({time.perf_counter() - start:.1f} s)', flush=True)
-  return {'workdir': os.path.relpath(workdir, out_dir), 'wall_s': time.perf_counter() - start,
-          'final': final}
+  print(f"[bert_comparison] {name}: " + ", ".join(
+      f"{k} {final[k]:.4g}" for k in dict.fromkeys((VALIDATION_LOSS, TEST_LOSS, TEST_ACCURACY)) if k in final)
+      + f" ({time.perf_counter() - start:.1f} s)", flush=True)
+  return {"workdir": os.path.relpath(workdir, out_dir), "wall_s": time.perf_counter() - start,
+          "final": final}
 
 
 def _final(run: Mapping[str, Any], key: str) -> float | None:
-  value = run['final'].get(key)
+  value = run["final"].get(key)
   return float(value) if value is not None else None
 
 
@@ -236,19 +236,19 @@ def _compare_optimizer(settings: ComparisonSettings, out_dir: str, optimizer: st
     if len(values):
       clip_fractions.append(float(np.mean(values)))
   return {
-      'learning_rates': list(grid),
-      'sweep': [{'learning_rate': lr, 'validation_loss': _final(run, VALIDATION_LOSS),
-                 'validation_accuracy': _final(run, VALIDATION_ACCURACY), 'workdir': run['workdir'],
-                 'wall_s': run['wall_s']} for lr, run in sweep.items()],
-      'diverged_learning_rates': [lr for lr, run in sweep.items()
+      "learning_rates": list(grid),
+      "sweep": [{"learning_rate": lr, "validation_loss": _final(run, VALIDATION_LOSS),
+                 "validation_accuracy": _final(run, VALIDATION_ACCURACY), "workdir": run["workdir"],
+                 "wall_s": run["wall_s"]} for lr, run in sweep.items()],
+      "diverged_learning_rates": [lr for lr, run in sweep.items()
                                   if not _is_finite(_final(run, VALIDATION_LOSS))],
-      'best_learning_rate': best,
-      'seeds': list(seed_runs),
-      'eval_loss': seed_statistics([_final(r, TEST_LOSS) for r in seed_runs.values()]),
-      'eval_accuracy': seed_statistics([_final(r, TEST_ACCURACY) for r in seed_runs.values()]),
-      'mean_clip_fraction': seed_statistics(clip_fractions) if clip_fractions else None,
-      'workdirs': {seed: run['workdir'] for seed, run in seed_runs.items()},
-      'wall_s': sum(run['wall_s'] for run in list(sweep.values()) + list(seed_runs.values())[1:]),
+      "best_learning_rate": best,
+      "seeds": list(seed_runs),
+      "eval_loss": seed_statistics([_final(r, TEST_LOSS) for r in seed_runs.values()]),
+      "eval_accuracy": seed_statistics([_final(r, TEST_ACCURACY) for r in seed_runs.values()]),
+      "mean_clip_fraction": seed_statistics(clip_fractions) if clip_fractions else None,
+      "workdirs": {seed: run["workdir"] for seed, run in seed_runs.items()},
+      "wall_s": sum(run["wall_s"] for run in list(sweep.values()) + list(seed_runs.values())[1:]),
   }
 
 
@@ -257,32 +257,32 @@ def _is_finite(value: float | None) -> bool:
 
 
 def _records(out_dir: str, run: Mapping[str, Any]) -> list[dict[str, Any]]:
-  path = os.path.join(out_dir, run['workdir'], metrics.METRICS_FILENAME)
+  path = os.path.join(out_dir, run["workdir"], metrics.METRICS_FILENAME)
   return metrics.read_metrics(path) if os.path.exists(path) else []
 
 
 def _plot_sweep(optimizers: Mapping[str, Mapping[str, Any]], path: str) -> str:
   """Final validation loss against the peak learning rate, one line per optimizer; x marks divergence."""
   import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
+  matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   figure, axes = plt.subplots(figsize=(7, 4.5))
-  finite_losses = [p['validation_loss'] for o in optimizers.values() for p in o['sweep']
-                   if _is_finite(p['validation_loss'])]
+  finite_losses = [p["validation_loss"] for o in optimizers.values() for p in o["sweep"]
+                   if _is_finite(p["validation_loss"])]
   ceiling = max(finite_losses) if finite_losses else 1.0
   for index, (name, result) in enumerate(optimizers.items()):
-    color = f'C{index % 10}'
-    points = [(p['learning_rate'], p['validation_loss']) for p in result['sweep']]
+    color = f"C{index % 10}"
+    points = [(p["learning_rate"], p["validation_loss"]) for p in result["sweep"]]
     finite = [(lr, loss) for lr, loss in points if _is_finite(loss)]
     if finite:
-      axes.plot(*zip(*finite), 'o-', color=color, label=name)
+      axes.plot(*zip(*finite), "o-", color=color, label=name)
     diverged = [lr for lr, loss in points if not _is_finite(loss)]
     if diverged:
-      axes.plot(diverged, [ceiling] * len(diverged), 'x', color=color, markersize=10)
-  axes.set_xscale('log')
-  axes.set_xlabel('peak learning rate')
-  axes.set_ylabel('final validation MLM loss (seed 0)')
-  axes.set_title('Learning-rate sweep (x: diverged, drawn at the largest finite loss)')
+      axes.plot(diverged, [ceiling] * len(diverged), "x", color=color, markersize=10)
+  axes.set_xscale("log")
+  axes.set_xlabel("peak learning rate")
+  axes.set_ylabel("final validation MLM loss (seed 0)")
+  axes.set_title("Learning-rate sweep (x: diverged, drawn at the largest finite loss)")
   axes.grid(alpha=0.3)
   axes.legend(fontsize=8)
   figure.tight_layout()
@@ -294,22 +294,22 @@ def _plot_sweep(optimizers: Mapping[str, Mapping[str, Any]], path: str) -> str:
 def _plot_figures(out_dir: str, optimizers: Mapping[str, Mapping[str, Any]],
                   num_train_steps: int) -> dict[str, str]:
   """The comparison's PNGs (paths relative to ``out_dir``)."""
-  first_runs = {name: os.path.join(out_dir, result['workdirs'][result['seeds'][0]], metrics.METRICS_FILENAME)
-                for name, result in optimizers.items() if result['seeds']}
-  figures = {'learning_rate_sweep': os.path.basename(
-      _plot_sweep(optimizers, os.path.join(out_dir, 'learning_rate_sweep.png')))}
+  first_runs = {name: os.path.join(out_dir, result["workdirs"][result["seeds"][0]], metrics.METRICS_FILENAME)
+                for name, result in optimizers.items() if result["seeds"]}
+  figures = {"learning_rate_sweep": os.path.basename(
+      _plot_sweep(optimizers, os.path.join(out_dir, "learning_rate_sweep.png")))}
   if first_runs:
     smoothing = max(1, num_train_steps // 40)
-    metrics.plot_loss_curves(first_runs, os.path.join(out_dir, 'loss_curves.png'),
+    metrics.plot_loss_curves(first_runs, os.path.join(out_dir, "loss_curves.png"),
                              metric_names=(TRAIN_LOSS_CURVE, EVAL_LOSS_CURVE), smoothing=smoothing,
-                             title='MLM loss at the best learning rate (seed 0; solid train, dashed eval)')
-    figures['loss_curves'] = 'loss_curves.png'
+                             title="MLM loss at the best learning rate (seed 0; solid train, dashed eval)")
+    figures["loss_curves"] = "loss_curves.png"
   clipping_runs = {name: path for name, path in first_runs.items() if name in CLIPPING_OPTIMIZERS}
   if clipping_runs:
-    metrics.plot_loss_curves(clipping_runs, os.path.join(out_dir, 'clip_fraction.png'),
+    metrics.plot_loss_curves(clipping_runs, os.path.join(out_dir, "clip_fraction.png"),
                              metric_names=(CLIP_FRACTION,), smoothing=max(1, num_train_steps // 100),
-                             title='Fraction of coordinates clipped per step (best learning rate, seed 0)')
-    figures['clip_fraction'] = 'clip_fraction.png'
+                             title="Fraction of coordinates clipped per step (best learning rate, seed 0)")
+    figures["clip_fraction"] = "clip_fraction.png"
   return figures
 
 
@@ -324,20 +324,20 @@ def run(out_dir: str, settings: ComparisonSettings, squad_dir: str | None = None
   os.makedirs(out_dir, exist_ok=True)
   # Checkpoints only matter to fine-tuning; one shared vocabulary spares every run its WordPiece training.
   shared = dict(save_checkpoints=bool(squad_dir))
-  shared['vocab_file'] = _shared_vocabulary(settings, os.path.join(out_dir, 'vocabulary'))
+  shared["vocab_file"] = _shared_vocabulary(settings, os.path.join(out_dir, "vocabulary"))
   settings = dataclasses.replace(settings, overrides={**settings.overrides, **shared})
   optimizers = {}
   for optimizer, grid in settings.learning_rates.items():
     optimizers[optimizer] = _compare_optimizer(settings, out_dir, optimizer, grid)
-  num_train_steps = int(_config(settings, 'adam', 1.0, 0)['num_train_steps'])
+  num_train_steps = int(_config(settings, "adam", 1.0, 0)["num_train_steps"])
   summary = {
-      'optimizers': optimizers,
-      'figures': _plot_figures(out_dir, optimizers, num_train_steps),
-      'finetune': (_finetune(out_dir, settings, optimizers, squad_dir) if squad_dir else
-                   {'status': 'skipped', 'reason': 'no --squad-dir given'}),
-      'settings': dataclasses.asdict(settings),
+      "optimizers": optimizers,
+      "figures": _plot_figures(out_dir, optimizers, num_train_steps),
+      "finetune": (_finetune(out_dir, settings, optimizers, squad_dir) if squad_dir else
+                   {"status": "skipped", "reason": "no --squad-dir given"}),
+      "settings": dataclasses.asdict(settings),
   }
-  report.write_json(os.path.join(out_dir, 'results.json'), summary)
+  report.write_json(os.path.join(out_dir, "results.json"), summary)
   return summary
 
 
@@ -354,25 +354,104 @@ def _finetune(out_dir: str, settings: ComparisonSettings, optimizers: Mapping[st
   runs = {}
   for pretrained in FINETUNE_OPTIMIZERS:
     result = optimizers.get(pretrained)
-    if not result or not result['seeds']:
-      runs[f'{pretrained}_pretrained'] = {'status': 'no pre-trained encoder (not run, or every lr diverged)'}
+    if not result or not result["seeds"]:
+      runs[f"{pretrained}_pretrained"] = {"status": "no pre-trained encoder (not run, or every lr diverged)"}
       continue
-    pretrained_workdir = os.path.join(out_dir, result['workdirs'][result['seeds'][0]])
+    pretrained_workdir = os.path.join(out_dir, result["workdirs"][result["seeds"][0]])
     for finetuner in FINETUNE_OPTIMIZERS:
-      finetuner_best = optimizers.get(finetuner, {}).get('best_learning_rate')
+      finetuner_best = optimizers.get(finetuner, {}).get("best_learning_rate")
       if finetuner_best is None:
-        runs[f'{pretrained}_pretrained/{finetuner}_finetuned'] = {
-            'status': f'no learning rate for {finetuner} (not run, or every lr diverged)'}
+        runs[f"{pretrained}_pretrained/{finetuner}_finetuned"] = {
+            "status": f"no learning rate for {finetuner} (not run, or every lr diverged)"}
         continue
       config = squad_config.get_config()
       config.update(dict(settings.finetune_overrides), train_file=train_file, dev_file=dev_file,
                     optimizer=finetuner,
                     learning_rate=finetuner_best * settings.finetune_learning_rate_scale,
                     seed=settings.seeds[0])
-      name = f'{pretrained}_pretrained/{finetuner}_finetuned'
+      name = f"{pretrained}_pretrained/{finetuner}_finetuned"
       start = time.perf_counter()
-      scores = squad.finetune(config, os.path.join(out_dir, 'squad', name), pretrained_workdir)
-      runs[name] = {**{k: float(v) for k, v in scores.items()}, 'learning_rate': config.learning_rate,
-                    'wall_s': time.perf_counter() - start}
-      print(f'[bert_comparison] SQuAD {name}: EM {scores["exact_match"]:.2f}, F1 {scores["f1"]:.2f}', flush=True)
-  return {'status': 'ok', 'train_file': train_file, 'dev_file': dev_file, 'runs': runs}
+      scores = squad.finetune(config, os.path.join(out_dir, "squad", name), pretrained_workdir)
+      runs[name] = {**{k: float(v) for k, v in scores.items()}, "learning_rate": config.learning_rate,
+                    "wall_s": time.perf_counter() - start}
+      print(f"[bert_comparison] SQuAD {name}: EM {scores['exact_match']:.2f}, F1 {scores['f1']:.2f}", flush=True)
+  return {"status": "ok", "train_file": train_file, "dev_file": dev_file, "runs": runs}
+
+
+# Measured on 2 shared CPU cores: a train step of the tiny config at 32 x 128 tokens costs about 0.35 s of
+# CPU time, so the full mode's 7 x (5 + 2) runs x 2000 steps take roughly 7-10 hours there.
+FULL_MODE_EXPECTED_TIME = ("about 7-10 hours on 2 CPU cores (estimated from the measured CPU time of one "
+                           "train step x 49 runs x 2000 steps); on one GPU: not measured")
+
+
+def single_run_command(settings: ComparisonSettings, optimizer: str, learning_rate: float, seed: int,
+                       workdir: str) -> str:
+  """The `experiments.bert.main` command line that repeats one pre-training run of the comparison."""
+  flags = []
+  fields = dict(settings.overrides)
+  if settings.corpus is not None:
+    fields["corpus"] = settings.corpus
+  fields.update(optimizer=optimizer, learning_rate=learning_rate, seed=seed)
+  if optimizer == "adam":
+    fields["weight_decay_mode"] = "coupled"
+  for name, value in fields.items():
+    if isinstance(value, Mapping):
+      flags += [f"--config.{name}.{k}={v}" for k, v in value.items()]
+    else:
+      flags.append(f"--config.{name}={value}")
+  return (f"python -m experiments.bert.main --config experiments/bert/configs/{settings.config_name}.py "
+          f"--workdir {workdir} " + " ".join(flags))
+
+
+def _stats_text(stats: Mapping[str, Any] | None) -> str:
+  if not stats or stats.get("mean") is None:
+    return "—"
+  text = report.format_number(stats["mean"])
+  if stats.get("std") is not None:
+    text += f" ± {report.format_number(stats['std'], 2)}"
+  return text + f" [{report.format_number(stats['min'])}, {report.format_number(stats['max'])}]"
+
+
+def report_lines(summary: Mapping[str, Any]) -> list[str]:
+  """The comparison's tables for report.md: results per optimizer, the sweep, fine-tuning."""
+  settings = summary["settings"]
+  optimizers = summary["optimizers"]
+  lines = [
+      f"Setup: {settings['description']}. Same model, corpus, data order (a function of the seed), steps "
+      "and warm-up for every optimizer; the learning rate is chosen on the held-out split with seed "
+      f"{settings['seeds'][0]}, then rerun with seeds {', '.join(map(str, settings['seeds'][1:]))}. The "
+      "driver holds out one document split, so the reported held-out numbers come from the split that "
+      "chose the learning rate (two of the three seeds are fresh runs). Adam applies weight decay as L2 "
+      "(coupled), AdamW and the others decoupled.",
+      "",
+      "Final held-out MLM loss and accuracy at the best learning rate: mean ± std (ddof=1) [min, max] over "
+      "the seeds.",
+      "",
+      report.markdown_table(
+          ["optimizer", "learning rates swept", "best lr", "held-out MLM loss", "held-out MLM accuracy",
+           "mean clip fraction", "diverged lrs"],
+          [[name, ", ".join(f"{lr:g}" for lr in r["learning_rates"]), r["best_learning_rate"],
+            _stats_text(r["eval_loss"]), _stats_text(r["eval_accuracy"]),
+            _stats_text(r["mean_clip_fraction"]) if r["mean_clip_fraction"] else "—",
+            ", ".join(f"{lr:g}" for lr in r["diverged_learning_rates"]) or "none"]
+           for name, r in optimizers.items()]),
+      "",
+      "Learning-rate sweep: final validation MLM loss per peak learning rate (seed "
+      f"{settings['seeds'][0]}; nan = diverged).",
+      "",
+      report.markdown_table(
+          ["optimizer", "validation loss by learning rate"],
+          [[name, ", ".join(f"{p['learning_rate']:g}: {report.format_number(p['validation_loss'])}"
+                            for p in r["sweep"])] for name, r in optimizers.items()]),
+      "",
+  ]
+  finetune = summary.get("finetune", {})
+  if finetune.get("status") == "ok":
+    lines += ["SQuAD v1.1 fine-tuning (dev set, one run each):", "",
+              report.markdown_table(["pre-trained with / fine-tuned with", "exact match", "F1", "lr"],
+                                    [[name, run.get("exact_match"), run.get("f1"),
+                                      run.get("learning_rate", run.get("status"))]
+                                     for name, run in finetune["runs"].items()]), ""]
+  else:
+    lines += [f"SQuAD v1.1 fine-tuning: skipped ({finetune.get('reason', 'not run')}).", ""]
+  return lines

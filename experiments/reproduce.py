@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import sys
@@ -30,7 +31,7 @@ from typing import Any
 from experiments import bert_comparison
 from experiments import report
 
-PARTS = ('synthetic', 'noise', 'bert')
+PARTS = ("synthetic", "noise", "bert")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +50,7 @@ class ReproductionSettings:
   bert: bert_comparison.ComparisonSettings
 
   @classmethod
-  def for_mode(cls, quick: bool) -> 'ReproductionSettings':
+  def for_mode(cls, quick: bool) -> "ReproductionSettings":
     def synthetic(out_dir):
       from experiments.synthetic import study
       return study.run(out_dir, quick=quick)
@@ -64,17 +65,17 @@ class ReproductionSettings:
 
 def _run_part(name: str, run_fn: Callable[[str], Mapping[str, Any]], part_dir: str) -> dict[str, Any]:
   os.makedirs(part_dir, exist_ok=True)
-  print(f'[reproduce] {name}: starting, output in {part_dir}', flush=True)
+  print(f"[reproduce] {name}: starting, output in {part_dir}", flush=True)
   start = time.perf_counter()
   try:
-    summary, status, error = dict(run_fn(part_dir)), 'ok', None
+    summary, status, error = dict(run_fn(part_dir)), "ok", None
   except Exception:  # pylint: disable=broad-except  (one failed part must not cost the others)
-    summary, status, error = {}, 'failed', traceback.format_exc()
+    summary, status, error = {}, "failed", traceback.format_exc()
     print(error, file=sys.stderr, flush=True)
   wall_s = time.perf_counter() - start
-  print(f'[reproduce] {name}: {status} in {wall_s:.1f} s', flush=True)
-  return {'status': status, 'wall_s': wall_s, 'dir': os.path.basename(part_dir), 'summary': summary,
-          'error': error}
+  print(f"[reproduce] {name}: {status} in {wall_s:.1f} s", flush=True)
+  return {"status": status, "wall_s": wall_s, "dir": os.path.basename(part_dir), "summary": summary,
+          "error": error}
 
 
 def run(out_dir: str, quick: bool = False, squad_dir: str | None = None,
@@ -99,22 +100,22 @@ def run(out_dir: str, quick: bool = False, squad_dir: str | None = None,
   """
   unknown = [p for p in parts if p not in PARTS]
   if unknown or not parts:
-    raise ValueError(f'parts={list(parts)!r}: each must be one of {", ".join(PARTS)}')
+    raise ValueError(f"parts={list(parts)!r}: each must be one of {', '.join(PARTS)}")
   if squad_dir is not None:
     bert_comparison.squad_files(squad_dir)  # fail before hours of pretraining, not after
   settings = settings or ReproductionSettings.for_mode(quick)
   os.makedirs(out_dir, exist_ok=True)
-  results_path = os.path.join(out_dir, 'results.json')
+  results_path = os.path.join(out_dir, "results.json")
   previous = {}
   if set(parts) != set(PARTS) and os.path.exists(results_path):
     with open(results_path) as f:
-      previous = json.load(f).get('parts', {})
+      previous = json.load(f).get("parts", {})
 
   start = time.perf_counter()
   runners = {
-      'synthetic': settings.synthetic,
-      'noise': settings.noise,
-      'bert': lambda part_dir: bert_comparison.run(part_dir, settings.bert, squad_dir=squad_dir),
+      "synthetic": settings.synthetic,
+      "noise": settings.noise,
+      "bert": lambda part_dir: bert_comparison.run(part_dir, settings.bert, squad_dir=squad_dir),
   }
   part_results = {}
   for name in PARTS:
@@ -123,39 +124,100 @@ def run(out_dir: str, quick: bool = False, squad_dir: str | None = None,
     elif name in previous:
       part_results[name] = previous[name]
   results = {
-      'command': command,
-      'quick': settings.quick,
-      'squad_dir': squad_dir,
-      'parts_run': list(parts),
-      'wall_s': time.perf_counter() - start,
-      'environment': report.environment(),
-      'bert_settings': dataclasses.asdict(settings.bert),
-      'parts': part_results,
+      "command": command,
+      "quick": settings.quick,
+      "squad_dir": squad_dir,
+      "parts_run": list(parts),
+      "wall_s": time.perf_counter() - start,
+      "environment": report.environment(),
+      "bert_settings": dataclasses.asdict(settings.bert),
+      "parts": part_results,
   }
-  results['research_questions'] = report.assess_all(part_results)
+  results["research_questions"] = report.assess_all(part_results)
   report.write_json(results_path, results)
-  report.write_flat_csv(os.path.join(out_dir, 'results.csv'), results)
-  report.write_report(out_dir, results)
+  report.write_flat_csv(os.path.join(out_dir, "results.csv"), results)
+  report.write_report(out_dir, results, figure_keywords=FIGURE_KEYWORDS,
+                      extra_sections=_extra_sections(out_dir, results, settings))
   return results
 
 
+# Which of the synthetic study's figures back which question (the noise and BERT parts: all of theirs).
+FIGURE_KEYWORDS = {"RQ2": ("final_suboptimality", "rates", "nonconvex"), "RQ3": ("dimension",)}
+
+
+def _mode_flag(quick: bool) -> str:
+  return " --quick" if quick else ""
+
+
+def _config_differences(module_name: str) -> str:
+  """'field: quick value (full value)' for every field the study's quick config changes."""
+  try:
+    module = importlib.import_module(module_name)
+    quick, full = dataclasses.asdict(module.quick_config()), dataclasses.asdict(module.full_config())
+  except (ImportError, AttributeError) as error:
+    return f"(could not read {module_name}: {error})"
+  changed = [f"{name} {quick[name]} (full: {full[name]})" for name in quick if quick[name] != full[name]]
+  return "; ".join(changed) or "nothing"
+
+
+def _extra_sections(out_dir: str, results: Mapping[str, Any],
+                    settings: ReproductionSettings) -> dict[str, list[str]]:
+  sections = {}
+  bert = results["parts"].get("bert", {})
+  if bert.get("status") == "ok":
+    sections["RQ4"] = bert_comparison.report_lines(bert["summary"])
+  flag = _mode_flag(settings.quick)
+  commands = [
+      "## Commands", "",
+      "Everything, as this report was made (add `--squad-dir D` with SQuAD v1.1 train-v1.1.json and "
+      "dev-v1.1.json to fine-tune):", "",
+      f"    python -m experiments.reproduce --out {out_dir}{flag}", "",
+      "One part at a time (each writes its own folder; the last line rewrites this report with the other "
+      "parts' results kept):", "",
+      f"    python -m experiments.synthetic --out {os.path.join(out_dir, 'synthetic')}{flag}",
+      f"    python -m experiments.noise --out {os.path.join(out_dir, 'noise')}{flag}",
+      f"    python -m experiments.reproduce --out {out_dir} --parts bert{flag}",
+      "",
+  ]
+  best = bert.get("summary", {}).get("optimizers", {}).get("acclip", {}) if bert.get("status") == "ok" else {}
+  if best.get("best_learning_rate") is not None:
+    commands += ["A single pre-training run of the comparison (here ACClip at its best learning rate, first "
+                 "seed):", "",
+                 "    " + bert_comparison.single_run_command(
+                     settings.bert, "acclip", best["best_learning_rate"], best["seeds"][0],
+                     os.path.join(out_dir, "bert", "runs", "acclip_rerun")), ""]
+  modes = ["## Quick and full modes", "",
+           f"This run used the **{'quick' if settings.quick else 'full'}** mode. What `--quick` changes:", "",
+           f"- synthetic study: {_config_differences('experiments.synthetic.study')}.",
+           f"- noise study: {_config_differences('experiments.noise.study')}.",
+           f"- BERT comparison, quick: {bert_comparison.ComparisonSettings.for_mode(True).description}. "
+           f"Full: {bert_comparison.ComparisonSettings.for_mode(False).description}.",
+           "",
+           "Expected time of the full mode: BERT comparison "
+           f"{bert_comparison.FULL_MODE_EXPECTED_TIME}; the synthetic and noise studies: see their "
+           "documentation (`experiments/synthetic/study.py`, `experiments/noise/study.py`). The quick mode "
+           "is budgeted at 15 minutes on 2 CPU cores; this run's wall times are in the table below.", ""]
+  sections["appendix"] = commands + modes
+  return sections
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m experiments.reproduce', description=__doc__.split('\n')[0])
-  parser.add_argument('--out', required=True, help='output folder for report.md, results and figures')
-  parser.add_argument('--quick', action='store_true',
-                      help='small sizes: about 15 minutes on 2 CPU cores (the report lists what shrank)')
-  parser.add_argument('--squad-dir', default=None,
-                      help='folder with SQuAD v1.1 train-v1.1.json and dev-v1.1.json; omitted: no fine-tuning')
-  parser.add_argument('--parts', default=','.join(PARTS),
-                      help=f'comma-separated subset of {",".join(PARTS)} (others kept from an earlier run)')
+  parser = argparse.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__.split("\n")[0])
+  parser.add_argument("--out", required=True, help="output folder for report.md, results and figures")
+  parser.add_argument("--quick", action="store_true",
+                      help="small sizes: about 15 minutes on 2 CPU cores (the report lists what shrank)")
+  parser.add_argument("--squad-dir", default=None,
+                      help="folder with SQuAD v1.1 train-v1.1.json and dev-v1.1.json; omitted: no fine-tuning")
+  parser.add_argument("--parts", default=",".join(PARTS),
+                      help=f"comma-separated subset of {','.join(PARTS)} (others kept from an earlier run)")
   argv = sys.argv[1:] if argv is None else list(argv)
   args = parser.parse_args(argv)
-  parts = [p.strip() for p in args.parts.split(',') if p.strip()]
+  parts = [p.strip() for p in args.parts.split(",") if p.strip()]
   results = run(args.out, quick=args.quick, squad_dir=args.squad_dir, parts=parts,
-                command=' '.join(['python -m experiments.reproduce'] + argv))
-  print(f'[reproduce] report: {os.path.join(args.out, "report.md")} ({results["wall_s"]:.0f} s)')
-  return 0 if all(p['status'] == 'ok' for p in results['parts'].values()) else 1
+                command=" ".join(["python -m experiments.reproduce"] + argv))
+  print(f"[reproduce] report: {os.path.join(args.out, 'report.md')} ({results['wall_s']:.0f} s)")
+  return 0 if all(p["status"] == "ok" for p in results["parts"].values()) else 1
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
   sys.exit(main())

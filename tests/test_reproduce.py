@@ -1,0 +1,212 @@
+"""The reproduction command: its rules (verdicts, learning-rate choice, seed statistics) and one end-to-end
+run on tiny settings that must produce every section of the report with finite numbers and its figures."""
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+
+import pytest
+
+from experiments import bert_comparison
+from experiments import report
+from experiments import reproduce
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rules.
+
+
+@pytest.mark.parametrize("effect, margin, expected", [
+    (0.2, 0.1, report.SUPPORTED),
+    (-0.2, 0.1, report.NOT_SUPPORTED),
+    (0.05, 0.1, report.INCONCLUSIVE),
+    (-0.1, 0.1, report.INCONCLUSIVE),  # exactly the margin is not "more than" it
+    (0.2, None, report.INCONCLUSIVE),  # no spread (one seed): no call
+    (float("nan"), 0.1, report.INCONCLUSIVE),
+    (None, 0.0, report.INCONCLUSIVE),
+])
+def test_verdict_from_margin(effect, margin, expected):
+  assert report.verdict_from_margin(effect, margin) == expected
+
+
+def test_verdict_rejects_a_negative_margin():
+  with pytest.raises(ValueError, match="margin"):
+    report.verdict_from_margin(1.0, -0.5)
+
+
+def test_combine_verdicts_needs_unanimity():
+  assert report.combine_verdicts([report.SUPPORTED] * 2) == report.SUPPORTED
+  assert report.combine_verdicts([report.NOT_SUPPORTED] * 2) == report.NOT_SUPPORTED
+  assert report.combine_verdicts([report.SUPPORTED, report.INCONCLUSIVE]) == report.INCONCLUSIVE
+  assert report.combine_verdicts([]) == report.INCONCLUSIVE
+
+
+def test_best_learning_rate_skips_diverged_runs():
+  assert bert_comparison.best_learning_rate({1e-3: 2.0, 3e-3: float("nan"), 1e-2: 1.5}) == 1e-2
+  assert bert_comparison.best_learning_rate({1e-3: 2.0, 3e-3: float("inf"), 1e-2: None}) == 1e-3
+  assert bert_comparison.best_learning_rate({1e-3: float("nan")}) is None
+
+
+def test_seed_statistics_match_numpy_definitions():
+  stats = bert_comparison.seed_statistics([1.0, 2.0, 4.0])
+  assert stats["mean"] == pytest.approx(7 / 3)
+  assert stats["std"] == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+  assert (stats["min"], stats["max"], stats["n"]) == (1.0, 4.0, 3)
+  assert bert_comparison.seed_statistics([3.0])["std"] is None
+
+
+def _bert_summary(adam_losses, acclip_losses):
+  def entry(losses):
+    return {"eval_loss": bert_comparison.seed_statistics(losses),
+            "eval_accuracy": bert_comparison.seed_statistics([0.5 - 0.1 * l for l in losses])}
+  return {"status": "ok", "summary": {"optimizers": {"adam": entry(adam_losses), "acclip": entry(acclip_losses)},
+                                      "finetune": {"status": "skipped"}}}
+
+
+def test_rq4_verdict_follows_the_seed_spread():
+  clear_win = report.assess_rq4(_bert_summary([3.0, 3.1, 3.2], [2.0, 2.1, 2.2]))
+  assert clear_win["verdict"] == report.SUPPORTED
+  within_noise = report.assess_rq4(_bert_summary([3.0, 3.1, 3.2], [2.95, 3.15, 3.3]))
+  assert within_noise["verdict"] == report.INCONCLUSIVE
+  clear_loss = report.assess_rq4(_bert_summary([2.0, 2.1, 2.2], [3.0, 3.1, 3.2]))
+  assert clear_loss["verdict"] == report.NOT_SUPPORTED
+
+
+def test_run_rejects_bad_arguments(tmp_path):
+  with pytest.raises(ValueError, match="parts"):
+    reproduce.run(str(tmp_path), parts=["bert", "imagenet"])
+  with pytest.raises(FileNotFoundError, match="squad"):
+    reproduce.run(str(tmp_path), squad_dir=str(tmp_path / "no-such-folder"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# End to end on tiny settings. The BERT comparison runs for real (two optimizers, two learning rates, two
+# seeds, a few steps); the synthetic and noise studies, which take minutes even at their smallest and are
+# tested end to end in their own test files, are replaced by stand-ins that return numbers in the same
+# layout as the studies' `run` (keys read by experiments.report) and write one figure each.
+
+
+def _figure(out_dir, name):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  figure, axes = plt.subplots(figsize=(2, 2))
+  axes.plot([0, 1], [1, 0])
+  figure.savefig(os.path.join(out_dir, name))
+  plt.close(figure)
+
+
+def _synthetic_stand_in(out_dir):
+  _figure(out_dir, "dimension.png")
+  _figure(out_dir, "rates.png")
+  return {
+      "rq2": {"alpha": 1.1, "quadratic_kappa2": {
+          "sgd_tuned_p90": None, "gclip_tuned_p90": 0.5,  # None: SGD blew up (JSON has no inf)
+          "sgd_theory_diverged_fraction": 0.3, "gclip_theory_diverged_fraction": 0.0}},
+      "rates": {"by_alpha": {"1.5": {"theory_slope": -2 / 3, "gclip_theory_slope": -0.9},
+                             "2": {"theory_slope": -1.0, "gclip_theory_slope": -1.2}}},
+      "rq3": {"1.2": {"gclip_tuned_slope_vs_d": 0.6, "cclip_tuned_slope_vs_d": 0.02,
+                      "gclip_theory_slope_vs_d": 0.7, "cclip_theory_slope_vs_d": 0.01}},
+  }
+
+
+def _noise_stand_in(out_dir):
+  _figure(out_dir, "noise_norms.png")
+  return {"rq1": {
+      "bert": {"alpha_mohammadi_pooled_final": 1.95, "alpha_hill_pooled_final": 3.0,
+               "sgd_minus_adam_relative": 0.01, "gap_in_seed_std": 0.5, "variance_growth_final": 1.0},
+      "resnet": {"alpha_mohammadi_pooled_final": 1.5, "alpha_hill_pooled_final": 3.2,
+                 "sgd_minus_adam_relative": 0.0, "gap_in_seed_std": 0.0, "variance_growth_final": 1.0}}}
+
+
+def _tiny_bert_settings():
+  quick = bert_comparison.ComparisonSettings.for_mode(True)
+  overrides = dict(quick.overrides, model=dict(hidden_size=16, intermediate_size=32, num_layers=1),
+                   vocab_size=256, num_train_steps=4, warmup_steps=1, batch_size=4, max_seq_len=16,
+                   eval_every_steps=2, log_every_steps=1, eval_batch_size=8, max_eval_sequences=8,
+                   max_documents=4, eval_fraction=0.25)
+  return dataclasses.replace(quick, overrides=overrides, learning_rates={"adam": (1e-3, 1e-2), "acclip": (1.0, 10.0)},
+                             seeds=(0, 1))
+
+
+@pytest.fixture(scope="module")
+def tiny_reproduction(tmp_path_factory):
+  out_dir = str(tmp_path_factory.mktemp("reproduction"))
+  settings = reproduce.ReproductionSettings(quick=True, synthetic=_synthetic_stand_in, noise=_noise_stand_in,
+                                            bert=_tiny_bert_settings())
+  results = reproduce.run(out_dir, settings=settings, command="pytest")
+  with open(os.path.join(out_dir, "report.md")) as f:
+    return out_dir, results, f.read()
+
+
+def test_every_part_ran(tiny_reproduction):
+  _, results, _ = tiny_reproduction
+  assert {name: part["status"] for name, part in results["parts"].items()} == {
+      "synthetic": "ok", "noise": "ok", "bert": "ok"}
+
+
+def test_report_has_every_section(tiny_reproduction):
+  _, _, text = tiny_reproduction
+  for heading in ("## Summary", "## RQ1", "## RQ2", "## RQ3", "## RQ4", "## Commands", "## Quick and full modes",
+                  "## Environment"):
+    assert heading in text, heading
+  assert "SQuAD v1.1 fine-tuning: skipped (no --squad-dir given)." in text
+  assert "python -m experiments.synthetic --out" in text and "python -m experiments.bert.main" in text
+  assert text.count("**Verdict: ") == 4
+
+
+def test_verdicts_follow_the_numbers(tiny_reproduction):
+  _, results, _ = tiny_reproduction
+  rqs = results["research_questions"]
+  # The stand-ins: GClip beats a blown-up SGD and is faster than the theory's rate; GClip's error grows with
+  # d, CClip's is flat; BERT's tail index is *larger* than ResNet's (the paper's opposite).
+  assert rqs["RQ2"]["verdict"] == report.SUPPORTED
+  assert rqs["RQ3"]["verdict"] == report.SUPPORTED
+  assert rqs["RQ1"]["rows"][0]["verdict"] == report.NOT_SUPPORTED
+  assert rqs["RQ4"]["verdict"] in (report.SUPPORTED, report.NOT_SUPPORTED, report.INCONCLUSIVE)
+
+
+def test_bert_numbers_are_finite_and_figures_exist(tiny_reproduction):
+  out_dir, results, text = tiny_reproduction
+  summary = results["parts"]["bert"]["summary"]
+  for name, result in summary["optimizers"].items():
+    assert result["best_learning_rate"] in result["learning_rates"], name
+    assert result["seeds"] == [0, 1]
+    for metric in ("eval_loss", "eval_accuracy"):
+      assert all(math.isfinite(v) for v in result[metric]["values"]), (name, metric)
+      assert result[metric]["n"] == 2
+  assert 0.0 <= summary["optimizers"]["acclip"]["mean_clip_fraction"]["mean"] <= 1.0
+  assert summary["optimizers"]["adam"]["mean_clip_fraction"] is None
+  linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+  for figure in ("bert/loss_curves.png", "bert/clip_fraction.png", "bert/learning_rate_sweep.png",
+                 "synthetic/dimension.png", "noise/noise_norms.png"):
+    assert figure in linked, figure
+  for path in linked:
+    assert os.path.getsize(os.path.join(out_dir, path)) > 0, path
+
+
+def test_results_files_hold_the_report_numbers(tiny_reproduction):
+  out_dir, results, _ = tiny_reproduction
+  with open(os.path.join(out_dir, "results.json")) as f:
+    stored = json.load(f)
+  acclip = results["parts"]["bert"]["summary"]["optimizers"]["acclip"]
+  assert stored["parts"]["bert"]["summary"]["optimizers"]["acclip"]["eval_loss"]["mean"] == pytest.approx(
+      acclip["eval_loss"]["mean"])
+  assert stored["bert_settings"]["seeds"] == [0, 1]
+  with open(os.path.join(out_dir, "results.csv")) as f:
+    csv_text = f.read()
+  assert "parts.bert.summary.optimizers.acclip.best_learning_rate" in csv_text
+
+
+def test_rerunning_one_part_keeps_the_others(tiny_reproduction, tmp_path):
+  out_dir, results, _ = tiny_reproduction
+  out_dir = shutil.copytree(out_dir, tmp_path / "copy")
+  settings = reproduce.ReproductionSettings(
+      quick=True, synthetic=_synthetic_stand_in,
+      noise=lambda d: {"rq1": {}}, bert=_tiny_bert_settings())
+  rerun = reproduce.run(out_dir, settings=settings, parts=["noise"])
+  assert rerun["parts"]["bert"]["summary"]["optimizers"]["acclip"]["eval_loss"]["mean"] == pytest.approx(
+      results["parts"]["bert"]["summary"]["optimizers"]["acclip"]["eval_loss"]["mean"])
+  assert rerun["research_questions"]["RQ1"]["verdict"] == report.INCONCLUSIVE  # no numbers: no call
