@@ -87,12 +87,12 @@ def sample_symmetric_stable(key: jax.Array, alpha: float | jax.Array, shape: tup
 
   compute_dtype = jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
   tiny = jnp.finfo(compute_dtype).tiny
-  key_angle, key_exp = jax.random.split(key)
-  half_pi = jnp.asarray(math.pi / 2, compute_dtype)
+  # One draw for both V and W: each random-bits call costs compile time inside scanned simulations.
+  uniforms = jax.random.uniform(key, (2,) + tuple(shape), compute_dtype, minval=tiny, maxval=1.0)
   # An open interval: at V = +-pi/2 the rounded cos(V) can be 0 or negative, and cos(V)**(1/alpha) NaN.
-  angle = jax.random.uniform(key_angle, shape, compute_dtype, minval=-1.0, maxval=1.0) * half_pi
+  angle = (2.0 * uniforms[0] - 1.0) * jnp.asarray(math.pi / 2, compute_dtype)
   cos_angle = jnp.maximum(jnp.cos(angle), tiny)
-  exponential = jnp.maximum(jax.random.exponential(key_exp, shape, compute_dtype), tiny)
+  exponential = jnp.maximum(-jnp.log(uniforms[1]), tiny)
   alpha = jnp.asarray(alpha, compute_dtype)
 
   general = (jnp.sin(alpha * angle) / cos_angle ** (1.0 / alpha)

@@ -107,7 +107,7 @@ def quick_config() -> StudyConfig:
                      adam_lr_multipliers=(0.003, 0.03, 0.3), clip_lr_multipliers=(0.3, 1.0),
                      clip_multipliers=(0.1, 1.0, 10.0), dims=(10, 100, 1000), dim_alphas=(1.2,),
                      dim_methods=("gclip", "cclip"), dim_steps=200,
-                     nonconvex_methods=("sgd", "gclip", "cclip", "acclip", "adam"), nonconvex_steps=1500,
+                     nonconvex_methods=("sgd", "gclip", "acclip", "adam"), nonconvex_steps=1500,
                      nonconvex_sgd_lrs=(3e-4, 1e-3), nonconvex_adam_lrs=(3e-3, 3e-2),
                      nonconvex_clip_multipliers=(0.1, 1.0))
 
