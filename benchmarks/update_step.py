@@ -1,14 +1,15 @@
 """Times one jit-compiled optimizer step (update + optax.apply_updates) on a BERT-base-shaped tree.
 
-Usage:
-  python benchmarks/update_step.py [--repeats 7] [--warmup 2] [--layers 12] [--markdown]
+Usage (from the repository root; `pip install -e .` or PYTHONPATH=.):
+  python benchmarks/update_step.py [--repeats 7] [--warmup 2] [--layers 12] [--only NAME ...]
 
 The tree has BERT-base's real leaf shapes (about 110M float32 parameters with 12 layers). Each step
 donates the params and the optimizer state, so it runs in place like a training step. The candidates are
 timed round-robin (one step of each per round) so that load from other processes hits them alike; the
 table shows medians and ratios measured in this same run. The floor is a hand-written element-wise kernel
 that moves the bytes ACClip must move: it reads params, grads and two state arrays and writes params and
-the two state arrays.
+the two state arrays. "+ clip_stats" also computes `acclip_optax.clip_stats` inside every step: the price
+of a clip fraction kept up to date in the state (a reduction in the step stops XLA fusing the update).
 """
 from __future__ import annotations
 
@@ -87,6 +88,21 @@ def optax_step(optimizer: optax.GradientTransformation) -> Callable:
   return step
 
 
+def with_clip_stats(optimizer: optax.GradientTransformation) -> tuple[Callable, Callable]:
+  """The optimizer's step that also computes `clip_stats` every step (the state carries the stats)."""
+  step = optax_step(optimizer)
+
+  def init(params):
+    state = optimizer.init(params)
+    return state, acclip_optax.clip_stats(state)
+
+  def step_with_stats(params, state_and_stats, grads):
+    params, state = step(params, state_and_stats[0], grads)
+    return params, (state, acclip_optax.clip_stats(state))
+
+  return init, step_with_stats
+
+
 def candidates() -> dict[str, tuple[Callable, Callable]]:
   """name -> (init(params) -> state, step(params, state, grads) -> (params, state))."""
   def from_optax(optimizer):
@@ -99,6 +115,7 @@ def candidates() -> dict[str, tuple[Callable, Callable]]:
       "acclip alpha=1.5": from_optax(acclip_optax.acclip(1e-4, alpha=1.5)),
       "acclip alpha=2": from_optax(acclip_optax.acclip(1e-4, alpha=2.0)),
       "acclip alpha=1 bias_correction": from_optax(acclip_optax.acclip(1e-4, bias_correction=True)),
+      "acclip alpha=1 + clip_stats": with_clip_stats(acclip_optax.acclip(1e-4)),
       "acclip alpha=1 mu bf16": from_optax(acclip_optax.acclip(1e-4, mu_dtype=jnp.bfloat16)),
       "acclip_ports": from_optax(acclip_optax.acclip_ports(1e-4)),
       "optax.adam": from_optax(optax.adam(1e-4)),
