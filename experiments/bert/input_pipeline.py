@@ -35,6 +35,8 @@ import shutil
 import tempfile
 from typing import Optional, Sequence
 
+import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -179,17 +181,16 @@ def prepare_vocab(config, workdir: str, train_documents: Sequence[str]) -> str:
   never silently continued with another vocabulary. With several processes, process 0 trains and writes,
   the others wait and read.
   """
-  import jax  # pylint: disable=g-import-not-at-top
   os.makedirs(workdir, exist_ok=True)
   vocab_path = os.path.join(workdir, "vocab.txt")
   info_path = os.path.join(workdir, "vocab_info.json")
   if config.vocab_file:
     if not os.path.isfile(config.vocab_file):
       raise FileNotFoundError(f"vocab_file={config.vocab_file!r} does not exist")
-    source = {"vocab_file": os.path.abspath(config.vocab_file), "sha256": _file_sha256(config.vocab_file)}
+    source = {"vocab_file_sha256": _file_sha256(config.vocab_file), "lowercase": config.lowercase}
   else:
     source = {"trained_on": _fingerprint(train_documents, config.vocab_size, config.lowercase),
-              "vocab_size": config.vocab_size}
+              "vocab_size": config.vocab_size, "lowercase": config.lowercase}
   if os.path.exists(info_path):
     with open(info_path) as f:
       cached = json.load(f)
@@ -208,7 +209,6 @@ def prepare_vocab(config, workdir: str, train_documents: Sequence[str]) -> str:
       json.dump(source, f)
     os.replace(info_path + ".tmp", info_path)
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices("bert_vocab_written")
   return vocab_path
 
