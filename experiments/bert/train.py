@@ -170,7 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Args:
     config: see configs/default.py for every field.
-    workdir: the run directory (vocabulary, metrics.jsonl, checkpoints, loss.png).
+    workdir: the run directory (config.json, vocab.txt, metrics.jsonl, checkpoints/, loss.png).
 
   Returns:
     A dict: train_loss and train_accuracy (last step), train_loss_last10 (mean of the last 10 logged
@@ -189,6 +189,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   os.makedirs(workdir, exist_ok=True)
   is_main = parallel.is_main_process()
 
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
   data = input_pipeline.create_datasets(config, workdir)
   train_rows = parallel.process_rows(config.batch_size)
   eval_rows = parallel.process_rows(config.eval_batch_size)
