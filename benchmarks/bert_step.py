@@ -10,8 +10,9 @@ For each model config (tiny, mini, optionally base) at the same batch and sequen
   `torch.optim.AdamW`, `loss.backward(); optimizer.step(); optimizer.zero_grad()`;
 
 on the same random batches, with both frameworks restricted to the same CPU cores (`--threads`, set as the
-process's CPU affinity before JAX starts, and `torch.set_num_threads`). Each measurement warms up (the JAX
-compile happens there), then reports the median over `--steps` timed steps, in tokens/s
+process's CPU affinity before JAX starts, and `torch.set_num_threads`). All candidates of a config warm up
+(the JAX compiles happen there), then `--steps` rounds each time one step of every candidate in turn, so a
+changing load on a shared machine hits them alike; the table gives medians in tokens/s
 (batch * seq_len / step time). Prints a Markdown table with our/PyTorch ratios (> 1: ours is faster).
 
 Install the baseline first (the CPU build; plain `pip install torch` pulls CUDA):
@@ -69,19 +70,26 @@ def random_mlm_batches(count: int, batch_size: int, seq_len: int, vocab_size: in
   return batches
 
 
-def median_step_seconds(step, batches, warmup: int) -> float:
-  """Runs `step(batch)` (which must block until done) over warm-up then timed batches; median seconds."""
-  for batch in batches[:warmup]:
-    step(batch)
-  times = []
-  for batch in batches[warmup:]:
-    start = time.perf_counter()
-    step(batch)
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+def interleaved_median_seconds(steps: dict, num_batches: int, warmup: int, rounds: int) -> dict:
+  """Median seconds per step of each `steps[name](batch_index)` (which must block until done).
+
+  All candidates warm up first (JAX compiles there), then each round times one step of every candidate in
+  turn, so a change in the load of a shared machine hits all of them alike.
+  """
+  for step in steps.values():
+    for index in range(warmup):
+      step(index % num_batches)
+  times = {name: [] for name in steps}
+  for round_index in range(rounds):
+    for name, step in steps.items():
+      start = time.perf_counter()
+      step((warmup + round_index) % num_batches)
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(values) for name, values in times.items()}
 
 
-def time_torch(model_config, batches, warmup: int, threads: int) -> float:
+def torch_step(model_config, batches, threads: int):
+  """A `step(batch_index)` of `BertForMaskedLM` with `torch.optim.AdamW`."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(threads)
@@ -97,14 +105,14 @@ def time_torch(model_config, batches, warmup: int, threads: int) -> float:
   optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
   torch_batches = [{k: torch.from_numpy(v).long() for k, v in batch.items()} for batch in batches]
 
-  def step(batch):
-    loss = model(**batch).loss
+  def step(index):
+    loss = model(**torch_batches[index]).loss
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     loss.item()
 
-  return median_step_seconds(step, torch_batches, warmup)
+  return step
 
 
 def model_config_for(name: str, vocab_size: int, seq_len: int):
@@ -120,8 +128,8 @@ def model_config_for(name: str, vocab_size: int, seq_len: int):
   return models.BertConfig(vocab_size=vocab_size, **sizes)
 
 
-def time_ours(model_config, batches, warmup: int, optimizer: str, predictions: int) -> float:
-  """Our pmapped `experiments.bert.train.train_step` on one device, predicting `predictions` per row."""
+def our_step(model_config, batches, optimizer: str, predictions: int):
+  """A `step(batch_index)` of our pmapped `experiments.bert.train.train_step`, `predictions` per row."""
   import functools  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -162,12 +170,12 @@ def time_ours(model_config, batches, warmup: int, optimizer: str, predictions: i
 
   our_batches = [jax.device_put(to_ours(batch)) for batch in batches]
 
-  def step(batch):
+  def step(index):
     nonlocal state
-    state, metrics = p_train_step(state, batch)
+    state, metrics = p_train_step(state, our_batches[index])
     jax.block_until_ready(metrics["train_loss"])
 
-  return median_step_seconds(step, our_batches, warmup)
+  return step
 
 
 def main(argv=None) -> None:
@@ -187,13 +195,18 @@ def main(argv=None) -> None:
   for name in args.configs.split(","):
     model_config = model_config_for(name, vocab_size, args.seq_len)
     batches = random_mlm_batches(args.warmup + args.steps, args.batch_size, args.seq_len, vocab_size)
-    torch_seconds = None if args.no_torch else time_torch(model_config, batches, args.warmup, args.threads)
-    if torch_seconds is not None:
-      print(f"  {name} PyTorch: {tokens_per_step / torch_seconds:,.0f} tokens/s", file=sys.stderr)
-    for optimizer, head, head_predictions in variants:
-      seconds = time_ours(model_config, batches, args.warmup, optimizer, head_predictions)
-      rows.append((name, optimizer, head, seconds, torch_seconds))
-      print(f"  {name} {optimizer} ({head}): {tokens_per_step / seconds:,.0f} tokens/s", file=sys.stderr)
+    steps = {} if args.no_torch else {"torch": torch_step(model_config, batches, args.threads)}
+    for variant in variants:
+      optimizer, _, head_predictions = variant
+      steps[variant] = our_step(model_config, batches, optimizer, head_predictions)
+    seconds = interleaved_median_seconds(steps, len(batches), args.warmup, args.steps)
+    del steps
+    torch_seconds = seconds.get("torch")
+    for variant in variants:
+      rows.append((name, variant[0], variant[1], seconds[variant], torch_seconds))
+    print(f"  {name}: " + ", ".join(f"{k if isinstance(k, str) else ' '.join(k[:2])} "
+                                   f"{tokens_per_step / v:,.0f} tokens/s" for k, v in seconds.items()),
+          file=sys.stderr)
 
   print(f"\nBERT MLM train step, batch {args.batch_size} x seq {args.seq_len}, vocab {vocab_size}, "
         f"{args.threads} thread(s), {jax.devices()[0].platform}, median of {args.steps} steps after "
