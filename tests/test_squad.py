@@ -222,6 +222,21 @@ def test_squad_v1_scores_max_over_ground_truths_by_hand():
   assert scores["f1"] == pytest.approx(500 / 9)
 
 
+def test_span_loss_matches_numpy_reference():
+  rng = np.random.default_rng(1)
+  start_logits, end_logits = rng.normal(size=(2, 3, 7))
+  start_positions, end_positions = np.array([0, 4, 6]), np.array([2, 4, 5])
+
+  def cross_entropy(logits, labels):  # float64: -log softmax(logits)[label]
+    log_normaliser = np.log(np.exp(logits).sum(axis=1))
+    return log_normaliser - logits[np.arange(len(labels)), labels]
+
+  expected = np.mean(cross_entropy(start_logits, start_positions) + cross_entropy(end_logits, end_positions)) / 2
+  loss = squad.span_loss(start_logits.astype(np.float32), end_logits.astype(np.float32), start_positions,
+                         end_positions)
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
 # --- fine-tuning ---------------------------------------------------------------------------------------
 
 

@@ -414,7 +414,7 @@ class BertForQuestionAnswering(nn.Module):
   def __call__(self, input_ids, token_type_ids, attention_mask, *, deterministic: bool):
     hidden = models.BertModel(self.config, name="bert")(
         input_ids, token_type_ids, attention_mask, deterministic=deterministic)
-    logits = nn.Dense(2, kernel_init=nn.initializers.truncated_normal(0.02), dtype=jnp.float32,
+    logits = nn.Dense(2, kernel_init=nn.initializers.normal(self.config.initializer_range), dtype=jnp.float32,
                       name="qa_outputs")(hidden.astype(jnp.float32))
     logits = jnp.where(attention_mask[..., None] > 0, logits, -1e9)
     return logits[..., 0], logits[..., 1]
