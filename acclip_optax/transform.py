@@ -161,15 +161,14 @@ def acclip_clip_fraction(state: ScaleByACClipState | ScaleByACClipPortsState) ->
   r"""The fraction of coordinates ACClip clipped at its last update, recomputed from its state.
 
   Counts the coordinates whose momentum the clip shrank: :math:`\tau < |\hat m| + \epsilon` and
-  :math:`\hat m \ne 0`. Costs one read of mu and nu. With
-  ``mu_dtype=bfloat16`` the test sees the stored (rounded) momentum, so a coordinate at the border may
-  count differently from the update's own test.
+  :math:`\hat m \ne 0`. Costs one read of mu and nu. With ``mu_dtype=bfloat16`` the test sees the
+  stored (rounded) momentum, so a coordinate at the border may count differently from the update's own.
 
   Args:
     state: a `ScaleByACClipState` or `ScaleByACClipPortsState`.
 
   Returns:
-    A float32 scalar in [0, 1] (0 before the first update).
+    A float32 scalar in [0, 1] (0 before the first update: the momentum is zero).
   """
   rule = state.threshold_rule
   mus, nus = jax.tree.leaves(state.mu), jax.tree.leaves(state.nu)
@@ -183,8 +182,7 @@ def acclip_clip_fraction(state: ScaleByACClipState | ScaleByACClipPortsState) ->
     # A zero momentum is left unchanged by the clip even where the factor is below 1.
     clipped = (tau < jnp.abs(m_hat) + rule.eps) & (m_hat != 0)
     counts.append(jnp.sum(clipped, dtype=jnp.int32))
-  started = state.count > 0
-  return jnp.where(started, _fraction(counts, [mu.size for mu in mus]), 0.0)
+  return _fraction(counts, [mu.size for mu in mus])
 
 
 def scale_by_acclip(
