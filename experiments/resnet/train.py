@@ -103,7 +103,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState
   metrics = {
       "train_loss": sums["loss_sum"] / global_count,
       "train_accuracy": sums["correct_sum"] / global_count,
-      "grad_norm": optax.global_norm(grads),
+      "grad_norm": optax.tree.norm(grads),
       "learning_rate": optimizers.current_learning_rate(opt_state),
       **acclip_optax.clip_stats(opt_state),
   }
@@ -135,14 +135,25 @@ def _compiled_steps(spec: ModelSpec, optimizer_signature: tuple) -> _CompiledSte
   tx = optimizers.create_optimizer(ml_collections.ConfigDict(dict(fields)), total_steps)
   model = spec.create(axis_name=AXIS)
 
-  def init_variables(key):
-    return spec.create().init(key, jnp.zeros((1,) + spec.image_shape, jnp.float32), train=False)
-
   return _CompiledSteps(
-      init_variables=jax.jit(init_variables),
+      init_variables=compile_init(spec),
       train_step=jax.pmap(functools.partial(train_step, model=model, tx=tx), axis_name=AXIS,
                           donate_argnums=(0,)),
       eval_step=jax.pmap(functools.partial(eval_step, model=model), axis_name=AXIS))
+
+
+# XLA's optimised compile of ResNet's init (dozens of truncated-normal initialisers) takes ~40 s on CPU,
+# at the lowest level ~7 s; init runs once, so its speed does not matter.
+_FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def compile_init(spec: ModelSpec):
+  """`key -> variables` ({'params', 'batch_stats'}) of the model `spec`, compiled (quickly on CPU)."""
+  def init_variables(key):
+    return spec.create().init(key, jnp.zeros((1,) + spec.image_shape, jnp.float32), train=False)
+
+  lowered = jax.jit(init_variables).lower(jax.random.key(0))
+  return lowered.compile(_FAST_COMPILE_OPTIONS if jax.default_backend() == "cpu" else None)
 
 
 def _first_device(tree):
