@@ -1,7 +1,6 @@
 """Specification of the optimizers (aliases) and the theory schedules: references and convergence."""
 import functools
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
