@@ -37,16 +37,17 @@ FINETUNE_OPTIMIZERS = ("adam", "acclip")
 # Peak learning rates, by the size of the update per coordinate (placed by short probe runs of the quick
 # model so that each grid brackets its optimizer's best value):
 # - Adam, AdamW and the ports' ACClip divide by a second-moment estimate: steps of about lr.
-# - LAMB rescales each layer's step to lr * ||w||, about lr * 0.02 per coordinate at BERT's initialisation.
+# - LAMB rescales each layer's Adam step to norm lr * ||w||; on the quick model its best lr sat a factor ~3
+#   below Adam's.
 # - SGD's optax momentum sums gradients (m = b1 m + g, size g / (1 - b1)); GClip is SGD with a global-norm
 #   clip, so both move by lr * g / (1 - b1) at most.
 # - The paper's ACClip averages them (m = b1 m + (1 - b1) g) and clips m to the running mean of |g|, biased
 #   low early on: steps of at most lr * |g|, a factor ~10 below SGD's at the same lr.
 _GRIDS = {
-    "adam_like": {"quick": (1e-3, 3e-3, 1e-2), "full": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)},
-    "lamb": {"quick": (1e-2, 3e-2, 1e-1), "full": (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)},
+    "adam_like": {"quick": (3e-3, 1e-2, 3e-2), "full": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)},
+    "lamb": {"quick": (3e-3, 1e-2, 3e-2), "full": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)},
     "sgd_like": {"quick": (0.1, 0.3, 1.0), "full": (0.03, 0.1, 0.3, 1.0, 3.0)},
-    "acclip_paper": {"quick": (3.0, 10.0, 30.0), "full": (1.0, 3.0, 10.0, 30.0, 100.0)},
+    "acclip_paper": {"quick": (1.0, 3.0, 10.0), "full": (0.3, 1.0, 3.0, 10.0, 30.0)},
 }
 _FAMILY = {"adam": "adam_like", "adamw": "adam_like", "acclip_ports": "adam_like", "lamb": "lamb",
            "sgd": "sgd_like", "gclip": "sgd_like", "acclip": "acclip_paper"}
@@ -166,6 +167,17 @@ class ComparisonSettings:
                finetune_learning_rate_scale=0.3, description=description)
 
 
+# Per-optimizer fields on top of the BERT config (whose b2 = 0.999, eps = 1e-6 are Adam's BERT recipe).
+# Adam as torch.optim.Adam and the paper's baseline: weight decay as L2 in the gradient (the factory's
+# decoupled mode would make it AdamW). ACClip, both rules: b2 = 0.99 and eps = 1e-5, the defaults of the
+# paper's Algorithm 1 as used by the public ports (shared/PAPER.md).
+OPTIMIZER_FIELDS = {
+    "adam": {"weight_decay_mode": "coupled"},
+    "acclip": {"b2": 0.99, "eps": 1e-5},
+    "acclip_ports": {"b2": 0.99, "eps": 1e-5},
+}
+
+
 def _config(settings: ComparisonSettings, optimizer: str, learning_rate: float, seed: int):
   """The BERT pretraining config of one run: the base config, the shared overrides, then the optimizer."""
   config_module = importlib.import_module(f"experiments.bert.configs.{settings.config_name}")
@@ -174,16 +186,25 @@ def _config(settings: ComparisonSettings, optimizer: str, learning_rate: float, 
   if settings.corpus is not None:
     fields["corpus"] = settings.corpus
   fields.update(optimizer=optimizer, learning_rate=float(learning_rate), seed=int(seed))
-  if optimizer == "adam":
-    # Adam as in the paper's baseline and torch.optim.Adam: weight decay as L2 in the gradient; the
-    # factory's decoupled mode would make it AdamW.
-    fields["weight_decay_mode"] = "coupled"
+  fields.update(OPTIMIZER_FIELDS.get(optimizer, {}))
   unknown = sorted(set(fields) - set(config.keys()))
   if unknown:
     raise ValueError(f"config {settings.config_name!r} has no field(s) {unknown}: the BERT config and "
                      "experiments.bert_comparison disagree")
   config.update(fields)
   return config
+
+
+def _optimizer_settings_text(settings: ComparisonSettings) -> str:
+  """The optimizer hyperparameters every run shares, and the per-optimizer exceptions, in words."""
+  base = _config(settings, "adamw", 1.0, settings.seeds[0])
+  exceptions = "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in fields.items())
+                         for name, fields in OPTIMIZER_FIELDS.items())
+  return (f"Optimizer settings: {base.learning_rate_decay} decay after warm-up, weight decay "
+          f"{base.weight_decay} ({base.weight_decay_mode}, off biases and LayerNorm), b1 {base.b1 if base.b1 is not None else 'default (0.9)'}, b2 {base.b2}, "
+          f"eps {base.eps}, SGD/GClip momentum {base.momentum}, GClip threshold {base.clip_threshold}, "
+          f"ACClip alpha {base.alpha if base.alpha is not None else 'default (1)'}, pre-clipping "
+          f"{base.grad_clip_norm or 'none'}; exceptions: {exceptions}.")
 
 
 def _shared_vocabulary(settings: ComparisonSettings, vocab_dir: str) -> str:
@@ -331,6 +352,7 @@ def run(out_dir: str, settings: ComparisonSettings, squad_dir: str | None = None
     optimizers[optimizer] = _compare_optimizer(settings, out_dir, optimizer, grid)
   num_train_steps = int(_config(settings, "adam", 1.0, 0)["num_train_steps"])
   summary = {
+      "optimizer_settings": _optimizer_settings_text(settings),
       "optimizers": optimizers,
       "figures": _plot_figures(out_dir, optimizers, num_train_steps),
       "finetune": (_finetune(out_dir, settings, optimizers, squad_dir) if squad_dir else
@@ -391,9 +413,7 @@ def single_run_command(settings: ComparisonSettings, optimizer: str, learning_ra
   fields = dict(settings.overrides)
   if settings.corpus is not None:
     fields["corpus"] = settings.corpus
-  fields.update(optimizer=optimizer, learning_rate=learning_rate, seed=seed)
-  if optimizer == "adam":
-    fields["weight_decay_mode"] = "coupled"
+  fields.update(optimizer=optimizer, learning_rate=learning_rate, seed=seed, **OPTIMIZER_FIELDS.get(optimizer, {}))
   for name, value in fields.items():
     if isinstance(value, Mapping):
       flags += [f"--config.{name}.{k}={v}" for k, v in value.items()]
@@ -421,8 +441,8 @@ def report_lines(summary: Mapping[str, Any]) -> list[str]:
       "and warm-up for every optimizer; the learning rate is chosen on the held-out split with seed "
       f"{settings['seeds'][0]}, then rerun with seeds {', '.join(map(str, settings['seeds'][1:]))}. The "
       "driver holds out one document split, so the reported held-out numbers come from the split that "
-      "chose the learning rate (two of the three seeds are fresh runs). Adam applies weight decay as L2 "
-      "(coupled), AdamW and the others decoupled.",
+      f"chose the learning rate ({len(settings['seeds']) - 1} of the {len(settings['seeds'])} seeds are "
+      f"fresh runs). {summary['optimizer_settings']}",
       "",
       "Final held-out MLM loss and accuracy at the best learning rate: mean ± std (ddof=1) [min, max] over "
       "the seeds.",

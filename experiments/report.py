@@ -368,7 +368,8 @@ def write_report(out_dir: str, results: Mapping[str, Any],
 def _environment_lines(results: Mapping[str, Any]) -> list[str]:
   env = results["environment"]
   packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
-  walls = [[name, part.get("status"), format_number(part.get("wall_s", float("nan")) / 60, 3)]
+  walls = [[name, part.get("status"), format_number(part.get("wall_s", float("nan")) / 60, 3),
+            format_number(part.get("cpu_s"), 3), format_number(part.get("load_average_end"), 3)]
            for name, part in results["parts"].items()]
   return [
       "## Environment", "",
@@ -379,7 +380,11 @@ def _environment_lines(results: Mapping[str, Any]) -> list[str]:
       f"- Code: git commit {env['git_commit'] or 'unknown'}.",
       f"- XLA_FLAGS: `{env['xla_flags'] or '(none)'}`.",
       "",
-      markdown_table(["part", "status", "wall time (min)"], walls),
+      markdown_table(["part", "status", "wall time (min)", "CPU time of this process (s)",
+                      "1-min load average at its end"], walls),
+      "",
+      f"The machine has {env['cpu_count']} CPUs; a load average above that means other programs shared "
+      "them, and the wall times above are longer than on an idle machine.",
       "",
   ]
 

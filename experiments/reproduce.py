@@ -66,16 +66,19 @@ class ReproductionSettings:
 def _run_part(name: str, run_fn: Callable[[str], Mapping[str, Any]], part_dir: str) -> dict[str, Any]:
   os.makedirs(part_dir, exist_ok=True)
   print(f"[reproduce] {name}: starting, output in {part_dir}", flush=True)
-  start = time.perf_counter()
+  start, cpu_start = time.perf_counter(), time.process_time()
   try:
     summary, status, error = dict(run_fn(part_dir)), "ok", None
   except Exception:  # pylint: disable=broad-except  (one failed part must not cost the others)
     summary, status, error = {}, "failed", traceback.format_exc()
     print(error, file=sys.stderr, flush=True)
   wall_s = time.perf_counter() - start
+  cpu_s = time.process_time() - cpu_start
   print(f"[reproduce] {name}: {status} in {wall_s:.1f} s", flush=True)
-  return {"status": status, "wall_s": wall_s, "dir": os.path.basename(part_dir), "summary": summary,
-          "error": error}
+  return {"status": status, "wall_s": wall_s, "cpu_s": cpu_s, "dir": os.path.basename(part_dir),
+          "summary": summary, "error": error,
+          # Other programs on the machine slow a part down; the 1-minute load average at its end says so.
+          "load_average_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
 def run(out_dir: str, quick: bool = False, squad_dir: str | None = None,
