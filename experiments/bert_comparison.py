@@ -31,7 +31,6 @@ from experiments import report
 from experiments.common import metrics
 
 COMPARED_OPTIMIZERS = ("adam", "adamw", "acclip", "acclip_ports", "lamb", "sgd", "gclip")
-CLIPPING_OPTIMIZERS = ("acclip", "acclip_ports", "gclip")
 FINETUNE_OPTIMIZERS = ("adam", "acclip")
 
 # Peak learning rates, by the size of the update per coordinate (placed by short probe runs of the quick
@@ -92,7 +91,8 @@ PYTHON_DOC_SOURCES = "/usr/share/doc/python3.11/html/_sources"
 # document split: it is the validation split of the sweep and the held-out split of the reported numbers.
 VALIDATION_LOSS, VALIDATION_ACCURACY = "eval_loss", "eval_accuracy"
 TEST_LOSS, TEST_ACCURACY = "eval_loss", "eval_accuracy"
-TRAIN_LOSS_CURVE, EVAL_LOSS_CURVE, CLIP_FRACTION = "train_loss", "eval_loss", "clip_fraction"
+TRAIN_LOSS_CURVE, EVAL_LOSS_CURVE = "train_loss", "eval_loss"
+CLIP_FRACTION, GLOBAL_NORM = "clip_fraction", "global_norm"  # acclip_optax.clip_stats keys
 
 
 def default_corpus() -> str | None:
@@ -251,9 +251,10 @@ def _compare_optimizer(settings: ComparisonSettings, out_dir: str, optimizer: st
     seed_runs[first_seed] = sweep[best]
     for seed in other_seeds:
       seed_runs[seed] = _pretrain(settings, out_dir, optimizer, best, seed)
+  clip_threshold = float(_config(settings, optimizer, 1.0, first_seed).clip_threshold)
   clip_fractions = []
   for run in seed_runs.values():
-    _, values = metrics.metric_series(_records(out_dir, run), CLIP_FRACTION)
+    _, values = clip_series(_records(out_dir, run), optimizer, clip_threshold)
     if len(values):
       clip_fractions.append(float(np.mean(values)))
   return {
@@ -268,6 +269,7 @@ def _compare_optimizer(settings: ComparisonSettings, out_dir: str, optimizer: st
       "eval_loss": seed_statistics([_final(r, TEST_LOSS) for r in seed_runs.values()]),
       "eval_accuracy": seed_statistics([_final(r, TEST_ACCURACY) for r in seed_runs.values()]),
       "mean_clip_fraction": seed_statistics(clip_fractions) if clip_fractions else None,
+      "clip_threshold": clip_threshold,
       "workdirs": {seed: run["workdir"] for seed, run in seed_runs.items()},
       "wall_s": sum(run["wall_s"] for run in list(sweep.values()) + list(seed_runs.values())[1:]),
   }
@@ -312,6 +314,54 @@ def _plot_sweep(optimizers: Mapping[str, Mapping[str, Any]], path: str) -> str:
   return path
 
 
+def clip_series(records: Sequence[Mapping[str, Any]], optimizer: str,
+                clip_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+  """(steps, clip fraction) of one run from its metrics records.
+
+  ACClip (both rules) and CClip log the fraction of coordinates clipped at each step; GClip logs the
+  pre-clip global norm, and clips the whole step when it exceeds the threshold, so its value is 1.0 or 0.0
+  (averaged over steps: the fraction of steps clipped). Other optimizers: empty arrays.
+  """
+  if optimizer == "gclip":
+    steps, norms = metrics.metric_series(records, GLOBAL_NORM)
+    return steps, (norms > clip_threshold).astype(np.float64)
+  return metrics.metric_series(records, CLIP_FRACTION)
+
+
+def _plot_clip_fractions(out_dir: str, optimizers: Mapping[str, Mapping[str, Any]], path: str,
+                         smoothing: int) -> bool:
+  """Clip fraction over training at the best learning rate (first seed); False if no run logged one."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  figure, axes = plt.subplots(figsize=(7, 4.5))
+  drawn = False
+  for index, (name, result) in enumerate(optimizers.items()):
+    if not result["seeds"]:
+      continue
+    steps, values = clip_series(_records(out_dir, {"workdir": result["workdirs"][result["seeds"][0]]}), name,
+                                result["clip_threshold"])
+    if not len(values):
+      continue
+    if smoothing > 1 and len(values) >= smoothing:
+      values = np.convolve(values, np.ones(smoothing) / smoothing, mode="valid")
+      steps = steps[smoothing - 1:]
+    label = f"{name} (steps clipped)" if name == "gclip" else f"{name} (coordinates clipped)"
+    axes.plot(steps, values, color=f"C{index % 10}", label=label)
+    drawn = True
+  axes.set_xlabel("step")
+  axes.set_ylabel(f"clip fraction (moving average over {smoothing} logged steps)")
+  axes.set_ylim(-0.02, 1.02)
+  axes.set_title("Clipping over training (best learning rate, seed 0)")
+  axes.grid(alpha=0.3)
+  if drawn:
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+  plt.close(figure)
+  return drawn
+
+
 def _plot_figures(out_dir: str, optimizers: Mapping[str, Mapping[str, Any]],
                   num_train_steps: int) -> dict[str, str]:
   """The comparison's PNGs (paths relative to ``out_dir``)."""
@@ -325,11 +375,8 @@ def _plot_figures(out_dir: str, optimizers: Mapping[str, Mapping[str, Any]],
                              metric_names=(TRAIN_LOSS_CURVE, EVAL_LOSS_CURVE), smoothing=smoothing,
                              title="MLM loss at the best learning rate (seed 0; solid train, dashed eval)")
     figures["loss_curves"] = "loss_curves.png"
-  clipping_runs = {name: path for name, path in first_runs.items() if name in CLIPPING_OPTIMIZERS}
-  if clipping_runs:
-    metrics.plot_loss_curves(clipping_runs, os.path.join(out_dir, "clip_fraction.png"),
-                             metric_names=(CLIP_FRACTION,), smoothing=max(1, num_train_steps // 100),
-                             title="Fraction of coordinates clipped per step (best learning rate, seed 0)")
+  if _plot_clip_fractions(out_dir, optimizers, os.path.join(out_dir, "clip_fraction.png"),
+                          smoothing=max(1, num_train_steps // 100)):
     figures["clip_fraction"] = "clip_fraction.png"
   return figures
 
@@ -449,7 +496,7 @@ def report_lines(summary: Mapping[str, Any]) -> list[str]:
       "",
       report.markdown_table(
           ["optimizer", "learning rates swept", "best lr", "held-out MLM loss", "held-out MLM accuracy",
-           "mean clip fraction", "diverged lrs"],
+           "mean clip fraction (ACClip: coordinates, GClip: steps)", "diverged lrs"],
           [[name, ", ".join(f"{lr:g}" for lr in r["learning_rates"]), r["best_learning_rate"],
             _stats_text(r["eval_loss"]), _stats_text(r["eval_accuracy"]),
             _stats_text(r["mean_clip_fraction"]) if r["mean_clip_fraction"] else "—",

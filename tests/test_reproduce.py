@@ -57,6 +57,17 @@ def test_seed_statistics_match_numpy_definitions():
   assert bert_comparison.seed_statistics([3.0])["std"] is None
 
 
+def test_clip_series_counts_clipped_coordinates_or_steps():
+  records = [{"step": 1, "global_norm": 0.5, "clip_fraction": 0.25, "train_loss": 3.0},
+             {"step": 2, "global_norm": 2.0, "clip_fraction": 0.75},
+             {"step": 2, "eval_loss": 2.9}]
+  steps, clipped = bert_comparison.clip_series(records, "gclip", clip_threshold=1.0)
+  assert steps.tolist() == [1, 2] and clipped.tolist() == [0.0, 1.0]
+  _, fractions = bert_comparison.clip_series(records, "acclip", clip_threshold=1.0)
+  assert fractions.tolist() == [0.25, 0.75]
+  assert len(bert_comparison.clip_series(records[2:], "adam", clip_threshold=1.0)[1]) == 0
+
+
 def _bert_summary(adam_losses, acclip_losses):
   def entry(losses):
     return {"eval_loss": bert_comparison.seed_statistics(losses),
