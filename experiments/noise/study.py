@@ -517,7 +517,8 @@ def run(out_dir: str, quick: bool = False, config: Optional[StudyConfig] = None)
   results["wall_s"] = time.perf_counter() - start
   results["config"] = dataclasses.asdict(config)
   results["files"] = files + ["results.csv", "summary.md", "summary.json"]
-  results["mode"] = "quick" if quick and config == quick_config() else "custom" if quick else "full"
+  results["mode"] = next((name for name, preset in (("quick", quick_config()), ("full", full_config()))
+                          if config == preset), "custom")
   _write_csv(rows, os.path.join(out_dir, "results.csv"))
   results = _jsonable(results)
   with open(os.path.join(out_dir, "summary.json"), "w") as f:

@@ -3,9 +3,9 @@
     python -m experiments.resnet.main --config experiments/resnet/configs/fashion_mnist_resnet18.py \
         --workdir /tmp/fmnist_resnet18
 
-Needs the four IDX files (`apt-get install dataset-fashion-mnist`, or --config.data_dir=FOLDER). Expect about
-94% test accuracy; on 2 CPU cores at full width a step takes seconds, so use --config.num_filters=16 (about
-93%) or an accelerator, where the full run takes minutes.
+Needs the four IDX files (`apt-get install dataset-fashion-mnist`, or --config.data_dir=FOLDER). ResNet-18
+usually reaches about 93-95% test accuracy on Fashion-MNIST with this recipe (not measured here). On 2 CPU
+cores a full-width step takes seconds: use --config.num_filters=16, or an accelerator (minutes for 10 epochs).
 """
 from experiments.resnet.configs import default
 

@@ -1,0 +1,103 @@
+"""The BERT-vs-ResNet gradient-noise study: its analysis pieces, and its whole path at tiny sizes."""
+import dataclasses
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from scipy import stats
+
+from experiments.bert import models as bert_models
+from experiments.noise import __main__ as cli
+from experiments.noise import study
+
+
+def test_bert_parameter_groups_cover_the_model():
+  params = bert_models.abstract_params(bert_models.BertConfig(vocab_size=50, hidden_size=8, num_layers=1,
+                                                              num_heads=2, intermediate_size=16))
+  groups = jax.tree_util.tree_map_with_path(lambda path, _: study.bert_parameter_group(path), params)
+  assert set(jax.tree.leaves(groups)) == set(study.BERT_GROUPS)
+  layer = groups["bert"]["layer_0"]
+  assert layer["attention"]["query"]["kernel"] == "attention"
+  assert layer["intermediate"]["kernel"] == layer["output"]["bias"] == "feed_forward"
+  assert layer["attention_layer_norm"]["scale"] == "layer_norm"
+  assert groups["bert"]["word_embeddings"]["embedding"] == "embeddings"
+  assert groups["mlm_output_bias"] == "mlm_head"
+  labels = study.group_labels(params, study.bert_parameter_group, study.BERT_GROUPS)
+  assert labels.size == bert_models.count_params(params)
+
+
+def test_standardised_pool_drops_scale_free_columns_and_rescales():
+  columns = np.array([[1.0, 0.0, -4.0], [-3.0, 0.0, 8.0], [2.0, 0.0, 4.0]])
+  pooled = study.standardised_pool(columns)
+  # Column medians of |x|: 2 and 4; the all-zero column has no scale and is dropped.
+  np.testing.assert_allclose(np.sort(pooled), np.sort([0.5, -1.5, 1.0, -1.0, 2.0, 1.0]))
+
+
+@pytest.mark.parametrize("alpha", [1.0, 2.0])
+def test_tail_indices_of_pooled_stable_coordinates(alpha):
+  # 200 coordinates with different scales, 100 batches each: standardising and pooling keeps the index.
+  rng = np.random.default_rng(0)
+  coordinates = stats.levy_stable.rvs(alpha, 0.0, size=(100, 200), random_state=rng) * rng.uniform(
+      0.01, 10.0, 200)
+  estimates = study.tail_indices(study.standardised_pool(coordinates))
+  assert estimates["n"] == 20_000
+  assert abs(estimates["alpha_mohammadi"] - alpha) < 0.15
+  # Hill is exact for power-law tails and (as documented) biased upwards near the Gaussian.
+  assert estimates["alpha_hill"] == pytest.approx(alpha, abs=0.2) if alpha == 1.0 else \
+      estimates["alpha_hill"] > 2.5
+
+
+def _tiny_config(**overrides):
+  return dataclasses.replace(
+      study.quick_config(), bert_max_documents=12, bert_vocab_size=256, bert_seq_len=32,
+      bert_train_batch_size=8, bert_batch_sizes=(8,), bert_adam_lrs=(1e-3,), bert_sgd_lrs=(0.3, 1.0),
+      resnet_filters=4, resnet_train_examples=256, resnet_train_batch_size=8, resnet_batch_sizes=(8,),
+      resnet_adam_lrs=(1e-3,), resnet_sgd_lrs=(0.1,), train_steps=2, measure_fractions=(0.0, 1.0),
+      num_noise_batches=8, num_coordinates=256, sweep_steps=2, sweep_seeds=2, eval_examples=16,
+      **overrides)
+
+
+def test_study_runs_end_to_end_at_tiny_sizes(tmp_path):
+  results = study.run(str(tmp_path), config=_tiny_config())
+  assert json.loads(json.dumps(results)) == results  # JSON-able, as the report needs
+  for name in results["files"]:
+    assert os.path.getsize(tmp_path / name) > 0, name
+  assert any(name.endswith("_histogram.png") for name in results["files"])
+  assert any(name.endswith("_hill.png") for name in results["files"])
+  for model, groups in (("bert", study.BERT_GROUPS), ("resnet", study.RESNET_GROUPS)):
+    points = results[model]["noise"]["points"]
+    assert [p["step"] for p in points] == [0, 2]
+    entry = points[-1]["batch_sizes"]["8"]
+    assert set(entry["groups"]) <= set(groups)
+    assert np.isfinite(entry["pooled"]["alpha_mohammadi"]) and entry["variance_final"] > 0
+    sweep = results[model]["sweep"]
+    assert sweep["gap_eval_loss"] == pytest.approx(sweep["sgd"]["eval_loss_mean"] - sweep["adam"]["eval_loss_mean"])
+    assert set(sweep["sgd"]["grid"]) == {str(lr) for lr in getattr(_tiny_config(), f"{model}_sgd_lrs")}
+  assert isinstance(results["rq1"]["supports_paper"], bool)
+  header = (tmp_path / "results.csv").read_text().splitlines()[0]
+  assert header == "model,part,step,batch_size,group,optimizer,learning_rate,seed,metric,value"
+  summary = (tmp_path / "summary.md").read_text()
+  assert "RQ1 verdict" in summary and "Per parameter group" in summary
+
+
+def test_rq1_verdict_follows_the_numbers():
+  def fake(alpha, gap):
+    entry = {"pooled": {"alpha_mohammadi": alpha, "alpha_hill": alpha}, "alpha_hill_norms": 3.0,
+             "variance_growth": 1.0, "groups": {"g": {"alpha_mohammadi": alpha}}}
+    return {"noise": {"main_batch_size": 8, "points": [{"batch_sizes": {8: entry}}]},
+            "sweep": {"gap_eval_loss": gap, "gap_relative": gap, "gap_in_seed_std": 1.0}}
+  assert study.rq1_numbers({"bert": fake(1.5, 0.3), "resnet": fake(1.9, 0.0)})["supports_paper"]
+  verdict = study.rq1_numbers({"bert": fake(1.95, 0.3), "resnet": fake(1.9, 0.0)})
+  assert not verdict["bert_heavier_tailed"] and verdict["sgd_gap_larger_on_bert"]
+  assert not verdict["supports_paper"]
+
+
+def test_cli_overrides_and_bad_config():
+  args = cli.parse_args(["--out", "x", "--quick", "--models", "resnet", "--seeds", "2"])
+  config = cli.config_from_args(args)
+  assert config.models == ("resnet",) and config.sweep_seeds == 2
+  assert config.train_steps == study.quick_config().train_steps
+  with pytest.raises(ValueError, match="models"):
+    study.run("unused", config=dataclasses.replace(config, models=("vit",)))
