@@ -87,7 +87,8 @@ def test_rq1_verdict_follows_the_numbers():
     entry = {"pooled": {"alpha_mohammadi": alpha, "alpha_hill": alpha}, "alpha_hill_norms": 3.0,
              "variance_growth": 1.0, "groups": {"g": {"alpha_mohammadi": alpha}}}
     return {"noise": {"main_batch_size": 8, "points": [{"batch_sizes": {8: entry}}]},
-            "sweep": {"gap_eval_loss": gap, "gap_relative": gap, "gap_in_seed_std": 1.0}}
+            "sweep": {"gap_eval_loss": gap, "gap_relative": gap, "gap_in_seed_std": 1.0,
+                      "gap_eval_loss_median": gap}}
   assert study.rq1_numbers({"bert": fake(1.5, 0.3), "resnet": fake(1.9, 0.0)})["supports_paper"]
   verdict = study.rq1_numbers({"bert": fake(1.95, 0.3), "resnet": fake(1.9, 0.0)})
   assert not verdict["bert_heavier_tailed"] and verdict["sgd_gap_larger_on_bert"]
