@@ -89,17 +89,24 @@ def sample_symmetric_stable(key: jax.Array, alpha: float | jax.Array, shape: tup
   tiny = jnp.finfo(compute_dtype).tiny
   # One draw for both V and W: each random-bits call costs compile time inside scanned simulations.
   uniforms = jax.random.uniform(key, (2,) + tuple(shape), compute_dtype, minval=tiny, maxval=1.0)
-  # An open interval: at V = +-pi/2 the rounded cos(V) can be 0 or negative, and cos(V)**(1/alpha) NaN.
-  angle = (2.0 * uniforms[0] - 1.0) * jnp.asarray(math.pi / 2, compute_dtype)
-  cos_angle = jnp.maximum(jnp.cos(angle), tiny)
-  exponential = jnp.maximum(-jnp.log(uniforms[1]), tiny)
-  alpha = jnp.asarray(alpha, compute_dtype)
+  return (jnp.asarray(scale, compute_dtype) * _chambers_mallows_stuck(uniforms, alpha)).astype(dtype)
 
+
+def _chambers_mallows_stuck(uniforms: jax.Array, alpha: float | jax.Array) -> jax.Array:
+  """The CMS transform of two uniforms in (0, 1) (stacked on axis 0) into a standard symmetric sample."""
+  # V must stay strictly inside (-pi/2, pi/2): the rounded pi/2 lies above pi/2, and a u of 0 (a real
+  # event, probability ~1e-7 per draw in float32) would give cos(V) < 0 and a NaN power. The largest
+  # float below the rounded pi/2 has cos > 0, and so has (1 - alpha) V for every alpha in (0, 2].
+  half_pi = jnp.asarray(math.pi / 2, uniforms.dtype)
+  max_angle = jnp.nextafter(half_pi, jnp.zeros_like(half_pi))
+  angle = jnp.clip((2.0 * uniforms[0] - 1.0) * half_pi, -max_angle, max_angle)
+  cos_angle = jnp.cos(angle)
+  exponential = jnp.maximum(-jnp.log(uniforms[1]), jnp.finfo(uniforms.dtype).tiny)
+  alpha = jnp.asarray(alpha, uniforms.dtype)
   general = (jnp.sin(alpha * angle) / cos_angle ** (1.0 / alpha)
              * (jnp.cos((1.0 - alpha) * angle) / exponential) ** ((1.0 - alpha) / alpha))
   # The general formula tends to tan V as alpha -> 1; the explicit branch keeps alpha = 1 exact.
-  sample = jnp.where(alpha == 1.0, jnp.sin(angle) / cos_angle, general)
-  return (jnp.asarray(scale, compute_dtype) * sample).astype(dtype)
+  return jnp.where(alpha == 1.0, jnp.sin(angle) / cos_angle, general)
 
 
 def _magnitudes(x: jax.Array, name: str) -> jax.Array:
