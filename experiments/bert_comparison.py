@@ -479,6 +479,14 @@ def _stats_text(stats: Mapping[str, Any] | None) -> str:
   return text + f" [{report.format_number(stats['min'])}, {report.format_number(stats['max'])}]"
 
 
+def _best_text(result: Mapping[str, Any]) -> str:
+  """The best learning rate, flagged when it sits at an end of its grid (the optimum may lie outside)."""
+  best, grid = result["best_learning_rate"], result["learning_rates"]
+  if best is None:
+    return "— (all diverged)"
+  return f"{best:g}" + (" (grid edge)" if best in (min(grid), max(grid)) else "")
+
+
 def report_lines(summary: Mapping[str, Any]) -> list[str]:
   """The comparison's tables for report.md: results per optimizer, the sweep, fine-tuning."""
   settings = summary["settings"]
@@ -497,7 +505,7 @@ def report_lines(summary: Mapping[str, Any]) -> list[str]:
       report.markdown_table(
           ["optimizer", "learning rates swept", "best lr", "held-out MLM loss", "held-out MLM accuracy",
            "mean clip fraction (ACClip: coordinates, GClip: steps)", "diverged lrs"],
-          [[name, ", ".join(f"{lr:g}" for lr in r["learning_rates"]), r["best_learning_rate"],
+          [[name, ", ".join(f"{lr:g}" for lr in r["learning_rates"]), _best_text(r),
             _stats_text(r["eval_loss"]), _stats_text(r["eval_accuracy"]),
             _stats_text(r["mean_clip_fraction"]) if r["mean_clip_fraction"] else "—",
             ", ".join(f"{lr:g}" for lr in r["diverged_learning_rates"]) or "none"]

@@ -13,7 +13,8 @@ each in its own folder under DIR, then writes
 
 A part that raises is recorded (traceback in results.json, "failed" in the report) and the others still run;
 the exit status is then 1. ``--parts`` reruns only the named parts and keeps the other parts' results from
-an earlier DIR/results.json, so one part can be redone without the rest.
+an earlier DIR/results.json, so one part can be redone without the rest; ``--report-only`` reruns nothing
+and rebuilds the report and verdicts from DIR/results.json.
 """
 from __future__ import annotations
 
@@ -91,6 +92,7 @@ def run(out_dir: str, quick: bool = False, squad_dir: str | None = None,
     quick: the quick sizes (used only when ``settings`` is None).
     squad_dir: a folder with SQuAD v1.1 ``train-v1.1.json`` and ``dev-v1.1.json``; None skips fine-tuning.
     parts: a subset of ``PARTS``; the others keep their results from an earlier ``out_dir/results.json``.
+      Empty: rebuild report.md and the verdicts from that file with the current rules, running nothing.
     settings: what to run; default ``ReproductionSettings.for_mode(quick)``.
     command: the command line that started the run, recorded in the report.
 
@@ -99,20 +101,26 @@ def run(out_dir: str, quick: bool = False, squad_dir: str | None = None,
 
   Raises:
     ValueError: an unknown part name.
-    FileNotFoundError: ``squad_dir`` or one of its two files is missing.
+    FileNotFoundError: ``squad_dir`` or one of its two files is missing; no results.json to rebuild from.
   """
   unknown = [p for p in parts if p not in PARTS]
-  if unknown or not parts:
+  if unknown:
     raise ValueError(f"parts={list(parts)!r}: each must be one of {', '.join(PARTS)}")
   if squad_dir is not None:
     bert_comparison.squad_files(squad_dir)  # fail before hours of pretraining, not after
-  settings = settings or ReproductionSettings.for_mode(quick)
-  os.makedirs(out_dir, exist_ok=True)
   results_path = os.path.join(out_dir, "results.json")
   previous = {}
   if set(parts) != set(PARTS) and os.path.exists(results_path):
     with open(results_path) as f:
-      previous = json.load(f).get("parts", {})
+      previous_results = json.load(f)
+    previous = previous_results.get("parts", {})
+    if not parts:  # report only: keep the mode and command that produced the numbers
+      command = previous_results.get("command") or command
+      quick = bool(previous_results.get("quick", quick))
+  elif not parts:
+    raise FileNotFoundError(f"{results_path} does not exist: nothing to rebuild the report from")
+  settings = settings or ReproductionSettings.for_mode(quick)
+  os.makedirs(out_dir, exist_ok=True)
 
   start = time.perf_counter()
   runners = {
@@ -213,9 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="folder with SQuAD v1.1 train-v1.1.json and dev-v1.1.json; omitted: no fine-tuning")
   parser.add_argument("--parts", default=",".join(PARTS),
                       help=f"comma-separated subset of {','.join(PARTS)} (others kept from an earlier run)")
+  parser.add_argument("--report-only", action="store_true",
+                      help="rebuild report.md and the verdicts from DIR/results.json without running anything")
   argv = sys.argv[1:] if argv is None else list(argv)
   args = parser.parse_args(argv)
-  parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+  parts = [] if args.report_only else [p.strip() for p in args.parts.split(",") if p.strip()]
   results = run(args.out, quick=args.quick, squad_dir=args.squad_dir, parts=parts,
                 command=" ".join(["python -m experiments.reproduce"] + argv))
   print(f"[reproduce] report: {os.path.join(args.out, 'report.md')} ({results['wall_s']:.0f} s)")

@@ -88,6 +88,8 @@ def test_rq4_verdict_follows_the_seed_spread():
 def test_run_rejects_bad_arguments(tmp_path):
   with pytest.raises(ValueError, match="parts"):
     reproduce.run(str(tmp_path), parts=["bert", "imagenet"])
+  with pytest.raises(FileNotFoundError, match="results.json"):
+    reproduce.run(str(tmp_path / "empty"), parts=[])
   with pytest.raises(FileNotFoundError, match="squad"):
     reproduce.run(str(tmp_path), squad_dir=str(tmp_path / "no-such-folder"))
 
@@ -221,3 +223,8 @@ def test_rerunning_one_part_keeps_the_others(tiny_reproduction, tmp_path):
   assert rerun["parts"]["bert"]["summary"]["optimizers"]["acclip"]["eval_loss"]["mean"] == pytest.approx(
       results["parts"]["bert"]["summary"]["optimizers"]["acclip"]["eval_loss"]["mean"])
   assert rerun["research_questions"]["RQ1"]["verdict"] == report.INCONCLUSIVE  # no numbers: no call
+  rebuilt = reproduce.run(out_dir, parts=[])  # --report-only: nothing runs, same numbers and verdicts
+  assert rebuilt["parts"] == json.loads(json.dumps(rerun["parts"]))
+  assert {rq: r["verdict"] for rq, r in rebuilt["research_questions"].items()} == {
+      rq: r["verdict"] for rq, r in rerun["research_questions"].items()}
+  assert rebuilt["quick"] is True
