@@ -109,7 +109,7 @@ def run(out_dir: str, quick: bool = False, squad_dir: str | None = None,
   if squad_dir is not None:
     bert_comparison.squad_files(squad_dir)  # fail before hours of pretraining, not after
   results_path = os.path.join(out_dir, "results.json")
-  previous = {}
+  previous, previous_results = {}, {}
   if set(parts) != set(PARTS) and os.path.exists(results_path):
     with open(results_path) as f:
       previous_results = json.load(f)
@@ -140,7 +140,8 @@ def run(out_dir: str, quick: bool = False, squad_dir: str | None = None,
       "squad_dir": squad_dir,
       "parts_run": list(parts),
       "wall_s": time.perf_counter() - start,
-      "environment": report.environment(),
+      # Report only: the environment that produced the numbers, not the one that re-read them.
+      "environment": previous_results["environment"] if not parts else report.environment(),
       "bert_settings": dataclasses.asdict(settings.bert),
       "parts": part_results,
   }
