@@ -22,7 +22,7 @@ import importlib
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -470,15 +470,6 @@ def single_run_command(settings: ComparisonSettings, optimizer: str, learning_ra
           f"--workdir {workdir} " + " ".join(flags))
 
 
-def _stats_text(stats: Mapping[str, Any] | None) -> str:
-  if not stats or stats.get("mean") is None:
-    return "—"
-  text = report.format_number(stats["mean"])
-  if stats.get("std") is not None:
-    text += f" ± {report.format_number(stats['std'], 2)}"
-  return text + f" [{report.format_number(stats['min'])}, {report.format_number(stats['max'])}]"
-
-
 def _best_text(result: Mapping[str, Any]) -> str:
   """The best learning rate, flagged when it sits at an end of its grid (the optimum may lie outside)."""
   best, grid = result["best_learning_rate"], result["learning_rates"]
@@ -506,8 +497,9 @@ def report_lines(summary: Mapping[str, Any]) -> list[str]:
           ["optimizer", "learning rates swept", "best lr", "held-out MLM loss", "held-out MLM accuracy",
            "mean clip fraction (ACClip: coordinates, GClip: steps)", "diverged lrs"],
           [[name, ", ".join(f"{lr:g}" for lr in r["learning_rates"]), _best_text(r),
-            _stats_text(r["eval_loss"]), _stats_text(r["eval_accuracy"]),
-            _stats_text(r["mean_clip_fraction"]) if r["mean_clip_fraction"] else "—",
+            report.format_seed_statistics(r["eval_loss"], with_range=True),
+            report.format_seed_statistics(r["eval_accuracy"], with_range=True),
+            report.format_seed_statistics(r["mean_clip_fraction"], with_range=True),
             ", ".join(f"{lr:g}" for lr in r["diverged_learning_rates"]) or "none"]
            for name, r in optimizers.items()]),
       "",

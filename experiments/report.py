@@ -196,12 +196,15 @@ def _row(measure: str, ours: str, paper: str, verdict: str, rule: str) -> dict[s
   return {"measure": measure, "ours": ours, "paper": paper, "verdict": verdict, "rule": rule}
 
 
-def _mean_std(stats: Mapping[str, Any] | None) -> str:
+def format_seed_statistics(stats: Mapping[str, Any] | None, with_range: bool = False) -> str:
+  """'mean ± std (n=N)' or 'mean ± std [min, max]' of a seed_statistics dict; '—' when empty."""
   if not stats or stats.get("mean") is None:
     return "—"
   text = format_number(stats["mean"])
   if stats.get("std") is not None:
     text += f" ± {format_number(stats['std'], 2)}"
+  if with_range:
+    return text + f" [{format_number(stats['min'])}, {format_number(stats['max'])}]"
   return text + f" (n={stats.get('n')})"
 
 
@@ -223,7 +226,7 @@ def _seed_comparison(name: str, summary: Mapping[str, Any], metric: str, lower_i
   better = "lower" if lower_is_better else "higher"
   label = {"eval_loss": "held-out MLM loss", "eval_accuracy": "held-out MLM accuracy"}.get(metric, metric)
   return _row(f"{label}, {name} vs {baseline} (mean ± std over seeds)",
-              f"{name} {_mean_std(ours)} vs {baseline} {_mean_std(base)}",
+              f"{name} {format_seed_statistics(ours)} vs {baseline} {format_seed_statistics(base)}",
               f"{name} {better}",
               verdict_from_margin(effect, margin),
               f"supported if {name} is {better} than {baseline} by more than the larger seed std of the two; "
