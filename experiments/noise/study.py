@@ -411,8 +411,11 @@ def _noise_along_training(workload: Workload, config: StudyConfig, batch_sizes: 
           rows.append(dict(base, group=group, metric=name, value=stats[name]))
       tag = f"{workload.name}_step{stop}_b{batch_size}"
       if stop in (stops[0], stops[-1]):
+        # The stable reference uses the coordinates' tail index (Hill on a few dozen norms is meaningless).
+        alpha = entry["pooled"]["alpha_mohammadi"]
         files.append(_save(noise_plots.plot_noise_histogram(
-            norms, num_params, title=f"{workload.name}, step {stop}, batch {batch_size}"),
+            norms, num_params, alpha=float(np.clip(alpha, 0.5, 2.0)) if math.isfinite(alpha) else None,
+            title=f"{workload.name}, step {stop}, batch {batch_size}"),
             out_dir, f"{tag}_histogram.png"))
       if batch_size == main_batch:
         pooled = standardised_pool(coordinates)
