@@ -1,6 +1,7 @@
 """CLI of the gradient-noise study: ``python -m experiments.noise --out DIR [--quick]``.
 
-Quick (--quick): about 3 minutes on 2 CPU cores; full: about 30-40 minutes (see `experiments.noise.study`).
+Quick (--quick): about 4 minutes of CPU time (measured; 11 minutes wall on 2 shared cores); full: roughly an
+hour of CPU time (not measured). See `experiments.noise.study`.
 --models/--steps/--sweep-steps/--seeds shrink a run further.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ def parse_args(argv):
   parser = argparse.ArgumentParser(prog="python -m experiments.noise", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", required=True, help="output folder (PNGs, results.csv, summary.md, summary.json)")
-  parser.add_argument("--quick", action="store_true", help="the quick sizes (about 3 minutes on 2 cores)")
+  parser.add_argument("--quick", action="store_true", help="the quick sizes (about 4 minutes of CPU time)")
   parser.add_argument("--models", nargs="+", choices=study.MODELS, help="only these models")
   parser.add_argument("--steps", type=int, help="training steps of the noise trajectory")
   parser.add_argument("--sweep-steps", type=int, help="steps of each SGD/Adam run")
