@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import math
 import os
 import time
@@ -35,13 +34,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-import acclip_optax
-from experiments.common import checkpoint
+from experiments.common import classification
 from experiments.common import metrics as metrics_lib
 from experiments.common import optimizers
 from experiments.common import parallel
+from experiments.common import training_loop
 from experiments.resnet import input_pipeline
 from experiments.resnet import models
 
@@ -76,12 +74,7 @@ class ModelSpec:
                                small_images=self.small_images, axis_name=axis_name, dtype=self.dtype)
 
 
-def classification_sums(logits, labels, weights) -> dict[str, jax.Array]:
-  """Weighted sums of cross-entropy, correct predictions and weights."""
-  cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-  return {"loss_sum": jnp.sum(cross_entropy * weights), "correct_sum": jnp.sum(correct * weights),
-          "weight_sum": jnp.sum(weights)}
+classification_sums = classification.weighted_sums
 
 
 def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState, dict]:
@@ -96,17 +89,8 @@ def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState
     return sums["loss_sum"] / global_count, (sums, new_model_state["batch_stats"])
 
   grads, (sums, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-  grads = jax.lax.psum(grads, AXIS)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  sums = jax.lax.psum(sums, AXIS)
-  metrics = {
-      "train_loss": sums["loss_sum"] / global_count,
-      "train_accuracy": sums["correct_sum"] / global_count,
-      "grad_norm": optax.tree.norm(grads),
-      "learning_rate": optimizers.current_learning_rate(opt_state),
-      **acclip_optax.clip_stats(opt_state),
-  }
+  params, opt_state, metrics = classification.apply_gradients(tx, state.params, state.opt_state, grads, sums,
+                                                              global_count)
   return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                        opt_state=opt_state), metrics
 
@@ -118,28 +102,17 @@ def eval_step(state: TrainState, batch: dict, *, model) -> dict[str, jax.Array]:
 
 
 @dataclasses.dataclass(frozen=True)
-class _CompiledSteps:
+class _CompiledSteps(training_loop.PmappedSteps):
   init_variables: Any
-  train_step: Any
-  eval_step: Any
 
 
 @functools.lru_cache(maxsize=8)
 def _compiled_steps(spec: ModelSpec, optimizer_signature: tuple) -> _CompiledSteps:
-  """The jitted init and pmapped steps for one model and optimizer signature (cached).
-
-  The update reads the peak learning rate from the optimizer state, so the one the signature's optimizer
-  was built with does not matter.
-  """
-  total_steps, *fields = optimizer_signature
-  tx = optimizers.create_optimizer(ml_collections.ConfigDict(dict(fields)), total_steps)
-  model = spec.create(axis_name=AXIS)
-
+  """The jitted init and pmapped steps for one model and optimizer signature (cached)."""
   return _CompiledSteps(
       init_variables=compile_init(spec),
-      train_step=jax.pmap(functools.partial(train_step, model=model, tx=tx), axis_name=AXIS,
-                          donate_argnums=(0,)),
-      eval_step=jax.pmap(functools.partial(eval_step, model=model), axis_name=AXIS))
+      **training_loop.pmap_steps(train_step, eval_step, model=spec.create(axis_name=AXIS),
+                                 optimizer_signature=optimizer_signature))
 
 
 # XLA's optimised compile of ResNet's init (dozens of truncated-normal initialisers) takes ~40 s on CPU,
@@ -154,11 +127,6 @@ def compile_init(spec: ModelSpec):
 
   lowered = jax.jit(init_variables).lower(jax.random.key(0))
   return lowered.compile(_FAST_COMPILE_OPTIONS if jax.default_backend() == "cpu" else None)
-
-
-def _first_device(tree):
-  """Host values of the first local device's copy (metrics and states are replicated)."""
-  return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data[0]), tree)
 
 
 def peak_learning_rate(config) -> float:
@@ -191,17 +159,6 @@ def _run_signature(config, spec: ModelSpec, data: input_pipeline.ImageData) -> d
           **{k: config[k] for k in ("seed", "batch_size", "num_train_steps", "num_epochs")}}
 
 
-def evaluate(compiled: _CompiledSteps, state, eval_batches: list[dict]) -> dict[str, float]:
-  """Mean loss and accuracy over the test batches (padding rows have weight 0)."""
-  totals = {"loss_sum": 0.0, "correct_sum": 0.0, "weight_sum": 0.0}
-  for batch in eval_batches:
-    sums = _first_device(compiled.eval_step(state, batch))
-    for name in totals:
-      totals[name] += float(sums[name])
-  weight = max(totals["weight_sum"], 1.0)
-  return {"eval_loss": totals["loss_sum"] / weight, "eval_accuracy": totals["correct_sum"] / weight}
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains the ResNet `config` describes, resuming from `<workdir>/checkpoints` if present.
 
@@ -220,10 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     (fallback off); checkpoint.CheckpointError: a checkpoint in the workdir that cannot be resumed.
   """
   start_time = time.time()
-  parallel.maybe_initialize_distributed(config)
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  is_main = parallel.is_main_process()
+  workdir = training_loop.initialize(config, workdir)
 
   data = input_pipeline.create_datasets(config)
   train_rows = parallel.process_rows(config.batch_size)
@@ -241,109 +195,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                     batch_stats=variables["batch_stats"],
                                     opt_state=tx.init(variables["params"])))
   num_params = models.count_params(state.params)
-
-  manager = checkpoint.CheckpointManager(
-      os.path.join(workdir, "checkpoints"), max_to_keep=config.max_checkpoints_to_keep)
-  signature = _run_signature(config, spec, data)
-  restored = manager.restore_latest(state.as_dict(), signature)
-  if restored is not None:
-    state = TrainState(**restored[0])
-    logging.info("Resumed from step %d of %s", int(state.step), manager.directory)
-  start_step = int(state.step)
-  state = parallel.replicate(state)
-
-  writer = metrics_lib.MetricWriter(workdir, enabled=is_main,
-                                    resume_step=start_step if restored is not None else None,
-                                    tensorboard=config.tensorboard)
   eval_batches = [parallel.shard_batch(b) for b in data.eval_batches(
       config.eval_batch_size, eval_rows, config.get("max_eval_examples", 0))]
-  last_step = min(total_steps, config.halt_after_steps) if config.halt_after_steps else total_steps
-  progress = metrics_lib.progress_bar(last_step, initial=start_step, enabled=is_main)
 
-  history: list[dict[str, float]] = []
-  pending: list[tuple[int, dict]] = []
-  eval_metrics: dict[str, float] = {}
-  diverged = False
-  interval_start, interval_steps = time.time(), 0
-
-  def flush() -> bool:
-    """Fetches the buffered step metrics, writes them; False if a loss was not finite."""
-    nonlocal interval_start, interval_steps
-    fetched = jax.device_get([_first_device(m) for _, m in pending])
-    images_per_s = interval_steps * config.batch_size / max(time.time() - interval_start, 1e-9)
-    finite = True
-    for (step, _), values in zip(pending, fetched):
-      record = {name: float(value) for name, value in values.items()}
-      if step == pending[-1][0]:
-        record["images_per_s"] = images_per_s
-      writer.write(step, record)
-      history.append(record)
-      finite = finite and math.isfinite(record["train_loss"])
-    if fetched:
-      progress.set_postfix(loss=f"{history[-1]['train_loss']:.3f}")
-    pending.clear()
-    interval_start, interval_steps = time.time(), 0
-    return finite
-
-  def save(step: int) -> None:
-    if config.save_checkpoints:
-      manager.save(step, _first_device(state).as_dict(), {"data_position": step, "signature": signature})
-
-  step = start_step
-  while step < last_step:
-    batch = parallel.shard_batch(data.train_batch(step, config.batch_size, train_rows))
-    state, step_metrics = compiled.train_step(state, batch)
-    step += 1
-    interval_steps += 1
-    pending.append((step, step_metrics))
-    progress.update(1)
-    if step % config.log_every_steps == 0 or step == last_step:
-      if not flush() and config.stop_on_nonfinite:
-        diverged = True
-        logging.warning("Non-finite loss at step <= %d; stopping", step)
-        break
-    if config.eval_every_steps and step % config.eval_every_steps == 0 and step < last_step:
-      eval_metrics = evaluate(compiled, state, eval_batches)
-      writer.write(step, eval_metrics)
-    if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and step < last_step:
-      save(step)
-  flush()
-  progress.close()
-
-  if not diverged:
-    eval_metrics = evaluate(compiled, state, eval_batches)
-    writer.write(step, eval_metrics)
-    if step > start_step:
-      save(step)
-  manager.wait_until_finished()
-  manager.close()
-  writer.close()
+  result = training_loop.train(
+      config, workdir, state=state, signature=_run_signature(config, spec, data), total_steps=total_steps,
+      train_step=compiled.train_step,
+      train_batch=lambda step: data.train_batch(step, config.batch_size, train_rows),
+      evaluate=lambda state: classification.evaluate(compiled.eval_step, state, eval_batches),
+      throughput_name="images_per_s", units_per_step=config.batch_size)
 
   loss_plot = None
-  if config.plot and is_main and history:
+  if config.plot and parallel.is_main_process() and result.history:
     loss_plot = metrics_lib.plot_loss_curves(
-        {config.model: writer.path}, os.path.join(workdir, "loss.png"),
+        {config.model: result.metrics_path}, os.path.join(workdir, "loss.png"),
         title=f"{config.model} on {data.name}, {config.optimizer}")
-  wall_time = time.time() - start_time
-  last = history[-1] if history else {}
+  images_per_s = [r["images_per_s"] for r in result.history if "images_per_s" in r]
   return {
-      "train_loss": last.get("train_loss", float("nan")),
-      "train_accuracy": last.get("train_accuracy", float("nan")),
-      "train_loss_last10": float(np.mean([r["train_loss"] for r in history[-10:]])) if history
-                           else float("nan"),
-      "eval_loss": eval_metrics.get("eval_loss", float("nan")),
-      "eval_accuracy": eval_metrics.get("eval_accuracy", float("nan")),
-      "steps": step,
-      "diverged": diverged,
-      "halted": bool(config.halt_after_steps) and step < total_steps and not diverged,
-      "wall_time_s": wall_time,
-      "steps_per_s": (step - start_step) / wall_time,
-      "images_per_s": float(np.mean([r["images_per_s"] for r in history if "images_per_s" in r]))
-                      if history else float("nan"),
+      **result.summary(wall_time=time.time() - start_time),
+      "images_per_s": float(np.mean(images_per_s)) if result.history else float("nan"),
       "num_params": num_params,
       "dataset": data.name,
       "learning_rate": config.learning_rate,
-      "metrics_path": writer.path,
+      "metrics_path": result.metrics_path,
       "loss_plot": loss_plot,
       "workdir": workdir,
   }

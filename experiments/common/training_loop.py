@@ -1,0 +1,223 @@
+"""The run the pmap drivers share: resume, train with buffered metric writes, evaluate, checkpoint.
+
+A driver builds its model, data, compiled steps and fresh state, hands the pieces that differ between
+models to `train`, and turns the `LoopResult` into its return dict (`LoopResult.summary` holds the keys
+every driver returns).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+
+from experiments.common import checkpoint
+from experiments.common import metrics as metrics_lib
+from experiments.common import optimizers
+from experiments.common import parallel
+
+
+def initialize(config, workdir: str) -> str:
+  """Starts JAX's distributed runtime when the config asks for it; creates the workdir, returns its path."""
+  parallel.maybe_initialize_distributed(config)
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  return workdir
+
+
+@dataclasses.dataclass(frozen=True)
+class PmappedSteps:
+  """A model's train and eval steps, pmapped over the local devices; drivers add their compiled init."""
+  train_step: Callable
+  eval_step: Callable
+
+
+def pmap_steps(train_step: Callable, eval_step: Callable, *, model: Any,
+               optimizer_signature: tuple) -> dict[str, Callable]:
+  """The fields of a PmappedSteps: `train_step(state, batch, model=, tx=)`, `eval_step(x, batch, model=)`.
+
+  The optimizer tx is rebuilt from `optimizers.optimizer_signature(config, total_steps)`; its own peak
+  learning rate is irrelevant because the update reads the peak learning rate from the optimizer state it
+  is given, so one compiled step serves a whole learning-rate sweep. The train step donates its state.
+  """
+  total_steps, *fields = optimizer_signature
+  tx = optimizers.create_optimizer(ml_collections.ConfigDict(dict(fields)), total_steps)
+  return {"train_step": jax.pmap(functools.partial(train_step, model=model, tx=tx),
+                                 axis_name=parallel.AXIS_NAME, donate_argnums=(0,)),
+          "eval_step": jax.pmap(functools.partial(eval_step, model=model), axis_name=parallel.AXIS_NAME)}
+
+
+def first_device(tree: Any) -> Any:
+  """Host values of the first local device's copy (metrics and states are replicated)."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data[0]), tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopResult:
+  """What `train` leaves to the driver.
+
+  Attributes:
+    state: the replicated state after the last step.
+    start_step: the step the run resumed from (0 for a new run).
+    step: optimizer updates done (the data position).
+    history: one record per step written, in order; the last record of each logging interval also holds
+      the interval's throughput.
+    eval_metrics: the last evaluation's metrics ({} when none ran).
+    diverged: a non-finite train loss stopped the run (config.stop_on_nonfinite).
+    halted: config.halt_after_steps stopped the run before its schedule's end.
+    metrics_path: the metrics JSONL file.
+  """
+  state: Any
+  start_step: int
+  step: int
+  history: list[dict[str, float]]
+  eval_metrics: dict[str, float]
+  diverged: bool
+  halted: bool
+  metrics_path: str
+
+  def summary(self, wall_time: float) -> dict[str, Any]:
+    """The keys every driver returns, in order.
+
+    They are train_loss, train_accuracy (last step), train_loss_last10 (mean of the last 10 logged steps),
+    eval_loss, eval_accuracy, steps, diverged, halted, wall_time_s and steps_per_s (over wall_time).
+    """
+    last = self.history[-1] if self.history else {}
+    return {
+        "train_loss": last.get("train_loss", float("nan")),
+        "train_accuracy": last.get("train_accuracy", float("nan")),
+        "train_loss_last10": float(np.mean([r["train_loss"] for r in self.history[-10:]])) if self.history
+                             else float("nan"),
+        "eval_loss": self.eval_metrics.get("eval_loss", float("nan")),
+        "eval_accuracy": self.eval_metrics.get("eval_accuracy", float("nan")),
+        "steps": self.step,
+        "diverged": self.diverged,
+        "halted": self.halted,
+        "wall_time_s": wall_time,
+        "steps_per_s": (self.step - self.start_step) / wall_time,
+    }
+
+
+def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], total_steps: int,
+          train_step: Callable[[Any, Any], tuple[Any, Mapping[str, jax.Array]]],
+          train_batch: Callable[[int], Any], evaluate: Callable[[Any], dict[str, float]],
+          throughput_name: str, units_per_step: int) -> LoopResult:
+  """Resumes from `<workdir>/checkpoints` if it holds a checkpoint, trains to the end, evaluates, saves.
+
+  The run goes to last_step = min(total_steps, config.halt_after_steps) (total_steps when that is 0).
+  Step metrics stay on the devices until a logging step (every config.log_every_steps steps and the last),
+  when they are fetched together and written to `<workdir>/metrics.jsonl` one record per step; the last
+  record of the interval also gets `throughput_name` = interval steps * units_per_step / interval seconds.
+  A non-finite train_loss among them stops the run when config.stop_on_nonfinite (no final evaluation or
+  checkpoint then). Evaluation (config.eval_every_steps) and checkpoints (config.checkpoint_every_steps,
+  only when config.save_checkpoints) run at their intervals before last_step and once at the end; a
+  checkpoint holds `first_device(state).as_dict()` with meta {"data_position": step, "signature": signature}.
+
+  Args:
+    config: reads max_checkpoints_to_keep, tensorboard, halt_after_steps, log_every_steps,
+      eval_every_steps, checkpoint_every_steps (0: only at the end), stop_on_nonfinite, save_checkpoints.
+    workdir: the run directory (absolute).
+    state: the fresh host state, a struct with a `step` field and `as_dict()`; a checkpoint replaces it.
+    signature: the run's settings a checkpoint must share to be resumed (see checkpoint.CheckpointManager).
+    total_steps: the schedule's length.
+    train_step: the pmapped `(state, sharded batch) -> (state, replicated metrics with train_loss)`.
+    train_batch: `step -> this process's rows of the global batch` for the update after `step` updates;
+      sharded over the local devices here.
+    evaluate: `replicated state -> {name: float}`, written at the step it ran.
+    throughput_name: the throughput record's name, e.g. "tokens_per_s".
+    units_per_step: what one step processes in those units (tokens, images).
+
+  Returns:
+    A LoopResult.
+
+  Raises:
+    checkpoint.CheckpointError: a checkpoint in the workdir that cannot be resumed.
+  """
+  is_main = parallel.is_main_process()
+  manager = checkpoint.CheckpointManager(
+      os.path.join(workdir, "checkpoints"), max_to_keep=config.max_checkpoints_to_keep)
+  try:
+    restored = manager.restore_latest(state.as_dict(), signature)
+  except checkpoint.CheckpointError:
+    manager.close()
+    raise
+  if restored is not None:
+    state = type(state)(**restored[0])
+    logging.info("Resumed from step %d of %s", int(state.step), manager.directory)
+  start_step = int(state.step)
+  state = parallel.replicate(state)
+
+  writer = metrics_lib.MetricWriter(workdir, enabled=is_main,
+                                    resume_step=start_step if restored is not None else None,
+                                    tensorboard=config.tensorboard)
+  last_step = min(total_steps, config.halt_after_steps) if config.halt_after_steps else total_steps
+  progress = metrics_lib.progress_bar(last_step, initial=start_step, enabled=is_main)
+
+  history: list[dict[str, float]] = []
+  pending: list[tuple[int, dict]] = []
+  eval_metrics: dict[str, float] = {}
+  diverged = False
+  interval_start, interval_steps = time.time(), 0
+
+  def flush() -> bool:
+    """Fetches the buffered step metrics, writes them; False if a loss was not finite."""
+    nonlocal interval_start, interval_steps
+    fetched = jax.device_get([first_device(m) for _, m in pending])
+    throughput = interval_steps * units_per_step / max(time.time() - interval_start, 1e-9)
+    finite = True
+    for (step, _), values in zip(pending, fetched):
+      record = {name: float(value) for name, value in values.items()}
+      if step == pending[-1][0]:
+        record[throughput_name] = throughput
+      writer.write(step, record)
+      history.append(record)
+      finite = finite and math.isfinite(record["train_loss"])
+    if fetched:
+      progress.set_postfix(loss=f"{history[-1]['train_loss']:.3f}")
+    pending.clear()
+    interval_start, interval_steps = time.time(), 0
+    return finite
+
+  def save(step: int) -> None:
+    if config.save_checkpoints:
+      manager.save(step, first_device(state).as_dict(), {"data_position": step, "signature": signature})
+
+  step = start_step
+  while step < last_step:
+    state, step_metrics = train_step(state, parallel.shard_batch(train_batch(step)))
+    step += 1
+    interval_steps += 1
+    pending.append((step, step_metrics))
+    progress.update(1)
+    if step % config.log_every_steps == 0 or step == last_step:
+      if not flush() and config.stop_on_nonfinite:
+        diverged = True
+        logging.warning("Non-finite loss at step <= %d; stopping", step)
+        break
+    if config.eval_every_steps and step % config.eval_every_steps == 0 and step < last_step:
+      eval_metrics = evaluate(state)
+      writer.write(step, eval_metrics)
+    if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and step < last_step:
+      save(step)
+  flush()
+  progress.close()
+
+  if not diverged:
+    eval_metrics = evaluate(state)
+    writer.write(step, eval_metrics)
+    if step > start_step:
+      save(step)
+  manager.wait_until_finished()
+  manager.close()
+  writer.close()
+  return LoopResult(
+      state=state, start_step=start_step, step=step, history=history, eval_metrics=eval_metrics,
+      diverged=diverged, halted=bool(config.halt_after_steps) and step < total_steps and not diverged,
+      metrics_path=writer.path)
