@@ -128,7 +128,14 @@ def _bert_tokenizer(model, lowercase: bool):
 
 def train_wordpiece_vocab(documents: Sequence[str], vocab_size: int, out_path: str,
                           lowercase: bool = True) -> str:
-  """Trains a WordPiece vocabulary (special tokens first) and writes it atomically as a BERT vocab.txt."""
+  """Trains a WordPiece vocabulary (special tokens first) and writes it atomically as a BERT vocab.txt.
+
+  Not reproducible across processes: the HF tokenizers trainer breaks ties in pair counts by a hash map's
+  iteration order, which Rust seeds at random per process, so the same corpus can give a few different
+  tokens and different ids. Everything downstream is deterministic given the vocab.txt, which is why a run
+  caches it in its workdir (resume sees the same ids) and a comparison of several runs should train it
+  once and pass it to all of them as `vocab_file`.
+  """
   from tokenizers import models, trainers  # pylint: disable=g-import-not-at-top
   tokenizer = _bert_tokenizer(models.WordPiece(unk_token="[UNK]"), lowercase)
   trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
