@@ -154,6 +154,30 @@ def tiny_reproduction(tmp_path_factory):
     return out_dir, results, f.read()
 
 
+def test_the_real_studies_feed_every_section(tmp_path):
+  """The synthetic and noise studies themselves (at their tiny sizes), not stand-ins, through the report."""
+  from experiments.noise import study as noise_study  # pylint: disable=g-import-not-at-top
+  from experiments.synthetic import study as synthetic_study  # pylint: disable=g-import-not-at-top
+  settings = reproduce.ReproductionSettings(
+      quick=True, synthetic=lambda d: synthetic_study.run(d, config=synthetic_study.tiny_config()),
+      noise=lambda d: noise_study.run(d, config=noise_study.tiny_config()), bert=_tiny_bert_settings())
+  results = reproduce.run(str(tmp_path), settings=settings, command="pytest")
+  assert {name: part["status"] for name, part in results["parts"].items()} == {
+      "synthetic": "ok", "noise": "ok", "bert": "ok"}
+  verdicts = (report.SUPPORTED, report.NOT_SUPPORTED, report.INCONCLUSIVE)
+  for name in ("RQ1", "RQ2", "RQ3", "RQ4"):
+    question = results["research_questions"][name]
+    assert question["verdict"] in verdicts and question["rows"], name
+  text = (tmp_path / "report.md").read_text()
+  assert text.count("**Verdict: ") == 4
+  for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
+    assert (tmp_path / path).stat().st_size > 0, path
+  # Every number the report's question rows quote is finite (a blown-up run is printed as "—", not inf/nan).
+  for question in results["research_questions"].values():
+    for row in question["rows"]:
+      assert not re.search(r"\b(nan|inf)\b", str(row.get("ours", "")), re.IGNORECASE), row
+
+
 def test_every_part_ran(tiny_reproduction):
   _, results, _ = tiny_reproduction
   assert {name: part["status"] for name, part in results["parts"].items()} == {

@@ -84,10 +84,7 @@ def test_config_validation_and_cli_overrides():
 
 
 def test_study_end_to_end_on_tiny_sizes(tmp_path):
-  config = dataclasses.replace(
-      study.quick_config(), methods=("sgd", "gclip"), alphas=(1.5, 2.0), num_steps=20, tune_seeds=2,
-      eval_seeds=4, dims=(4, 8), dim_alphas=(1.5,), dim_methods=("cclip",), dim_steps=20, dim_tune_seeds=2,
-      dim_eval_seeds=4, nonconvex_methods=("gclip",), nonconvex_alphas=(1.5,), nonconvex_steps=20)
+  config = dataclasses.replace(study.tiny_config(), alphas=(1.5, 2.0))
   results = study.run(str(tmp_path), config=config)
   json.dumps(results)  # JSON-able
   assert results["mode"] == "custom"

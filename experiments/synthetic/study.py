@@ -119,6 +119,15 @@ def quick_config() -> StudyConfig:
                      nonconvex_clip_multipliers=(0.1, 1.0))
 
 
+def tiny_config() -> StudyConfig:
+  """Seconds-long sizes for tests: every part of the study runs and reports, none of its numbers mean
+  anything (a few seeds and steps)."""
+  return dataclasses.replace(
+      quick_config(), methods=("sgd", "gclip"), alphas=(1.1, 2.0), num_steps=20, tune_seeds=2,
+      eval_seeds=4, dims=(4, 8), dim_alphas=(1.5,), dim_methods=("cclip",), dim_steps=20, dim_tune_seeds=2,
+      dim_eval_seeds=4, nonconvex_methods=("gclip",), nonconvex_alphas=(1.5,), nonconvex_steps=20)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Statistics over seeds.
 
