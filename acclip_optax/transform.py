@@ -141,6 +141,12 @@ def _fraction(clipped_counts: list[jax.Array], sizes: list[int]) -> jax.Array:
   return sum(c.astype(jnp.float32) for c in clipped_counts) / jnp.float32(total)
 
 
+def _acclip_moments(g32: jax.Array, mu: jax.Array, nu: jax.Array, b1: Any, b2: Any,
+                    moment_of: Callable[[jax.Array], jax.Array]) -> tuple[jax.Array, jax.Array]:
+  """Algorithm 1's EMAs, in at least float32: m = b1 m + (1 - b1) g and t = b2 t + (1 - b2) |g|^alpha."""
+  return b1 * _upcast(mu) + (1 - b1) * g32, b2 * _upcast(nu) + (1 - b2) * moment_of(g32)
+
+
 def _clip_momentum(m_hat: jax.Array, tau: jax.Array, eps: Any) -> jax.Array:
   """min(tau / (|m| + eps), 1) * m, with the factor 1 where tau = |m| + eps = 0 (eps = 0, m = 0)."""
   magnitude = jnp.abs(m_hat) + eps
@@ -253,8 +259,7 @@ def scale_by_acclip(
     new_updates, new_mus, new_nus = [], [], []
     for g, mu, nu in zip(grads, mus, nus):
       g32 = _upcast(g)
-      m = b1 * _upcast(mu) + (1 - b1) * g32
-      t = b2 * _upcast(nu) + (1 - b2) * moment_of(g32)
+      m, t = _acclip_moments(g32, mu, nu, b1, b2, moment_of)
       if bias_correction:
         direction = _clip_momentum(m * mu_scale, root_of(t * nu_scale), eps)
       else:
@@ -345,8 +350,7 @@ def scale_by_acclip_ports(
     new_updates, new_mus, new_nus, new_nu_sqs = [], [], [], []
     for g, mu, nu, nu_sq in zip(grads, mus, nus, nu_sqs):
       g32 = _upcast(g)
-      m = b1 * _upcast(mu) + (1 - b1) * g32
-      t = b2 * _upcast(nu) + (1 - b2) * moment_of(g32)
+      m, t = _acclip_moments(g32, mu, nu, b1, b2, moment_of)
       v = b2 * _upcast(nu_sq) + (1 - b2) * jnp.square(g32)
       direction = step_scale * _clip_momentum(m, root_of(t), eps) / (jnp.sqrt(sq_scale * v) + eps)
       new_updates.append(direction.astype(g.dtype))
