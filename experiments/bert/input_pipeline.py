@@ -175,7 +175,8 @@ def _fingerprint(documents: Sequence[str], vocab_size: int, lowercase: bool) -> 
   return digest.hexdigest()
 
 
-def _file_sha256(path: str) -> str:
+def vocab_sha256(path: str) -> str:
+  """The SHA-256 hex digest of a vocabulary file's bytes: what checkpoints record to detect a mismatch."""
   with open(path, "rb") as f:
     return hashlib.sha256(f.read()).hexdigest()
 
@@ -194,7 +195,7 @@ def prepare_vocab(config, workdir: str, train_documents: Sequence[str]) -> str:
   if config.vocab_file:
     if not os.path.isfile(config.vocab_file):
       raise FileNotFoundError(f"vocab_file={config.vocab_file!r} does not exist")
-    source = {"vocab_file_sha256": _file_sha256(config.vocab_file), "lowercase": config.lowercase}
+    source = {"vocab_file_sha256": vocab_sha256(config.vocab_file), "lowercase": config.lowercase}
   else:
     source = {"trained_on": _fingerprint(train_documents, config.vocab_size, config.lowercase),
               "vocab_size": config.vocab_size, "lowercase": config.lowercase}

@@ -534,7 +534,7 @@ def load_pretrained(config, pretrained_workdir: str | None):
   _, meta = _latest_checkpoint_meta(directory)
   signature = meta["signature"]
   model_config = models.BertConfig(**signature["model"])
-  vocab_sha256 = input_pipeline._file_sha256(vocab_path)  # pylint: disable=protected-access
+  vocab_sha256 = input_pipeline.vocab_sha256(vocab_path)
   if tokenizer.get_vocab_size() != model_config.vocab_size or vocab_sha256 != signature.get("vocab_sha256"):
     raise ValueError(
         f"Vocabulary {vocab_path!r} ({tokenizer.get_vocab_size()} tokens) is not the one the checkpoint in "
