@@ -109,7 +109,7 @@ def _run_signature(config, model_config: models.BertConfig, data: input_pipeline
   """Settings a checkpoint must share with the run that resumes it."""
   return {
       "model": dataclasses.asdict(model_config),
-      "vocab_sha256": input_pipeline.vocab_sha256(data.vocab_path),  # pylint: disable=protected-access
+      "vocab_sha256": input_pipeline.vocab_sha256(data.vocab_path),
       "optimizer": {k: config[k] for k in optimizers.default_optimizer_config()},
       **{k: config[k] for k in ("seed", "batch_size", "num_train_steps", "max_seq_len", "mask_prob",
                                 "max_predictions_per_seq", "corpus")},
