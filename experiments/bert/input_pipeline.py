@@ -11,8 +11,10 @@ Corpus (`config.corpus`), no download unless a Hugging Face name is given:
 
 Documents are split into training and held-out evaluation documents by a fixed seeded shuffle
 (`eval_fraction`), so no evaluation text leaks into training. The vocabulary is a WordPiece vocabulary
-trained with HF `tokenizers` on the training documents (cached as `<workdir>/vocab.txt`, with a fingerprint
-in `vocab_info.json` that must match on reuse) or a given BERT `vocab.txt` (`config.vocab_file`).
+trained on the training documents (HF `tokenizers`' BERT pre-tokenisation, then WordPiece merges with a
+fixed tie rule, so the same corpus gives the same file in every process), cached as `<workdir>/vocab.txt`
+with a fingerprint in `vocab_info.json` that must match on reuse; or a given BERT `vocab.txt`
+(`config.vocab_file`).
 
 Packing (as RoBERTa's FULL-SENTENCES, no next-sentence task): the token ids of all documents of a split are
 concatenated with [SEP] between documents and cut into `[CLS] chunk [SEP]` sequences of `max_seq_len`; the
@@ -26,14 +28,16 @@ probability 0.1. The loss averages over these positions only. The batch of step 
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import glob
 import hashlib
+import heapq
 import json
 import os
 import shutil
 import tempfile
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import jax
 from jax.experimental import multihost_utils
@@ -128,26 +132,114 @@ def _bert_tokenizer(model, lowercase: bool):
 
 def train_wordpiece_vocab(documents: Sequence[str], vocab_size: int, out_path: str,
                           lowercase: bool = True) -> str:
-  """Trains a WordPiece vocabulary (special tokens first) and writes it atomically as a BERT vocab.txt.
+  """Trains a WordPiece vocabulary on `documents` and writes it atomically as a BERT vocab.txt.
 
-  Not reproducible across processes: the HF tokenizers trainer breaks ties in pair counts by a hash map's
-  iteration order, which Rust seeds at random per process, so the same corpus can give a few different
-  tokens and different ids. Everything downstream is deterministic given the vocab.txt, which is why a run
-  caches it in its workdir (resume sees the same ids) and a comparison of several runs should train it
-  once and pass it to all of them as `vocab_file`.
+  The vocabulary is built as HF tokenizers' `WordPieceTrainer` builds it, by byte-pair merges over the
+  words that HF tokenizers' BERT normaliser and pre-tokeniser produce (the ones `load_tokenizer` encodes
+  with), but deterministically:
+
+  1. Each distinct word w, of frequency n_w, starts as its characters, all but the first with the
+     continuation prefix: "word" -> [w, ##o, ##r, ##d].
+  2. The vocabulary starts as [PAD] [UNK] [CLS] [SEP] [MASK], then every character c of the corpus in
+     code-point order, then "##c" for every c seen after a word's first character, in the same order (the whole alphabet is kept: a `vocab_size`
+     below its size gives the special tokens and the alphabet only).
+  3. While it has fewer than `vocab_size` tokens, the adjacent pair (a, b) with the largest count
+     sum_w n_w * #{(a, b) in w} is merged everywhere into a + b.removeprefix("##"), which is appended
+     (unless another pair already made that string). Ties go to the pair of smallest ids (id(a), id(b)),
+     ids being positions in the vocabulary: HF's rule.
+
+  HF's trainer applies the same tie rule, but gives the "##c" tokens their ids in a hash map's iteration
+  order, which Rust seeds at random per process, so the same corpus gave different tokens and ids from
+  run to run. Here the file is a function of (documents, vocab_size, lowercase) only, the same in every
+  process and on every machine.
+
+  Raises:
+    ValueError: vocab_size < 6, or documents without any word.
   """
-  from tokenizers import models, trainers  # pylint: disable=g-import-not-at-top
-  tokenizer = _bert_tokenizer(models.WordPiece(unk_token="[UNK]"), lowercase)
-  trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                      show_progress=False)
-  tokenizer.train_from_iterator(documents, trainer)
-  vocab = tokenizer.get_vocab()
+  if vocab_size <= len(SPECIAL_TOKENS):
+    raise ValueError(f"vocab_size={vocab_size} must exceed the {len(SPECIAL_TOKENS)} special tokens")
+  word_counts = _word_counts(documents, lowercase)
+  if not word_counts:
+    raise ValueError("the documents hold no words to train a WordPiece vocabulary on")
+  vocab = list(SPECIAL_TOKENS) + _wordpiece_merges(word_counts, vocab_size - len(SPECIAL_TOKENS))
   directory = os.path.dirname(os.path.abspath(out_path))
   os.makedirs(directory, exist_ok=True)
-  with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
-    f.writelines(token + "\n" for token, _ in sorted(vocab.items(), key=lambda item: item[1]))
+  with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=directory, delete=False, suffix=".tmp") as f:
+    f.writelines(token + "\n" for token in vocab)
   os.replace(f.name, out_path)
   return out_path
+
+
+def _word_counts(documents: Sequence[str], lowercase: bool) -> dict[str, int]:
+  """Word -> frequency, the words being those HF's BERT normaliser and pre-tokeniser cut the text into."""
+  from tokenizers import normalizers, pre_tokenizers  # pylint: disable=g-import-not-at-top
+  normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+  pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  counts = collections.Counter()
+  for document in documents:
+    counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(document)))
+  return dict(counts)
+
+
+def _wordpiece_merges(word_counts: Mapping[str, int], max_tokens: int) -> list[str]:
+  """The alphabet, then merged tokens, up to max_tokens (rule in `train_wordpiece_vocab`).
+
+  Symbols are token ids (their position in the returned list). Pair counts and the words each pair occurs
+  in are updated only for the words a merge touches; a heap of (-count, id_a, id_b), whose stale entries
+  are skipped, picks the next pair.
+  """
+  characters = sorted({c for word in word_counts for c in word})
+  continuations = sorted({c for word in word_counts for c in word[1:]})
+  tokens = characters + ["##" + c for c in continuations]
+  ids = {token: i for i, token in enumerate(tokens)}
+  words = [[ids[word[0]]] + [ids["##" + c] for c in word[1:]] for word in sorted(word_counts)]
+  frequencies = [word_counts[word] for word in sorted(word_counts)]
+  pair_counts = collections.defaultdict(int)
+  pair_words = collections.defaultdict(set)
+  for index, (symbols, frequency) in enumerate(zip(words, frequencies)):
+    for pair in zip(symbols, symbols[1:]):
+      pair_counts[pair] += frequency
+      pair_words[pair].add(index)
+  heap = [(-count, a, b) for (a, b), count in pair_counts.items()]
+  heapq.heapify(heap)
+  while len(tokens) < max_tokens and heap:
+    negative_count, a, b = heapq.heappop(heap)
+    if pair_counts.get((a, b), 0) != -negative_count:
+      continue  # a stale entry: the pair's count changed since it was pushed
+    suffix = tokens[b]
+    merged_token = tokens[a] + (suffix[2:] if suffix.startswith("##") else suffix)
+    if merged_token not in ids:
+      ids[merged_token] = len(tokens)
+      tokens.append(merged_token)
+    merged = ids[merged_token]
+    changed = set()
+    for index in sorted(pair_words.pop((a, b))):
+      symbols, frequency = words[index], frequencies[index]
+      new_symbols, i = [], 0
+      while i < len(symbols):
+        if i + 1 < len(symbols) and symbols[i] == a and symbols[i + 1] == b:
+          new_symbols.append(merged)
+          i += 2
+        else:
+          new_symbols.append(symbols[i])
+          i += 1
+      if len(new_symbols) == len(symbols):
+        continue  # the pair left this word through an earlier merge
+      for pair in zip(symbols, symbols[1:]):
+        pair_counts[pair] -= frequency
+        changed.add(pair)
+      for pair in zip(new_symbols, new_symbols[1:]):
+        pair_counts[pair] += frequency
+        pair_words[pair].add(index)
+        changed.add(pair)
+      words[index] = new_symbols
+    del pair_counts[(a, b)]
+    for pair in sorted(changed - {(a, b)}):
+      if pair_counts[pair] > 0:
+        heapq.heappush(heap, (-pair_counts[pair], *pair))
+      else:
+        del pair_counts[pair]
+  return tokens
 
 
 def load_tokenizer(vocab_path: str, lowercase: bool = True):
