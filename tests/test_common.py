@@ -1,6 +1,7 @@
 """The shared experiment layer: optimizer factory, pmap plumbing, checkpoints, metric writers."""
 import math
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -262,6 +263,34 @@ def test_unreadable_step_folder_is_an_error(saved_checkpoint):
   with pytest.raises(checkpoint.CheckpointError, match=r"step 9 in .* cannot read|9 looks like a checkpoint"):
     with checkpoint.CheckpointManager(saved_checkpoint) as manager:
       manager.restore_latest(checkpoint_state())
+
+
+def test_latest_meta_reads_only_the_newest_metadata(tmp_path):
+  directory = str(tmp_path / "ckpt")
+  with checkpoint.CheckpointManager(directory) as manager:
+    manager.save(3, checkpoint_state(), {"data_position": 3, "signature": {"model": [1, 2]}})
+    manager.save(5, checkpoint_state(), {"data_position": 5, "signature": {"model": [1, 2]}})
+  # Without the state files a restore would fail; the metadata alone must still read.
+  shutil.rmtree(os.path.join(directory, "5", "state"))
+  with checkpoint.CheckpointManager(directory) as manager:
+    assert manager.latest_meta() == (5, {"data_position": 5, "signature": {"model": [1, 2]}})
+
+
+def test_latest_meta_of_an_empty_directory_is_file_not_found(tmp_path):
+  with checkpoint.CheckpointManager(str(tmp_path / "empty_ckpt")) as manager:
+    with pytest.raises(FileNotFoundError, match="No checkpoint under .*empty_ckpt"):
+      manager.latest_meta()
+
+
+def test_latest_meta_with_corrupt_metadata_is_an_error(saved_checkpoint):
+  meta_dir = os.path.join(saved_checkpoint, "3", "meta")
+  for name in os.listdir(meta_dir):  # the JSON file's name is Orbax's choice; spare only commit markers
+    if not name.startswith("commit"):
+      with open(os.path.join(meta_dir, name), "w") as f:
+        f.write("{not json")
+  with checkpoint.CheckpointManager(saved_checkpoint) as manager:
+    with pytest.raises(checkpoint.CheckpointError, match="checkpoint step 3 in .* cannot read its metadata"):
+      manager.latest_meta()
 
 
 # --------------------------------------------------------------------------------------------- metrics

@@ -36,7 +36,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 
 from experiments.bert import input_pipeline
 from experiments.bert import models
@@ -489,17 +488,11 @@ def predict_logits(p_eval_step, params, features: SquadFeatures, batch_size: int
 
 def _latest_checkpoint_meta(directory: str) -> tuple[int, dict]:
   """(step, meta) of the newest checkpoint a pre-training run wrote, read without restoring the state."""
-  manager = ocp.CheckpointManager(directory)
-  step = manager.latest_step() if os.path.isdir(directory) else None
-  if step is None:
-    raise FileNotFoundError(f"No pre-training checkpoint under {directory!r}.")
   try:
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-  except Exception as error:  # Orbax raises many types for unreadable files; report them as one.
-    raise checkpoint.CheckpointError(
-        f"checkpoint step {step} in {directory}: cannot read its metadata ({error})") from error
-  finally:
-    manager.close()
+    with checkpoint.CheckpointManager(directory) as manager:
+      step, meta = manager.latest_meta()
+  except FileNotFoundError as error:
+    raise FileNotFoundError(f"No pre-training checkpoint under {directory!r}.") from error
   if "model" not in meta.get("signature", {}):
     raise checkpoint.CheckpointError(f"checkpoint step {step} in {directory} has no model signature; "
                                      "it was not written by experiments.bert.train.")

@@ -9,7 +9,8 @@ A checkpoint holds two items under `<workdir>/checkpoints/<step>/`:
 
 `restore_latest` returns None only when the directory holds no checkpoint at all. Anything else that stops
 an exact resume — unreadable files, a different tree structure, different shapes or dtypes, a different
-signature — raises `CheckpointError` naming the directory, the step and the problem.
+signature — raises `CheckpointError` naming the directory, the step and the problem. `latest_meta` reads
+only the metadata of the newest checkpoint, to learn a run's settings before building the state template.
 """
 from __future__ import annotations
 
@@ -76,10 +77,7 @@ class CheckpointManager:
     if step is None:
       return None
     where = f"checkpoint step {step} in {self.directory}"
-    try:
-      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    except Exception as error:  # Orbax raises many types for unreadable files; report them as one.
-      raise CheckpointError(f"{where}: cannot read its metadata ({type(error).__name__}: {error})") from error
+    meta = self._read_meta(step)
     if signature is not None:
       saved = meta.get("signature")
       expected = _json_normalise(signature)
@@ -110,6 +108,30 @@ class CheckpointManager:
           f"(expected {[expected_leaves.get(k) for k in differences[:5]]}, "
           f"found {[restored_leaves.get(k) for k in differences[:5]]})")
     return jax.device_get(state), meta
+
+  def latest_meta(self) -> tuple[int, dict]:
+    """(step, meta) of the newest checkpoint, reading only its JSON metadata (not the state).
+
+    For tools that need a run's recorded settings (e.g. the model sizes in `meta["signature"]`) before they
+    can build the template that `restore_latest` needs.
+
+    Raises:
+      FileNotFoundError: the directory holds no checkpoint.
+      CheckpointError: the newest checkpoint's metadata is unreadable.
+    """
+    self._check_no_unlisted_steps()
+    step = self.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"No checkpoint under {self.directory!r}.")
+    return step, self._read_meta(step)
+
+  def _read_meta(self, step: int) -> dict:
+    # Naming only `meta` in the Composite makes Orbax read that item alone, not the (possibly large) state.
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as error:  # Orbax raises many types for unreadable files; report them as one.
+      raise CheckpointError(f"checkpoint step {step} in {self.directory}: cannot read its metadata "
+                            f"({type(error).__name__}: {error})") from error
 
   def _check_no_unlisted_steps(self) -> None:
     """A numbered step folder that Orbax does not list is a damaged checkpoint, not an empty directory."""
