@@ -47,7 +47,7 @@ def micro_config(**overrides):
 def shared_vocab(tmp_path_factory):
   """One vocabulary trained on pydoc's training split, given to most runs so they skip training it."""
   config = micro_config()
-  train_documents, _ = input_pipeline.split_documents(
+  train_documents, *_ = input_pipeline.split_documents(
       input_pipeline.load_documents(config.corpus), config.eval_fraction)
   path = str(tmp_path_factory.mktemp("vocab") / "vocab.txt")
   return input_pipeline.train_wordpiece_vocab(train_documents, config.vocab_size, path)
@@ -185,7 +185,7 @@ def test_datasets_split_by_document_and_batches_are_a_function_of_seed_and_step(
   data = input_pipeline.create_datasets(config, str(tmp_path / "a"))
   again = input_pipeline.create_datasets(config, str(tmp_path / "b"))
   documents = input_pipeline.load_documents(config.corpus)
-  train_docs, eval_docs = input_pipeline.split_documents(documents, config.eval_fraction)
+  train_docs, eval_docs, _ = input_pipeline.split_documents(documents, config.eval_fraction)
   assert set(train_docs).isdisjoint(eval_docs) and len(train_docs) + len(eval_docs) == len(documents)
   for step in (0, 5, 1000):
     first, second = data.train_batch(step, 8), again.train_batch(step, 8)
@@ -212,6 +212,19 @@ def test_folder_corpus_reads_text_files_recursively(tmp_path):
   (tmp_path / "sub" / "b.rst").write_text("beta text")
   (tmp_path / "ignored.bin").write_bytes(b"\xff\xfe")
   assert input_pipeline.load_documents(str(tmp_path)) == ["alpha text", "beta text"]
+
+
+def test_validation_split_is_disjoint_and_leaves_the_held_out_split_unchanged():
+  documents = [f"document {i}" for i in range(40)]
+  train_docs, eval_docs, validation_docs = input_pipeline.split_documents(documents, 0.1, 0.2)
+  assert (len(train_docs), len(eval_docs), len(validation_docs)) == (28, 4, 8)
+  assert sorted(train_docs + eval_docs + validation_docs) == sorted(documents)
+  assert input_pipeline.split_documents(documents, 0.1)[1] == eval_docs
+  assert input_pipeline.split_documents(documents, 0.1)[2] == []
+  with pytest.raises(ValueError, match="too few to hold out 4 for evaluation and 36 for validation"):
+    input_pipeline.split_documents(documents, 0.1, 0.9)
+  with pytest.raises(ValueError, match="validation_fraction=-0.1 must lie in"):
+    input_pipeline.split_documents(documents, 0.1, -0.1)
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -261,15 +274,18 @@ def test_bad_run_settings_are_clear_errors(tmp_path, shared_vocab, overrides, me
 def test_one_training_step_on_tiny(tmp_path):
   config = tiny.get_config()
   config.update(num_train_steps=1, warmup_steps=0, max_eval_sequences=8, eval_batch_size=8,
-                save_checkpoints=False)
+                save_checkpoints=False, validation_fraction=0.05)
   result = train.train_and_evaluate(config, str(tmp_path))
   assert result["steps"] == 1 and not result["diverged"]
+  # The validation split is evaluated beside the held-out one, on other documents.
+  assert np.isfinite(result["validation_loss"]) and result["validation_loss"] != result["eval_loss"]
   # An untrained model predicts about uniformly: the loss starts near log(vocab size).
   assert abs(result["train_loss"] - np.log(result["vocab_size"])) < 0.5
   assert np.isfinite(result["eval_loss"]) and 0 <= result["eval_accuracy"] <= 1
   records = metrics_lib.read_metrics(result["metrics_path"])
   step_record = next(r for r in records if "train_loss" in r)
   assert {"train_loss", "train_accuracy", "learning_rate", "grad_norm", "tokens_per_s"} <= set(step_record)
+  assert any({"eval_loss", "validation_loss"} <= set(r) for r in records)
   assert step_record["learning_rate"] == pytest.approx(config.learning_rate)
   assert os.path.isfile(result["loss_plot"])
   assert os.path.isfile(os.path.join(str(tmp_path), "vocab.txt"))

@@ -47,7 +47,7 @@ def _config(vocab_file):
 
 def test_two_processes_match_one_process(tmp_path):
   documents = input_pipeline.load_documents("pydoc")
-  train_documents, _ = input_pipeline.split_documents(documents, 0.05)
+  train_documents, *_ = input_pipeline.split_documents(documents, 0.05)
   vocab = input_pipeline.train_wordpiece_vocab(train_documents, 512, str(tmp_path / "vocab.txt"))
   config = _config(vocab)
 

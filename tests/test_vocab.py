@@ -47,7 +47,7 @@ def test_unbounded_merging_ends_with_every_word_a_token(tmp_path):
 
 def test_pydoc_vocabulary_is_hfs_up_to_hash_order_ties(tmp_path):
   from tokenizers import models, trainers  # pylint: disable=g-import-not-at-top
-  train_documents, _ = input_pipeline.split_documents(input_pipeline.load_documents("pydoc"), 0.05)
+  train_documents, *_ = input_pipeline.split_documents(input_pipeline.load_documents("pydoc"), 0.05)
   vocab = train(tmp_path, train_documents, 2048)
   assert vocab[:len(SPECIALS)] == SPECIALS and len(vocab) == len(set(vocab)) == 2048
   tokenizer = input_pipeline._bert_tokenizer(  # pylint: disable=protected-access

@@ -9,8 +9,9 @@ Corpus (`config.corpus`), no download unless a Hugging Face name is given:
   split=config.hf_split)`, one document per non-empty row of `config.hf_text_field` (for instance
   `hf:wikitext` with hf_config `wikitext-103-raw-v1`, or `hf:text` with local data_files).
 
-Documents are split into training and held-out evaluation documents by a fixed seeded shuffle
-(`eval_fraction`), so no evaluation text leaks into training. The vocabulary is a WordPiece vocabulary
+Documents are split into training, held-out evaluation (`eval_fraction`) and, optionally, validation
+(`validation_fraction`, for choosing hyperparameters without touching the evaluation split) documents by a
+fixed seeded shuffle, so no held-out text leaks into training. The vocabulary is a WordPiece vocabulary
 trained on the training documents (HF `tokenizers`' BERT pre-tokenisation, then WordPiece merges with a
 fixed tie rule, so the same corpus gives the same file in every process), cached as `<workdir>/vocab.txt`
 with a fingerprint in `vocab_info.json` that must match on reuse; or a given BERT `vocab.txt`
@@ -105,19 +106,37 @@ def _load_hf_documents(name, hf_config, data_files, split, text_field) -> list[s
   return list(dataset[text_field])
 
 
-def split_documents(documents: Sequence[str], eval_fraction: float) -> tuple[list[str], list[str]]:
-  """(train, eval) documents: a fixed shuffle, then ceil(eval_fraction * n) documents (>= 1) held out."""
+def split_documents(documents: Sequence[str], eval_fraction: float,
+                    validation_fraction: float = 0.0) -> tuple[list[str], list[str], list[str]]:
+  """(train, eval, validation) documents, split by a fixed shuffle of the documents.
+
+  The first ceil(eval_fraction * n) (at least 1, at most n - 1) shuffled documents are held out for evaluation, the next
+  ceil(validation_fraction * n) (none when it is 0) for validation (choosing hyperparameters), the rest
+  train. The evaluation documents do not depend on validation_fraction, and the order within each split is
+  the corpus order.
+
+  Raises:
+    ValueError: fractions outside [0, 1) (eval: (0, 1)), or too few documents for every split to get one.
+  """
   if not 0 < eval_fraction < 1:
     raise ValueError(f"eval_fraction={eval_fraction} must lie in (0, 1)")
+  if not 0 <= validation_fraction < 1:
+    raise ValueError(f"validation_fraction={validation_fraction} must lie in [0, 1)")
   if len(documents) < 2:
     raise ValueError(f"the corpus has {len(documents)} document(s); at least 2 are needed to hold one "
                      "out for evaluation")
-  order = np.random.default_rng(_EVAL_SPLIT_SEED).permutation(len(documents))
   num_eval = min(max(1, int(np.ceil(eval_fraction * len(documents)))), len(documents) - 1)
-  eval_ids = set(order[:num_eval].tolist())
-  train = [d for i, d in enumerate(documents) if i not in eval_ids]
-  evaluation = [d for i, d in enumerate(documents) if i in eval_ids]
-  return train, evaluation
+  num_validation = int(np.ceil(validation_fraction * len(documents)))
+  if num_eval + num_validation >= len(documents):
+    raise ValueError(
+        f"the corpus has {len(documents)} document(s): too few to hold out {num_eval} for evaluation "
+        f"and {num_validation} for validation (eval_fraction={eval_fraction}, validation_fraction="
+        f"{validation_fraction}) and still train on one")
+  order = np.random.default_rng(_EVAL_SPLIT_SEED).permutation(len(documents))
+  split_of = np.zeros(len(documents), np.int64)  # 0 train, 1 eval, 2 validation
+  split_of[order[:num_eval]] = 1
+  split_of[order[num_eval:num_eval + num_validation]] = 2
+  return tuple([d for d, split in zip(documents, split_of) if split == which] for which in (0, 1, 2))
 
 
 # -------------------------------------------------------------------------------------------- tokenizer
@@ -378,9 +397,13 @@ def mask_tokens(sequences: np.ndarray, rng: np.random.Generator, *, mask_id: int
 # --------------------------------------------------------------------------------------------- dataset
 @dataclasses.dataclass
 class MlmData:
-  """Packed train/eval sequences and the batch functions of one run."""
+  """Packed train/eval/validation sequences and the batch functions of one run.
+
+  validation_sequences has no rows when the run holds out no validation documents.
+  """
   train_sequences: np.ndarray
   eval_sequences: np.ndarray
+  validation_sequences: np.ndarray
   vocab_path: str
   vocab_size: int
   pad_id: int
@@ -412,10 +435,16 @@ class MlmData:
     batch = self._mask(self.train_sequences[ids], np.random.default_rng([self.seed, epoch, index]))
     return {name: value[rows] for name, value in batch.items()}
 
-  def eval_batches(self, global_batch_size: int, rows: slice = slice(None)) -> list[dict]:
-    """Fixed-masked evaluation batches; the last is padded with zero-weight rows to the full size."""
-    batch = self._mask(self.eval_sequences, np.random.default_rng(_EVAL_MASK_SEED))
-    num_rows = len(self.eval_sequences)
+  def eval_batches(self, global_batch_size: int, rows: slice = slice(None), *,
+                   split: str = "eval") -> list[dict]:
+    """Fixed-masked batches of the "eval" or "validation" split; the last is padded with zero-weight rows."""
+    if split not in ("eval", "validation"):
+      raise ValueError(f"split={split!r} must be 'eval' or 'validation'")
+    sequences = self.eval_sequences if split == "eval" else self.validation_sequences
+    if not len(sequences):
+      raise ValueError(f"the {split} split holds no sequences (validation_fraction = 0 holds out none)")
+    batch = self._mask(sequences, np.random.default_rng(_EVAL_MASK_SEED))
+    num_rows = len(sequences)
     padded_rows = -(-num_rows // global_batch_size) * global_batch_size
     fill = np.arange(padded_rows) % num_rows  # pad with repeats whose weights are zeroed
     batch = {name: value[fill] for name, value in batch.items()}
@@ -425,13 +454,17 @@ class MlmData:
 
 
 def create_datasets(config, workdir: str) -> MlmData:
-  """Reads the corpus, prepares the vocabulary and packs both splits (see the module docstring)."""
+  """Reads the corpus, prepares the vocabulary and packs the splits (see the module docstring).
+
+  `config.max_eval_sequences` (0: all) caps the evaluation and the validation sequences alike.
+  """
   documents = load_documents(config.corpus, hf_config=config.get("hf_config"),
                              hf_data_files=config.get("hf_data_files"),
                              hf_split=config.get("hf_split", "train"),
                              hf_text_field=config.get("hf_text_field", "text"),
                              max_documents=config.get("max_documents"))
-  train_documents, eval_documents = split_documents(documents, config.eval_fraction)
+  train_documents, eval_documents, validation_documents = split_documents(
+      documents, config.eval_fraction, config.get("validation_fraction", 0.0))
   vocab_path = prepare_vocab(config, workdir, train_documents)
   tokenizer = load_tokenizer(vocab_path, config.lowercase)
   special = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
@@ -441,13 +474,14 @@ def create_datasets(config, workdir: str) -> MlmData:
     return pack_sequences([e.ids for e in encodings], config.max_seq_len, cls_id=special["[CLS]"],
                           sep_id=special["[SEP]"], pad_id=special["[PAD]"])
 
-  eval_sequences = pack(eval_documents)
-  if config.get("max_eval_sequences"):
-    eval_sequences = eval_sequences[:config.max_eval_sequences]
+  max_rows = config.get("max_eval_sequences") or None
+  eval_sequences = pack(eval_documents)[:max_rows]
+  validation_sequences = pack(validation_documents)[:max_rows]
   vocab_size = tokenizer.get_vocab_size()
   special_ids = tuple(sorted(special.values()))
   return MlmData(
-      train_sequences=pack(train_documents), eval_sequences=eval_sequences, vocab_path=vocab_path,
+      train_sequences=pack(train_documents), eval_sequences=eval_sequences,
+      validation_sequences=validation_sequences, vocab_path=vocab_path,
       vocab_size=vocab_size, pad_id=special["[PAD]"], mask_id=special["[MASK]"],
       special_ids=special_ids,
       random_token_ids=np.setdiff1d(np.arange(vocab_size), special_ids).astype(np.int32),

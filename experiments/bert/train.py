@@ -131,7 +131,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Returns:
     A dict: train_loss and train_accuracy (last step), train_loss_last10 (mean of the last 10 logged
-    steps), eval_loss, eval_accuracy, steps (updates done), diverged (a non-finite loss stopped the run),
+    steps), eval_loss, eval_accuracy, validation_loss and validation_accuracy (only with a validation
+    split: config.validation_fraction > 0), steps (updates done), diverged (a non-finite loss stopped the run),
     halted (stopped early by halt_after_steps), wall_time_s, steps_per_s (of this call, set-up and
     compilation included), tokens_per_s (steady state: median over the logging intervals but the
     first), num_params, vocab_size, metrics_path, loss_plot (or None), workdir.
@@ -166,13 +167,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
       rng=jax.random.key_data(jax.random.fold_in(root_key, 1))))
   num_params = models.count_params(state.params)
-  eval_batches = [parallel.shard_batch(b) for b in data.eval_batches(config.eval_batch_size, eval_rows)]
+  splits = ("eval", "validation") if len(data.validation_sequences) else ("eval",)
+  split_batches = {split: [parallel.shard_batch(b)
+                           for b in data.eval_batches(config.eval_batch_size, eval_rows, split=split)]
+                   for split in splits}
+
+  def evaluate(state) -> dict[str, float]:
+    """eval_loss, eval_accuracy and, with a validation split, validation_loss, validation_accuracy."""
+    results = {}
+    for split, batches in split_batches.items():
+      for name, value in classification.evaluate(compiled.eval_step, state.params, batches).items():
+        results[name.replace("eval", split, 1)] = value
+    return results
 
   result = training_loop.train(
       config, workdir, state=state, signature=_run_signature(config, model_config, data),
       total_steps=total_steps, train_step=compiled.train_step,
       train_batch=lambda step: data.train_batch(step, config.batch_size, train_rows),
-      evaluate=lambda state: classification.evaluate(compiled.eval_step, state.params, eval_batches),
+      evaluate=evaluate,
       throughput_name="tokens_per_s", units_per_step=config.batch_size * config.max_seq_len)
 
   loss_plot = None
@@ -182,6 +194,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                              title=f"BERT MLM, {config.optimizer}")
   return {
       **result.summary(wall_time=time.time() - start_time),
+      **{name: value for name, value in result.eval_metrics.items() if name.startswith("validation_")},
       "tokens_per_s": _steady_rate([r["tokens_per_s"] for r in result.history if "tokens_per_s" in r]),
       "num_params": num_params,
       "vocab_size": data.vocab_size,

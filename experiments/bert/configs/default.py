@@ -31,8 +31,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.max_seq_len = 128
   config.mask_prob = 0.15
   config.max_predictions_per_seq = 20
-  config.eval_fraction = 0.05
-  config.max_eval_sequences = 512  # 0: all
+  config.eval_fraction = 0.05  # documents held out for evaluation (eval_loss, eval_accuracy)
+  config.validation_fraction = 0.0  # more held out for choosing hyperparameters (validation_loss); 0: none
+  config.max_eval_sequences = 512  # 0: all; caps the evaluation and validation sequences alike
 
   # Optimizer (experiments.common.optimizers): BERT's recipe, AdamW with warm-up and linear decay.
   config.update(optimizers.default_optimizer_config())
