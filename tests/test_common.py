@@ -2,6 +2,8 @@
 import math
 import os
 import shutil
+import struct
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -327,3 +329,51 @@ def test_loss_plot_is_written(tmp_path):
   out = metrics_lib.plot_loss_curves({"run": writer.path}, str(tmp_path / "loss.png"), smoothing=3)
   with open(out, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def read_tensorboard_scalars(logdir):
+  """(tag, step, value) of every scalar in the event files under `logdir`, in file order."""
+  event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")
+  from tensorboardX.record_writer import masked_crc32c  # pylint: disable=g-import-not-at-top
+  scalars = []
+  for name in sorted(os.listdir(logdir)):
+    with open(os.path.join(logdir, name), "rb") as f:
+      data = f.read()
+    position = 0
+    while position < len(data):
+      # TFRecord framing: uint64 length, uint32 masked CRC32C of the length, the record, uint32 masked CRC32C.
+      header = data[position:position + 8]
+      (length,) = struct.unpack("<Q", header)
+      (header_crc,) = struct.unpack("<I", data[position + 8:position + 12])
+      record = data[position + 12:position + 12 + length]
+      (record_crc,) = struct.unpack("<I", data[position + 12 + length:position + 16 + length])
+      assert header_crc == masked_crc32c(header) and record_crc == masked_crc32c(record)
+      position += 16 + length
+      event = event_pb2.Event.FromString(record)
+      scalars += [(value.tag, event.step, value.simple_value) for value in event.summary.value]
+  return scalars
+
+
+def test_tensorboard_events_hold_the_written_scalars(tmp_path):
+  pytest.importorskip("tensorboardX")
+  writer = metrics_lib.MetricWriter(str(tmp_path), tensorboard=True)
+  for step in range(1, 4):
+    writer.write(step, {"train_loss": np.float32(1.0 / step), "learning_rate": jnp.asarray(0.1 * step),
+                        "optimizer": "adamw"})
+  writer.write(3, {"eval_loss": float("nan")})
+  writer.close()
+  scalars = read_tensorboard_scalars(str(tmp_path / "tensorboard"))
+  expected = [(name, step, value) for step in range(1, 4)
+              for name, value in (("train_loss", 1.0 / step), ("learning_rate", 0.1 * step))]
+  assert [(tag, step) for tag, step, _ in scalars] == [(tag, step) for tag, step, _ in expected] + [
+      ("eval_loss", 3)]  # strings ("optimizer") are not scalars and stay out of TensorBoard
+  np.testing.assert_allclose([value for _, _, value in scalars[:-1]], [value for _, _, value in expected],
+                             rtol=1e-6)
+  assert math.isnan(scalars[-1][2])  # a diverged run shows as NaN, not as a missing point
+
+
+def test_tensorboard_without_a_writer_library_is_a_clear_error(tmp_path, monkeypatch):
+  for module in ("tensorboardX", "torch", "torch.utils.tensorboard"):
+    monkeypatch.setitem(sys.modules, module, None)  # a None entry makes `import` raise ImportError
+  with pytest.raises(ImportError, match=r"tensorboard=True needs `pip install tensorboardX` .*PyTorch"):
+    metrics_lib.MetricWriter(str(tmp_path), tensorboard=True)

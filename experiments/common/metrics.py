@@ -19,8 +19,11 @@ import numpy as np
 METRICS_FILENAME = "metrics.jsonl"
 
 
+def _to_python_scalar(value: Any) -> Any:
+  return np.asarray(value).item() if not isinstance(value, (str, bool, int)) else value
+
+
 def _to_json_scalar(value: Any) -> Any:
-  value = np.asarray(value).item() if not isinstance(value, (str, bool, int)) else value
   if isinstance(value, float) and not math.isfinite(value):
     return str(value)  # JSON has no NaN/inf; "nan" keeps the line valid and the value readable
   return value
@@ -56,12 +59,14 @@ class MetricWriter:
     """Writes one line {"step": step, **metrics}; array values must be scalars."""
     if not self.enabled:
       return
-    record = {"step": int(step), **{k: _to_json_scalar(v) for k, v in metrics.items()}}
+    scalars = {k: _to_python_scalar(v) for k, v in metrics.items()}
+    record = {"step": int(step), **{k: _to_json_scalar(v) for k, v in scalars.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
     if self._tensorboard is not None:
-      for name, value in record.items():
-        if name != "step" and isinstance(value, (int, float)):
+      # From `scalars`, not `record`, so that a NaN or infinite loss shows in TensorBoard too.
+      for name, value in scalars.items():
+        if isinstance(value, (int, float)):
           self._tensorboard.add_scalar(name, value, int(step))
 
   def close(self) -> None:
