@@ -214,6 +214,9 @@ def test_bert_numbers_are_finite_and_figures_exist(tiny_reproduction):
     for metric in ("eval_loss", "eval_accuracy"):
       assert all(math.isfinite(v) for v in result[metric]["values"]), (name, metric)
       assert result[metric]["n"] == 2
+    # The sweep chose on validation documents, not on the held-out ones it reports.
+    best = next(p for p in result["sweep"] if p["learning_rate"] == result["best_learning_rate"])
+    assert math.isfinite(best["validation_loss"]) and best["validation_loss"] != result["eval_loss"]["values"][0]
   assert 0.0 <= summary["optimizers"]["acclip"]["mean_clip_fraction"]["mean"] <= 1.0
   assert summary["optimizers"]["adam"]["mean_clip_fraction"] is None
   linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
