@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import math
 import os
 import time
@@ -225,18 +226,41 @@ def _run_name(optimizer: str, learning_rate: float, seed: int) -> str:
   return f"{optimizer}/lr{learning_rate:g}_seed{seed}"
 
 
+RUN_RESULT_FILENAME = "run_result.json"
+
+
 def _pretrain(settings: ComparisonSettings, out_dir: str, optimizer: str, learning_rate: float,
               seed: int) -> dict[str, Any]:
-  from experiments.bert import train  # pylint: disable=g-import-not-at-top
+  """One pre-training run, or the result a finished run with the same config left in its workdir.
+
+  A finished run writes `<workdir>/run_result.json` (its config, result and wall time), so rerunning an
+  interrupted comparison into the same directory redoes only the runs that did not finish.
+  """
+  from experiments.bert import input_pipeline, train  # pylint: disable=g-import-not-at-top
   name = _run_name(optimizer, learning_rate, seed)
   workdir = os.path.join(out_dir, "runs", name)
+  config = _config(settings, optimizer, learning_rate, seed)
+  config_json = json.loads(config.to_json_best_effort())
+  if config.vocab_file:  # by contents: a moved output directory still matches
+    config_json["vocab_file"] = "sha256:" + input_pipeline.vocab_sha256(config.vocab_file)
+  result_path = os.path.join(workdir, RUN_RESULT_FILENAME)
+  if os.path.exists(result_path):
+    with open(result_path) as f:
+      saved = json.load(f)
+    if saved.get("config") == config_json:
+      print(f"[bert_comparison] {name}: finished before, reusing {result_path}", flush=True)
+      return {"workdir": os.path.relpath(workdir, out_dir), "wall_s": saved["wall_s"],
+              "final": saved["final"]}
   start = time.perf_counter()
-  final = dict(train.train_and_evaluate(_config(settings, optimizer, learning_rate, seed), workdir))
+  final = dict(train.train_and_evaluate(config, workdir))
+  wall_s = time.perf_counter() - start
   print(f"[bert_comparison] {name}: " + ", ".join(
       f"{k} {final[k]:.4g}" for k in dict.fromkeys((VALIDATION_LOSS, TEST_LOSS, TEST_ACCURACY)) if k in final)
-      + f" ({time.perf_counter() - start:.1f} s)", flush=True)
-  return {"workdir": os.path.relpath(workdir, out_dir), "wall_s": time.perf_counter() - start,
-          "final": final}
+      + f" ({wall_s:.1f} s)", flush=True)
+  with open(result_path + ".tmp", "w") as f:
+    json.dump({"config": config_json, "final": final, "wall_s": wall_s}, f, default=str)
+  os.replace(result_path + ".tmp", result_path)
+  return {"workdir": os.path.relpath(workdir, out_dir), "wall_s": wall_s, "final": final}
 
 
 def _final(run: Mapping[str, Any], key: str) -> float | None:

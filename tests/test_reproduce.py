@@ -1,6 +1,7 @@
 """The reproduction command: its rules (verdicts, learning-rate choice, seed statistics) and one end-to-end
 run on tiny settings that must produce every section of the report with finite numbers and its figures."""
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -255,3 +256,18 @@ def test_rerunning_one_part_keeps_the_others(tiny_reproduction, tmp_path):
   assert {rq: r["verdict"] for rq, r in rebuilt["research_questions"].items()} == {
       rq: r["verdict"] for rq, r in rerun["research_questions"].items()}
   assert rebuilt["quick"] is True
+
+
+def test_an_interrupted_comparison_redoes_only_the_unfinished_runs(tiny_reproduction, tmp_path, capsys):
+  out_dir, results, _ = tiny_reproduction
+  bert_dir = shutil.copytree(os.path.join(out_dir, "bert"), tmp_path / "bert")
+  finished = sorted(glob.glob(os.path.join(bert_dir, "runs", "*", "*", bert_comparison.RUN_RESULT_FILENAME)))
+  os.remove(finished[0])  # as if the run had been killed before it finished
+  capsys.readouterr()
+  summary = bert_comparison.run(str(bert_dir), _tiny_bert_settings())
+  log = capsys.readouterr().out
+  assert log.count("finished before, reusing") == len(finished) - 1
+  # The redone run is deterministic, so every number is the uninterrupted comparison's.
+  original = results["parts"]["bert"]["summary"]["optimizers"]
+  for name, result in summary["optimizers"].items():
+    assert result["eval_loss"]["values"] == pytest.approx(original[name]["eval_loss"]["values"]), name
