@@ -4,6 +4,7 @@ import os
 import shutil
 import struct
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -332,7 +333,11 @@ def test_loss_plot_is_written(tmp_path):
 
 
 def read_tensorboard_scalars(logdir):
-  """(tag, step, value) of every scalar in the event files under `logdir`, in file order."""
+  """(tag, step, value) of every scalar in the event files under `logdir`, in file order.
+
+  As TensorBoard does, a SessionLog.START event at step s (a resumed writer's purge_step) drops the scalars
+  read so far at steps >= s.
+  """
   event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")
   from tensorboardX.record_writer import masked_crc32c  # pylint: disable=g-import-not-at-top
   scalars = []
@@ -350,6 +355,8 @@ def read_tensorboard_scalars(logdir):
       assert header_crc == masked_crc32c(header) and record_crc == masked_crc32c(record)
       position += 16 + length
       event = event_pb2.Event.FromString(record)
+      if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START:
+        scalars = [scalar for scalar in scalars if scalar[1] < event.step]
       scalars += [(value.tag, event.step, value.simple_value) for value in event.summary.value]
   return scalars
 
@@ -370,6 +377,22 @@ def test_tensorboard_events_hold_the_written_scalars(tmp_path):
   np.testing.assert_allclose([value for _, _, value in scalars[:-1]], [value for _, _, value in expected],
                              rtol=1e-6)
   assert math.isnan(scalars[-1][2])  # a diverged run shows as NaN, not as a missing point
+
+
+def test_tensorboard_after_resume_shows_only_the_resumed_steps(tmp_path):
+  pytest.importorskip("tensorboardX")
+  writer = metrics_lib.MetricWriter(str(tmp_path), tensorboard=True)
+  for step in range(1, 5):
+    writer.write(step, {"train_loss": float(step)})
+  writer.close()
+  time.sleep(1.1)  # event file names carry the second they were opened: keep the files in order
+  resumed = metrics_lib.MetricWriter(str(tmp_path), tensorboard=True, resume_step=2)
+  for step in range(3, 5):
+    resumed.write(step, {"train_loss": 10.0 * step})
+  resumed.close()
+  assert read_tensorboard_scalars(str(tmp_path / "tensorboard")) == [
+      ("train_loss", 1, 1.0), ("train_loss", 2, 2.0), ("train_loss", 3, 30.0), ("train_loss", 4, 40.0)]
+  assert [r["train_loss"] for r in metrics_lib.read_metrics(resumed.path)] == [1.0, 2.0, 30.0, 40.0]
 
 
 def test_tensorboard_without_a_writer_library_is_a_clear_error(tmp_path, monkeypatch):

@@ -53,7 +53,7 @@ class MetricWriter:
     with open(self.path, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in kept)
     if tensorboard:
-      self._tensorboard = _tensorboard_writer(os.path.join(workdir, "tensorboard"))
+      self._tensorboard = _tensorboard_writer(os.path.join(workdir, "tensorboard"), resume_step)
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
     """Writes one line {"step": step, **metrics}; array values must be scalars."""
@@ -74,7 +74,8 @@ class MetricWriter:
       self._tensorboard.close()
 
 
-def _tensorboard_writer(logdir: str):
+def _tensorboard_writer(logdir: str, resume_step: Optional[int]):
+  """A SummaryWriter; on resume, events of steps after resume_step are purged, as the JSONL lines are."""
   try:
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
   except ImportError:
@@ -83,7 +84,7 @@ def _tensorboard_writer(logdir: str):
     except ImportError as error:
       raise ImportError(
           "tensorboard=True needs `pip install tensorboardX` (or PyTorch with tensorboard)") from error
-  return SummaryWriter(logdir)
+  return SummaryWriter(logdir, purge_step=None if resume_step is None else resume_step + 1)
 
 
 def read_metrics(path: str) -> list[dict]:
