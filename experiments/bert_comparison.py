@@ -475,10 +475,11 @@ def _finetune(out_dir: str, settings: ComparisonSettings, optimizers: Mapping[st
   return {"status": "ok", "train_file": train_file, "dev_file": dev_file, "runs": runs}
 
 
-# Measured on 2 shared CPU cores: a train step of the tiny config at 32 x 128 tokens costs about 0.35 s of
-# CPU time, so the full mode's 7 x (5 + 2) runs x 2000 steps take roughly 7-10 hours there.
-FULL_MODE_EXPECTED_TIME = ("about 7-10 hours on 2 CPU cores (estimated from the measured CPU time of one "
-                           "train step x 49 runs x 2000 steps); on one GPU: not measured")
+# Measured: one full-mode run (tiny config, 2000 steps of 32 x 128 tokens, evaluations included) took 13-14
+# minutes pinned to one core of the 2-core development CPU (2.6 steps/s); the mode is 7 x (5 + 2) = 49 runs.
+FULL_MODE_EXPECTED_TIME = ("about 11 hours on one CPU core (measured: 13-14 minutes per run, 49 runs), "
+                           "7-8 hours on 2; on one GPU: not measured (no GPU was lent). Rerunning the same "
+                           "command continues an interrupted comparison")
 
 
 def single_run_command(settings: ComparisonSettings, optimizer: str, learning_rate: float, seed: int,
