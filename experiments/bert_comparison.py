@@ -2,10 +2,11 @@
 
 Protocol, identical for every optimizer (only the optimizer and its peak learning rate change):
 
-1. Pretrain the same BERT config on the same corpus, data order, number of steps and warm-up, once per
-   learning rate of the optimizer's grid (seed ``seeds[0]``). The best learning rate is the one with the
-   lowest final MLM loss on the validation split; a run whose loss is not finite counts as diverged and is
-   never chosen.
+1. Pretrain the same BERT config on the same corpus, data order, number of steps and warm-up, with seed
+   ``seeds[0]`` at learning rates of the optimizer's grid (`sweep_learning_rates`: the middle three, then
+   one grid step further out while the best sits at an end of what ran). The best learning rate is the one
+   with the lowest final MLM loss on the validation split; a run whose loss is not finite counts as diverged
+   and is never chosen.
 2. Rerun the best learning rate with the other seeds (the sweep's run is the first seed), and report the
    final held-out MLM loss and accuracy as mean, standard deviation (ddof=1) and range over the seeds.
 3. With SQuAD v1.1 files, fine-tune the Adam- and ACClip-pretrained checkpoints (best lr, first seed) with
@@ -23,7 +24,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,40 @@ def best_learning_rate(final_losses: Mapping[float, float]) -> float | None:
   if not finite:
     return None
   return min(finite, key=lambda lr: (finite[lr], lr))
+
+
+MIN_SWEEP_POINTS = 3
+
+
+def sweep_learning_rates(grid: Sequence[float], validation_loss: Callable[[float], float | None],
+                         min_points: int = MIN_SWEEP_POINTS) -> dict[float, float | None]:
+  """Validation losses of an adaptive sweep over ``grid``: learning rate -> ``validation_loss(lr)``.
+
+  Runs the middle ``min_points`` values of the sorted grid, then, while the best learning rate
+  (`best_learning_rate`) is the smallest or largest value run so far and the grid goes further that way,
+  runs the next grid value beyond it; when every run so far diverged it goes down. It stops with the best
+  inside the values run, or at an end of the grid (then the optimum may lie outside). A grid of at most
+  ``min_points`` values is run whole, so every optimizer gets at least ``min(min_points, len(grid))`` runs
+  and at most ``len(grid)``.
+  """
+  grid = sorted(set(float(lr) for lr in grid))
+  if not grid:
+    raise ValueError("sweep_learning_rates: the learning-rate grid is empty")
+  if min_points < 1:
+    raise ValueError(f"sweep_learning_rates: min_points must be >= 1, got {min_points}")
+  lo = max(0, (len(grid) - min_points) // 2)
+  hi = min(len(grid), lo + min_points)  # runs grid[lo:hi]
+  losses = {lr: validation_loss(lr) for lr in grid[lo:hi]}
+  while True:
+    best = best_learning_rate(losses)
+    if (best is None or best == grid[lo]) and lo > 0:
+      lo -= 1
+      losses[grid[lo]] = validation_loss(grid[lo])
+    elif best is not None and best == grid[hi - 1] and hi < len(grid):
+      hi += 1
+      losses[grid[hi - 1]] = validation_loss(grid[hi - 1])
+    else:
+      return {lr: losses[lr] for lr in grid[lo:hi]}
 
 
 def seed_statistics(values: Sequence[float]) -> dict[str, Any]:
@@ -161,7 +196,8 @@ class ComparisonSettings:
       description = ("the tiny BERT config (2 layers, hidden 128, 2 heads, 4096-token vocabulary); 2000 "
                      "steps of 32 x 128 tokens (warm-up 200, linear decay) on all the Python docs (5% of "
                      "the documents held out for the reported numbers and 5% for choosing the learning "
-                     "rate, at most 1024 sequences each); 5 learning rates per optimizer; 3 seeds")
+                     "rate, at most 1024 sequences each); a grid of 5 learning rates per optimizer, swept from its "
+                     "middle 3 outwards while the best sits at an end (3 to 5 runs); 3 seeds")
       corpus = default_corpus()
     overrides.update(plot=False)
     return cls(config_name="tiny", overrides=overrides, corpus=corpus,
@@ -270,10 +306,18 @@ def _final(run: Mapping[str, Any], key: str) -> float | None:
 
 def _compare_optimizer(settings: ComparisonSettings, out_dir: str, optimizer: str,
                        grid: Sequence[float]) -> dict[str, Any]:
-  """The sweep over ``grid`` with the first seed, then the best learning rate with the other seeds."""
+  """The sweep over ``grid`` (`sweep_learning_rates`) with the first seed, then the best learning rate with
+  the other seeds."""
   first_seed, other_seeds = settings.seeds[0], settings.seeds[1:]
-  sweep = {lr: _pretrain(settings, out_dir, optimizer, lr, first_seed) for lr in grid}
-  best = best_learning_rate({lr: _final(run, VALIDATION_LOSS) for lr, run in sweep.items()})
+  runs = {}
+
+  def validation_loss(lr: float) -> float | None:
+    runs[lr] = _pretrain(settings, out_dir, optimizer, lr, first_seed)
+    return _final(runs[lr], VALIDATION_LOSS)
+
+  swept = sweep_learning_rates(grid, validation_loss)
+  sweep = {lr: runs[lr] for lr in swept}
+  best = best_learning_rate(swept)
   seed_runs = {}
   if best is not None:
     seed_runs[first_seed] = sweep[best]
@@ -286,7 +330,8 @@ def _compare_optimizer(settings: ComparisonSettings, out_dir: str, optimizer: st
     if len(values):
       clip_fractions.append(float(np.mean(values)))
   return {
-      "learning_rates": list(grid),
+      "grid": sorted(float(lr) for lr in grid),
+      "learning_rates": list(sweep),
       "sweep": [{"learning_rate": lr, "validation_loss": _final(run, VALIDATION_LOSS),
                  "validation_accuracy": _final(run, VALIDATION_ACCURACY), "workdir": run["workdir"],
                  "wall_s": run["wall_s"]} for lr, run in sweep.items()],
@@ -476,10 +521,11 @@ def _finetune(out_dir: str, settings: ComparisonSettings, optimizers: Mapping[st
 
 
 # Measured: one full-mode run (tiny config, 2000 steps of 32 x 128 tokens, evaluations included) took 13-14
-# minutes pinned to one core of the 2-core development CPU (2.6 steps/s); the mode is 7 x (5 + 2) = 49 runs.
-FULL_MODE_EXPECTED_TIME = ("about 11 hours on one CPU core (measured: 13-14 minutes per run, 49 runs), "
-                           "7-8 hours on 2; on one GPU: not measured (no GPU was lent). Rerunning the same "
-                           "command continues an interrupted comparison")
+# minutes pinned to one core of the 2-core development CPU (2.6 steps/s), about 9 minutes on both; the mode is
+# 7 x (3 to 5 sweep runs + 2 seeds) = 35 to 49 runs.
+FULL_MODE_EXPECTED_TIME = ("8 to 11 hours on one CPU core (measured: 13-14 minutes per run, 35 to 49 runs), "
+                           "5 to 8 hours on 2; on one GPU: not measured (no GPU was lent). Rerunning the "
+                           "same command continues an interrupted comparison")
 
 
 def single_run_command(settings: ComparisonSettings, optimizer: str, learning_rate: float, seed: int,
@@ -501,7 +547,7 @@ def single_run_command(settings: ComparisonSettings, optimizer: str, learning_ra
 
 def _best_text(result: Mapping[str, Any]) -> str:
   """The best learning rate, flagged when it sits at an end of its grid (the optimum may lie outside)."""
-  best, grid = result["best_learning_rate"], result["learning_rates"]
+  best, grid = result["best_learning_rate"], result.get("grid", result["learning_rates"])
   if best is None:
     return "— (all diverged)"
   return f"{best:g}" + (" (grid edge)" if best in (min(grid), max(grid)) else "")

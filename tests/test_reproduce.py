@@ -50,6 +50,51 @@ def test_best_learning_rate_skips_diverged_runs():
   assert bert_comparison.best_learning_rate({1e-3: float("nan")}) is None
 
 
+def _sweep(grid, losses, **kwargs):
+  """The swept learning rates and the order they ran in, with validation losses from ``losses``."""
+  order = []
+
+  def validation_loss(lr):
+    order.append(lr)
+    return losses[lr]
+
+  swept = bert_comparison.sweep_learning_rates(grid, validation_loss, **kwargs)
+  assert set(swept) == set(order) and len(order) == len(set(order)), "a learning rate ran twice"
+  assert all(swept[lr] == losses[lr] or (swept[lr] != swept[lr]) for lr in swept)
+  return list(swept), order
+
+
+GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
+
+
+@pytest.mark.parametrize("losses, swept", [
+    # The best inside the middle three: no extension.
+    ({0.3: 9.0, 1.0: 5.0, 3.0: 4.0, 10.0: 6.0, 30.0: 9.0}, [1.0, 3.0, 10.0]),
+    # The best at the low end: one step down, then it is inside.
+    ({0.3: 5.7, 1.0: 5.6, 3.0: 7.0, 10.0: float("nan"), 30.0: float("nan")}, [0.3, 1.0, 3.0, 10.0]),
+    # Loss keeps falling with the learning rate: up to the grid's end.
+    ({0.3: 9.0, 1.0: 8.0, 3.0: 7.0, 10.0: 6.0, 30.0: 5.0}, [1.0, 3.0, 10.0, 30.0]),
+    # Everything in the middle diverged: go down until something trains.
+    ({0.3: 5.0, 1.0: float("nan"), 3.0: float("inf"), 10.0: float("nan"), 30.0: 1.0}, [0.3, 1.0, 3.0, 10.0]),
+    # All diverged: every value at or below the middle three, nothing above.
+    ({lr: float("nan") for lr in GRID}, [0.3, 1.0, 3.0, 10.0]),
+])
+def test_sweep_extends_past_the_end_that_holds_the_best(losses, swept):
+  ran, order = _sweep(GRID, losses)
+  assert ran == swept
+  assert order[:3] == [1.0, 3.0, 10.0], "the middle three run first"
+
+
+def test_sweep_runs_a_short_grid_whole_and_rejects_bad_arguments():
+  assert _sweep((1e-2, 1e-3), {1e-3: 1.0, 1e-2: 2.0})[0] == [1e-3, 1e-2]
+  assert _sweep((3.0, 1.0, 2.0), {1.0: 1.0, 2.0: 0.5, 3.0: 2.0})[0] == [1.0, 2.0, 3.0]
+  assert _sweep(GRID, {lr: lr for lr in GRID}, min_points=1)[0] == [0.3, 1.0, 3.0]
+  with pytest.raises(ValueError, match="grid is empty"):
+    bert_comparison.sweep_learning_rates((), lambda lr: 0.0)
+  with pytest.raises(ValueError, match="min_points"):
+    bert_comparison.sweep_learning_rates(GRID, lambda lr: 0.0, min_points=0)
+
+
 def test_seed_statistics_match_numpy_definitions():
   stats = bert_comparison.seed_statistics([1.0, 2.0, 4.0])
   assert stats["mean"] == pytest.approx(7 / 3)
