@@ -5,8 +5,9 @@ Protocol, identical for every optimizer (only the optimizer and its peak learnin
 1. Pretrain the same BERT config on the same corpus, data order, number of steps and warm-up, with seed
    ``seeds[0]`` at learning rates of the optimizer's grid (`sweep_learning_rates`: the middle three, then
    one grid step further out while the best sits at an end of what ran). The best learning rate is the one
-   with the lowest final MLM loss on the validation split; a run whose loss is not finite counts as diverged
-   and is never chosen.
+   with the lowest final MLM loss on the validation split; a run whose loss is not finite, or above ln(vocab
+   size) (worse than a uniform prediction, the loss at initialisation), counts as diverged and is never
+   chosen.
 2. Rerun the best learning rate with the other seeds (the sweep's run is the first seed), and report the
    final held-out MLM loss and accuracy as mean, standard deviation (ddof=1) and range over the seeds.
 3. With SQuAD v1.1 files, fine-tune the Adam- and ACClip-pretrained checkpoints (best lr, first seed) with
@@ -60,9 +61,16 @@ def learning_rate_grids(quick: bool) -> dict[str, tuple[float, ...]]:
   return {name: _GRIDS[_FAMILY[name]][mode] for name in COMPARED_OPTIMIZERS}
 
 
-def best_learning_rate(final_losses: Mapping[float, float]) -> float | None:
-  """The learning rate with the lowest finite final validation loss; None when every run diverged."""
-  finite = {lr: loss for lr, loss in final_losses.items() if loss is not None and math.isfinite(loss)}
+def is_diverged(loss: float | None, divergence_loss: float = math.inf) -> bool:
+  """Whether a final loss means the run diverged: missing, not finite, or at least ``divergence_loss``."""
+  return loss is None or not math.isfinite(loss) or loss >= divergence_loss
+
+
+def best_learning_rate(final_losses: Mapping[float, float | None],
+                       divergence_loss: float = math.inf) -> float | None:
+  """The learning rate with the lowest final validation loss among the runs that did not diverge
+  (`is_diverged`); None when every run diverged."""
+  finite = {lr: loss for lr, loss in final_losses.items() if not is_diverged(loss, divergence_loss)}
   if not finite:
     return None
   return min(finite, key=lambda lr: (finite[lr], lr))
@@ -72,7 +80,8 @@ MIN_SWEEP_POINTS = 3
 
 
 def sweep_learning_rates(grid: Sequence[float], validation_loss: Callable[[float], float | None],
-                         min_points: int = MIN_SWEEP_POINTS) -> dict[float, float | None]:
+                         min_points: int = MIN_SWEEP_POINTS,
+                         divergence_loss: float = math.inf) -> dict[float, float | None]:
   """Validation losses of an adaptive sweep over ``grid``: learning rate -> ``validation_loss(lr)``.
 
   Runs the middle ``min_points`` values of the sorted grid, then, while the best learning rate
@@ -80,7 +89,7 @@ def sweep_learning_rates(grid: Sequence[float], validation_loss: Callable[[float
   runs the next grid value beyond it; when every run so far diverged it goes down. It stops with the best
   inside the values run, or at an end of the grid (then the optimum may lie outside). A grid of at most
   ``min_points`` values is run whole, so every optimizer gets at least ``min(min_points, len(grid))`` runs
-  and at most ``len(grid)``.
+  and at most ``len(grid)``. ``divergence_loss`` is `best_learning_rate`'s.
   """
   grid = sorted(set(float(lr) for lr in grid))
   if not grid:
@@ -91,7 +100,7 @@ def sweep_learning_rates(grid: Sequence[float], validation_loss: Callable[[float
   hi = min(len(grid), lo + min_points)  # runs grid[lo:hi]
   losses = {lr: validation_loss(lr) for lr in grid[lo:hi]}
   while True:
-    best = best_learning_rate(losses)
+    best = best_learning_rate(losses, divergence_loss)
     if (best is None or best == grid[lo]) and lo > 0:
       lo -= 1
       losses[grid[lo]] = validation_loss(grid[lo])
@@ -315,9 +324,11 @@ def _compare_optimizer(settings: ComparisonSettings, out_dir: str, optimizer: st
     runs[lr] = _pretrain(settings, out_dir, optimizer, lr, first_seed)
     return _final(runs[lr], VALIDATION_LOSS)
 
-  swept = sweep_learning_rates(grid, validation_loss)
+  # A final loss above ln(vocab size) is worse than predicting every token uniformly: a blow-up, even if finite.
+  divergence_loss = math.log(int(_config(settings, optimizer, 1.0, first_seed).vocab_size))
+  swept = sweep_learning_rates(grid, validation_loss, divergence_loss=divergence_loss)
   sweep = {lr: runs[lr] for lr in swept}
-  best = best_learning_rate(swept)
+  best = best_learning_rate(swept, divergence_loss)
   seed_runs = {}
   if best is not None:
     seed_runs[first_seed] = sweep[best]
@@ -335,8 +346,8 @@ def _compare_optimizer(settings: ComparisonSettings, out_dir: str, optimizer: st
       "sweep": [{"learning_rate": lr, "validation_loss": _final(run, VALIDATION_LOSS),
                  "validation_accuracy": _final(run, VALIDATION_ACCURACY), "workdir": run["workdir"],
                  "wall_s": run["wall_s"]} for lr, run in sweep.items()],
-      "diverged_learning_rates": [lr for lr, run in sweep.items()
-                                  if not _is_finite(_final(run, VALIDATION_LOSS))],
+      "diverged_learning_rates": [lr for lr, loss in swept.items() if is_diverged(loss, divergence_loss)],
+      "divergence_loss": divergence_loss,
       "best_learning_rate": best,
       "seeds": list(seed_runs),
       "eval_loss": seed_statistics([_final(r, TEST_LOSS) for r in seed_runs.values()]),
@@ -346,10 +357,6 @@ def _compare_optimizer(settings: ComparisonSettings, out_dir: str, optimizer: st
       "workdirs": {seed: run["workdir"] for seed, run in seed_runs.items()},
       "wall_s": sum(run["wall_s"] for run in list(sweep.values()) + list(seed_runs.values())[1:]),
   }
-
-
-def _is_finite(value: float | None) -> bool:
-  return value is not None and math.isfinite(value)
 
 
 def _records(out_dir: str, run: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -363,22 +370,25 @@ def _plot_sweep(optimizers: Mapping[str, Mapping[str, Any]], path: str) -> str:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   figure, axes = plt.subplots(figsize=(7, 4.5))
+  def trained(result, loss):
+    return not is_diverged(loss, result.get("divergence_loss", math.inf))
+
   finite_losses = [p["validation_loss"] for o in optimizers.values() for p in o["sweep"]
-                   if _is_finite(p["validation_loss"])]
+                   if trained(o, p["validation_loss"])]
   ceiling = max(finite_losses) if finite_losses else 1.0
   for index, (name, result) in enumerate(optimizers.items()):
     color = f"C{index % 10}"
     points = [(p["learning_rate"], p["validation_loss"]) for p in result["sweep"]]
-    finite = [(lr, loss) for lr, loss in points if _is_finite(loss)]
+    finite = [(lr, loss) for lr, loss in points if trained(result, loss)]
     if finite:
       axes.plot(*zip(*finite), "o-", color=color, label=name)
-    diverged = [lr for lr, loss in points if not _is_finite(loss)]
+    diverged = [lr for lr, loss in points if not trained(result, loss)]
     if diverged:
       axes.plot(diverged, [ceiling] * len(diverged), "x", color=color, markersize=10)
   axes.set_xscale("log")
   axes.set_xlabel("peak learning rate")
   axes.set_ylabel("final validation MLM loss (seed 0)")
-  axes.set_title("Learning-rate sweep (x: diverged, drawn at the largest finite loss)")
+  axes.set_title("Learning-rate sweep (x: diverged, drawn at the largest other loss)")
   axes.grid(alpha=0.3)
   axes.legend(fontsize=8)
   figure.tight_layout()
@@ -569,7 +579,7 @@ def report_lines(summary: Mapping[str, Any]) -> list[str]:
       "",
       report.markdown_table(
           ["optimizer", "learning rates swept", "best lr", "held-out MLM loss", "held-out MLM accuracy",
-           "mean clip fraction (ACClip: coordinates, GClip: steps)", "diverged lrs"],
+           "mean clip fraction (ACClip: coordinates, GClip: steps)", "diverged lrs (loss nan or > ln V)"],
           [[name, ", ".join(f"{lr:g}" for lr in r["learning_rates"]), _best_text(r),
             report.format_seed_statistics(r["eval_loss"], with_range=True),
             report.format_seed_statistics(r["eval_accuracy"], with_range=True),

@@ -48,6 +48,11 @@ def test_best_learning_rate_skips_diverged_runs():
   assert bert_comparison.best_learning_rate({1e-3: 2.0, 3e-3: float("nan"), 1e-2: 1.5}) == 1e-2
   assert bert_comparison.best_learning_rate({1e-3: 2.0, 3e-3: float("inf"), 1e-2: None}) == 1e-3
   assert bert_comparison.best_learning_rate({1e-3: float("nan")}) is None
+  # A finite blow-up above the divergence loss (ln V: a uniform prediction) is diverged too.
+  assert bert_comparison.best_learning_rate({1.0: 5.6, 3.0: 4e6}) == 1.0
+  assert bert_comparison.best_learning_rate({1.0: 9.0, 3.0: 4e6}, divergence_loss=8.3) is None
+  assert bert_comparison.is_diverged(8.3, 8.3) and not bert_comparison.is_diverged(8.2, 8.3)
+  assert bert_comparison.is_diverged(None) and not bert_comparison.is_diverged(1e30)
 
 
 def _sweep(grid, losses, **kwargs):
@@ -83,6 +88,12 @@ def test_sweep_extends_past_the_end_that_holds_the_best(losses, swept):
   ran, order = _sweep(GRID, losses)
   assert ran == swept
   assert order[:3] == [1.0, 3.0, 10.0], "the middle three run first"
+
+
+def test_sweep_treats_a_finite_blow_up_as_diverged():
+  losses = {0.3: 5.0, 1.0: float("nan"), 3.0: float("nan"), 10.0: 4e6, 30.0: 5.0}
+  assert _sweep(GRID, losses)[0] == [1.0, 3.0, 10.0, 30.0]  # without a threshold 4e6 counts as best: go up
+  assert _sweep(GRID, losses, divergence_loss=8.3)[0] == [0.3, 1.0, 3.0, 10.0]
 
 
 def test_sweep_runs_a_short_grid_whole_and_rejects_bad_arguments():
