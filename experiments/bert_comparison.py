@@ -186,8 +186,28 @@ class ComparisonSettings:
   description: str
 
   @classmethod
-  def for_mode(cls, quick: bool) -> "ComparisonSettings":
-    """The quick (about 7 minutes on 2 CPU cores) or full comparison."""
+  def for_mode(cls, quick: bool, weight_decay: float | None = None,
+               optimizers: Sequence[str] | None = None) -> "ComparisonSettings":
+    """The quick (about 7 minutes on 2 CPU cores) or full comparison.
+
+    Args:
+      quick: the quick sizes.
+      weight_decay: the weight decay of every optimizer; None: the BERT config's (0.01). Decoupled decay
+        shrinks the weights by lr x weight decay per step, so one value favours the optimizers whose
+        learning rates are small; 0 takes that confounder out of the comparison.
+      optimizers: the subset of `COMPARED_OPTIMIZERS` to run, in this order; None: all of them.
+
+    Raises:
+      ValueError: a negative or non-finite weight decay, an unknown optimizer, or no optimizer.
+    """
+    if weight_decay is not None and not (math.isfinite(weight_decay) and weight_decay >= 0):
+      raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    grids = learning_rate_grids(quick)
+    if optimizers is not None:
+      unknown = [name for name in optimizers if name not in grids]
+      if unknown or not optimizers:
+        raise ValueError(f"optimizers={list(optimizers)!r}: give one or more of {', '.join(COMPARED_OPTIMIZERS)}")
+      grids = {name: grids[name] for name in dict.fromkeys(optimizers)}
     if quick:
       overrides = dict(model=dict(hidden_size=64, intermediate_size=256), vocab_size=2048,
                        num_train_steps=200, warmup_steps=20, batch_size=16, max_seq_len=64,
@@ -209,8 +229,11 @@ class ComparisonSettings:
                      "from its middle 3 outwards while the best sits at an end (3 to 5 runs); 3 seeds")
       corpus = default_corpus()
     overrides.update(plot=False)
+    if weight_decay is not None:
+      overrides.update(weight_decay=float(weight_decay))
+      description += f"; weight decay {float(weight_decay):g} for every optimizer"
     return cls(config_name="tiny", overrides=overrides, corpus=corpus,
-               learning_rates=learning_rate_grids(quick), seeds=(0, 1, 2),
+               learning_rates=grids, seeds=(0, 1, 2),
                finetune_overrides=dict(num_train_steps=200 if quick else 2000, max_seq_len=128,
                                        doc_stride=64, batch_size=16, warmup_fraction=0.1),
                finetune_learning_rate_scale=0.3, description=description)

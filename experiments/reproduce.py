@@ -1,6 +1,7 @@
 """One command reproduces the paper at small scale and writes a report.
 
     python -m experiments.reproduce --out DIR [--quick] [--squad-dir D] [--parts synthetic,noise,bert]
+        [--weight-decay W] [--optimizers adam,acclip,...]
 
 runs, in order, the synthetic study (RQ2, RQ3; `experiments.synthetic.study.run`), the gradient-noise study
 (RQ1; `experiments.noise.study.run`) and the BERT optimizer comparison (RQ4; `experiments.bert_comparison`),
@@ -14,7 +15,9 @@ each in its own folder under DIR, then writes
 A part that raises is recorded (traceback in results.json, "failed" in the report) and the others still run;
 the exit status is then 1. ``--parts`` reruns only the named parts and keeps the other parts' results from
 an earlier DIR/results.json, so one part can be redone without the rest; ``--report-only`` reruns nothing
-and rebuilds the report and verdicts from DIR/results.json.
+and rebuilds the report and verdicts from DIR/results.json. ``--weight-decay`` and ``--optimizers`` change
+the BERT comparison: one weight decay for every optimizer (e.g. 0, to take decay out of the comparison) and
+the optimizers run.
 """
 from __future__ import annotations
 
@@ -51,7 +54,10 @@ class ReproductionSettings:
   bert: bert_comparison.ComparisonSettings
 
   @classmethod
-  def for_mode(cls, quick: bool) -> "ReproductionSettings":
+  def for_mode(cls, quick: bool, weight_decay: float | None = None,
+               optimizers: Sequence[str] | None = None) -> "ReproductionSettings":
+    """The quick or full settings; ``weight_decay`` and ``optimizers`` go to the BERT comparison
+    (`bert_comparison.ComparisonSettings.for_mode`)."""
     def synthetic(out_dir):
       from experiments.synthetic import study
       return study.run(out_dir, quick=quick)
@@ -61,7 +67,7 @@ class ReproductionSettings:
       return study.run(out_dir, quick=quick)
 
     return cls(quick=quick, synthetic=synthetic, noise=noise,
-               bert=bert_comparison.ComparisonSettings.for_mode(quick))
+               bert=bert_comparison.ComparisonSettings.for_mode(quick, weight_decay, optimizers))
 
 
 def _run_part(name: str, run_fn: Callable[[str], Mapping[str, Any]], part_dir: str) -> dict[str, Any]:
@@ -161,6 +167,16 @@ def _mode_flag(quick: bool) -> str:
   return " --quick" if quick else ""
 
 
+def _comparison_flags(bert: bert_comparison.ComparisonSettings) -> str:
+  """The --weight-decay and --optimizers flags that give the BERT comparison ``bert``."""
+  flags = ""
+  if "weight_decay" in bert.overrides:
+    flags += f" --weight-decay {bert.overrides['weight_decay']:g}"
+  if tuple(bert.learning_rates) != bert_comparison.COMPARED_OPTIMIZERS:
+    flags += f" --optimizers {','.join(bert.learning_rates)}"
+  return flags
+
+
 def _config_differences(module_name: str) -> str:
   """'field: quick value (full value)' for every field the study's quick config changes."""
   try:
@@ -179,16 +195,17 @@ def _extra_sections(out_dir: str, results: Mapping[str, Any],
   if bert.get("status") == "ok":
     sections["RQ4"] = bert_comparison.report_lines(bert["summary"])
   flag = _mode_flag(settings.quick)
+  bert_flags = flag + _comparison_flags(settings.bert)
   commands = [
       "## Commands", "",
       "Everything, as this report was made (add `--squad-dir D` with SQuAD v1.1 train-v1.1.json and "
       "dev-v1.1.json to fine-tune):", "",
-      f"    python -m experiments.reproduce --out {out_dir}{flag}", "",
+      f"    python -m experiments.reproduce --out {out_dir}{bert_flags}", "",
       "One part at a time (each writes its own folder; the last line rewrites this report with the other "
       "parts' results kept):", "",
       f"    python -m experiments.synthetic --out {os.path.join(out_dir, 'synthetic')}{flag}",
       f"    python -m experiments.noise --out {os.path.join(out_dir, 'noise')}{flag}",
-      f"    python -m experiments.reproduce --out {out_dir} --parts bert{flag}",
+      f"    python -m experiments.reproduce --out {out_dir} --parts bert{bert_flags}",
       "",
   ]
   best = bert.get("summary", {}).get("optimizers", {}).get("acclip", {}) if bert.get("status") == "ok" else {}
@@ -224,10 +241,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help=f"comma-separated subset of {','.join(PARTS)} (others kept from an earlier run)")
   parser.add_argument("--report-only", action="store_true",
                       help="rebuild report.md and the verdicts from DIR/results.json without running anything")
+  parser.add_argument("--weight-decay", type=float, default=None,
+                      help="BERT comparison: the weight decay of every optimizer (default: the config's 0.01; "
+                           "0 removes decay, which favours small learning rates, from the comparison)")
+  parser.add_argument("--optimizers", default=None,
+                      help="BERT comparison: comma-separated subset of "
+                           f"{','.join(bert_comparison.COMPARED_OPTIMIZERS)} (default: all)")
   argv = sys.argv[1:] if argv is None else list(argv)
   args = parser.parse_args(argv)
   parts = [] if args.report_only else [p.strip() for p in args.parts.split(",") if p.strip()]
-  results = run(args.out, quick=args.quick, squad_dir=args.squad_dir, parts=parts,
+  optimizers = None if args.optimizers is None else [o.strip() for o in args.optimizers.split(",") if o.strip()]
+  settings = None  # run() picks the mode's settings (for --report-only, the mode of the saved run)
+  if args.weight_decay is not None or optimizers is not None:
+    try:
+      settings = ReproductionSettings.for_mode(args.quick, args.weight_decay, optimizers)
+    except ValueError as error:
+      parser.error(str(error))
+  results = run(args.out, quick=args.quick, squad_dir=args.squad_dir, parts=parts, settings=settings,
                 command=" ".join(["python -m experiments.reproduce"] + argv))
   print(f"[reproduce] report: {os.path.join(args.out, 'report.md')} ({results['wall_s']:.0f} s)")
   return 0 if all(p["status"] == "ok" for p in results["parts"].values()) else 1

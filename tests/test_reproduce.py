@@ -151,6 +151,40 @@ def test_run_rejects_bad_arguments(tmp_path):
     reproduce.run(str(tmp_path), squad_dir=str(tmp_path / "no-such-folder"))
 
 
+def test_weight_decay_and_optimizer_subset_reach_every_run():
+  settings = bert_comparison.ComparisonSettings.for_mode(False, weight_decay=0, optimizers=["acclip", "adam"])
+  assert list(settings.learning_rates) == ["acclip", "adam"]
+  assert settings.learning_rates["adam"] == bert_comparison.learning_rate_grids(False)["adam"]
+  assert "weight decay 0 for every optimizer" in settings.description
+  for optimizer in ("adam", "acclip", "sgd"):  # adam's coupled L2 too: the override is shared
+    assert bert_comparison._config(settings, optimizer, 0.1, 0).weight_decay == 0.0
+  default = bert_comparison.ComparisonSettings.for_mode(False)
+  assert bert_comparison._config(default, "adam", 0.1, 0).weight_decay == 0.01
+  assert reproduce._comparison_flags(default) == ""
+  assert reproduce._comparison_flags(settings) == " --weight-decay 0 --optimizers acclip,adam"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(weight_decay=-0.01), "weight_decay"), (dict(weight_decay=float("nan")), "weight_decay"),
+    (dict(optimizers=["adam", "adamax"]), "adamax"), (dict(optimizers=[]), "optimizers"),
+])
+def test_comparison_settings_reject_bad_arguments(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    bert_comparison.ComparisonSettings.for_mode(True, **kwargs)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--weight-decay", "-1"], "weight_decay must be a finite number >= 0"),
+    (["--optimizers", "adam,adamax"], "adamax"),
+])
+def test_cli_names_a_bad_comparison_flag(tmp_path, capsys, flags, message):
+  with pytest.raises(SystemExit) as exit_info:
+    reproduce.main(["--out", str(tmp_path), "--parts", "bert"] + flags)
+  assert exit_info.value.code == 2
+  assert message in capsys.readouterr().err
+  assert not os.listdir(tmp_path)  # rejected before anything ran
+
+
 # ---------------------------------------------------------------------------------------------------------
 # End to end on tiny settings. The BERT comparison runs for real (two optimizers, two learning rates, two
 # seeds, a few steps); the synthetic and noise studies, which take minutes even at their smallest and are
@@ -248,6 +282,7 @@ def test_report_has_every_section(tiny_reproduction):
     assert heading in text, heading
   assert "SQuAD v1.1 fine-tuning: skipped (no --squad-dir given)." in text
   assert "python -m experiments.synthetic --out" in text and "python -m experiments.bert.main" in text
+  assert "--parts bert --quick --optimizers adam,acclip" in text  # the rerun command runs what this run ran
   assert text.count("**Verdict: ") == 4
 
 
