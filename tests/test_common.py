@@ -400,3 +400,32 @@ def test_tensorboard_without_a_writer_library_is_a_clear_error(tmp_path, monkeyp
     monkeypatch.setitem(sys.modules, module, None)  # a None entry makes `import` raise ImportError
   with pytest.raises(ImportError, match=r"tensorboard=True needs `pip install tensorboardX` .*PyTorch"):
     metrics_lib.MetricWriter(str(tmp_path), tensorboard=True)
+
+
+_TRUNCATED_RESTORE = r"""
+import os, sys, time
+import numpy as np
+from experiments.common import checkpoint
+directory = sys.argv[1]
+state = {f"layer{i}": np.random.default_rng(i).normal(size=(64, 64)).astype(np.float32) for i in range(40)}
+with checkpoint.CheckpointManager(directory) as manager:
+  manager.save(1, state, {})
+files = [os.path.join(root, name) for root, _, names in os.walk(directory) for name in names]
+os.truncate(max(files, key=os.path.getsize), 100)  # the data file: random values do not compress
+manager = checkpoint.CheckpointManager(directory)
+try:
+  manager.restore_latest(state)
+finally:
+  time.sleep(1.0)  # the reads still in flight finish now
+"""
+
+
+def test_truncated_checkpoint_error_is_the_last_thing_printed(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  process = subprocess.run([sys.executable, "-c", _TRUNCATED_RESTORE, str(tmp_path / "ckpt")],
+                           capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert process.returncode == 1
+  assert "Event loop is closed" not in process.stderr
+  assert process.stderr.strip().splitlines()[-1].startswith(
+      "experiments.common.checkpoint.CheckpointError: checkpoint step 1")

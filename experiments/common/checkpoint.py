@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping, Optional
+import sys
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import numpy as np
@@ -91,13 +92,16 @@ class CheckpointManager:
             "Use a new workdir or the original settings.")
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype) if hasattr(x, "dtype") else x, template)
+    previous_hook = _ignore_closed_event_loop_callbacks()
     try:
       state = self._manager.restore(
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
     except Exception as error:
+      # The hook stays: the reads still in flight keep finishing after this error is raised.
       raise CheckpointError(
           f"{where}: cannot restore the state ({type(error).__name__}: {error}); the checkpoint is "
           "corrupt or was written for a different model/optimizer") from error
+    sys.unraisablehook = previous_hook
     expected_leaves, restored_leaves = _leaf_description(template), _leaf_description(state)
     if expected_leaves != restored_leaves:
       differences = sorted(
@@ -156,6 +160,25 @@ class CheckpointManager:
 
   def __exit__(self, *exc_info) -> None:
     self.close()
+
+
+def _ignore_closed_event_loop_callbacks() -> Callable:
+  """Installs a `sys.unraisablehook` that drops "Event loop is closed" errors; returns the previous hook.
+
+  When Orbax's restore fails on a damaged file, it closes its asyncio loop while TensorStore reads are
+  still in flight; each read that finishes later calls back into the closed loop, and Python prints every
+  such RuntimeError as an unraisable exception, dozens of tracebacks after (and around) the real error.
+  Every other unraisable exception still reaches the previous hook.
+  """
+  previous = sys.unraisablehook
+
+  def hook(unraisable) -> None:
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+  return previous
 
 
 def _json_normalise(value: Mapping[str, Any]) -> dict:
