@@ -1,4 +1,5 @@
 """SQuAD v1.1: reading, sliding-window features, span decoding, the official metric, a tiny fine-tune."""
+import dataclasses
 import json
 import os
 import shutil
@@ -61,11 +62,27 @@ def test_read_squad_errors_name_the_problem(tmp_path):
   no_context.write_text(json.dumps({"data": [{"paragraphs": [{"qas": []}]}]}))
   with pytest.raises(ValueError, match="'context'"):
     squad.read_squad(no_context)
-  outside = tmp_path / "outside.json"
-  outside.write_text(json.dumps({"data": [{"paragraphs": [{"context": "short", "qas": [
-      {"id": "q", "question": "x?", "answers": [{"text": "short", "answer_start": 3}]}]}]}]}))
-  with pytest.raises(ValueError, match="answer_start 3"):
-    squad.read_squad(outside)
+
+
+def test_answer_start_must_point_at_the_answer():
+  def example(start, text="quick brown", context="The quick brown fox."):
+    return squad.SquadExample("q", "What?", context, (text,), start)
+  assert squad.answer_matches_context(example(4))
+  assert squad.answer_matches_context(example(6))  # inside the first word: run_squad.py's word rule
+  assert squad.answer_matches_context(example(4, text="quick  brown"))  # whitespace collapsed
+  assert not squad.answer_matches_context(example(10))  # points at "brown fox."
+  assert not squad.answer_matches_context(example(15))  # runs past the context's end
+  assert not squad.answer_matches_context(example(None))
+
+
+def test_training_skips_and_counts_questions_whose_answer_start_is_wrong(examples, tokenizer):
+  shifted = dataclasses.replace(examples[0], answer_start=len(examples[0].context) - 1)
+  features = squad.build_features([shifted, *examples[1:]], tokenizer, training=True, max_seq_len=64,
+                                  doc_stride=16, max_query_len=16)
+  reference = squad.build_features(examples, tokenizer, training=True, max_seq_len=64, doc_stride=16,
+                                   max_query_len=16)
+  assert features.num_skipped == reference.num_skipped + 1
+  assert 0 not in features.example_index and 0 in reference.example_index
 
 
 # --- features ------------------------------------------------------------------------------------------
@@ -262,8 +279,10 @@ def _squad_config(**overrides):
 
 
 def test_finetune_end_to_end(pretrained_workdir, examples, tmp_path):
-  scores = squad.finetune(_squad_config(), str(tmp_path), pretrained_workdir)
-  assert set(scores) == {"exact_match", "f1"}
+  result = squad.finetune(_squad_config(), str(tmp_path), pretrained_workdir)
+  assert set(result) == {"exact_match", "f1", "train_questions_skipped"}
+  assert result.pop("train_questions_skipped") == 0
+  scores = result
   assert all(np.isfinite(v) and 0 <= v <= 100 for v in scores.values())
   assert scores["f1"] >= scores["exact_match"]
   predictions = json.load(open(tmp_path / "predictions.json", encoding="utf-8"))
@@ -301,3 +320,12 @@ def test_vocab_or_checkpoint_mismatch_is_a_clear_error(pretrained_workdir, vocab
     squad.load_pretrained(_squad_config(), str(no_checkpoint))
   with pytest.raises(FileNotFoundError, match="vocab"):
     squad.load_pretrained(_squad_config(), str(tmp_path / "nowhere"))
+
+
+@pytest.mark.parametrize("inside", ["", "squad"])
+def test_finetuning_into_the_pretraining_workdir_is_refused(pretrained_workdir, inside):
+  metrics_path = os.path.join(pretrained_workdir, "metrics.jsonl")
+  before = open(metrics_path).read()
+  with pytest.raises(ValueError, match="pre-training workdir .* Give the fine-tuning run a workdir of its own"):
+    squad.finetune(_squad_config(), os.path.join(pretrained_workdir, inside), pretrained_workdir)
+  assert open(metrics_path).read() == before

@@ -43,6 +43,7 @@ from experiments.common import checkpoint
 from experiments.common import metrics as metrics_lib
 from experiments.common import optimizers
 from experiments.common import parallel
+from experiments.common import training_loop
 
 # ---------------------------------------------------------------------------------------------------------
 # Reading the official JSON.
@@ -83,8 +84,8 @@ def read_squad(path: str | os.PathLike) -> list[SquadExample]:
 
   Raises:
     FileNotFoundError: if ``path`` does not exist.
-    ValueError: if the file is not JSON, lacks a SQuAD field, or an ``answer_start`` falls outside its
-      context.
+    ValueError: if the file is not JSON or lacks a SQuAD field. (An ``answer_start`` that does not point
+      at its answer is kept here; `build_features` skips such questions when training.)
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
@@ -108,13 +109,29 @@ def read_squad(path: str | os.PathLike) -> list[SquadExample]:
         for i, answer in enumerate(answers):
           texts.append(_require(answer, "text", str, f"{qa_where}.answers[{i}]", path))
           starts.append(_require(answer, "answer_start", int, f"{qa_where}.answers[{i}]", path))
-          if not 0 <= starts[-1] <= len(context) - len(texts[-1]):
-            raise ValueError(f"{path}: question {qid!r}: answer_start {starts[-1]} with answer "
-                             f"{texts[-1]!r} lies outside its context of {len(context)} characters.")
         examples.append(SquadExample(qid, question, context, tuple(texts), starts[0] if starts else None))
   if not examples:
     raise ValueError(f"{path}: SQuAD file holds no questions.")
   return examples
+
+
+def answer_matches_context(example: SquadExample) -> bool:
+  """Whether the first answer's text is found at its ``answer_start`` in the context.
+
+  As run_squad.py checks: the context words overlapping the span ``[answer_start, answer_start +
+  len(text))``, joined by single spaces, must contain the answer with its whitespace collapsed.
+  """
+  if example.answer_start is None or not example.answers:
+    return False
+  text, context = example.answers[0], example.context
+  start, end = example.answer_start, example.answer_start + len(text)
+  if not 0 <= start <= end <= len(context):
+    return False
+  while start > 0 and not context[start - 1].isspace():
+    start -= 1
+  while end < len(context) and not context[end].isspace():
+    end += 1
+  return " ".join(text.split()) in " ".join(context[start:end].split())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -134,6 +151,8 @@ class SquadFeatures:
       token in its context, -1 for question, special and padding tokens.
     token_is_max_context: bool ``[N, L]``, True where this window gives the token the most context
       (``min(left, right) + 0.01 * window length``, largest over the windows holding it).
+    num_skipped: training questions left out (their answer_start does not point at the answer, or the
+      answer has no tokens); 0 when not training.
   """
   input_ids: np.ndarray
   token_type_ids: np.ndarray
@@ -144,6 +163,7 @@ class SquadFeatures:
   token_char_start: np.ndarray
   token_char_end: np.ndarray
   token_is_max_context: np.ndarray
+  num_skipped: int = 0
 
   def __len__(self) -> int:
     return len(self.example_index)
@@ -186,7 +206,9 @@ def build_features(examples: Sequence[SquadExample], tokenizer, *, max_seq_len: 
     max_seq_len: tokens per window.
     doc_stride: tokens between the starts of consecutive windows.
     max_query_len: questions are cut to this many tokens.
-    training: if True, drop examples whose answer cannot be located in the tokenised context (logged).
+    training: if True, drop examples whose answer_start does not point at the answer text
+      (`answer_matches_context`) or whose answer has no tokens in the context; counted in
+      `SquadFeatures.num_skipped` and logged, as run_squad.py does.
 
   Returns:
     `SquadFeatures`.
@@ -207,11 +229,16 @@ def build_features(examples: Sequence[SquadExample], tokenizer, *, max_seq_len: 
   question_encodings = tokenizer.encode_batch([e.question for e in examples], add_special_tokens=False)
 
   rows = collections.defaultdict(list)
-  skipped = 0
+  skipped = mismatched = 0
   for index, (example, question) in enumerate(zip(examples, question_encodings)):
     context = context_encodings[example.context]
     offsets = np.asarray(context.offsets, dtype=np.int32).reshape(-1, 2)
     answer_tokens = None
+    if training and not answer_matches_context(example):
+      mismatched += 1
+      logging.warning("SQuAD: question %r: could not find the answer %r at answer_start %s; skipped.",
+                      example.qid, example.answers[0] if example.answers else None, example.answer_start)
+      continue
     if example.answer_start is not None and example.answers:
       char_start = example.answer_start
       char_end = char_start + len(example.answers[0])
@@ -251,14 +278,15 @@ def build_features(examples: Sequence[SquadExample], tokenizer, *, max_seq_len: 
                           ("token_char_start", char_start), ("token_char_end", char_end),
                           ("token_is_max_context", is_max_context)):
         rows[name].append(value)
-  if skipped:
-    logging.warning("SQuAD: skipped %d training questions whose answer has no tokens.", skipped)
+  if skipped or mismatched:
+    logging.warning("SQuAD: skipped %d training questions whose answer_start does not point at the "
+                    "answer and %d whose answer has no tokens.", mismatched, skipped)
   if not rows:
     raise ValueError("SQuAD: no features built: every question was skipped.")
   arrays = {name: np.asarray(values) for name, values in rows.items()}
   for name in ("start_positions", "end_positions", "example_index"):
     arrays[name] = arrays[name].astype(np.int32)
-  return SquadFeatures(**arrays)
+  return SquadFeatures(**arrays, num_skipped=skipped + mismatched)
 
 
 def _max_context_windows(starts: Sequence[int], lengths: Sequence[int], num_tokens: int) -> np.ndarray:
@@ -552,6 +580,21 @@ def load_pretrained(config, pretrained_workdir: str | None):
   return model_config, tokenizer, state["params"]["bert"]
 
 
+def _finetuning_workdir(workdir: str, pretrained_workdir: str | None) -> str:
+  """The fine-tuning workdir, created; refused when it is, or lies inside, the pre-training workdir.
+
+  Fine-tuning writes metrics.jsonl and predictions.json, which would replace the pre-training run's files.
+  """
+  if pretrained_workdir:
+    fine, pre = os.path.realpath(workdir), os.path.realpath(pretrained_workdir)
+    if os.path.commonpath([fine, pre]) == pre:
+      raise ValueError(
+          f"workdir={workdir!r} is {'the' if fine == pre else 'inside the'} pre-training workdir "
+          f"{pretrained_workdir!r}; fine-tuning would overwrite that run's metrics.jsonl. Give the "
+          "fine-tuning run a workdir of its own.")
+  return training_loop.prepare_workdir(workdir)
+
+
 def finetune(config, workdir: str, pretrained_workdir: str | None = None) -> dict[str, float]:
   """Fine-tunes BERT on SQuAD v1.1 and returns the official dev scores.
 
@@ -569,10 +612,17 @@ def finetune(config, workdir: str, pretrained_workdir: str | None = None) -> dic
       too the encoder starts from random weights with the sizes of `config.model` and `config.vocab_file`.
 
   Returns:
-    ``{'exact_match': EM, 'f1': F1}`` on `config.dev_file`, in percent.
+    ``{'exact_match': EM, 'f1': F1}`` on `config.dev_file`, in percent, and
+    ``'train_questions_skipped'``: training questions left out (see `build_features`).
+
+  Raises:
+    ValueError: bad optimizer settings, a workdir that is (or lies inside) the pre-training workdir or
+      cannot be written, or bad SQuAD files.
   """
   pretrained_workdir = pretrained_workdir or config.get("pretrained_workdir") or None
   parallel.maybe_initialize_distributed(config)
+  optimizers.check_optimizer_config(config)
+  workdir = _finetuning_workdir(workdir, pretrained_workdir)
   model_config, tokenizer, pretrained_encoder = load_pretrained(config, pretrained_workdir)
   feature_args = dict(max_seq_len=config.max_seq_len, doc_stride=config.doc_stride,
                       max_query_len=config.max_query_len)
@@ -632,7 +682,7 @@ def finetune(config, workdir: str, pretrained_workdir: str | None = None) -> dic
   if parallel.is_main_process():
     with open(os.path.join(workdir, "predictions.json"), "w", encoding="utf-8") as f:
       json.dump(predictions, f, ensure_ascii=False, indent=1)
-  return scores
+  return {**scores, "train_questions_skipped": train_features.num_skipped}
 
 
 def main(argv: Sequence[str]) -> None:
