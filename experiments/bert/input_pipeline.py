@@ -3,8 +3,10 @@
 Corpus (`config.corpus`), no download unless a Hugging Face name is given:
 
 * `"pydoc"` (default): the Python standard library's `pydoc_data.topics`, one document per help topic;
-* a path: a .txt/.rst/.md file, or a folder searched recursively for them, one document per file (e.g. the
-  Debian package python3.11-doc's `/usr/share/doc/python3.11/html/_sources`);
+* a path to a folder, searched recursively for .txt/.rst/.md files, one document per file (e.g. the Debian
+  package python3.11-doc's `/usr/share/doc/python3.11/html/_sources`);
+* a path to one text file: documents separated by blank lines, the convention of BERT's pre-training data
+  (one sentence or paragraph per line, a blank line between documents);
 * `"hf:NAME"`: `datasets.load_dataset(NAME, config.hf_config, data_files=config.hf_data_files,
   split=config.hf_split)`, one document per non-empty row of `config.hf_text_field` (for instance
   `hf:wikitext` with hf_config `wikitext-103-raw-v1`, or `hf:text` with local data_files).
@@ -35,7 +37,9 @@ import glob
 import hashlib
 import heapq
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from typing import Mapping, Optional, Sequence
@@ -48,6 +52,7 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 TEXT_SUFFIXES = (".txt", ".rst", ".md")
 _EVAL_SPLIT_SEED = 0  # the train/eval document split is fixed, whatever the training seed
 _EVAL_MASK_SEED = 1  # so is the masking of the evaluation sequences
+_BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")  # separates the documents of a one-file corpus
 
 
 # ----------------------------------------------------------------------------------------------- corpus
@@ -65,6 +70,8 @@ def load_documents(corpus: str = "pydoc", *, hf_config: Optional[str] = None,
     documents = [topics[name] for name in sorted(topics)]
   elif corpus.startswith("hf:"):
     documents = _load_hf_documents(corpus[3:], hf_config, hf_data_files, hf_split, hf_text_field)
+  elif os.path.isfile(corpus):
+    documents = _BLANK_LINES.split(_read_text_file(corpus))
   else:
     documents = [_read_text_file(path) for path in _text_files(corpus)]
   documents = [d for d in documents if d.strip()]
@@ -72,14 +79,13 @@ def load_documents(corpus: str = "pydoc", *, hf_config: Optional[str] = None,
     documents = documents[:max_documents]
   if not documents:
     raise ValueError(f"corpus={corpus!r} holds no text (every document is empty)")
+  logging.info("corpus=%r: %d documents", corpus, len(documents))
   return documents
 
 
 def _text_files(path: str) -> list[str]:
   if not os.path.exists(path):
     raise FileNotFoundError(f"corpus={path!r} does not exist (give 'pydoc', a file, a folder or 'hf:NAME')")
-  if os.path.isfile(path):
-    return [path]
   files = sorted(f for f in glob.glob(os.path.join(path, "**", "*"), recursive=True)
                  if f.endswith(TEXT_SUFFIXES) and os.path.isfile(f))
   if not files:
@@ -124,7 +130,7 @@ def split_documents(documents: Sequence[str], eval_fraction: float,
     raise ValueError(f"validation_fraction={validation_fraction} must lie in [0, 1)")
   if len(documents) < 2:
     raise ValueError(f"the corpus has {len(documents)} document(s); at least 2 are needed to hold one "
-                     "out for evaluation")
+                     "out for evaluation (a one-file corpus separates its documents by blank lines)")
   num_eval = min(max(1, int(np.ceil(eval_fraction * len(documents)))), len(documents) - 1)
   num_validation = int(np.ceil(validation_fraction * len(documents)))
   if num_eval + num_validation >= len(documents):
@@ -399,7 +405,8 @@ def mask_tokens(sequences: np.ndarray, rng: np.random.Generator, *, mask_id: int
 class MlmData:
   """Packed train/eval/validation sequences and the batch functions of one run.
 
-  validation_sequences has no rows when the run holds out no validation documents.
+  validation_sequences has no rows when the run holds out no validation documents; document_counts holds
+  the number of documents of each split ("train", "eval", "validation").
   """
   train_sequences: np.ndarray
   eval_sequences: np.ndarray
@@ -413,6 +420,7 @@ class MlmData:
   seed: int
   mask_prob: float
   max_predictions: int
+  document_counts: dict[str, int] = dataclasses.field(default_factory=dict)
 
   def _mask(self, sequences: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return mask_tokens(sequences, rng, mask_id=self.mask_id, pad_id=self.pad_id,
@@ -485,4 +493,6 @@ def create_datasets(config, workdir: str) -> MlmData:
       vocab_size=vocab_size, pad_id=special["[PAD]"], mask_id=special["[MASK]"],
       special_ids=special_ids,
       random_token_ids=np.setdiff1d(np.arange(vocab_size), special_ids).astype(np.int32),
-      seed=config.seed, mask_prob=config.mask_prob, max_predictions=config.max_predictions_per_seq)
+      seed=config.seed, mask_prob=config.mask_prob, max_predictions=config.max_predictions_per_seq,
+      document_counts={"train": len(train_documents), "eval": len(eval_documents),
+                       "validation": len(validation_documents)})
