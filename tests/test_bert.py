@@ -261,13 +261,43 @@ def test_vocabulary_errors(tmp_path, shared_vocab):
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(batch_size=6), "batch_size=6 does not divide by the device count 4"),
+    (dict(batch_size=0), "batch_size=0 must be >= 1"),
     (dict(optimizer="adamax"), "optimizer='adamax' is not one of adam, adamw"),
-    (dict(batch_size=40_000), "exceeds the .* training sequences"),
+    (dict(learning_rate=float("nan")), "learning_rate=nan must be a finite number >= 0"),
+    (dict(warmup_steps=-1), "warmup_steps=-1 must be >= 0"),
+    (dict(warmup_steps=7), r"warmup_steps=7 must lie in \[0, total_steps=6\]"),
+    (dict(log_every_steps=0), "log_every_steps=0 must be >= 1"),
+    (dict(max_predictions_per_seq=0), "max_predictions_per_seq=0 must be >= 1"),
+    (dict(halt_after_steps=-2), "halt_after_steps=-2 must be >= 0"),
     (dict(max_seq_len=64), "max_seq_len=64 exceeds model.max_position_embeddings=32"),
 ])
-def test_bad_run_settings_are_clear_errors(tmp_path, shared_vocab, overrides, message):
-  with pytest.raises(ValueError, match=message):
-    train.train_and_evaluate(micro_config(vocab_file=shared_vocab, **overrides), str(tmp_path))
+def test_bad_run_settings_fail_before_the_corpus_is_read(tmp_path, overrides, message):
+  config = micro_config(corpus=str(tmp_path / "no_such_corpus"), **overrides)
+  with pytest.raises(ValueError, match=message):  # not the corpus's FileNotFoundError: checked first
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_batch_larger_than_the_corpus_is_a_clear_error(tmp_path, shared_vocab):
+  with pytest.raises(ValueError, match="exceeds the .* training sequences"):
+    train.train_and_evaluate(micro_config(vocab_file=shared_vocab, batch_size=40_000), str(tmp_path))
+
+
+def test_workdir_that_is_a_file_is_a_clear_error(tmp_path):
+  path = tmp_path / "a_file"
+  path.write_text("not a directory")
+  with pytest.raises(ValueError, match=f"workdir='{path}' is a file, not a directory"):
+    train.train_and_evaluate(micro_config(), str(path))
+
+
+def test_one_text_file_corpus_is_split_into_documents_at_blank_lines(tmp_path, caplog):
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text("First document,\nits second line.\n\nSecond document.\n  \n\n\nThird one.\n")
+  with caplog.at_level("INFO"):
+    documents = input_pipeline.load_documents(str(corpus))
+  assert documents == ["First document,\nits second line.", "Second document.", "Third one.\n"]
+  assert "3 documents" in caplog.text
+  train_documents, eval_documents, _ = input_pipeline.split_documents(documents, 0.1)
+  assert len(train_documents) == 2 and len(eval_documents) == 1
 
 
 # --------------------------------------------------------------------------------------------- training
@@ -414,3 +444,70 @@ def test_train_step_is_compiled_once_across_runs_of_a_learning_rate_sweep(tmp_pa
   assert train._compiled_steps.cache_info().hits == hits_before + 1  # pylint: disable=protected-access
   records = metrics_lib.read_metrics(result["metrics_path"])
   assert records[0]["learning_rate"] == pytest.approx(3e-3 * 0.5)  # warm-up step 1 of 2, this run's peak
+
+
+def test_divergence_keeps_the_last_finite_checkpoint(tmp_path, shared_vocab):
+  workdir = str(tmp_path / "diverging")
+  config = micro_config(vocab_file=shared_vocab, optimizer="sgd", learning_rate=1000.0, warmup_steps=1,
+                        num_train_steps=12, checkpoint_every_steps=2, log_every_steps=10,
+                        max_checkpoints_to_keep=2)
+  result = train.train_and_evaluate(config, workdir)
+  assert result["diverged"] and result["steps"] < 12
+  losses = train_losses(workdir)
+  assert not np.isfinite(losses[result["steps"]])  # the non-finite loss that stopped it is on record
+  with checkpoint.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
+    assert manager.latest_step() == result["checkpoint_step"] < result["steps"]
+    for step in manager._manager.all_steps():  # pylint: disable=protected-access
+      assert np.isfinite(losses[step])
+  restored = _restore_latest(workdir, config)
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(restored["params"]))
+  # A rerun resumes from that finite state, and diverges again without touching it.
+  again = train.train_and_evaluate(config, workdir)
+  assert again["diverged"] and again["checkpoint_step"] == result["checkpoint_step"]
+
+
+def _restore_latest(workdir, config):
+  """The newest checkpoint's state, restored against the template of a fresh run of `config`."""
+  data = input_pipeline.create_datasets(config, workdir)
+  model_config = models.BertConfig(vocab_size=data.vocab_size, **config.model)
+  tx = optimizers.create_optimizer(config, config.num_train_steps)
+  params = models.abstract_params(model_config)
+  template = {"step": np.zeros((), np.int32), "params": params, "opt_state": jax.eval_shape(tx.init, params),
+              "rng": np.zeros(2, np.uint32)}
+  template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)
+  with checkpoint.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
+    return manager.restore_latest(template)[0]
+
+
+def test_refused_rerun_leaves_config_json_unchanged(tmp_path, uninterrupted_run, shared_vocab):
+  workdir = str(tmp_path / "finished")
+  shutil.copytree(uninterrupted_run[0], workdir)
+  before = open(os.path.join(workdir, "config.json")).read()
+  with pytest.raises(checkpoint.CheckpointError, match="num_train_steps differ"):
+    train.train_and_evaluate(micro_config(vocab_file=shared_vocab, num_train_steps=7), workdir)
+  assert open(os.path.join(workdir, "config.json")).read() == before
+
+
+def test_rerunning_a_finished_run_adds_nothing(tmp_path, halted_run, shared_vocab):
+  workdir = str(tmp_path / "rerun")
+  shutil.copytree(halted_run[0], workdir)
+  metrics_path = os.path.join(workdir, metrics_lib.METRICS_FILENAME)
+  before = open(metrics_path).read()
+  again = train.train_and_evaluate(micro_config(vocab_file=shared_vocab, halt_after_steps=3), workdir)
+  assert open(metrics_path).read() == before  # no second evaluation record
+  assert again["steps"] == 3 and again["halted"] and not again["diverged"]
+  for name in ("train_loss", "train_accuracy", "train_loss_last10", "eval_loss"):
+    assert again[name] == halted_run[1][name]
+
+
+def test_cli_exits_nonzero_when_the_run_diverged(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  program = ("from experiments.common import cli\n"
+             "cli.run(lambda config, workdir: {'diverged': True, 'steps': 4, 'checkpoint_step': 2},"
+             " workdir_help='', config_help='')\n")
+  config_file = os.path.join(os.path.dirname(train.__file__), "configs", "tiny.py")
+  process = subprocess.run([sys.executable, "-c", program, f"--config={config_file}",
+                            f"--workdir={tmp_path}"], capture_output=True, text=True, timeout=120)
+  assert process.returncode == 1
+  assert "diverged" in process.stderr and "step 2, is the last finite state" in process.stderr

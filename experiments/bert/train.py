@@ -116,6 +116,22 @@ def _run_signature(config, model_config: models.BertConfig, data: input_pipeline
   }
 
 
+def check_config(config) -> None:
+  """The BERT-specific settings `training_loop.initialize` does not check; ValueError naming the field."""
+  if config.num_train_steps < 1:
+    raise ValueError(f"num_train_steps={config.num_train_steps} must be >= 1")
+  if config.max_predictions_per_seq < 1:
+    raise ValueError(f"max_predictions_per_seq={config.max_predictions_per_seq} must be >= 1 "
+                     "(0 masks nothing: the loss would be a silent 0)")
+  if not 0 < config.mask_prob <= 1:
+    raise ValueError(f"mask_prob={config.mask_prob} must lie in (0, 1]")
+  if config.max_seq_len > config.model.max_position_embeddings:
+    raise ValueError(f"max_seq_len={config.max_seq_len} exceeds model.max_position_embeddings="
+                     f"{config.model.max_position_embeddings}")
+  optimizers.learning_rate_scale_schedule(config.warmup_steps, config.num_train_steps,
+                                          config.learning_rate_decay, config.final_learning_rate_scale)
+
+
 def _steady_rate(interval_rates: list[float]) -> float:
   """The median throughput of the logging intervals after the first (which includes compilation)."""
   rates = interval_rates[1:] or interval_rates
@@ -132,30 +148,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Returns:
     A dict: train_loss and train_accuracy (last step), train_loss_last10 (mean of the last 10 logged
     steps), eval_loss, eval_accuracy, validation_loss and validation_accuracy (only with a validation
-    split: config.validation_fraction > 0), steps (updates done), diverged (a non-finite loss stopped the run),
-    halted (stopped early by halt_after_steps), wall_time_s, steps_per_s (of this call, set-up and
-    compilation included), tokens_per_s (steady state: median over the logging intervals but the
-    first), num_params, vocab_size, metrics_path, loss_plot (or None), workdir.
+    split: config.validation_fraction > 0), steps (updates done), diverged (a non-finite loss or state
+    stopped the run), halted (stopped early by halt_after_steps), checkpoint_step (the newest on disk),
+    wall_time_s, steps_per_s (of this call, set-up and compilation included), tokens_per_s (steady state:
+    median over the logging intervals but the first), num_params, vocab_size, document_counts
+    (train/eval/validation documents), metrics_path, loss_plot (or None), workdir.
 
   Raises:
-    ValueError: bad corpus, vocabulary, batch size or optimizer settings; checkpoint.CheckpointError: a
-    checkpoint in the workdir that cannot be resumed.
+    ValueError: bad corpus, vocabulary, workdir or run settings (the settings are checked before the
+    corpus is read); checkpoint.CheckpointError: a checkpoint in the workdir that cannot be resumed.
   """
   start_time = time.time()
   workdir = training_loop.initialize(config, workdir)
   is_main = parallel.is_main_process()
 
-  if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+  check_config(config)
   data = input_pipeline.create_datasets(config, workdir)
   train_rows = parallel.process_rows(config.batch_size)
   eval_rows = parallel.process_rows(config.eval_batch_size)
   data.steps_per_epoch(config.batch_size)  # fails early if the corpus is smaller than one batch
   model_config = models.BertConfig(vocab_size=data.vocab_size, **config.model)
-  if config.max_seq_len > model_config.max_position_embeddings:
-    raise ValueError(f"max_seq_len={config.max_seq_len} exceeds model.max_position_embeddings="
-                     f"{model_config.max_position_embeddings}")
   total_steps = config.num_train_steps
   compiled = _compiled_steps(model_config, optimizers.optimizer_signature(config, total_steps))
 
@@ -198,6 +210,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "tokens_per_s": _steady_rate([r["tokens_per_s"] for r in result.history if "tokens_per_s" in r]),
       "num_params": num_params,
       "vocab_size": data.vocab_size,
+      "document_counts": data.document_counts,
       "metrics_path": result.metrics_path,
       "loss_plot": loss_plot,
       "workdir": workdir,

@@ -13,6 +13,8 @@ from ml_collections import config_flags
 def run(train_and_evaluate: Callable[[Any, str], dict], *, workdir_help: str, config_help: str) -> None:
   """Defines --workdir and --config, parses argv, runs `train_and_evaluate(config, workdir)`, prints JSON.
 
+  The process exits with status 1 when the run diverged (its result says `diverged`), 0 otherwise.
+
   Args:
     train_and_evaluate: the driver's `train_and_evaluate(config, workdir) -> dict`.
     workdir_help: the --workdir help text (what the run writes there).
@@ -29,5 +31,11 @@ def run(train_and_evaluate: Callable[[Any, str], dict], *, workdir_help: str, co
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     result = train_and_evaluate(config.value, workdir.value)
     print(json.dumps(result, indent=2, default=str))
+    if result.get("diverged"):
+      checkpoint_step = result.get("checkpoint_step")
+      raise SystemExit(
+          f"Training diverged (a non-finite loss or state) by step {result['steps']}; "
+          + (f"the newest checkpoint, step {checkpoint_step}, is the last finite state."
+             if checkpoint_step is not None else "no checkpoint was written."))
 
   app.run(main)

@@ -36,6 +36,11 @@ class MetricWriter:
     workdir: the run's directory.
     enabled: whether this process writes (pass `parallel.is_main_process()`).
     resume_step: drop existing lines with step > resume_step; None starts a new file.
+
+  Attributes:
+    path: the JSONL file.
+    kept_records: on resume, the records of steps <= resume_step that the file keeps ([] otherwise, and
+      on processes that do not write).
     tensorboard: also write TensorBoard event files under `<workdir>/tensorboard` (needs `tensorboardX`
       or PyTorch's `torch.utils.tensorboard`; ImportError naming them otherwise).
   """
@@ -45,11 +50,13 @@ class MetricWriter:
     self.path = os.path.join(workdir, METRICS_FILENAME)
     self.enabled = enabled
     self._tensorboard = None
+    self.kept_records: list[dict] = []
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
     kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step] if (
         resume_step is not None and os.path.exists(self.path)) else []
+    self.kept_records = kept
     with open(self.path, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in kept)
     if tensorboard:

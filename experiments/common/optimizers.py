@@ -176,23 +176,14 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> opt
     `peak_learning_rate` and `learning_rate_scale`.
 
   Raises:
-    ValueError: an unknown optimizer, decay or weight-decay mode, or an inconsistent schedule.
+    ValueError: a setting `check_optimizer_config` refuses, or an inconsistent schedule.
 
   Example:
     >>> config = default_optimizer_config(); config.optimizer = "sgd"
     >>> tx = create_optimizer(config, total_steps=100)
     >>> state = tx.init({"w": jnp.ones((2, 2))})
   """
-  full_config = default_optimizer_config()
-  full_config.update(_optimizer_fields(config))
-  config = full_config
-  if config.optimizer not in OPTIMIZER_NAMES:
-    raise ValueError(f"optimizer={config.optimizer!r} is not one of {', '.join(OPTIMIZER_NAMES)}")
-  if config.weight_decay_mode not in WEIGHT_DECAY_MODES:
-    raise ValueError(
-        f"weight_decay_mode={config.weight_decay_mode!r} is not one of {', '.join(WEIGHT_DECAY_MODES)}")
-  if config.learning_rate < 0:
-    raise ValueError(f"learning_rate={config.learning_rate} must be >= 0")
+  config = check_optimizer_config(config)
   scale_schedule = learning_rate_scale_schedule(
       config.warmup_steps, total_steps, config.learning_rate_decay, config.final_learning_rate_scale)
   weight_decay = float(config.weight_decay)
@@ -214,6 +205,32 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> opt
 
   return optax.inject_hyperparams(build)(
       peak_learning_rate=float(config.learning_rate), learning_rate_scale=scale_schedule)
+
+
+def check_optimizer_config(config) -> ml_collections.ConfigDict:
+  """The optimizer fields of `config` over `default_optimizer_config()`, after checking each one.
+
+  Drivers call it before loading any data, so a bad setting fails in a second, not after the corpus and
+  vocabulary are ready. (`warmup_steps <= total_steps` is checked with the schedule, once the run's length
+  is known.)
+
+  Raises:
+    ValueError: an unknown optimizer, decay or weight-decay mode; a learning rate, weight decay or
+      pre-clipping norm that is negative or not finite; a negative warm-up.
+  """
+  full_config = default_optimizer_config()
+  full_config.update(_optimizer_fields(config))
+  config = full_config
+  for name, allowed in (("optimizer", OPTIMIZER_NAMES), ("learning_rate_decay", LEARNING_RATE_DECAYS),
+                        ("weight_decay_mode", WEIGHT_DECAY_MODES)):
+    if config[name] not in allowed:
+      raise ValueError(f"{name}={config[name]!r} is not one of {', '.join(allowed)}")
+  for name in ("learning_rate", "weight_decay", "grad_clip_norm"):
+    if not (math.isfinite(config[name]) and config[name] >= 0):
+      raise ValueError(f"{name}={config[name]} must be a finite number >= 0")
+  if config.warmup_steps < 0:
+    raise ValueError(f"warmup_steps={config.warmup_steps} must be >= 0")
+  return config
 
 
 def _optimizer_fields(config) -> dict[str, Any]:

@@ -11,10 +11,12 @@ import functools
 import logging
 import math
 import os
+import tempfile
 import time
 from typing import Any, Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -25,10 +27,55 @@ from experiments.common import parallel
 
 
 def initialize(config, workdir: str) -> str:
-  """Starts JAX's distributed runtime when the config asks for it; creates the workdir, returns its path."""
+  """Starts JAX's distributed runtime when the config asks for it, checks the run's settings and workdir.
+
+  Everything here fails in about a second, before any data is loaded: the loop's settings
+  (`check_loop_config`), the optimizer's (`optimizers.check_optimizer_config`), and a workdir that can
+  be created and written.
+
+  Returns:
+    The workdir's absolute path (created if missing).
+
+  Raises:
+    ValueError: a bad setting, or a workdir that is a file or cannot be written.
+  """
   parallel.maybe_initialize_distributed(config)
+  check_loop_config(config)
+  optimizers.check_optimizer_config(config)
+  return prepare_workdir(workdir)
+
+
+def check_loop_config(config) -> None:
+  """Refuses loop settings that would fail late or silently: ValueError naming the field.
+
+  batch_size and eval_batch_size must be >= 1 and divide by the device count; log_every_steps and
+  max_checkpoints_to_keep >= 1; halt_after_steps, eval_every_steps and checkpoint_every_steps >= 0.
+  """
+  for name in ("batch_size", "eval_batch_size", "log_every_steps", "max_checkpoints_to_keep"):
+    if config[name] < 1:
+      raise ValueError(f"{name}={config[name]} must be >= 1")
+  for name in ("halt_after_steps", "eval_every_steps", "checkpoint_every_steps"):
+    if config[name] < 0:
+      raise ValueError(f"{name}={config[name]} must be >= 0 (0 turns it off)")
+  parallel.process_batch_size(config.batch_size)
+  parallel.process_batch_size(config.eval_batch_size)
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Creates the workdir and checks that it is a writable directory; returns its absolute path.
+
+  Raises:
+    ValueError: the path is a file, or it cannot be created or written (naming the path and the reason).
+  """
   workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"workdir={workdir!r} is a file, not a directory; give a directory for the run")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as error:
+    raise ValueError(f"workdir={workdir!r} cannot be used: {error.strerror or error}") from error
   return workdir
 
 
@@ -59,6 +106,17 @@ def first_device(tree: Any) -> Any:
   return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data[0]), tree)
 
 
+def _all_finite(state: Any, loss: jax.Array) -> jax.Array:
+  """One bool: the loss and every floating-point leaf of the state are finite."""
+  checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves((state, loss))
+            if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(checks))
+
+
+# Runs on the devices where the replicated state lives; only its one scalar per device comes to the host.
+_all_finite_on_devices = jax.pmap(_all_finite)
+
+
 @dataclasses.dataclass(frozen=True)
 class LoopResult:
   """What `train` leaves to the driver.
@@ -67,12 +125,14 @@ class LoopResult:
     state: the replicated state after the last step.
     start_step: the step the run resumed from (0 for a new run).
     step: optimizer updates done (the data position).
-    history: one record per step written, in order; the last record of each logging interval also holds
-      the interval's throughput.
+    history: the train records of the whole run in step order, those written before a resume included
+      (read back from the metrics file; on the main process only); the last record of each logging
+      interval also holds the interval's throughput.
     eval_metrics: the last evaluation's metrics ({} when none ran).
-    diverged: a non-finite train loss stopped the run (config.stop_on_nonfinite).
+    diverged: a non-finite loss or state stopped the run (config.stop_on_nonfinite).
     halted: config.halt_after_steps stopped the run before its schedule's end.
     metrics_path: the metrics JSONL file.
+    checkpoint_step: the newest checkpoint on disk when the run ended (None: there is none).
   """
   state: Any
   start_step: int
@@ -82,12 +142,14 @@ class LoopResult:
   diverged: bool
   halted: bool
   metrics_path: str
+  checkpoint_step: int | None = None
 
   def summary(self, wall_time: float) -> dict[str, Any]:
     """The keys every driver returns, in order.
 
     They are train_loss, train_accuracy (last step), train_loss_last10 (mean of the last 10 logged steps),
-    eval_loss, eval_accuracy, steps, diverged, halted, wall_time_s and steps_per_s (over wall_time).
+    eval_loss, eval_accuracy, steps, diverged, halted, checkpoint_step, wall_time_s and steps_per_s (over
+    wall_time).
     """
     last = self.history[-1] if self.history else {}
     return {
@@ -100,9 +162,20 @@ class LoopResult:
         "steps": self.step,
         "diverged": self.diverged,
         "halted": self.halted,
+        "checkpoint_step": self.checkpoint_step,
         "wall_time_s": wall_time,
         "steps_per_s": (self.step - self.start_step) / wall_time,
     }
+
+
+def _write_config(config, workdir: str) -> None:
+  """Writes `<workdir>/config.json` atomically (main process only)."""
+  if not parallel.is_main_process():
+    return
+  path = os.path.join(workdir, "config.json")
+  with open(path + ".tmp", "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  os.replace(path + ".tmp", path)
 
 
 def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], total_steps: int,
@@ -112,13 +185,21 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
   """Resumes from `<workdir>/checkpoints` if it holds a checkpoint, trains to the end, evaluates, saves.
 
   The run goes to last_step = min(total_steps, config.halt_after_steps) (total_steps when that is 0).
-  Step metrics stay on the devices until a logging step (every config.log_every_steps steps and the last),
-  when they are fetched together and written to `<workdir>/metrics.jsonl` one record per step; the last
-  record of the interval also gets `throughput_name` = interval steps * units_per_step / interval seconds.
-  A non-finite train_loss among them stops the run when config.stop_on_nonfinite (no final evaluation or
-  checkpoint then). Evaluation (config.eval_every_steps) and checkpoints (config.checkpoint_every_steps,
-  only when config.save_checkpoints) run at their intervals before last_step and once at the end; a
-  checkpoint holds `first_device(state).as_dict()` with meta {"data_position": step, "signature": signature}.
+  `<workdir>/config.json` is written once the checkpoint (if any) has been accepted, so a refused rerun
+  leaves the workdir as it was. Step metrics stay on the devices until a logging step (every
+  config.log_every_steps steps and the last), when they are fetched together and written to
+  `<workdir>/metrics.jsonl` one record per step; the last record of the interval also gets
+  `throughput_name` = interval steps * units_per_step / interval seconds. Evaluation
+  (config.eval_every_steps) and checkpoints (config.checkpoint_every_steps, only when
+  config.save_checkpoints) run at their intervals before last_step and once at the end; a checkpoint holds
+  `first_device(state).as_dict()` with meta {"data_position": step, "signature": signature}. A run that
+  resumes at last_step (it already ended there) evaluates once more but writes nothing.
+
+  Divergence: a checkpoint is written only for a state whose last loss and every floating-point leaf are
+  finite (one scalar computed on the devices, fetched when saving, which syncs anyway), so a diverged run
+  never replaces its good checkpoints. A non-finite train loss at a logging step, or a non-finite state at
+  a checkpoint step, stops the run when config.stop_on_nonfinite (no final evaluation or checkpoint), and
+  the newest checkpoint on disk is then the last finite state; the log names it.
 
   Args:
     config: reads max_checkpoints_to_keep, tensorboard, halt_after_steps, log_every_steps,
@@ -151,6 +232,7 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
   if restored is not None:
     state = type(state)(**restored[0])
     logging.info("Resumed from step %d of %s", int(state.step), manager.directory)
+  _write_config(config, workdir)
   start_step = int(state.step)
   state = parallel.replicate(state)
 
@@ -160,7 +242,8 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
   last_step = min(total_steps, config.halt_after_steps) if config.halt_after_steps else total_steps
   progress = metrics_lib.progress_bar(last_step, initial=start_step, enabled=is_main)
 
-  history: list[dict[str, float]] = []
+  history = [r for r in writer.kept_records if "train_loss" in r]
+  evaluated_before = any("eval_loss" in r and r["step"] == start_step for r in writer.kept_records)
   pending: list[tuple[int, dict]] = []
   eval_metrics: dict[str, float] = {}
   diverged = False
@@ -185,9 +268,16 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
     interval_start, interval_steps = time.time(), 0
     return finite
 
-  def save(step: int) -> None:
-    if config.save_checkpoints:
-      manager.save(step, first_device(state).as_dict(), {"data_position": step, "signature": signature})
+  def save(step: int, loss: jax.Array) -> bool:
+    """Checkpoints a finite state; for a non-finite one writes the pending metrics and returns False."""
+    if not config.save_checkpoints:
+      return True
+    if not bool(first_device(_all_finite_on_devices(state, loss))):
+      flush()
+      logging.warning("Step %d: the loss or the state is not finite; no checkpoint written", step)
+      return False
+    manager.save(step, first_device(state).as_dict(), {"data_position": step, "signature": signature})
+    return True
 
   step = start_step
   while step < last_step:
@@ -199,25 +289,33 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
     if step % config.log_every_steps == 0 or step == last_step:
       if not flush() and config.stop_on_nonfinite:
         diverged = True
-        logging.warning("Non-finite loss at step <= %d; stopping", step)
         break
     if config.eval_every_steps and step % config.eval_every_steps == 0 and step < last_step:
       eval_metrics = evaluate(state)
       writer.write(step, eval_metrics)
     if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and step < last_step:
-      save(step)
+      if not save(step, step_metrics["train_loss"]) and config.stop_on_nonfinite:
+        diverged = True
+        break
   flush()
   progress.close()
 
   if not diverged:
     eval_metrics = evaluate(state)
-    writer.write(step, eval_metrics)
-    if step > start_step:
-      save(step)
+    if step > start_step or not evaluated_before:
+      writer.write(step, eval_metrics)
+    if step > start_step and not save(step, step_metrics["train_loss"]):
+      diverged = config.stop_on_nonfinite
   manager.wait_until_finished()
+  checkpoint_step = manager.latest_step()
+  if diverged:
+    logging.error(
+        "Diverged: a non-finite loss or state by step %d. %s", step,
+        f"The newest checkpoint, step {checkpoint_step} in {manager.directory}, is the last finite state "
+        "written; a rerun resumes from it." if checkpoint_step is not None else "No checkpoint was written.")
   manager.close()
   writer.close()
   return LoopResult(
       state=state, start_step=start_step, step=step, history=history, eval_metrics=eval_metrics,
       diverged=diverged, halted=bool(config.halt_after_steps) and step < total_steps and not diverged,
-      metrics_path=writer.path)
+      metrics_path=writer.path, checkpoint_step=checkpoint_step)
