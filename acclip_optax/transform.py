@@ -13,7 +13,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from acclip_optax._validation import check_in_range, check_positive, concrete_value
+from acclip_optax._validation import (
+    check_floating_dtype, check_floating_leaves, check_in_range, check_positive, check_same_tree,
+    concrete_value)
 
 __all__ = [
   "ACClipThresholdRule",
@@ -83,7 +85,9 @@ class ClipByGlobalNormState(NamedTuple):
   global_norm: jax.Array
 
 
-def _check_moment_hyperparameters(b1: Any, b2: Any, alpha: Any, eps: Any) -> None:
+def _check_moment_hyperparameters(b1: Any, b2: Any, alpha: Any, eps: Any, mu_dtype: Any) -> None:
+  if mu_dtype is not None:
+    check_floating_dtype("mu_dtype", mu_dtype)
   check_in_range("b1", b1, 0.0, 1.0)
   check_in_range("b2", b2, 0.0, 1.0)
   check_in_range("alpha", alpha, 0.0, float("inf"), low_inclusive=False)
@@ -122,9 +126,47 @@ def _alpha_power_fns(alpha: Any) -> tuple[Callable[[jax.Array], jax.Array],
   return moment_of, roots.get(static, lambda t: exp_log_power(t, 1.0 / static))
 
 
-def _bias_correction_factor(decay: Any, count: jax.Array) -> jax.Array:
-  """1 - decay^count in float32 (low precision would round decay^count to 1 and divide by zero)."""
-  return 1.0 - jnp.asarray(decay, jnp.float32) ** count.astype(jnp.float32)
+def _bias_correction_factor(decay: Any, count: jax.Array, dtype: Any) -> jax.Array:
+  """1 - decay^count in `dtype`, the moments' dtype (at least float32: bf16 would round decay^count to 1)."""
+  return 1.0 - jnp.asarray(decay, dtype) ** count.astype(dtype)
+
+
+def _moment_dtype(leaves: list[jax.Array]) -> Any:
+  """The real dtype the moment math runs in: the widest of float32 and the leaves' (real parts') dtypes."""
+  return jnp.result_type(jnp.float32, *[_real_dtype(leaf.dtype) for leaf in leaves])
+
+
+def _real_dtype(dtype: Any) -> Any:
+  """float32 for complex64, float64 for complex128, the dtype itself otherwise."""
+  return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else jnp.dtype(dtype)
+
+
+def _real_zeros_like(params: optax.Params) -> optax.Params:
+  """Zeros shaped like the params in their real dtype (the EMAs of |g|^alpha and |g|^2 are real)."""
+  return jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _real_dtype(jnp.result_type(p))), params)
+
+
+def _abs_squared(g: jax.Array) -> jax.Array:
+  """|g|^2, real: g^2 for real g, re^2 + im^2 for complex g."""
+  if jnp.issubdtype(g.dtype, jnp.complexfloating):
+    return jnp.square(g.real) + jnp.square(g.imag)
+  return jnp.square(g)
+
+
+def _check_momentum_init(params: optax.Params, mu_dtype: Any) -> None:
+  """TypeError for integer params, or a real mu_dtype that would drop complex params' imaginary parts."""
+  check_floating_leaves("params", params)
+  if mu_dtype is not None and not jnp.issubdtype(mu_dtype, jnp.complexfloating):
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+      if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
+        raise TypeError(f"mu_dtype={jnp.dtype(mu_dtype).name} cannot hold the complex momentum of "
+                        f"params{jax.tree_util.keystr(path)}; use a complex mu_dtype or None")
+
+
+def _check_update_matches(updates: optax.Updates, mu: optax.Updates) -> None:
+  """TypeError for integer updates; ValueError for updates not shaped like the params of init."""
+  check_floating_leaves("updates", updates)
+  check_same_tree("updates", updates, "the optimizer state (made by init)", mu)
 
 
 def _leaves_like(updates: optax.Updates, *trees: optax.Updates) -> tuple[Any, list[list[Any]]]:
@@ -180,13 +222,13 @@ def acclip_clip_fraction(state: ScaleByACClipState | ScaleByACClipPortsState) ->
   mus, nus = jax.tree.leaves(state.mu), jax.tree.leaves(state.nu)
   counts = []
   for mu, nu in zip(mus, nus):
-    m_hat = mu.astype(jnp.float32) * rule.mu_scale
+    m_hat = jnp.abs(mu).astype(jnp.float32) * rule.mu_scale  # |m|: the modulus for complex momentum
     t_hat = nu.astype(jnp.float32) * rule.nu_scale
     # The update's own roots for alpha 1 and 2 (exact), its exp-log form for any other alpha.
     tau = jnp.where(rule.alpha == 1, t_hat,
                     jnp.where(rule.alpha == 2, jnp.sqrt(t_hat), jnp.exp(jnp.log(t_hat) / rule.alpha)))
     # A zero momentum is left unchanged by the clip even where the factor is below 1.
-    clipped = (tau < jnp.abs(m_hat) + rule.eps) & (m_hat != 0)
+    clipped = (tau < m_hat + rule.eps) & (m_hat != 0)
     counts.append(jnp.sum(clipped, dtype=jnp.int32))
   return _fraction(counts, [mu.size for mu in mus])
 
@@ -236,26 +278,29 @@ def scale_by_acclip(
     >>> params = jnp.array([1.0, -2.0])
     >>> updates, state = tx.update(jnp.array([0.5, 100.0]), tx.init(params))
   """
-  _check_moment_hyperparameters(b1, b2, alpha, eps)
+  _check_moment_hyperparameters(b1, b2, alpha, eps, mu_dtype)
   mu_dtype = None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype)
   moment_of, root_of = _alpha_power_fns(alpha)
 
   def init_fn(params):
+    _check_momentum_init(params, mu_dtype)
     return ScaleByACClipState(
         count=jnp.zeros([], jnp.int32),
         mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-        nu=optax.tree.zeros_like(params),
+        nu=_real_zeros_like(params),
         threshold_rule=_threshold_rule(alpha, eps, 1.0, 1.0))
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
+    _check_update_matches(updates, state.mu)
     count = optax.safe_increment(state.count)
+    treedef, (grads, mus, nus) = _leaves_like(updates, state.mu, state.nu)
     if bias_correction:
-      mu_scale = 1.0 / _bias_correction_factor(b1, count)
-      nu_scale = 1.0 / _bias_correction_factor(b2, count)
+      dtype = _moment_dtype(grads)
+      mu_scale = 1.0 / _bias_correction_factor(b1, count, dtype)
+      nu_scale = 1.0 / _bias_correction_factor(b2, count, dtype)
     else:
       mu_scale = nu_scale = 1.0
-    treedef, (grads, mus, nus) = _leaves_like(updates, state.mu, state.nu)
     new_updates, new_mus, new_nus = [], [], []
     for g, mu, nu in zip(grads, mus, nus):
       g32 = _upcast(g)
@@ -326,33 +371,38 @@ def scale_by_acclip_ports(
     >>> tx = optax.chain(scale_by_acclip_ports(), optax.scale(-1e-3))
     >>> updates, state = tx.update(jnp.array([0.5, 100.0]), tx.init(jnp.zeros(2)))
   """
-  _check_moment_hyperparameters(b1, b2, alpha, eps)
+  _check_moment_hyperparameters(b1, b2, alpha, eps, mu_dtype)
   mu_dtype = None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype)
   moment_of, root_of = _alpha_power_fns(alpha)
 
   def init_fn(params):
+    _check_momentum_init(params, mu_dtype)
     return ScaleByACClipPortsState(
         count=jnp.zeros([], jnp.int32),
         mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-        nu=optax.tree.zeros_like(params),
-        nu_sq=optax.tree.zeros_like(params),
+        nu=_real_zeros_like(params),
+        nu_sq=_real_zeros_like(params),
         threshold_rule=_threshold_rule(alpha, eps, 1.0, 1.0))
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
+    _check_update_matches(updates, state.mu)
     count = optax.safe_increment(state.count)
+    treedef, (grads, mus, nus, nu_sqs) = _leaves_like(updates, state.mu, state.nu, state.nu_sq)
     if bias_correction:
-      step_scale = 1.0 / _bias_correction_factor(b1, count)
-      sq_scale = b2 / _bias_correction_factor(b2, count)
+      dtype = _moment_dtype(grads)
+      step_scale = 1.0 / _bias_correction_factor(b1, count, dtype)
+      sq_scale = b2 / _bias_correction_factor(b2, count, dtype)
     else:
       step_scale, sq_scale = 1.0, b2
-    treedef, (grads, mus, nus, nu_sqs) = _leaves_like(updates, state.mu, state.nu, state.nu_sq)
     new_updates, new_mus, new_nus, new_nu_sqs = [], [], [], []
     for g, mu, nu, nu_sq in zip(grads, mus, nus, nu_sqs):
       g32 = _upcast(g)
       m, t = _acclip_moments(g32, mu, nu, b1, b2, moment_of)
-      v = b2 * _upcast(nu_sq) + (1 - b2) * jnp.square(g32)
-      direction = step_scale * _clip_momentum(m, root_of(t), eps) / (jnp.sqrt(sq_scale * v) + eps)
+      v = b2 * _upcast(nu_sq) + (1 - b2) * _abs_squared(g32)
+      denominator = jnp.sqrt(sq_scale * v) + eps
+      # v = 0 means every gradient so far was 0, so m = 0 too: the step is 0, not 0/0 (eps = 0).
+      direction = step_scale * _clip_momentum(m, root_of(t), eps) / jnp.where(denominator > 0, denominator, 1)
       new_updates.append(direction.astype(g.dtype))
       new_mus.append(m.astype(mu.dtype))
       new_nus.append(t.astype(nu.dtype))
@@ -373,7 +423,8 @@ def clip_by_coordinate(threshold: Threshold) -> optax.GradientTransformationExtr
   r"""Coordinate-wise clipping (CClip): :math:`g_i \leftarrow \min\{1, \tau_i / |g_i|\}\, g_i`.
 
   Equivalently :math:`g_i \leftarrow \mathrm{clip}(g_i, -\tau_i, \tau_i)`: each coordinate keeps its sign
-  and its magnitude is capped at :math:`\tau_i`. An infinite threshold is the identity.
+  and its magnitude is capped at :math:`\tau_i`. An infinite threshold is the identity. Complex
+  coordinates keep their phase and have their modulus :math:`|g_i|` capped.
 
   Args:
     threshold: :math:`\tau > 0`: a float; a pytree shaped like the params whose leaves are scalars (one
@@ -401,13 +452,10 @@ def clip_by_coordinate(threshold: Threshold) -> optax.GradientTransformationExtr
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
-    tau = _value_at(threshold, state.count)
+    check_floating_leaves("updates", updates)
     treedef, (grads,) = _leaves_like(updates)
-    if jax.tree_util.treedef_is_leaf(jax.tree.structure(tau)):
-      taus = [tau] * len(grads)
-    else:
-      taus = treedef.flatten_up_to(tau)
-    clipped_grads = [jnp.clip(g, -t, t).astype(g.dtype) for g, t in zip(grads, taus)]
+    taus = _thresholds_per_leaf(_value_at(threshold, state.count), updates, treedef)
+    clipped_grads = [_clip_coordinates(g, t) for g, t in zip(grads, taus)]
     clipped_counts = [jnp.sum(jnp.abs(g) > t, dtype=jnp.int32) for g, t in zip(grads, taus)]
     state = ClipByCoordinateState(
         count=optax.safe_increment(state.count),
@@ -415,6 +463,41 @@ def clip_by_coordinate(threshold: Threshold) -> optax.GradientTransformationExtr
     return treedef.unflatten(clipped_grads), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _thresholds_per_leaf(tau: Any, updates: optax.Updates, treedef: Any) -> list[Any]:
+  """One threshold per update leaf: a scalar for all, or a pytree shaped like the updates.
+
+  Raises:
+    ValueError: a pytree of another structure, or a leaf threshold that does not broadcast to its leaf's
+      shape without changing it (a (3, 1) threshold for a (3,) leaf would turn the update into (3, 3)).
+  """
+  if jax.tree_util.treedef_is_leaf(jax.tree.structure(tau)):
+    taus = [tau] * treedef.num_leaves
+  else:
+    try:
+      taus = treedef.flatten_up_to(tau)
+    except (ValueError, TypeError) as error:
+      raise ValueError(f"threshold has the tree structure {jax.tree.structure(tau)}, but the updates have "
+                       f"{treedef}; give a scalar or a pytree shaped like the params") from error
+  for (path, g), t in zip(jax.tree_util.tree_flatten_with_path(updates)[0], taus):
+    shape = jnp.shape(g)
+    try:
+      broadcast = jnp.broadcast_shapes(jnp.shape(t), shape)
+    except ValueError:
+      broadcast = None
+    if broadcast != shape:
+      raise ValueError(f"threshold{jax.tree_util.keystr(path)} has shape {jnp.shape(t)}, which does not "
+                       f"broadcast to its update's shape {shape}")
+  return taus
+
+
+def _clip_coordinates(g: jax.Array, tau: Any) -> jax.Array:
+  """clip(g, -tau, tau) for real g; for complex g the modulus is capped at tau and the phase kept."""
+  if jnp.issubdtype(g.dtype, jnp.complexfloating):
+    magnitude = jnp.abs(g)
+    return (g * jnp.where(magnitude > tau, tau / jnp.where(magnitude > 0, magnitude, 1), 1)).astype(g.dtype)
+  return jnp.clip(g, -tau, tau).astype(g.dtype)
 
 
 def clip_by_global_norm(max_norm: float | jax.Array | Callable[[jax.Array], jax.Array]
@@ -449,6 +532,7 @@ def clip_by_global_norm(max_norm: float | jax.Array | Callable[[jax.Array], jax.
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
+    check_floating_leaves("updates", updates)
     tau = _value_at(max_norm, state.count)
     # Squares summed in at least float32: bf16 sums lose the norm's leading digits.
     norm = optax.tree.norm(jax.tree.map(

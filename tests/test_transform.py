@@ -125,6 +125,41 @@ def test_acclip_ports_matches_float64_reference(bias_correction):
   assert_matches_reference(outputs, expected)
 
 
+@pytest.fixture
+def x64():
+  """float64 JAX arrays for one test (the suite runs in float32 otherwise)."""
+  previous = jax.config.jax_enable_x64
+  jax.config.update("jax_enable_x64", True)
+  yield
+  jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.mark.parametrize("make, reference", [
+    (lambda: scale_by_acclip(0.8, 0.95, 1.0, 1e-3, bias_correction=True),
+     functools.partial(acclip_reference, b1=0.8, b2=0.95, alpha=1.0, eps=1e-3, bias_correction=True)),
+    (lambda: acclip_optax.acclip(-1.0, 0.8, 0.95, 1.5, 1e-3, bias_correction=True),
+     functools.partial(acclip_reference, b1=0.8, b2=0.95, alpha=1.5, eps=1e-3, bias_correction=True)),
+    (lambda: scale_by_acclip_ports(0.9, 0.99, 1.0, 1e-5, bias_correction=True),
+     functools.partial(acclip_ports_reference, b1=0.9, b2=0.99, alpha=1.0, eps=1e-5, bias_correction=True)),
+    (lambda: scale_by_acclip_ports(0.9, 0.99, 2.0, 1e-5, bias_correction=False),
+     functools.partial(acclip_ports_reference, b1=0.9, b2=0.99, alpha=2.0, eps=1e-5, bias_correction=False)),
+    (lambda: acclip_optax.acclip_ports(-1.0),
+     functools.partial(acclip_ports_reference, b1=0.9, b2=0.99, alpha=1.0, eps=1e-5, bias_correction=True)),
+], ids=["scale_by_acclip", "acclip", "scale_by_acclip_ports", "ports_no_correction", "acclip_ports"])
+def test_float64_params_match_the_float64_reference_exactly(x64, make, reference):  # pylint: disable=redefined-outer-name
+  del x64
+  grads = [{name: jnp.asarray(g, jnp.float64) for name, g in as_f64(step).items()}
+           for step in cauchy_grads(seed=11)]
+  outputs, state = run_transform(make(), grads)
+  assert all(leaf.dtype == jnp.float64 for leaf in jax.tree.leaves(outputs))
+  for name, leaf_grads in per_leaf(grads).items():
+    expected = reference(leaf_grads, state_dtype=np.float64)
+    for step, (out, want) in enumerate(zip(outputs, expected)):
+      np.testing.assert_allclose(np.asarray(out[name]), want, rtol=1e-12, atol=1e-300,
+                                 err_msg=f"leaf {name}, step {step + 1}")
+  del state
+
+
 def test_acclip_ports_general_alpha_matches_reference():
   grads = cauchy_grads(seed=9)
   outputs, _ = run_transform(scale_by_acclip_ports(alpha=1.5), grads)
