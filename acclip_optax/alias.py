@@ -7,6 +7,7 @@ from typing import Any
 import jax
 import optax
 
+from acclip_optax._validation import check_in_range, check_same_tree
 from acclip_optax.transform import (
     Threshold, clip_by_coordinate, clip_by_global_norm, scale_by_acclip, scale_by_acclip_ports)
 
@@ -54,6 +55,7 @@ def acclip(
     >>> updates, state = opt.update(jax.grad(lambda x: jnp.sum(x ** 2))(params), state, params)
     >>> params = optax.apply_updates(params, updates)
   """
+  check_in_range("weight_decay", weight_decay, 0.0, float("inf"))
   return optax.chain(
       scale_by_acclip(b1, b2, alpha, eps, bias_correction=bias_correction, mu_dtype=mu_dtype),
       optax.add_decayed_weights(weight_decay, mask),
@@ -97,6 +99,7 @@ def acclip_ports(
     >>> opt = acclip_ports(learning_rate=1e-4, weight_decay=1e-5)
     >>> state = opt.init(jnp.zeros(3))
   """
+  check_in_range("weight_decay", weight_decay, 0.0, float("inf"))
   return optax.chain(
       scale_by_acclip_ports(b1, b2, alpha, eps, bias_correction=bias_correction, mu_dtype=mu_dtype),
       optax.add_decayed_weights(weight_decay, mask),
@@ -106,10 +109,23 @@ def acclip_ports(
 def _clipped_sgd(clip: optax.GradientTransformation, learning_rate: optax.ScalarOrSchedule,
                  momentum: float | None, nesterov: bool) -> optax.GradientTransformationExtraArgs:
   """clip, then optional heavy-ball/Nesterov momentum (`optax.trace`), then the learning rate."""
+  if momentum is not None:
+    check_in_range("momentum", momentum, 0.0, 1.0)
   return optax.chain(
       clip,
-      optax.trace(decay=momentum, nesterov=nesterov) if momentum is not None else optax.identity(),
+      _checked_trace(momentum, nesterov) if momentum is not None else optax.identity(),
       optax.scale_by_learning_rate(learning_rate))
+
+
+def _checked_trace(momentum: float | jax.Array, nesterov: bool) -> optax.GradientTransformation:
+  """`optax.trace` that refuses updates not shaped like its momentum (optax would broadcast them)."""
+  trace = optax.trace(decay=momentum, nesterov=nesterov)
+
+  def update_fn(updates, state, params=None):
+    check_same_tree("updates", updates, "the optimizer state (made by init)", state.trace)
+    return trace.update(updates, state, params)
+
+  return optax.GradientTransformation(trace.init, update_fn)
 
 
 def cclip(learning_rate: optax.ScalarOrSchedule, threshold: Threshold, momentum: float | None = None,
