@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+import acclip_optax
 from experiments.common import checkpoint
 from experiments.common import metrics as metrics_lib
 from experiments.common import optimizers
@@ -115,6 +116,8 @@ def _all_finite(state: Any, loss: jax.Array) -> jax.Array:
 
 # Runs on the devices where the replicated state lives; only its one scalar per device comes to the host.
 _all_finite_on_devices = jax.pmap(_all_finite)
+# The clipping statistics of a state's last update (acclip_optax.clip_stats), computed at logging steps only.
+_clip_stats_on_devices = jax.pmap(acclip_optax.clip_stats)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +192,8 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
   leaves the workdir as it was. Step metrics stay on the devices until a logging step (every
   config.log_every_steps steps and the last), when they are fetched together and written to
   `<workdir>/metrics.jsonl` one record per step; the last record of the interval also gets
-  `throughput_name` = interval steps * units_per_step / interval seconds. Evaluation
+  `throughput_name` = interval steps * units_per_step / interval seconds and the clipping statistics of
+  that step's update (`acclip_optax.clip_stats`), computed only there. Evaluation
   (config.eval_every_steps) and checkpoints (config.checkpoint_every_steps, only when
   config.save_checkpoints) run at their intervals before last_step and once at the end; a checkpoint holds
   `first_device(state).as_dict()` with meta {"data_position": step, "signature": signature}. A run that
@@ -250,15 +254,21 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
   interval_start, interval_steps = time.time(), 0
 
   def flush() -> bool:
-    """Fetches the buffered step metrics, writes them; False if a loss was not finite."""
+    """Fetches the buffered step metrics, writes them; False if a loss was not finite.
+
+    The last record also gets the interval's throughput and the clipping statistics of the state's last
+    update (`acclip_optax.clip_stats`: clip_fraction, global_norm), computed here rather than in every step.
+    """
     nonlocal interval_start, interval_steps
     fetched = jax.device_get([first_device(m) for _, m in pending])
     throughput = interval_steps * units_per_step / max(time.time() - interval_start, 1e-9)
+    clip_stats = first_device(_clip_stats_on_devices(state)) if pending else {}
     finite = True
     for (step, _), values in zip(pending, fetched):
       record = {name: float(value) for name, value in values.items()}
       if step == pending[-1][0]:
         record[throughput_name] = throughput
+        record.update({name: float(value) for name, value in clip_stats.items()})
       writer.write(step, record)
       history.append(record)
       finite = finite and math.isfinite(record["train_loss"])
