@@ -6,6 +6,9 @@
 * `fashion_mnist`: a folder with the four IDX files `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
   `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`, gzipped (`.gz`) or raw (the Debian package
   dataset-fashion-mnist installs them in /usr/share/datasets/fashion-mnist). MNIST's files work too.
+* `fashion_mnist_subset`: 10,000 training and 2,000 test images of Fashion-MNIST embedded in the repository
+  (`experiments/resnet/data/fashion_mnist_subset`, with its licence, provenance, sha256 and the seeded rule
+  that drew it); never missing, so the quick studies run the same on every machine.
 * `cifar10`: the `cifar-10-batches-py` folder (`data_batch_1..5`, `test_batch`) or its parent.
 * `imagenet`: `DIR/train/<class>/*.JPEG` and `DIR/val/<class>/*.JPEG` (any Pillow-readable image; the
   classes are the sorted names of the train sub-folders). Decoded per batch, resized and cropped to
@@ -36,7 +39,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-DATASETS = ("fashion_mnist", "cifar10", "imagenet", "digits")
+DATASETS = ("fashion_mnist", "fashion_mnist_subset", "cifar10", "imagenet", "digits")
+FASHION_MNIST_SUBSET_DIR = os.path.join(os.path.dirname(__file__), "data", "fashion_mnist_subset")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -214,7 +218,9 @@ def decode_image(path: str, image_size: int, rng: Optional[np.random.Generator])
 class ImageData:
   """Train/test splits and the batch functions of one run.
 
-  Array sets hold uint8 images [N, H, W, C]; folder sets hold file paths, decoded per batch.
+  Array sets hold uint8 images [N, H, W, C]; folder sets hold file paths, decoded per batch. `name` is the
+  set actually loaded (`digits` after a fallback), `requested` the one the config named and `source` where
+  it came from (a folder, or scikit-learn).
   """
   name: str
   train_images: np.ndarray | list
@@ -227,6 +233,14 @@ class ImageData:
   std: np.ndarray
   seed: int
   augment: bool
+  requested: str = ""
+  source: str = ""
+
+  def description(self) -> dict:
+    """What was loaded, for reports: name, requested name, source, example counts, image shape, classes."""
+    return {"name": self.name, "requested": self.requested or self.name, "source": self.source,
+            "train_examples": len(self.train_labels), "test_examples": len(self.test_labels),
+            "image_shape": list(self.image_shape), "num_classes": self.num_classes}
 
   @property
   def from_files(self) -> bool:
@@ -326,7 +340,9 @@ def create_datasets(config) -> ImageData:
   dataset = config.dataset
   if dataset not in DATASETS:
     raise ValueError(f"dataset={dataset!r} is not one of {', '.join(DATASETS)}")
-  if dataset != "digits":
+  if dataset == "fashion_mnist_subset":
+    folder = FASHION_MNIST_SUBSET_DIR
+  elif dataset != "digits":
     searched = _search_dirs(config)
     folder = _find_dataset(dataset, searched)
     if folder is None:
@@ -338,6 +354,7 @@ def create_datasets(config) -> ImageData:
       logging.warning(banner)
       warnings.warn(banner, stacklevel=2)
       dataset = "digits"
+  source = "scikit-learn (sklearn.datasets.load_digits)" if dataset == "digits" else folder
   if dataset == "imagenet":
     train_paths, train_labels, classes = list_image_folder(os.path.join(folder, "train"))
     test_paths, test_labels, _ = list_image_folder(os.path.join(folder, "val"), classes)
@@ -346,8 +363,9 @@ def create_datasets(config) -> ImageData:
                      (size, size, 3), np.asarray(IMAGENET_MEAN, np.float32),
                      np.asarray(IMAGENET_STD, np.float32), config.seed, config.augment)
   else:
-    loader = {"fashion_mnist": lambda: load_idx_folder(folder), "cifar10": lambda: load_cifar10_folder(folder),
-              "digits": _load_digits}[dataset]
+    loader = {"fashion_mnist": lambda: load_idx_folder(folder),
+              "fashion_mnist_subset": lambda: load_idx_folder(folder),
+              "cifar10": lambda: load_cifar10_folder(folder), "digits": _load_digits}[dataset]
     train_images, train_labels, test_images, test_labels = loader()
     scaled = train_images.astype(np.float32) / 255.0
     mean = scaled.mean(axis=(0, 1, 2))
@@ -362,4 +380,5 @@ def create_datasets(config) -> ImageData:
     data.train_images = ([data.train_images[i] for i in keep] if data.from_files
                          else data.train_images[keep])
     data.train_labels = data.train_labels[keep]
+  data.requested, data.source = config.dataset, source
   return data
