@@ -238,6 +238,8 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
     logging.info("Resumed from step %d of %s", int(state.step), manager.directory)
   _write_config(config, workdir)
   start_step = int(state.step)
+  # Whether the optimizer has clipping statistics (a pmap returning {} fails across processes).
+  has_clip_stats = bool(jax.eval_shape(acclip_optax.clip_stats, state))
   state = parallel.replicate(state)
 
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main,
@@ -262,7 +264,7 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
     nonlocal interval_start, interval_steps
     fetched = jax.device_get([first_device(m) for _, m in pending])
     throughput = interval_steps * units_per_step / max(time.time() - interval_start, 1e-9)
-    clip_stats = first_device(_clip_stats_on_devices(state)) if pending else {}
+    clip_stats = first_device(_clip_stats_on_devices(state)) if pending and has_clip_stats else {}
     finite = True
     for (step, _), values in zip(pending, fetched):
       record = {name: float(value) for name, value in values.items()}
