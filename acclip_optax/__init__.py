@@ -1,7 +1,10 @@
-"""acclip_optax: GClip, CClip and ACClip (Zhang et al., NeurIPS 2020) as composable Optax transformations."""
+"""acclip_optax: GClip, CClip and ACClip (Zhang et al., NeurIPS 2020) as composable Optax transformations,
+and the adaptive spike-clipping methods that followed (ZClip, AdaGC, AutoClip, SPAM)."""
 from acclip_optax import noise
 from acclip_optax.alias import acclip, acclip_ports, cclip, gclip
 from acclip_optax.schedule import clip_threshold_schedule, strongly_convex_lr_schedule
+from acclip_optax.spike_clipping import (
+    AdaGCState, AutoClipState, SpamState, ZClipState, adagc, autoclip, scale_by_spam, spam, zclip)
 from acclip_optax.stats import clip_stats
 from acclip_optax.transform import (
     ACClipThresholdRule,
@@ -20,6 +23,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACClipThresholdRule",
+    "AdaGCState",
+    "AutoClipState",
+    "SpamState",
+    "ZClipState",
+    "adagc",
+    "autoclip",
+    "scale_by_spam",
+    "spam",
+    "zclip",
     "ClipByCoordinateState",
     "ClipByGlobalNormState",
     "ScaleByACClipPortsState",

@@ -5,18 +5,27 @@ from typing import Any
 
 import jax
 
+from acclip_optax.spike_clipping import AdaGCState, AutoClipState, SpamState, ZClipState
 from acclip_optax.transform import (
     ClipByCoordinateState, ClipByGlobalNormState, ScaleByACClipPortsState, ScaleByACClipState,
     acclip_clip_fraction)
 
 __all__ = ["clip_stats"]
 
-# state type -> (statistic name, how to read it from the state)
+# state type -> {statistic name: how to read it from the state}
+_GLOBAL_CLIP_STATS = {"global_norm": lambda state: state.global_norm,
+                      "clip_threshold": lambda state: state.clip_threshold,
+                      "clipped": lambda state: state.clipped}
 _STATS_BY_STATE = {
-    ScaleByACClipState: ("clip_fraction", acclip_clip_fraction),
-    ScaleByACClipPortsState: ("clip_fraction", acclip_clip_fraction),
-    ClipByCoordinateState: ("clip_fraction", lambda state: state.clip_fraction),
-    ClipByGlobalNormState: ("global_norm", lambda state: state.global_norm),
+    ScaleByACClipState: {"clip_fraction": acclip_clip_fraction},
+    ScaleByACClipPortsState: {"clip_fraction": acclip_clip_fraction},
+    ClipByCoordinateState: {"clip_fraction": lambda state: state.clip_fraction},
+    ClipByGlobalNormState: {"global_norm": lambda state: state.global_norm},
+    ZClipState: _GLOBAL_CLIP_STATS,
+    AutoClipState: _GLOBAL_CLIP_STATS,
+    AdaGCState: {"global_norm": lambda state: state.global_norm,
+                 "clip_fraction": lambda state: state.clip_fraction},
+    SpamState: {"clip_fraction": lambda state: state.clip_fraction},
 }
 
 
@@ -26,8 +35,10 @@ def clip_stats(opt_state: Any) -> dict[str, jax.Array]:
   Walks the state as a pytree, so it sees through `optax.chain`, `optax.inject_hyperparams`,
   `optax.masked`, `optax.MultiSteps`, `optax.apply_if_finite` and any nesting of them.
 
-  Keys: ``"clip_fraction"`` (ACClip, the ports' ACClip and CClip: the fraction of coordinates clipped at
-  the last update) and ``"global_norm"`` (GClip: the pre-clip global norm). When a state holds several
+  Keys: ``"clip_fraction"`` (ACClip, the ports' ACClip, CClip and SPAM: the fraction of coordinates
+  clipped at the last update; AdaGC: the fraction of tensors), ``"global_norm"`` (GClip, ZClip, AutoClip,
+  AdaGC: the pre-clip global norm), and for ZClip and AutoClip ``"clip_threshold"`` (the norm the update
+  was clipped to; ZClip: inf when it was not) and ``"clipped"`` (1.0 or 0.0). When a state holds several
   transformations with the same statistic, the first (outermost, leftmost) keeps the plain key and the
   others get ``"/1"``, ``"/2"``, ... in the order they appear.
 
@@ -53,8 +64,8 @@ def clip_stats(opt_state: Any) -> dict[str, jax.Array]:
   for node in jax.tree.leaves(opt_state, is_leaf=is_clip_state):
     if not is_clip_state(node):
       continue
-    name, read = _STATS_BY_STATE[type(node)]
-    key = name if name not in seen else f"{name}/{seen[name]}"
-    seen[name] = seen.get(name, 0) + 1
-    stats[key] = read(node)
+    for name, read in _STATS_BY_STATE[type(node)].items():
+      key = name if name not in seen else f"{name}/{seen[name]}"
+      seen[name] = seen.get(name, 0) + 1
+      stats[key] = read(node)
   return stats

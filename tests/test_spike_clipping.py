@@ -1,0 +1,363 @@
+"""ZClip, AdaGC, AutoClip and SPAM: float64 NumPy references written from the formulas, invariants, and
+(marker `oracle`, run with `pytest -m oracle` when torch, zclip and pytorch-optimizer are installed) the
+reference implementations themselves."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import acclip_optax
+from acclip_optax import adagc, autoclip, scale_by_spam, spam, zclip
+
+SHAPES = {"kernel": (4, 3), "bias": (5,)}
+NUM_STEPS = 60
+
+
+@pytest.fixture
+def x64():
+  previous = jax.config.jax_enable_x64
+  jax.config.update("jax_enable_x64", True)
+  yield
+  jax.config.update("jax_enable_x64", previous)
+
+
+def spiky_grads(seed, num_steps=NUM_STEPS, spike_steps=(30, 41, 47), spike=100.0):
+  """Gaussian gradients (float64 NumPy) with 100x spikes at `spike_steps` (0-based), one leaf at a time."""
+  rng = np.random.default_rng(seed)
+  grads = []
+  for k in range(num_steps):
+    step = {name: rng.normal(size=shape) for name, shape in SHAPES.items()}
+    if k in spike_steps:
+      name = sorted(SHAPES)[k % 2]
+      step[name] = step[name] * spike
+    grads.append(step)
+  return grads
+
+
+def global_norm(tree):
+  return math.sqrt(sum(float(np.sum(np.square(x))) for x in tree.values()))
+
+
+def run(tx, grads, params=None):
+  params = params if params is not None else {k: jnp.zeros_like(jnp.asarray(v)) for k, v in grads[0].items()}
+  params = jax.tree.map(jnp.asarray, params)
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  outputs = []
+  for g in grads:
+    u, state = update(jax.tree.map(jnp.asarray, g), state, params)
+    outputs.append(jax.tree.map(np.asarray, u))
+  return outputs, state
+
+
+def assert_close(outputs, expected, rtol):
+  for step, (got, want) in enumerate(zip(outputs, expected), start=1):
+    for name in want:
+      np.testing.assert_allclose(got[name], want[name], rtol=rtol, atol=rtol * 1e-6,
+                                 err_msg=f"step {step}, leaf {name}")
+
+
+# ---- float64 references, from the formulas -------------------------------------------------------
+
+def zclip_reference(grads, alpha=0.97, z_threshold=2.5, warmup_steps=25, max_norm=None, eps=1e-6):
+  buffer, mean, var, outputs = [], None, None, []
+  for g in grads:
+    n = global_norm(g)
+    if mean is None:
+      buffer.append(n)
+      if len(buffer) == warmup_steps:
+        mean = sum(buffer) / len(buffer)
+        var = sum((x - mean) ** 2 for x in buffer) / len(buffer)
+      scale = min(1.0, max_norm / (n + 1e-6)) if max_norm is not None else 1.0
+      outputs.append({k: v * scale for k, v in g.items()})
+      continue
+    std = math.sqrt(var)
+    z = (n - mean) / (std + eps)
+    c = mean + z_threshold * std / (z / z_threshold) if z > z_threshold else n
+    threshold = min(c, max_norm) if max_norm is not None else c
+    scale = threshold / (n + 1e-6) if n > threshold else 1.0
+    outputs.append({k: v * scale for k, v in g.items()})
+    mean = alpha * mean + (1 - alpha) * c
+    var = alpha * var + (1 - alpha) * (c - mean) ** 2
+  return outputs
+
+
+def adagc_reference(grads, lambda_abs=1.0, lambda_rel=1.05, beta=0.98, warmup_steps=100, eps=1e-8):
+  gamma, outputs = {}, []
+  for k, g in enumerate(grads, start=1):
+    n = global_norm(g)
+    out = {}
+    for name, leaf in g.items():
+      leaf_norm = float(np.linalg.norm(leaf))
+      if name not in gamma or k < warmup_steps:
+        clipped = leaf * min(lambda_abs / (n + eps), 1.0)
+        clipped_norm = float(np.linalg.norm(clipped))
+        gamma[name] = clipped_norm if name not in gamma else min(gamma[name], clipped_norm)
+      else:
+        clipped = leaf * min(lambda_rel * max(gamma[name], eps) / max(leaf_norm, eps), 1.0)
+        gamma[name] = beta * gamma[name] + (1 - beta) * float(np.linalg.norm(clipped))
+      out[name] = clipped
+    outputs.append(out)
+  return outputs
+
+
+def autoclip_reference(grads, percentile=10.0, history=1000):
+  norms, outputs = [], []
+  for g in grads:
+    n = global_norm(g)
+    norms.append(n)
+    threshold = float(np.percentile(norms[-history:], percentile))
+    scale = min(1.0, threshold / (n + 1e-6))
+    outputs.append({k: v * scale for k, v in g.items()})
+  return outputs
+
+
+def spam_reference(grads, b1=0.9, b2=0.999, eps=1e-6, theta=5000.0, reset_interval=500, warmup_steps=50,
+                   grad_accu_steps=20):
+  m = {name: 0.0 for name in grads[0]}
+  v = {name: 0.0 for name in grads[0]}
+  outputs = []
+  for k, g in enumerate(grads, start=1):
+    if k % reset_interval == 0:
+      m = {name: 0.0 for name in g}
+      v = {name: 0.0 for name in g}
+    since = k % reset_interval
+    scale = 1.0
+    if k >= reset_interval and since < warmup_steps:
+      scale = 1.0 - 0.99 * (1 + math.cos(math.pi * (since + 1) / (warmup_steps + 1))) / 2
+    out = {}
+    for name, leaf in g.items():
+      leaf = leaf.copy()
+      if theta != 0 and k >= grad_accu_steps and since >= grad_accu_steps:
+        spike = leaf ** 2 > theta * v[name]
+        leaf[spike] = np.sign(leaf[spike]) * np.sqrt(theta * np.broadcast_to(v[name], leaf.shape)[spike])
+      m[name] = b1 * m[name] + (1 - b1) * leaf
+      v[name] = b2 * v[name] + (1 - b2) * leaf ** 2
+      out[name] = scale * math.sqrt(1 - b2 ** k) / (1 - b1 ** k) * m[name] / (np.sqrt(v[name]) + eps)
+    outputs.append(out)
+  return outputs
+
+
+@pytest.mark.parametrize("kwargs", [dict(warmup_steps=10), dict(warmup_steps=5, max_norm=15.0, z_threshold=2.0)])
+def test_zclip_matches_its_float64_reference(x64, kwargs):
+  del x64
+  grads = spiky_grads(seed=0)
+  outputs, state = run(zclip(**kwargs), grads)
+  assert_close(outputs, zclip_reference(grads, **kwargs), rtol=1e-10)
+  assert int(state.count) == NUM_STEPS
+
+
+@pytest.mark.parametrize("kwargs", [dict(warmup_steps=10), dict(warmup_steps=0, lambda_rel=1.2, beta=0.9)])
+def test_adagc_matches_its_float64_reference(x64, kwargs):
+  del x64
+  grads = spiky_grads(seed=1)
+  outputs, _ = run(adagc(**kwargs), grads)
+  assert_close(outputs, adagc_reference(grads, **kwargs), rtol=1e-10)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(percentile=50.0, history=7), dict(percentile=100.0, history=1)])
+def test_autoclip_matches_its_float64_reference(x64, kwargs):
+  del x64
+  grads = spiky_grads(seed=2)
+  outputs, _ = run(autoclip(**kwargs), grads)
+  assert_close(outputs, autoclip_reference(grads, **kwargs), rtol=1e-10)
+
+
+@pytest.mark.parametrize("kwargs", [dict(theta=50.0, reset_interval=25, warmup_steps=8, grad_accu_steps=5),
+                                    dict()])
+def test_spam_matches_its_float64_reference(x64, kwargs):
+  del x64
+  grads = spiky_grads(seed=3)
+  outputs, state = run(scale_by_spam(**kwargs), grads)
+  assert_close(outputs, spam_reference(grads, **kwargs), rtol=1e-10)
+  assert float(acclip_optax.clip_stats(state)["clip_fraction"]) >= 0.0
+
+
+# ---- invariants -----------------------------------------------------------------------------------
+
+def steady(num_steps=80):
+  """A constant gradient of global norm 0.57 (below AdaGC's warm-up bound lambda_abs = 1)."""
+  return [{"w": np.full(6, 0.2), "b": np.full(2, -0.2)} for _ in range(num_steps)]
+
+
+@pytest.mark.parametrize("name, tx", [("zclip", zclip(warmup_steps=10)), ("adagc", adagc(warmup_steps=10)),
+                                      ("autoclip", autoclip(percentile=10.0))])
+def test_a_steady_gradient_passes_unchanged_after_warmup(name, tx):
+  grads = steady()
+  outputs, state = run(tx, grads)
+  for got, g in zip(outputs[20:], grads[20:]):
+    for leaf in g:  # AutoClip clips at the norm itself: torch's n / (n + 1e-6) is all it costs
+      np.testing.assert_allclose(got[leaf], g[leaf], rtol=2e-6, err_msg=name)
+  stats = acclip_optax.clip_stats(state)
+  assert float(stats.get("clipped", 0.0)) == 0.0 and float(stats.get("clip_fraction", 0.0)) == 0.0
+
+
+@pytest.mark.parametrize("name, tx", [("zclip", zclip(warmup_steps=10)), ("adagc", adagc(warmup_steps=10)),
+                                      ("autoclip", autoclip(percentile=50.0))])
+def test_a_100x_spike_is_cut(name, tx):
+  grads = steady(40)
+  grads[30] = {k: 100 * v for k, v in grads[30].items()}
+  outputs, _ = run(tx, grads)
+  spike_norm = global_norm(outputs[30])
+  assert spike_norm < 2.0 * global_norm(grads[29]), name  # back to about the steady norm (0.57)
+
+
+def test_spam_cuts_a_coordinate_spike_to_sqrt_theta_v():
+  grads = [{"w": np.full(4, 1.0)} for _ in range(40)]
+  grads[30] = {"w": np.array([1.0, 1000.0, 1.0, 1.0])}
+  theta = 5000.0  # v is not bias-corrected: after 30 steps of 1, theta v = 148, so only the spike is cut
+  tx = scale_by_spam(theta=theta, grad_accu_steps=5)
+  _, before = run(tx, grads[:30])
+  outputs, after = run(tx, grads[:31])
+  v_before = float(np.asarray(before.nu["w"])[1])
+  clipped = math.sqrt(theta * v_before)  # the spike enters v as this, not as 1000
+  assert float(np.asarray(after.nu["w"])[1]) == pytest.approx(0.999 * v_before + 0.001 * clipped ** 2, rel=1e-5)
+  assert float(acclip_optax.clip_stats(after)["clip_fraction"]) == pytest.approx(0.25)
+
+
+def test_adagc_thresholds_are_per_tensor():
+  grads = steady(40)
+  grads[30] = {"w": 100 * grads[30]["w"], "b": grads[30]["b"]}
+  outputs, state = run(adagc(warmup_steps=10), grads[:31])
+  np.testing.assert_allclose(outputs[30]["b"], grads[30]["b"], rtol=1e-6)  # the quiet tensor is untouched
+  assert np.linalg.norm(outputs[30]["w"]) == pytest.approx(1.05 * np.linalg.norm(grads[29]["w"]), rel=1e-4)
+  assert float(acclip_optax.clip_stats(state)["clip_fraction"]) == 0.5
+
+
+def test_spam_resets_its_moments_and_warms_up():
+  grads = [{"w": np.full(3, 1.0)} for _ in range(12)]
+  outputs, state = run(scale_by_spam(reset_interval=5, warmup_steps=3, grad_accu_steps=0, theta=0.0), grads)
+  sizes = [float(np.abs(o["w"][0])) for o in outputs]
+  assert sizes[4] < 0.1 * sizes[3] and sizes[9] < 0.1 * sizes[8]  # steps 5 and 10 restart from m = 0
+  assert sizes[5] > sizes[4]  # the warm-up after the reset grows the step back
+
+
+@pytest.mark.parametrize("make", [lambda: zclip(warmup_steps=3), lambda: adagc(warmup_steps=3),
+                                  lambda: autoclip(history=4), lambda: spam(1e-3, weight_decay=0.1)])
+def test_composes_with_optax_wrappers_and_jit(make):
+  params = {"w": jnp.ones(3), "b": jnp.zeros(2)}
+  grads = {"w": jnp.full(3, 2.0), "b": jnp.full(2, jnp.nan)}
+  tx = optax.apply_if_finite(optax.chain(make(), optax.sgd(0.1)), max_consecutive_errors=3)
+  state = tx.init(params)
+  updates, new_state = jax.jit(tx.update)(grads, state, params)
+  assert all(bool(jnp.all(u == 0)) for u in jax.tree.leaves(updates))  # the NaN step is skipped
+  accumulated = optax.MultiSteps(optax.chain(make(), optax.sgd(0.1)), every_k_schedule=2)
+  state = accumulated.init(params)
+  for _ in range(4):
+    _, state = jax.jit(accumulated.update)({"w": jnp.ones(3), "b": jnp.ones(2)}, state, params)
+  injected = optax.inject_hyperparams(lambda learning_rate: optax.chain(make(), optax.sgd(learning_rate)))(0.1)
+  _, state = jax.jit(injected.update)({"w": jnp.ones(3), "b": jnp.ones(2)}, injected.init(params), params)
+  del new_state
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: zclip(alpha=1.0), "alpha=1.0"), (lambda: zclip(warmup_steps=0), "warmup_steps=0"),
+    (lambda: zclip(max_norm=0.0), "max_norm=0.0"), (lambda: adagc(lambda_rel=0.0), "lambda_rel=0.0"),
+    (lambda: adagc(beta=float("nan")), "beta=nan"), (lambda: autoclip(percentile=101.0), "percentile=101.0"),
+    (lambda: autoclip(history=0), "history=0"), (lambda: spam(1e-3, reset_interval=0), "reset_interval=0"),
+    (lambda: spam(1e-3, theta=-1.0), "theta=-1.0"), (lambda: spam(1e-3, weight_decay=-0.1), "weight_decay=-0.1"),
+])
+def test_bad_hyperparameters_name_themselves(make, message):
+  with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+    make()
+
+
+# ---- the reference implementations as oracles (pytest -m oracle) ----------------------------------
+
+def _torch_model(params):
+  torch = pytest.importorskip("torch")
+  return {name: torch.nn.Parameter(torch.tensor(value, dtype=torch.float64)) for name, value in params.items()}
+
+
+def _torch_trajectory(params, grads, make_optimizer, before_step=None):
+  torch = pytest.importorskip("torch")
+  tensors = _torch_model(params)
+  module = torch.nn.Module()
+  for name, tensor in tensors.items():
+    module.register_parameter(name, tensor)
+  optimizer = make_optimizer(list(tensors.values()))
+  trajectory = []
+  for g in grads:
+    for name, tensor in tensors.items():
+      tensor.grad = torch.tensor(g[name], dtype=torch.float64)
+    if before_step is not None:
+      before_step(module)
+    optimizer.step()
+    trajectory.append({name: tensor.detach().numpy().copy() for name, tensor in tensors.items()})
+  return trajectory
+
+
+def _our_trajectory(tx, params, grads):
+  params = jax.tree.map(jnp.asarray, params)
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  trajectory = []
+  for g in grads:
+    updates, state = update(jax.tree.map(jnp.asarray, g), state, params)
+    params = optax.apply_updates(params, updates)
+    trajectory.append(jax.tree.map(np.asarray, params))
+  return trajectory
+
+
+def _largest_relative_difference(ours, theirs):
+  return max(float(np.max(np.abs(a[k] - b[k]) / (np.abs(b[k]) + 1e-12))) for a, b in zip(ours, theirs) for k in b)
+
+
+def _initial_params():
+  rng = np.random.default_rng(9)
+  return {name: rng.normal(size=shape) for name, shape in SHAPES.items()}
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("max_norm", [None, 1.0])
+def test_oracle_zclip(x64, max_norm):
+  del x64
+  pytest.importorskip("zclip")
+  torch = pytest.importorskip("torch")
+  from zclip import ZClip  # pylint: disable=g-import-not-at-top
+  grads, params = spiky_grads(seed=4, num_steps=80), _initial_params()
+  clipper = ZClip(max_grad_norm=max_norm)
+  theirs = _torch_trajectory(params, grads, lambda p: torch.optim.SGD(p, lr=0.1), before_step=clipper.step)
+  ours = _our_trajectory(optax.chain(zclip(max_norm=max_norm), optax.sgd(0.1)), params, grads)
+  difference = _largest_relative_difference(ours, theirs)
+  print(f"zclip (max_norm={max_norm}): largest relative difference {difference:.2e}")
+  assert difference < 1e-10
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("warmup_scale, tolerance", [(0.1, 1e-10), (1.0, 1e-4)])
+def test_oracle_adagc(x64, warmup_scale, tolerance):
+  """pytorch_optimizer computes the warm-up's global norm in float32 (get_global_gradient_norm), so where
+  the warm-up clips (gradients of norm about 4 > lambda_abs = 1) the two trajectories part at float32's
+  1e-7 and drift to about 1e-5; where it does not clip (the gradients scaled by 0.1 during the warm-up)
+  they agree to float64's precision."""
+  del x64
+  pytest.importorskip("pytorch_optimizer")
+  from pytorch_optimizer import AdaGC  # pylint: disable=g-import-not-at-top
+  grads, params = spiky_grads(seed=5, num_steps=150), _initial_params()
+  grads = [{k: v * (warmup_scale if step < 20 else 1.0) for k, v in g.items()} for step, g in enumerate(grads)]
+  theirs = _torch_trajectory(params, grads, lambda p: AdaGC(p, lr=1e-2, warmup_steps=20, weight_decay=0.1))
+  ours = _our_trajectory(optax.chain(adagc(warmup_steps=20), optax.adamw(1e-2, eps=1e-8, weight_decay=0.1)),
+                         params, grads)
+  difference = _largest_relative_difference(ours, theirs)
+  print(f"adagc (warm-up gradients x{warmup_scale}): largest relative difference {difference:.2e}")
+  assert difference < tolerance
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("kwargs", [dict(), dict(threshold=50, update_proj_gap=40, warmup_epoch=10, weight_decay=0.1)])
+def test_oracle_spam(x64, kwargs):
+  del x64
+  pytest.importorskip("pytorch_optimizer")
+  from pytorch_optimizer import SPAM  # pylint: disable=g-import-not-at-top
+  grads, params = spiky_grads(seed=6, num_steps=130), _initial_params()
+  theirs = _torch_trajectory(params, grads, lambda p: SPAM(p, lr=1e-2, density=1.0, **kwargs))
+  ours_kwargs = dict(theta=float(kwargs.get("threshold", 5000)), reset_interval=kwargs.get("update_proj_gap", 500),
+                     warmup_steps=kwargs.get("warmup_epoch", 50), weight_decay=kwargs.get("weight_decay", 0.0))
+  ours = _our_trajectory(spam(1e-2, **ours_kwargs), params, grads)
+  difference = _largest_relative_difference(ours, theirs)
+  print(f"spam ({kwargs or 'defaults'}): largest relative difference {difference:.2e}")
+  assert difference < 1e-10
