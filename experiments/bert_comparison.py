@@ -140,14 +140,16 @@ TRAIN_LOSS_CURVE, EVAL_LOSS_CURVE = "train_loss", "eval_loss"
 CLIP_FRACTION, GLOBAL_NORM = "clip_fraction", "global_norm"  # acclip_optax.clip_stats keys
 
 
-def default_corpus() -> str | None:
-  """The python3.11-doc text sources when installed (about 12 MB of English prose), else None: the BERT
-  driver's own default, the standard library's `pydoc_data.topics`."""
-  return PYTHON_DOC_SOURCES if os.path.isdir(PYTHON_DOC_SOURCES) else None
+QUICK_CORPUS = "pydoc"  # the standard library's pydoc_data.topics: present on every machine
+FULL_CORPUS = PYTHON_DOC_SOURCES  # about 12 MB of English prose from the Debian package python3.11-doc
 
 
-def _subfolder(corpus: str | None, name: str) -> str | None:
-  return os.path.join(corpus, name) if corpus and os.path.isdir(os.path.join(corpus, name)) else corpus
+def check_corpus(corpus: str) -> None:
+  """FileNotFoundError saying how to install the full mode's corpus when it is missing (no fallback)."""
+  if corpus == FULL_CORPUS and not os.path.isdir(corpus):
+    raise FileNotFoundError(
+        f"The full BERT comparison trains on {corpus}, which is missing: install it with "
+        "`apt-get install python3.11-doc` (or run the quick mode, which uses pydoc_data.topics).")
 
 
 def squad_files(squad_dir: str) -> tuple[str, str]:
@@ -168,22 +170,37 @@ class ComparisonSettings:
   Attributes:
     config_name: the BERT config module under experiments/bert/configs/ that every run starts from.
     overrides: config fields set for every run (steps, warm-up, batch, sequence length, model size, ...).
-    corpus: the pretraining text (a folder of .txt/.rst files); None: the driver's default corpus.
+    corpus: the pretraining text (a `config.corpus` value of the BERT driver).
     learning_rates: optimizer name -> peak learning rates swept; the optimizers compared are its keys.
     seeds: the sweep runs with seeds[0]; the best learning rate is rerun with the others.
     finetune_overrides: SQuAD config fields for every fine-tuning run.
     finetune_learning_rate_scale: a fine-tuning run's peak learning rate is its optimizer's best
       pre-training learning rate times this (BERT: 1e-4 pre-training, 3e-5 fine-tuning).
-    description: what these settings shrink or keep, for the report.
   """
   config_name: str
   overrides: dict[str, Any]
-  corpus: str | None
+  corpus: str
   learning_rates: dict[str, tuple[float, ...]]
   seeds: tuple[int, ...]
   finetune_overrides: dict[str, Any]
   finetune_learning_rate_scale: float
-  description: str
+
+  @classmethod
+  def from_dict(cls, stored: Mapping[str, Any]) -> "ComparisonSettings":
+    """The settings as `dataclasses.asdict` wrote them to results.json (other keys are ignored)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in stored.items() if k in fields}
+    values["learning_rates"] = {name: tuple(grid) for name, grid in values["learning_rates"].items()}
+    values["seeds"] = tuple(values["seeds"])
+    values.setdefault("corpus", QUICK_CORPUS)  # results.json files before the corpus was always recorded
+    if values["corpus"] is None:
+      values["corpus"] = QUICK_CORPUS
+    return cls(**values)
+
+  @property
+  def description(self) -> str:
+    """The setup in words, made from the config every run starts from (see `setup_text`)."""
+    return setup_text(self)
 
   @classmethod
   def for_mode(cls, quick: bool, weight_decay: float | None = None,
@@ -213,30 +230,39 @@ class ComparisonSettings:
                        num_train_steps=200, warmup_steps=20, batch_size=16, max_seq_len=64,
                        eval_every_steps=100, log_every_steps=10, max_eval_sequences=128, eval_fraction=0.1,
                        validation_fraction=0.1)
-      description = ("BERT with 2 layers, hidden 64, 2 heads, a 2048-token WordPiece vocabulary; 200 steps "
-                     "of 16 x 64 tokens (warm-up 20, linear decay) on the 20 HOWTO documents of the Python "
-                     "docs (2 held out for the reported numbers and 2 for choosing the learning rate, 128 sequences "
-                     "each); 3 learning rates per optimizer; 3 seeds")
-      corpus = _subfolder(default_corpus(), "howto")
+      corpus = QUICK_CORPUS
     else:
       overrides = dict(num_train_steps=2000, warmup_steps=200, batch_size=32, max_seq_len=128,
                        eval_every_steps=250, log_every_steps=10, max_eval_sequences=1024, eval_fraction=0.05,
                        validation_fraction=0.05)
-      description = ("the tiny BERT config (2 layers, hidden 128, 2 heads, 4096-token vocabulary); 2000 "
-                     "steps of 32 x 128 tokens (warm-up 200, linear decay) on all the Python docs (5% of "
-                     "the documents held out for the reported numbers and 5% for choosing the learning "
-                     "rate, at most 1024 sequences each); a grid of 5 learning rates per optimizer, swept "
-                     "from its middle 3 outwards while the best sits at an end (3 to 5 runs); 3 seeds")
-      corpus = default_corpus()
+      corpus = FULL_CORPUS
     overrides.update(plot=False)
     if weight_decay is not None:
       overrides.update(weight_decay=float(weight_decay))
-      description += f"; weight decay {float(weight_decay):g} for every optimizer"
     return cls(config_name="tiny", overrides=overrides, corpus=corpus,
                learning_rates=grids, seeds=(0, 1, 2),
                finetune_overrides=dict(num_train_steps=200 if quick else 2000, max_seq_len=128,
                                        doc_stride=64, batch_size=16, warmup_fraction=0.1),
-               finetune_learning_rate_scale=0.3, description=description)
+               finetune_learning_rate_scale=0.3)
+
+
+def setup_text(settings: ComparisonSettings) -> str:
+  """The comparison's setup in words, every number read from the config its runs start from."""
+  from experiments.bert import input_pipeline  # pylint: disable=g-import-not-at-top
+  config = _config(settings, "adam", 1.0, settings.seeds[0])
+  model = config.model
+  sizes = sorted({len(grid) for grid in settings.learning_rates.values()})
+  grid_text = (f"{sizes[0]} learning rates per optimizer" if sizes == [3] else
+               f"a grid of {'/'.join(map(str, sizes))} learning rates per optimizer, swept from its middle 3 "
+               "outwards while the best sits at an end")
+  return (f"BERT with {model.num_layers} layers, hidden {model.hidden_size}, {model.num_heads} heads, "
+          f"intermediate {model.intermediate_size}, a {config.vocab_size}-token WordPiece vocabulary; "
+          f"{config.num_train_steps} steps of {config.batch_size} x {config.max_seq_len} tokens (warm-up "
+          f"{config.warmup_steps}, {config.learning_rate_decay} decay) on "
+          f"{input_pipeline.corpus_name(config.corpus)} ({config.eval_fraction:.0%} of the documents held "
+          f"out for the reported numbers and {config.validation_fraction:.0%} for choosing the learning "
+          f"rate, at most {config.max_eval_sequences} sequences each); {grid_text}; seeds "
+          f"{', '.join(map(str, settings.seeds))}; weight decay {config.weight_decay:g} for every optimizer")
 
 
 # Per-optimizer fields on top of the BERT config (whose b2 = 0.999, eps = 1e-6 are Adam's BERT recipe).
@@ -254,9 +280,7 @@ def _config(settings: ComparisonSettings, optimizer: str, learning_rate: float, 
   """The BERT pretraining config of one run: the base config, the shared overrides, then the optimizer."""
   config_module = importlib.import_module(f"experiments.bert.configs.{settings.config_name}")
   config = config_module.get_config()
-  fields = dict(settings.overrides)
-  if settings.corpus is not None:
-    fields["corpus"] = settings.corpus
+  fields = dict(settings.overrides, corpus=settings.corpus)
   fields.update(optimizer=optimizer, learning_rate=float(learning_rate), seed=int(seed))
   fields.update(OPTIMIZER_FIELDS.get(optimizer, {}))
   unknown = sorted(set(fields) - set(config.keys()))
@@ -281,15 +305,22 @@ def _optimizer_settings_text(settings: ComparisonSettings) -> str:
           "ACClip (0.1-1) it is 10-1000 times stronger than at Adam-scale ones (0.001-0.01).")
 
 
-def _shared_vocabulary(settings: ComparisonSettings, vocab_dir: str) -> str:
-  """The WordPiece vocabulary every run uses, trained once on the training documents (the driver's split)."""
+def _shared_vocabulary(settings: ComparisonSettings, vocab_dir: str) -> tuple[str, dict[str, Any]]:
+  """The WordPiece vocabulary every run uses, trained once on the training documents (the driver's split),
+  and what the corpus held: its name, documents per split and training tokens."""
   from experiments.bert import input_pipeline  # pylint: disable=g-import-not-at-top
   config = _config(settings, "adam", 1.0, settings.seeds[0])
+  check_corpus(config.corpus)
   documents = input_pipeline.load_documents(config.corpus, max_documents=config.get("max_documents"))
-  train_documents, *_ = input_pipeline.split_documents(
-      documents, config.eval_fraction, config.validation_fraction)
+  splits = input_pipeline.split_documents(documents, config.eval_fraction, config.validation_fraction)
   os.makedirs(vocab_dir, exist_ok=True)
-  return input_pipeline.prepare_vocab(config, vocab_dir, train_documents)
+  vocab_path = input_pipeline.prepare_vocab(config, vocab_dir, splits[0])
+  tokenizer = input_pipeline.load_tokenizer(vocab_path, config.lowercase)
+  train_tokens = sum(len(e.ids) for e in tokenizer.encode_batch(splits[0], add_special_tokens=False))
+  corpus = {"corpus": config.corpus, "corpus_name": input_pipeline.corpus_name(config.corpus),
+            "documents": dict(zip(("train", "eval", "validation"), map(len, splits))),
+            "train_tokens": train_tokens}
+  return vocab_path, corpus
 
 
 def _run_name(optimizer: str, learning_rate: float, seed: int) -> str:
@@ -501,13 +532,16 @@ def run(out_dir: str, settings: ComparisonSettings, squad_dir: str | None = None
   os.makedirs(out_dir, exist_ok=True)
   # Checkpoints only matter to fine-tuning; one shared vocabulary spares every run its WordPiece training.
   shared = dict(save_checkpoints=bool(squad_dir))
-  shared["vocab_file"] = _shared_vocabulary(settings, os.path.join(out_dir, "vocabulary"))
+  shared["vocab_file"], corpus = _shared_vocabulary(settings, os.path.join(out_dir, "vocabulary"))
   settings = dataclasses.replace(settings, overrides={**settings.overrides, **shared})
   optimizers = {}
   for optimizer, grid in settings.learning_rates.items():
     optimizers[optimizer] = _compare_optimizer(settings, out_dir, optimizer, grid)
   num_train_steps = int(_config(settings, "adam", 1.0, 0)["num_train_steps"])
   summary = {
+      "setup": setup_text(settings),
+      "corpus": corpus,
+      "data_description": [corpus_text(corpus)],
       "optimizer_settings": _optimizer_settings_text(settings),
       "optimizers": optimizers,
       "figures": _plot_figures(out_dir, optimizers, num_train_steps),
@@ -517,6 +551,15 @@ def run(out_dir: str, settings: ComparisonSettings, squad_dir: str | None = None
   }
   report.write_json(os.path.join(out_dir, "results.json"), summary)
   return summary
+
+
+def corpus_text(corpus: Mapping[str, Any]) -> str:
+  """One sentence on the corpus a comparison loaded (from `_shared_vocabulary`'s record of it)."""
+  documents = corpus["documents"]
+  return (f"BERT corpus: {corpus['corpus_name']} (`corpus={corpus['corpus']}`): {sum(documents.values())} "
+          f"documents, {documents['train']} for training ({corpus['train_tokens']:,} WordPiece tokens), "
+          f"{documents['eval']} held out for the reported numbers, {documents['validation']} for choosing "
+          "learning rates.")
 
 
 def _finetune(out_dir: str, settings: ComparisonSettings, optimizers: Mapping[str, Mapping[str, Any]],
@@ -568,9 +611,7 @@ def single_run_command(settings: ComparisonSettings, optimizer: str, learning_ra
                        workdir: str) -> str:
   """The `experiments.bert.main` command line that repeats one pre-training run of the comparison."""
   flags = []
-  fields = dict(settings.overrides)
-  if settings.corpus is not None:
-    fields["corpus"] = settings.corpus
+  fields = dict(settings.overrides, corpus=settings.corpus)
   fields.update(optimizer=optimizer, learning_rate=learning_rate, seed=seed, **OPTIMIZER_FIELDS.get(optimizer, {}))
   for name, value in fields.items():
     if isinstance(value, Mapping):
@@ -594,7 +635,7 @@ def report_lines(summary: Mapping[str, Any]) -> list[str]:
   settings = summary["settings"]
   optimizers = summary["optimizers"]
   lines = [
-      f"Setup: {settings['description']}. Same model, corpus, data order (a function of the seed), steps "
+      f"Setup: {summary.get('setup') or settings.get('description', '')}. Same model, corpus, data order (a function of the seed), steps "
       "and warm-up for every optimizer; the learning rate is chosen on the validation documents with seed "
       f"{settings['seeds'][0]}, then rerun with seeds {', '.join(map(str, settings['seeds'][1:]))}; the "
       "reported numbers come from other, held-out documents that chose nothing. "

@@ -344,6 +344,9 @@ def write_report(out_dir: str, results: Mapping[str, Any],
               f"Part: `{assessed['part']}` ({part.get('status', 'not run')}, "
               f"{format_number(part.get('wall_s', float('nan')) / 60, 3)} min, output in `{part.get('dir', assessed['part'])}/`).",
               ""]
+    data = part.get("summary", {}).get("data_description", [])
+    if data:  # what the part loaded, as it recorded it (never a description typed for the mode)
+      lines += ["Data:", ""] + [f"- {sentence}" for sentence in data] + [""]
     if assessed["rows"]:
       lines += [markdown_table(["measure", "ours", "paper", "verdict"],
                                [[r["measure"], r["ours"], r["paper"],

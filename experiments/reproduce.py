@@ -120,9 +120,10 @@ def run(out_dir: str, quick: bool = False, squad_dir: str | None = None,
     with open(results_path) as f:
       previous_results = json.load(f)
     previous = previous_results.get("parts", {})
-    if not parts:  # report only: keep the mode and command that produced the numbers
+    if not parts:  # report only: the mode, settings and command are those that produced the numbers
       command = previous_results.get("command") or command
       quick = bool(previous_results.get("quick", quick))
+      settings = _recorded_settings(previous_results, quick)
   elif not parts:
     raise FileNotFoundError(f"{results_path} does not exist: nothing to rebuild the report from")
   settings = settings or ReproductionSettings.for_mode(quick)
@@ -157,6 +158,18 @@ def run(out_dir: str, quick: bool = False, squad_dir: str | None = None,
   report.write_report(out_dir, results, figure_keywords=FIGURE_KEYWORDS,
                       extra_sections=_extra_sections(out_dir, results, settings))
   return results
+
+
+def _recorded_settings(previous_results: Mapping[str, Any], quick: bool) -> ReproductionSettings:
+  """The settings a results.json was made with (for --report-only: flags given now change nothing)."""
+  stored = previous_results.get("bert_settings")
+  bert = (bert_comparison.ComparisonSettings.from_dict(stored) if stored
+          else bert_comparison.ComparisonSettings.for_mode(quick))
+
+  def not_rerun(out_dir):
+    raise RuntimeError(f"--report-only runs nothing ({out_dir})")
+
+  return ReproductionSettings(quick=quick, synthetic=not_rerun, noise=not_rerun, bert=bert)
 
 
 # Which of the synthetic study's figures back which question (the noise and BERT parts: all of theirs).

@@ -246,13 +246,21 @@ def tiny_reproduction(tmp_path_factory):
 
 
 def test_the_real_studies_feed_every_section(tmp_path):
-  """The synthetic and noise studies themselves (at their tiny sizes), not stand-ins, through the report."""
+  """The synthetic and noise studies themselves (at their tiny sizes), not stand-ins, through the report,
+  on a corpus that is not the default one: the report names what was loaded."""
+  from pydoc_data.topics import topics  # pylint: disable=g-import-not-at-top
   from experiments.noise import study as noise_study  # pylint: disable=g-import-not-at-top
   from experiments.synthetic import study as synthetic_study  # pylint: disable=g-import-not-at-top
+  corpus = tmp_path / "my_corpus.txt"
+  corpus.write_text("\n\n".join(" ".join(topics[name].split()) for name in sorted(topics)[:16]))
+  bert = dataclasses.replace(_tiny_bert_settings(), corpus=str(corpus))
+  noise_config = dataclasses.replace(noise_study.tiny_config(), bert_corpus=str(corpus))
+  out_dir = tmp_path / "out"
   settings = reproduce.ReproductionSettings(
       quick=True, synthetic=lambda d: synthetic_study.run(d, config=synthetic_study.tiny_config()),
-      noise=lambda d: noise_study.run(d, config=noise_study.tiny_config()), bert=_tiny_bert_settings())
-  results = reproduce.run(str(tmp_path), settings=settings, command="pytest")
+      noise=lambda d: noise_study.run(d, config=noise_config), bert=bert)
+  results = reproduce.run(str(out_dir), settings=settings, command="pytest")
+  tmp_path = out_dir
   assert {name: part["status"] for name, part in results["parts"].items()} == {
       "synthetic": "ok", "noise": "ok", "bert": "ok"}
   verdicts = (report.SUPPORTED, report.NOT_SUPPORTED, report.INCONCLUSIVE)
@@ -263,6 +271,14 @@ def test_the_real_studies_feed_every_section(tmp_path):
   assert text.count("**Verdict: ") == 4
   for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
     assert (tmp_path / path).stat().st_size > 0, path
+  # The data each part loaded, as it recorded it: the corpus file (16 documents), the embedded image set.
+  rq1 = text.split("## RQ1", 1)[1].split("## RQ2", 1)[0]
+  rq4 = text.split("## RQ4", 1)[1].split("## Commands", 1)[0]  # the appendix describes both presets
+  assert f"bert: BERT-tiny MLM on the text file {corpus} (" in rq1
+  assert "resnet: ResNet-18" in rq1 and "on fashion_mnist_subset (256 train and 2000 test images" in rq1
+  assert f"BERT corpus: the text file {corpus} (`corpus={corpus}`): 4 documents" in rq4
+  assert f"on the text file {corpus} (" in rq4.split("Setup: ", 1)[1]
+  assert "pydoc_data" not in rq1 + rq4 and "HOWTO" not in text
   # Every number the report's question rows quote is finite (a blown-up run is printed as "—", not inf/nan).
   for question in results["research_questions"].values():
     for row in question["rows"]:
@@ -362,3 +378,16 @@ def test_an_interrupted_comparison_redoes_only_the_unfinished_runs(tiny_reproduc
   original = results["parts"]["bert"]["summary"]["optimizers"]
   for name, result in summary["optimizers"].items():
     assert result["eval_loss"]["values"] == pytest.approx(original[name]["eval_loss"]["values"]), name
+
+
+def test_report_only_describes_the_run_that_made_the_numbers(tiny_reproduction, tmp_path):
+  """--report-only with comparison flags (and no --quick) must not relabel a quick run as a full one."""
+  out_dir, results, _ = tiny_reproduction
+  out_dir = str(shutil.copytree(out_dir, tmp_path / "copy"))
+  assert reproduce.main(["--out", out_dir, "--report-only", "--weight-decay", "0"]) == 0
+  with open(os.path.join(out_dir, "results.json")) as f:
+    rebuilt = json.load(f)
+  assert rebuilt["quick"] is True
+  assert rebuilt["bert_settings"] == json.loads(json.dumps(results["bert_settings"]))
+  text = open(os.path.join(out_dir, "report.md")).read()
+  assert "Mode: **quick**" in text and "This run used the **quick** mode" in text

@@ -83,6 +83,15 @@ def load_documents(corpus: str = "pydoc", *, hf_config: Optional[str] = None,
   return documents
 
 
+def corpus_name(corpus: str) -> str:
+  """A reader's name for a `config.corpus` value."""
+  if corpus in ("", "pydoc"):
+    return "pydoc_data.topics (the Python standard library's help topics)"
+  if corpus.startswith("hf:"):
+    return f"the Hugging Face dataset {corpus[3:]!r}"
+  return f"{'the text file' if os.path.isfile(corpus) else 'the text files under'} {corpus}"
+
+
 def _text_files(path: str) -> list[str]:
   if not os.path.exists(path):
     raise FileNotFoundError(f"corpus={path!r} does not exist (give 'pydoc', a file, a folder or 'hf:NAME')")
@@ -406,7 +415,7 @@ class MlmData:
   """Packed train/eval/validation sequences and the batch functions of one run.
 
   validation_sequences has no rows when the run holds out no validation documents; document_counts holds
-  the number of documents of each split ("train", "eval", "validation").
+  the number of documents of each split ("train", "eval", "validation"); corpus is the config's corpus.
   """
   train_sequences: np.ndarray
   eval_sequences: np.ndarray
@@ -421,6 +430,13 @@ class MlmData:
   mask_prob: float
   max_predictions: int
   document_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+  corpus: str = "pydoc"
+
+  def description(self) -> dict:
+    """What was loaded, for reports: the corpus, its documents per split, the training tokens."""
+    return {"corpus": self.corpus, "corpus_name": corpus_name(self.corpus),
+            "documents": dict(self.document_counts), "train_sequences": len(self.train_sequences),
+            "train_tokens": int(np.sum(self.train_sequences != self.pad_id)), "vocab_size": self.vocab_size}
 
   def _mask(self, sequences: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return mask_tokens(sequences, rng, mask_id=self.mask_id, pad_id=self.pad_id,
@@ -495,4 +511,5 @@ def create_datasets(config, workdir: str) -> MlmData:
       random_token_ids=np.setdiff1d(np.arange(vocab_size), special_ids).astype(np.int32),
       seed=config.seed, mask_prob=config.mask_prob, max_predictions=config.max_predictions_per_seq,
       document_counts={"train": len(train_documents), "eval": len(eval_documents),
-                       "validation": len(validation_documents)})
+                       "validation": len(validation_documents)},
+      corpus=config.corpus or "pydoc")
