@@ -1,4 +1,4 @@
-"""Plots of gradient-noise measurements (needs matplotlib, from the ``experiments`` extra).
+"""Plots of gradient-noise measurements (needs matplotlib: ``pip install "acclip-optax[plots]"``).
 
 - `plot_noise_histogram`: the noise-norm histogram beside Gaussian and alpha-stable references of the
   same dimension and scale (the paper's Figure 1 style).
@@ -14,7 +14,13 @@ import os
 
 import jax
 import numpy as np
-from matplotlib.figure import Figure
+
+try:
+  from matplotlib.figure import Figure
+except ImportError as error:
+  raise ImportError(
+      "acclip_optax.noise_plots needs matplotlib, which a base install of acclip-optax does not include: "
+      'pip install "acclip-optax[plots]" (or pip install matplotlib)') from error
 
 from acclip_optax import noise
 

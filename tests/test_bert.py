@@ -508,6 +508,7 @@ def test_cli_exits_nonzero_when_the_run_diverged(tmp_path):
              " workdir_help='', config_help='')\n")
   config_file = os.path.join(os.path.dirname(train.__file__), "configs", "tiny.py")
   process = subprocess.run([sys.executable, "-c", program, f"--config={config_file}",
-                            f"--workdir={tmp_path}"], capture_output=True, text=True, timeout=120)
+                            f"--workdir={tmp_path}"], capture_output=True, text=True, timeout=120,
+                           cwd=os.path.join(os.path.dirname(__file__), ".."))
   assert process.returncode == 1
   assert "diverged" in process.stderr and "step 2, is the last finite state" in process.stderr

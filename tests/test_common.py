@@ -424,6 +424,7 @@ def test_truncated_checkpoint_error_is_the_last_thing_printed(tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   process = subprocess.run([sys.executable, "-c", _TRUNCATED_RESTORE, str(tmp_path / "ckpt")],
                            capture_output=True, text=True, timeout=120,
+                           cwd=os.path.join(os.path.dirname(__file__), ".."),
                            env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert process.returncode == 1
   assert "Event loop is closed" not in process.stderr
