@@ -120,6 +120,13 @@ def candidates() -> dict[str, tuple[Callable, Callable]]:
       "acclip_ports": from_optax(acclip_optax.acclip_ports(1e-4)),
       "optax.adam": from_optax(optax.adam(1e-4)),
       "optax.sgd": from_optax(optax.sgd(1e-4)),
+      # The spike-clipping methods; a global-norm method should cost sgd plus one read of the gradients,
+      # which optax's own fixed-threshold clip shows.
+      "optax.clip_by_global_norm + sgd": from_optax(optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(1e-4))),
+      "zclip + sgd": from_optax(optax.chain(acclip_optax.zclip(), optax.sgd(1e-4))),
+      "autoclip + sgd": from_optax(optax.chain(acclip_optax.autoclip(), optax.sgd(1e-4))),
+      "adagc + adamw": from_optax(optax.chain(acclip_optax.adagc(), optax.adamw(1e-4))),
+      "spam": from_optax(acclip_optax.spam(1e-4)),
   }
 
 

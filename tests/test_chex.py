@@ -24,6 +24,11 @@ PUBLIC = {
     "acclip_ports": lambda: acclip_optax.acclip_ports(1e-3, weight_decay=1e-2),
     "cclip": lambda: acclip_optax.cclip(0.1, acclip_optax.clip_threshold_schedule(1.0, 1.5), momentum=0.9),
     "gclip": lambda: acclip_optax.gclip(0.1, 1.0, momentum=0.9, nesterov=True),
+    "zclip": lambda: acclip_optax.zclip(warmup_steps=2, max_norm=10.0),
+    "adagc": lambda: acclip_optax.adagc(warmup_steps=2),
+    "autoclip": lambda: acclip_optax.autoclip(history=2),
+    "spam": lambda: acclip_optax.spam(1e-3, reset_interval=2, warmup_steps=1, grad_accu_steps=1,
+                                      weight_decay=1e-2),
 }
 NUM_STEPS = 3
 
