@@ -50,7 +50,7 @@ def test_every_optimizer_builds_and_steps(name):
 
 def test_unknown_names_are_clear_errors():
   with pytest.raises(ValueError, match="optimizer='adagrad' is not one of adam, adamw, acclip, "
-                                       "acclip_ports, lamb, sgd, gclip, cclip"):
+                                       "acclip_ports, lamb, sgd, gclip, cclip, zclip, adagc, autoclip, spam"):
     optimizers.create_optimizer(optimizer_config(optimizer="adagrad"), 10)
   with pytest.raises(ValueError, match="learning_rate_decay='step' is not one of linear, cosine"):
     optimizers.create_optimizer(optimizer_config(learning_rate_decay="step"), 10)

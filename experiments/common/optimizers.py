@@ -35,7 +35,12 @@ Optimizer names and the config fields each reads (None means "the optimizer's ow
 * `lamb`: b1, b2, eps (optax.lamb; its decay enters the trust ratio, as in the LAMB paper);
 * `sgd`: momentum, nesterov (optax.sgd);
 * `gclip`: clip_threshold (the global-norm bound tau), momentum, nesterov (acclip_optax.gclip);
-* `cclip`: clip_threshold (the coordinate bound tau), momentum, nesterov (acclip_optax.cclip).
+* `cclip`: clip_threshold (the coordinate bound tau), momentum, nesterov (acclip_optax.cclip);
+* `zclip`, `adagc`, `autoclip`: the spike-clipping methods that followed the paper, with their reference
+  defaults (acclip_optax.zclip, .adagc, .autoclip), in front of AdamW (b1, b2, eps, decoupled decay), the
+  optimizer their authors pair them with;
+* `spam`: b1, b2, eps (acclip_optax.spam with its reference defaults otherwise; decoupled decay after the
+  step, as its reference).
 """
 from __future__ import annotations
 
@@ -49,12 +54,15 @@ import optax
 
 import acclip_optax
 
-OPTIMIZER_NAMES = ("adam", "adamw", "acclip", "acclip_ports", "lamb", "sgd", "gclip", "cclip")
+OPTIMIZER_NAMES = ("adam", "adamw", "acclip", "acclip_ports", "lamb", "sgd", "gclip", "cclip", "zclip", "adagc",
+                   "autoclip", "spam")
 LEARNING_RATE_DECAYS = ("linear", "cosine", "constant")
 WEIGHT_DECAY_MODES = ("decoupled", "coupled")
 
 # Optimizers whose own constructor takes weight_decay and mask and applies decoupled decay itself.
-_BUILTIN_DECOUPLED_DECAY = ("adamw", "acclip", "acclip_ports", "lamb")
+_BUILTIN_DECOUPLED_DECAY = ("adamw", "acclip", "acclip_ports", "lamb", "zclip", "adagc", "autoclip", "spam")
+# Spike clipping in front of AdamW.
+_CLIP_BEFORE_ADAMW = {"zclip": acclip_optax.zclip, "adagc": acclip_optax.adagc, "autoclip": acclip_optax.autoclip}
 
 
 def default_optimizer_config() -> ml_collections.ConfigDict:
@@ -153,6 +161,10 @@ def _named_optimizer(config, learning_rate, weight_decay: float) -> optax.Gradie
   if name == "cclip":
     return acclip_optax.cclip(
         learning_rate, config.clip_threshold, momentum=momentum, nesterov=config.nesterov)
+  if name in _CLIP_BEFORE_ADAMW:
+    return optax.chain(_CLIP_BEFORE_ADAMW[name](), optax.adamw(learning_rate, **adam_moments, **decay))
+  if name == "spam":
+    return acclip_optax.spam(learning_rate, **adam_moments, **decay)
   raise ValueError(f"optimizer={name!r} is not one of {', '.join(OPTIMIZER_NAMES)}")
 
 
