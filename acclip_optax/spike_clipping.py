@@ -122,10 +122,10 @@ def zclip(alpha: float = 0.97, z_threshold: float = 2.5, warmup_steps: int = 25,
   def init_fn(params):
     check_floating_leaves("params", params)
     dtype = _float_dtype(params)
-    zero = jnp.zeros([], dtype)
+    zero = lambda: jnp.zeros([], dtype)  # a new buffer per leaf: a donated state may not repeat one
     return ZClipState(count=jnp.zeros([], jnp.int32), warmup_norms=jnp.zeros([warmup_steps], dtype),
-                      mean=zero, var=zero, global_norm=zero, clip_threshold=jnp.full([], jnp.inf, dtype),
-                      clipped=zero)
+                      mean=zero(), var=zero(), global_norm=zero(), clip_threshold=jnp.full([], jnp.inf, dtype),
+                      clipped=zero())
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
@@ -308,9 +308,9 @@ def autoclip(percentile: float = 10.0, history: int = 1000) -> optax.GradientTra
   def init_fn(params):
     check_floating_leaves("params", params)
     dtype = _float_dtype(params)
-    zero = jnp.zeros([], dtype)
-    return AutoClipState(count=jnp.zeros([], jnp.int32), norms=jnp.zeros([history], dtype), global_norm=zero,
-                         clip_threshold=zero, clipped=zero)
+    zero = lambda: jnp.zeros([], dtype)  # a new buffer per leaf: a donated state may not repeat one
+    return AutoClipState(count=jnp.zeros([], jnp.int32), norms=jnp.zeros([history], dtype),
+                         global_norm=zero(), clip_threshold=zero(), clipped=zero())
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args

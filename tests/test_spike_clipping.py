@@ -253,6 +253,19 @@ def test_composes_with_optax_wrappers_and_jit(make):
   del new_state
 
 
+@pytest.mark.parametrize("make", [lambda: zclip(warmup_steps=2), lambda: adagc(warmup_steps=2),
+                                  lambda: autoclip(history=3), lambda: spam(1e-3)])
+def test_state_can_be_donated(make):
+  """A train step donates its optimizer state: no buffer may appear twice in it."""
+  tx = make()
+  params = {"w": jnp.ones(3), "b": jnp.zeros(2)}
+  step = jax.jit(lambda g, s, p: tx.update(g, s, p), donate_argnums=(1,))
+  state = tx.init(params)
+  for _ in range(4):
+    _, state = step({"w": jnp.ones(3), "b": jnp.ones(2)}, state, params)
+  assert int(jax.tree.leaves(state)[0]) == 4
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda: zclip(alpha=1.0), "alpha=1.0"), (lambda: zclip(warmup_steps=0), "warmup_steps=0"),
     (lambda: zclip(max_norm=0.0), "max_norm=0.0"), (lambda: adagc(lambda_rel=0.0), "lambda_rel=0.0"),
