@@ -192,7 +192,8 @@ RQ_TITLES = {
 }
 
 
-def _row(measure: str, ours: str, paper: str, verdict: str, rule: str) -> dict[str, str]:
+def verdict_row(measure: str, ours: str, paper: str, verdict: str, rule: str) -> dict[str, str]:
+  """One row of a research question's table: what was measured, our number, the paper's, the verdict."""
   return {"measure": measure, "ours": ours, "paper": paper, "verdict": verdict, "rule": rule}
 
 
@@ -225,7 +226,7 @@ def _seed_comparison(name: str, summary: Mapping[str, Any], metric: str, lower_i
   margin = _larger_std(ours, base)
   better = "lower" if lower_is_better else "higher"
   label = {"eval_loss": "held-out MLM loss", "eval_accuracy": "held-out MLM accuracy"}.get(metric, metric)
-  return _row(f"{label}, {name} vs {baseline} (mean ± std over seeds)",
+  return verdict_row(f"{label}, {name} vs {baseline} (mean ± std over seeds)",
               f"{name} {format_seed_statistics(ours)} vs {baseline} {format_seed_statistics(base)}",
               f"{name} {better}",
               verdict_from_margin(effect, margin),
@@ -256,7 +257,7 @@ def assess_rq4(part: Mapping[str, Any]) -> dict[str, Any]:
       ours = runs.get("acclip_pretrained/acclip_finetuned", {}).get(metric)
       base = runs.get("adam_pretrained/adam_finetuned", {}).get(metric)
       effect = ours - base if is_finite_number(ours) and is_finite_number(base) else None
-      rows.append(_row(f"SQuAD {metric} (ACClip pre+fine-tuned vs Adam)",
+      rows.append(verdict_row(f"SQuAD {metric} (ACClip pre+fine-tuned vs Adam)",
                        f"{format_number(ours)} vs {format_number(base)}", "ACClip higher",
                        verdict_from_margin(effect, SQUAD_MARGIN_POINTS),
                        f"one run each: supported if ACClip is higher by more than {SQUAD_MARGIN_POINTS} point"))
@@ -399,13 +400,12 @@ def _environment_lines(results: Mapping[str, Any]) -> list[str]:
 # RQ1 to RQ3 from the studies' key numbers (experiments.noise.study.rq1_numbers,
 # experiments.synthetic.study: 'rq2', 'rates', 'rq3').
 
-ALPHA_MARGIN = 0.1  # tail indices: estimator differences below this are not called
 SLOPE_MARGIN = 0.1  # log-log slopes
 FACTOR_MARGIN = 2.0  # error ratios: a factor of 2 either way
-RELATIVE_GAP_MARGIN = 0.02  # relative held-out-loss gaps: 2 % of the loss
 
 
-def _number(value: Any) -> float | None:
+def finite_or_none(value: Any) -> float | None:
+  """The value as a float when it is a finite number, else None."""
   return float(value) if is_finite_number(value) else None
 
 
@@ -426,49 +426,13 @@ def _log10_ratio(worse: Any, better: Any) -> float | None:
 
 
 def assess_rq1(part: Mapping[str, Any]) -> dict[str, Any]:
-  """RQ1 from the noise study's ``rq1`` numbers (BERT vs ResNet)."""
-  numbers = part.get("summary", {}).get("rq1", {})
-  bert, resnet = numbers.get("bert", {}), numbers.get("resnet", {})
-  rows = []
-  for estimator in ("mohammadi", "hill"):
-    key = f"alpha_{estimator}_pooled_final"
-    b, r = _number(bert.get(key)), _number(resnet.get(key))
-    rows.append(_row(
-        f"pooled tail index of the noise coordinates ({estimator.capitalize()}), end of training",
-        f"BERT {format_number(b)} vs ResNet {format_number(r)}", "BERT heavier-tailed (smaller alpha)",
-        verdict_from_margin(r - b if b is not None and r is not None else None, ALPHA_MARGIN),
-        f"supported if BERT's alpha is below ResNet's by more than {ALPHA_MARGIN}; not supported if above "
-        f"by more than {ALPHA_MARGIN}"))
-  b, r = _number(bert.get("sgd_minus_adam_relative")), _number(resnet.get("sgd_minus_adam_relative"))
-  rows.append(_row(
-      "tuned SGD minus Adam held-out loss, relative to Adam's",
-      f"BERT {format_number(b)} vs ResNet {format_number(r)}", "SGD far behind on BERT, competitive on ResNet",
-      verdict_from_margin(b - r if b is not None and r is not None else None, RELATIVE_GAP_MARGIN),
-      f"supported if the relative gap is larger on BERT by more than {RELATIVE_GAP_MARGIN}; not supported if "
-      f"smaller by that much"))
-  gap_std = _number(bert.get("gap_in_seed_std"))
-  informative = [
-      _row("SGD minus Adam on BERT, in seed standard deviations", format_number(gap_std), "SGD behind (> 0)",
-           verdict_from_margin(gap_std, 1.0), "supported if SGD is behind by more than one seed std"),
-      _row("variance-estimate growth var(n)/var(n/2), end of training",
-           f"BERT {format_number(_number(bert.get('variance_growth_final')))} vs ResNet "
-           f"{format_number(_number(resnet.get('variance_growth_final')))}",
-           "keeps growing for BERT (> 1), converged for ResNet (about 1)",
-           verdict_from_margin(
-               _number(bert.get("variance_growth_final")) - _number(resnet.get("variance_growth_final"))
-               if _number(bert.get("variance_growth_final")) is not None
-               and _number(resnet.get("variance_growth_final")) is not None else None, 0.1),
-           "supported if BERT's growth ratio exceeds ResNet's by more than 0.1"),
-  ]
-  core = [rows[0], rows[2]]
-  return {"rows": rows + [_informative(r) for r in informative],
-          "verdict": combine_verdicts([r["verdict"] for r in core]),
-          "overall_rule": "overall: unanimous verdict of the Mohammadi tail-index row and the SGD-gap row "
-                          "(Hill's estimator and the rows marked [not in the overall verdict] are context), "
-                          "else inconclusive"}
+  """RQ1 from the noise study's ``rq1`` numbers, by the study's own rule (`experiments.noise.verdict`)."""
+  from experiments.noise import verdict  # pylint: disable=g-import-not-at-top  (it imports this module)
+  return verdict.assess_rq1(part.get("summary", {}).get("rq1", {}))
 
 
-def _informative(row: Mapping[str, str]) -> dict[str, str]:
+def context_row(row: Mapping[str, str]) -> dict[str, str]:
+  """The row marked as context: shown, but not part of the overall verdict."""
   return dict(row, measure=row["measure"] + " [not in the overall verdict]")
 
 
@@ -482,14 +446,14 @@ def assess_rq2(part: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(numbers, Mapping):
       continue
     effect = _log10_ratio(numbers.get("sgd_tuned_p90"), numbers.get("gclip_tuned_p90"))
-    rows.append(_row(
+    rows.append(verdict_row(
         f"90th percentile of final f - f*, tuned SGD vs tuned GClip, alpha = {format_number(alpha)}, {problem}",
         f"SGD {format_number(numbers.get('sgd_tuned_p90'))} vs GClip {format_number(numbers.get('gclip_tuned_p90'))}"
         " (— = blew up)", "GClip converges, SGD can diverge",
         verdict_from_margin(effect, math.log10(FACTOR_MARGIN)),
         f"supported if SGD's p90 exceeds GClip's by more than a factor {FACTOR_MARGIN}; not supported if "
         f"GClip's exceeds SGD's by that factor"))
-    informative.append(_row(
+    informative.append(verdict_row(
         f"fraction of diverged runs, theory schedules, SGD vs GClip, {problem}",
         f"SGD {format_number(numbers.get('sgd_theory_diverged_fraction'))} vs GClip "
         f"{format_number(numbers.get('gclip_theory_diverged_fraction'))}", "SGD can diverge",
@@ -500,10 +464,10 @@ def assess_rq2(part: Mapping[str, Any]) -> dict[str, Any]:
         "supported if SGD diverges in more than 5 percentage points more runs than GClip"))
   rates = summary.get("rates", {}).get("by_alpha", {})
   for alpha_key, numbers in rates.items():
-    theory, measured = _number(numbers.get("theory_slope")), _number(numbers.get("gclip_theory_slope"))
+    theory, measured = finite_or_none(numbers.get("theory_slope")), finite_or_none(numbers.get("gclip_theory_slope"))
     if theory is None or theory == 0:  # alpha = 2: the bound gives no rate to check against
       continue
-    rows.append(_row(
+    rows.append(verdict_row(
         f"GClip (theory schedule) log-log slope of median f - f* vs k, alpha = {alpha_key}",
         format_number(measured), f"at least as steep as -2(alpha-1)/alpha = {format_number(theory)}",
         # The theory's rate is a bound: matching it or beating it supports the claim.
@@ -511,7 +475,7 @@ def assess_rq2(part: Mapping[str, Any]) -> dict[str, Any]:
                             SLOPE_MARGIN / 2),
         f"supported if the measured slope is below the theory's + {SLOPE_MARGIN} (as fast as the bound, or "
         f"faster); not supported if above the theory's + {2 * SLOPE_MARGIN:g}; inconclusive in between"))
-  return {"rows": rows + [_informative(r) for r in informative],
+  return {"rows": rows + [context_row(r) for r in informative],
           "verdict": combine_verdicts([r["verdict"] for r in rows]),
           "overall_rule": "overall: unanimous verdict of the p90 and rate rows, else inconclusive"}
 
@@ -521,11 +485,11 @@ def assess_rq3(part: Mapping[str, Any]) -> dict[str, Any]:
   by_alpha = part.get("summary", {}).get("rq3", {})
   rows, informative = [], []
   for alpha_key, numbers in by_alpha.items():
-    gclip, cclip = _number(numbers.get("gclip_tuned_slope_vs_d")), _number(numbers.get("cclip_tuned_slope_vs_d"))
+    gclip, cclip = finite_or_none(numbers.get("gclip_tuned_slope_vs_d")), finite_or_none(numbers.get("cclip_tuned_slope_vs_d"))
     # Where GClip's bound predicts no growth in d (alpha = 2: exponent 2/alpha - 1 = 0), both methods are
     # expected flat: that row is a control, not evidence for or against the claim.
-    is_control = _number(numbers.get("gclip_bound_exponent_2_over_alpha_minus_1")) == 0
-    (informative if is_control else rows).append(_row(
+    is_control = finite_or_none(numbers.get("gclip_bound_exponent_2_over_alpha_minus_1")) == 0
+    (informative if is_control else rows).append(verdict_row(
         f"slope of log per-coordinate error vs log d, tuned, alpha = {alpha_key}",
         f"GClip {format_number(gclip)} vs CClip {format_number(cclip)}",
         "both flat (control: the bound predicts no growth)" if is_control
@@ -533,13 +497,13 @@ def assess_rq3(part: Mapping[str, Any]) -> dict[str, Any]:
         verdict_from_margin(gclip - cclip if gclip is not None and cclip is not None else None, SLOPE_MARGIN),
         f"supported if GClip's slope exceeds CClip's by more than {SLOPE_MARGIN}; not supported if CClip's "
         f"exceeds GClip's by that much"))
-    rows.append(_row(
+    rows.append(verdict_row(
         f"CClip's per-coordinate error flat in d, alpha = {alpha_key}", format_number(cclip), "slope about 0",
         verdict_from_margin(2 * SLOPE_MARGIN - abs(cclip) if cclip is not None else None, SLOPE_MARGIN),
         f"supported if |slope| < {SLOPE_MARGIN}; not supported if |slope| > {3 * SLOPE_MARGIN:g}"))
-    acclip = _number(numbers.get("acclip_tuned_slope_vs_d"))
+    acclip = finite_or_none(numbers.get("acclip_tuned_slope_vs_d"))
     if "acclip_tuned_slope_vs_d" in numbers:
-      informative.append(_row(
+      informative.append(verdict_row(
           f"slope vs d, tuned, alpha = {alpha_key}, GClip vs ACClip", f"GClip {format_number(gclip)} vs "
           f"ACClip {format_number(acclip)}", "ACClip flat like CClip",
           verdict_from_margin(gclip - acclip if gclip is not None and acclip is not None else None, SLOPE_MARGIN),
@@ -547,10 +511,10 @@ def assess_rq3(part: Mapping[str, Any]) -> dict[str, Any]:
     for method in ("gclip", "cclip"):
       key = f"{method}_theory_slope_vs_d"
       if key in numbers:
-        informative.append(_row(f"{method} slope vs d with the theory's parameters, alpha = {alpha_key}",
-                                format_number(_number(numbers[key])), "context", "—",
+        informative.append(verdict_row(f"{method} slope vs d with the theory's parameters, alpha = {alpha_key}",
+                                format_number(finite_or_none(numbers[key])), "context", "—",
                                 "context only (no verdict)"))
-  return {"rows": rows + [_informative(r) for r in informative],
+  return {"rows": rows + [context_row(r) for r in informative],
           "verdict": combine_verdicts([r["verdict"] for r in rows]),
           "overall_rule": "overall: unanimous verdict of the GClip-vs-CClip and CClip-flatness rows, else "
                           "inconclusive"}

@@ -10,7 +10,9 @@ from scipy import stats
 
 from experiments.bert import models as bert_models
 from experiments.noise import __main__ as cli
+from experiments import report
 from experiments.noise import study
+from experiments.noise import verdict
 
 
 def test_bert_parameter_groups_cover_the_model():
@@ -69,11 +71,13 @@ def test_study_runs_end_to_end_at_tiny_sizes(tmp_path):
     sweep = results[model]["sweep"]
     assert sweep["gap_eval_loss"] == pytest.approx(sweep["sgd"]["eval_loss_mean"] - sweep["adam"]["eval_loss_mean"])
     assert set(sweep["sgd"]["grid"]) == {str(lr) for lr in getattr(_tiny_config(), f"{model}_sgd_lrs")}
-  assert isinstance(results["rq1"]["supports_paper"], bool)
+  assert set(results["rq1"]) == {"bert", "resnet"}
   header = (tmp_path / "results.csv").read_text().splitlines()[0]
   assert header == "model,part,step,batch_size,group,optimizer,learning_rate,seed,metric,value"
   summary = (tmp_path / "summary.md").read_text()
   assert "RQ1 verdict" in summary and "Per parameter group" in summary
+  assessed = verdict.assess_rq1(results["rq1"])  # summary.md states the report's verdict, by the same rule
+  assert f"**Verdict: {assessed['verdict']}.**" in summary
 
 
 def test_rq1_verdict_follows_the_numbers():
@@ -83,10 +87,14 @@ def test_rq1_verdict_follows_the_numbers():
     return {"noise": {"main_batch_size": 8, "points": [{"batch_sizes": {8: entry}}]},
             "sweep": {"gap_eval_loss": gap, "gap_relative": gap, "gap_in_seed_std": 1.0,
                       "gap_eval_loss_median": gap}}
-  assert study.rq1_numbers({"bert": fake(1.5, 0.3), "resnet": fake(1.9, 0.0)})["supports_paper"]
-  verdict = study.rq1_numbers({"bert": fake(1.95, 0.3), "resnet": fake(1.9, 0.0)})
-  assert not verdict["bert_heavier_tailed"] and verdict["sgd_gap_larger_on_bert"]
-  assert not verdict["supports_paper"]
+  supported = verdict.assess_rq1(study.rq1_numbers({"bert": fake(1.5, 0.3), "resnet": fake(1.9, 0.0)}))
+  assert supported["verdict"] == report.SUPPORTED
+  # BERT's tail index within the margin of ResNet's: no call on that row, so no overall call.
+  close = verdict.assess_rq1(study.rq1_numbers({"bert": fake(1.85, 0.3), "resnet": fake(1.9, 0.0)}))
+  assert close["rows"][0]["verdict"] == report.INCONCLUSIVE and close["rows"][2]["verdict"] == report.SUPPORTED
+  assert close["verdict"] == report.INCONCLUSIVE
+  opposite = verdict.assess_rq1(study.rq1_numbers({"bert": fake(2.0, -0.1), "resnet": fake(1.5, 0.0)}))
+  assert opposite["verdict"] == report.NOT_SUPPORTED
 
 
 def test_cli_overrides_and_bad_config():
