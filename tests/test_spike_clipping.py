@@ -16,14 +16,6 @@ SHAPES = {"kernel": (4, 3), "bias": (5,)}
 NUM_STEPS = 60
 
 
-@pytest.fixture
-def x64():
-  previous = jax.config.jax_enable_x64
-  jax.config.update("jax_enable_x64", True)
-  yield
-  jax.config.update("jax_enable_x64", previous)
-
-
 def spiky_grads(seed, num_steps=NUM_STEPS, spike_steps=(30, 41, 47), spike=100.0):
   """Gaussian gradients (float64 NumPy) with 100x spikes at `spike_steps` (0-based), one leaf at a time."""
   rng = np.random.default_rng(seed)

@@ -125,15 +125,6 @@ def test_acclip_ports_matches_float64_reference(bias_correction):
   assert_matches_reference(outputs, expected)
 
 
-@pytest.fixture
-def x64():
-  """float64 JAX arrays for one test (the suite runs in float32 otherwise)."""
-  previous = jax.config.jax_enable_x64
-  jax.config.update("jax_enable_x64", True)
-  yield
-  jax.config.update("jax_enable_x64", previous)
-
-
 @pytest.mark.parametrize("make, reference", [
     (lambda: scale_by_acclip(0.8, 0.95, 1.0, 1e-3, bias_correction=True),
      functools.partial(acclip_reference, b1=0.8, b2=0.95, alpha=1.0, eps=1e-3, bias_correction=True)),
@@ -146,7 +137,7 @@ def x64():
     (lambda: acclip_optax.acclip_ports(-1.0),
      functools.partial(acclip_ports_reference, b1=0.9, b2=0.99, alpha=1.0, eps=1e-5, bias_correction=True)),
 ], ids=["scale_by_acclip", "acclip", "scale_by_acclip_ports", "ports_no_correction", "acclip_ports"])
-def test_float64_params_match_the_float64_reference_exactly(x64, make, reference):  # pylint: disable=redefined-outer-name
+def test_float64_params_match_the_float64_reference_exactly(x64, make, reference):
   del x64
   grads = [{name: jnp.asarray(g, jnp.float64) for name, g in as_f64(step).items()}
            for step in cauchy_grads(seed=11)]
