@@ -34,7 +34,8 @@ def check_real_number(name: str, value: Any) -> np.ndarray | None:
   concrete = concrete_value(value)
   if concrete is None:
     return None
-  if not (np.issubdtype(concrete.dtype, np.integer) or np.issubdtype(concrete.dtype, np.floating)):
+  # jnp.issubdtype: NumPy does not count bfloat16 (which inject_hyperparams may give) as floating.
+  if not (jnp.issubdtype(concrete.dtype, jnp.integer) or jnp.issubdtype(concrete.dtype, jnp.floating)):
     raise TypeError(f"{name}={value!r} must be a real number (or an array of them), not {concrete.dtype}")
   return concrete
 
@@ -70,6 +71,15 @@ def check_floating_dtype(name: str, dtype: Any) -> None:
   if not jnp.issubdtype(dtype, jnp.inexact):
     raise TypeError(f"{name} has dtype {np.dtype(dtype).name}; acclip_optax transformations need "
                     "floating-point (or complex) values: an integer update or moment truncates to 0")
+
+
+def check_real_floating_leaves(name: str, tree: Any) -> None:
+  """TypeError unless every leaf of `tree` has a real floating-point dtype (complex is refused too)."""
+  check_floating_leaves(name, tree)
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
+      raise TypeError(f"{name}{jax.tree_util.keystr(path)} is complex; this transformation supports real "
+                      "floating-point values only")
 
 
 def check_floating_leaves(name: str, tree: Any) -> None:

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from acclip_optax._validation import check_floating_leaves, check_in_range, check_same_tree
+from acclip_optax._validation import (
+    check_in_range, check_real_floating_leaves, check_same_tree, concrete_value)
 
 __all__ = [
     "AdaGCState", "AutoClipState", "SpamState", "ZClipState", "adagc", "autoclip", "scale_by_spam", "spam",
@@ -48,10 +49,18 @@ def _float_dtype(updates: optax.Updates) -> Any:
   return jnp.result_type(jnp.float32, *[leaf.dtype for leaf in jax.tree.leaves(updates)])
 
 
-def _check_steps(name: str, value: Any, minimum: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+def _check_steps(name: str, value: Any, minimum: int) -> Any:
+  """A step count as a Python int; a traced one (in `inject_hyperparams`' update) is returned unchecked.
+
+  Buffer sizes are read from the state's shapes in `update`, so only `init` needs these concrete.
+  """
+  concrete = concrete_value(value)
+  if concrete is None:
+    return value
+  if (isinstance(value, bool) or concrete.shape or not jnp.issubdtype(concrete.dtype, jnp.integer)
+      or int(concrete) < minimum):
     raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
-  return value
+  return int(concrete)
 
 
 # ------------------------------------------------------------------------------------------------ ZClip
@@ -86,7 +95,8 @@ def zclip(alpha: float = 0.97, z_threshold: float = 2.5, warmup_steps: int = 25,
     z_k = \frac{n_k - \mu}{\sigma + \epsilon}, \quad
     c_k = \begin{cases} \mu + \frac{z_{thr}\,\sigma}{z_k / z_{thr}} & z_k > z_{thr} \\ n_k & \text{else}
     \end{cases}, \quad
-    g_k \leftarrow \min\Big\{1, \frac{\min(c_k, M)}{n_k + 10^{-6}}\Big\} g_k,
+    g_k \leftarrow \begin{cases} \frac{\tau_k}{n_k + 10^{-6}}\, g_k & n_k > \tau_k = \min(c_k, M) \\
+    g_k & \text{else} \end{cases},
 
     \mu \leftarrow \alpha \mu + (1 - \alpha) c_k, \quad \sigma^2 \leftarrow \alpha \sigma^2 + (1 - \alpha)
     (c_k - \mu)^2 \ (\text{with the new } \mu),
@@ -113,14 +123,14 @@ def zclip(alpha: float = 0.97, z_threshold: float = 2.5, warmup_steps: int = 25,
   """
   check_in_range("alpha", alpha, 0.0, 1.0)
   check_in_range("z_threshold", z_threshold, 0.0, math.inf, low_inclusive=False)
-  _check_steps("warmup_steps", warmup_steps, 1)
+  warmup_steps = _check_steps("warmup_steps", warmup_steps, 1)
   if max_norm is not None:
     check_in_range("max_norm", max_norm, 0.0, math.inf, low_inclusive=False)
   check_in_range("eps", eps, 0.0, math.inf)
   cap = math.inf if max_norm is None else max_norm
 
   def init_fn(params):
-    check_floating_leaves("params", params)
+    check_real_floating_leaves("params", params)
     dtype = _float_dtype(params)
     zero = lambda: jnp.zeros([], dtype)  # a new buffer per leaf: a donated state may not repeat one
     return ZClipState(count=jnp.zeros([], jnp.int32), warmup_norms=jnp.zeros([warmup_steps], dtype),
@@ -129,13 +139,14 @@ def zclip(alpha: float = 0.97, z_threshold: float = 2.5, warmup_steps: int = 25,
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
-    check_floating_leaves("updates", updates)
+    check_real_floating_leaves("updates", updates)
     norm = _global_norm(updates).astype(state.mean.dtype)
-    in_warmup = state.count < warmup_steps
+    num_warmup = state.warmup_norms.shape[0]
+    in_warmup = state.count < num_warmup
     # Warm-up: record the norm; the step that fills the buffer starts the EMA from it.
-    warmup_norms = jnp.where(in_warmup, state.warmup_norms.at[jnp.minimum(state.count, warmup_steps - 1)].set(norm),
+    warmup_norms = jnp.where(in_warmup, state.warmup_norms.at[jnp.minimum(state.count, num_warmup - 1)].set(norm),
                              state.warmup_norms)
-    starts = state.count == warmup_steps - 1
+    starts = state.count == num_warmup - 1
     start_mean = jnp.mean(warmup_norms)
     start_var = jnp.mean(jnp.square(warmup_norms - start_mean))
     # After warm-up: the z-score test against the EMA.
@@ -214,11 +225,11 @@ def adagc(lambda_abs: float = 1.0, lambda_rel: float = 1.05, beta: float = 0.98,
   check_in_range("lambda_abs", lambda_abs, 0.0, math.inf, low_inclusive=False)
   check_in_range("lambda_rel", lambda_rel, 0.0, math.inf, low_inclusive=False)
   check_in_range("beta", beta, 0.0, 1.0)
-  _check_steps("warmup_steps", warmup_steps, 0)
+  warmup_steps = _check_steps("warmup_steps", warmup_steps, 0)
   check_in_range("eps", eps, 0.0, math.inf)
 
   def init_fn(params):
-    check_floating_leaves("params", params)
+    check_real_floating_leaves("params", params)
     dtype = _float_dtype(params)
     return AdaGCState(count=jnp.zeros([], jnp.int32),
                       gamma=jax.tree.map(lambda p: jnp.zeros([], jnp.promote_types(p.dtype, jnp.float32)),
@@ -227,7 +238,7 @@ def adagc(lambda_abs: float = 1.0, lambda_rel: float = 1.05, beta: float = 0.98,
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
-    check_floating_leaves("updates", updates)
+    check_real_floating_leaves("updates", updates)
     check_same_tree("updates", jax.tree.map(lambda g: jnp.zeros([]), updates), "the optimizer state (made by init)",
                     state.gamma)
     step = state.count + 1
@@ -241,7 +252,8 @@ def adagc(lambda_abs: float = 1.0, lambda_rel: float = 1.05, beta: float = 0.98,
     for g, gamma in zip(leaves, gammas):
       g32 = g.astype(gamma.dtype)
       leaf_norm = jnp.sqrt(jnp.sum(jnp.square(g32)))
-      relative_scale = jnp.minimum(lambda_rel * jnp.maximum(gamma, eps) / jnp.maximum(leaf_norm, eps), 1.0)
+      ratio = lambda_rel * jnp.maximum(gamma, eps) / jnp.maximum(leaf_norm, eps)
+      relative_scale = jnp.where(leaf_norm > 0, jnp.minimum(ratio, 1.0), 1.0)  # 0/0 at eps = 0: leave 0 as 0
       # The reference starts the EMA only after a warm-up step has set gamma (k = 1 when W = 0).
       scale = jnp.where(in_warmup | first, warmup_scale.astype(gamma.dtype), relative_scale)
       clipped_norm = scale * leaf_norm
@@ -303,10 +315,10 @@ def autoclip(percentile: float = 10.0, history: int = 1000) -> optax.GradientTra
     >>> updates, state = tx.update(jnp.ones(3), tx.init(jnp.zeros(3)))
   """
   check_in_range("percentile", percentile, 0.0, 100.0, high_inclusive=True)
-  _check_steps("history", history, 1)
+  history = _check_steps("history", history, 1)
 
   def init_fn(params):
-    check_floating_leaves("params", params)
+    check_real_floating_leaves("params", params)
     dtype = _float_dtype(params)
     zero = lambda: jnp.zeros([], dtype)  # a new buffer per leaf: a donated state may not repeat one
     return AutoClipState(count=jnp.zeros([], jnp.int32), norms=jnp.zeros([history], dtype),
@@ -314,11 +326,12 @@ def autoclip(percentile: float = 10.0, history: int = 1000) -> optax.GradientTra
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
-    check_floating_leaves("updates", updates)
+    check_real_floating_leaves("updates", updates)
     norm = _global_norm(updates).astype(state.norms.dtype)
-    norms = state.norms.at[state.count % history].set(norm)
-    valid = jnp.minimum(state.count + 1, history)
-    ordered = jnp.sort(jnp.where(jnp.arange(history) < valid, norms, jnp.inf))
+    size = state.norms.shape[0]
+    norms = state.norms.at[state.count % size].set(norm)
+    valid = jnp.minimum(state.count + 1, size)
+    ordered = jnp.sort(jnp.where(jnp.arange(size) < valid, norms, jnp.inf))
     position = (percentile / 100.0) * (valid - 1).astype(norms.dtype)
     low = jnp.floor(position).astype(jnp.int32)
     high = jnp.minimum(low + 1, valid - 1)
@@ -393,18 +406,18 @@ def scale_by_spam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, theta: 
     check_in_range(name, value, 0.0, 1.0)
   check_in_range("eps", eps, 0.0, math.inf)
   check_in_range("theta", theta, 0.0, math.inf)
-  _check_steps("reset_interval", reset_interval, 1)
-  _check_steps("warmup_steps", warmup_steps, 0)
-  _check_steps("grad_accu_steps", grad_accu_steps, 0)
+  reset_interval = _check_steps("reset_interval", reset_interval, 1)
+  warmup_steps = _check_steps("warmup_steps", warmup_steps, 0)
+  grad_accu_steps = _check_steps("grad_accu_steps", grad_accu_steps, 0)
 
   def init_fn(params):
-    check_floating_leaves("params", params)
+    check_real_floating_leaves("params", params)
     return SpamState(count=jnp.zeros([], jnp.int32), mu=optax.tree.zeros_like(params),
                      nu=optax.tree.zeros_like(params), clip_fraction=jnp.zeros([], jnp.float32))
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
-    check_floating_leaves("updates", updates)
+    check_real_floating_leaves("updates", updates)
     check_same_tree("updates", updates, "the optimizer state (made by init)", state.mu)
     step = state.count + 1
     reset = step % reset_interval == 0
@@ -488,6 +501,6 @@ def spam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.9
   check_in_range("weight_decay", weight_decay, 0.0, math.inf)
   parts = [scale_by_spam(b1, b2, eps, theta, reset_interval, warmup_steps, grad_accu_steps),
            optax.scale_by_learning_rate(learning_rate)]
-  if weight_decay:
+  if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):  # a traced one may be nonzero
     parts.append(_decay_after_step(learning_rate, weight_decay, mask))
   return optax.chain(*parts)

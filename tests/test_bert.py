@@ -512,3 +512,10 @@ def test_cli_exits_nonzero_when_the_run_diverged(tmp_path):
                            cwd=os.path.join(os.path.dirname(__file__), ".."))
   assert process.returncode == 1
   assert "diverged" in process.stderr and "step 2, is the last finite state" in process.stderr
+
+
+def test_an_optimizer_state_with_an_infinite_statistic_is_not_divergence(tmp_path, shared_vocab):
+  """ZClip keeps inf as its threshold while it does not clip: only the loss and parameters decide."""
+  result = train.train_and_evaluate(
+      micro_config(vocab_file=shared_vocab, optimizer="zclip", checkpoint_every_steps=2), str(tmp_path))
+  assert not result["diverged"] and result["checkpoint_step"] == 6

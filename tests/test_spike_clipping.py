@@ -366,3 +366,30 @@ def test_oracle_spam(x64, kwargs):
   difference = _largest_relative_difference(ours, theirs)
   print(f"spam ({kwargs or 'defaults'}): largest relative difference {difference:.2e}")
   assert difference < 1e-10
+
+
+@pytest.mark.parametrize("make", [lambda: optax.inject_hyperparams(zclip)(), lambda: optax.inject_hyperparams(adagc)(),
+                                  lambda: optax.inject_hyperparams(autoclip)(history=4),
+                                  lambda: optax.inject_hyperparams(spam)(1e-3, weight_decay=0.1)])
+def test_every_hyperparameter_can_be_injected(make):
+  """inject_hyperparams turns the step counts into arrays (concrete in init, traced in a jitted update)."""
+  tx = make()
+  params = {"w": jnp.ones(3)}
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  for k in range(3):
+    updates, state = update({"w": jnp.full(3, k + 1.0)}, state, params)
+  assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
+
+
+@pytest.mark.parametrize("make", [zclip, adagc, autoclip, lambda: scale_by_spam()])
+def test_complex_updates_are_refused(make):
+  tx = make()
+  with pytest.raises(TypeError, match=r"params\['w'\] is complex"):
+    tx.init({"w": jnp.zeros(3, jnp.complex64)})
+
+
+def test_adagc_with_eps_zero_leaves_a_zero_tensor_at_zero():
+  grads = [{"w": np.ones(3), "b": np.zeros(2)} for _ in range(6)]
+  outputs, _ = run(adagc(warmup_steps=2, eps=0.0), grads)
+  assert np.all(outputs[-1]["b"] == 0) and np.all(np.isfinite(outputs[-1]["w"]))

@@ -192,3 +192,11 @@ def test_clip_stats_of_complex_acclip_counts_by_modulus():
   tx = scale_by_acclip(b1=0.0, b2=0.0, eps=0.0)  # m = g, tau = |g|: nothing clipped
   _, state = tx.update(jnp.array([3.0 + 4.0j, -1.0j]), tx.init(jnp.zeros(2, jnp.complex64)))
   assert float(acclip_optax.clip_stats(state)["clip_fraction"]) == 0.0
+
+
+def test_bfloat16_hyperparameters_from_inject_hyperparams_are_accepted():
+  """inject_hyperparams gives every numeric default the params' dtype, bfloat16 included."""
+  tx = optax.inject_hyperparams(acclip)(learning_rate=0.1)
+  params = jnp.ones(3, jnp.bfloat16)
+  updates, _ = tx.update(jnp.ones(3, jnp.bfloat16), tx.init(params), params)
+  assert updates.dtype == jnp.bfloat16

@@ -107,9 +107,13 @@ def first_device(tree: Any) -> Any:
   return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data[0]), tree)
 
 
-def _all_finite(state: Any, loss: jax.Array) -> jax.Array:
-  """One bool: the loss and every floating-point leaf of the state are finite."""
-  checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves((state, loss))
+def _all_finite(params: Any, loss: jax.Array) -> jax.Array:
+  """One bool: the loss and every floating-point parameter are finite.
+
+  The parameters, not the whole state: an optimizer may keep an infinite value on purpose (ZClip's
+  threshold when it did not clip), and non-finite moments reach the parameters at the next step anyway.
+  """
+  checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves((params, loss))
             if jnp.issubdtype(leaf.dtype, jnp.inexact)]
   return jnp.all(jnp.stack(checks))
 
@@ -199,17 +203,19 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
   `first_device(state).as_dict()` with meta {"data_position": step, "signature": signature}. A run that
   resumes at last_step (it already ended there) evaluates once more but writes nothing.
 
-  Divergence: a checkpoint is written only for a state whose last loss and every floating-point leaf are
-  finite (one scalar computed on the devices, fetched when saving, which syncs anyway), so a diverged run
-  never replaces its good checkpoints. A non-finite train loss at a logging step, or a non-finite state at
-  a checkpoint step, stops the run when config.stop_on_nonfinite (no final evaluation or checkpoint), and
-  the newest checkpoint on disk is then the last finite state; the log names it.
+  Divergence: a checkpoint is written only for a state whose last loss and parameters are all finite (one
+  scalar computed on the devices, fetched when saving, which syncs anyway), so a diverged run never
+  replaces its good checkpoints. A non-finite train loss at a logging step, or non-finite parameters at a
+  checkpoint step, stops the run when config.stop_on_nonfinite (no final evaluation or checkpoint; a state
+  found non-finite only at the final save has been evaluated, and is not saved), and the newest checkpoint
+  on disk is then the last finite state; the log names it.
 
   Args:
     config: reads max_checkpoints_to_keep, tensorboard, halt_after_steps, log_every_steps,
       eval_every_steps, checkpoint_every_steps (0: only at the end), stop_on_nonfinite, save_checkpoints.
     workdir: the run directory (absolute).
-    state: the fresh host state, a struct with a `step` field and `as_dict()`; a checkpoint replaces it.
+    state: the fresh host state, a struct with `step` and `params` fields and `as_dict()`; a checkpoint
+      replaces it.
     signature: the run's settings a checkpoint must share to be resumed (see checkpoint.CheckpointManager).
     total_steps: the schedule's length.
     train_step: the pmapped `(state, sharded batch) -> (state, replicated metrics with train_loss)`.
@@ -284,7 +290,7 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
     """Checkpoints a finite state; for a non-finite one writes the pending metrics and returns False."""
     if not config.save_checkpoints:
       return True
-    if not bool(first_device(_all_finite_on_devices(state, loss))):
+    if not bool(first_device(_all_finite_on_devices(state.params, loss))):
       flush()
       logging.warning("Step %d: the loss or the state is not finite; no checkpoint written", step)
       return False
