@@ -33,7 +33,11 @@ def global_norm(tree):
   return math.sqrt(sum(float(np.sum(np.square(x))) for x in tree.values()))
 
 
-def run(tx, grads, params=None):
+def run(tx, grads, params=None, apply_updates=False):
+  """(per step: the updates, or with `apply_updates` the parameters after the step; the final state).
+
+  Without `apply_updates` the params stay fixed (zeros by default), which the clipping rules ignore.
+  """
   params = params if params is not None else {k: jnp.zeros_like(jnp.asarray(v)) for k, v in grads[0].items()}
   params = jax.tree.map(jnp.asarray, params)
   state = tx.init(params)
@@ -41,7 +45,9 @@ def run(tx, grads, params=None):
   outputs = []
   for g in grads:
     u, state = update(jax.tree.map(jnp.asarray, g), state, params)
-    outputs.append(jax.tree.map(np.asarray, u))
+    if apply_updates:
+      params = optax.apply_updates(params, u)
+    outputs.append(jax.tree.map(np.asarray, params if apply_updates else u))
   return outputs, state
 
 
@@ -295,18 +301,6 @@ def _torch_trajectory(params, grads, make_optimizer, before_step=None):
   return trajectory
 
 
-def _our_trajectory(tx, params, grads):
-  params = jax.tree.map(jnp.asarray, params)
-  state = tx.init(params)
-  update = jax.jit(tx.update)
-  trajectory = []
-  for g in grads:
-    updates, state = update(jax.tree.map(jnp.asarray, g), state, params)
-    params = optax.apply_updates(params, updates)
-    trajectory.append(jax.tree.map(np.asarray, params))
-  return trajectory
-
-
 def _largest_relative_difference(ours, theirs):
   return max(float(np.max(np.abs(a[k] - b[k]) / (np.abs(b[k]) + 1e-12))) for a, b in zip(ours, theirs) for k in b)
 
@@ -326,7 +320,7 @@ def test_oracle_zclip(x64, max_norm):
   grads, params = spiky_grads(seed=4, num_steps=80), _initial_params()
   clipper = ZClip(max_grad_norm=max_norm)
   theirs = _torch_trajectory(params, grads, lambda p: torch.optim.SGD(p, lr=0.1), before_step=clipper.step)
-  ours = _our_trajectory(optax.chain(zclip(max_norm=max_norm), optax.sgd(0.1)), params, grads)
+  ours, _ = run(optax.chain(zclip(max_norm=max_norm), optax.sgd(0.1)), grads, params, apply_updates=True)
   difference = _largest_relative_difference(ours, theirs)
   print(f"zclip (max_norm={max_norm}): largest relative difference {difference:.2e}")
   assert difference < 1e-10
@@ -345,8 +339,8 @@ def test_oracle_adagc(x64, warmup_scale, tolerance):
   grads, params = spiky_grads(seed=5, num_steps=150), _initial_params()
   grads = [{k: v * (warmup_scale if step < 20 else 1.0) for k, v in g.items()} for step, g in enumerate(grads)]
   theirs = _torch_trajectory(params, grads, lambda p: AdaGC(p, lr=1e-2, warmup_steps=20, weight_decay=0.1))
-  ours = _our_trajectory(optax.chain(adagc(warmup_steps=20), optax.adamw(1e-2, eps=1e-8, weight_decay=0.1)),
-                         params, grads)
+  ours, _ = run(optax.chain(adagc(warmup_steps=20), optax.adamw(1e-2, eps=1e-8, weight_decay=0.1)), grads,
+                params, apply_updates=True)
   difference = _largest_relative_difference(ours, theirs)
   print(f"adagc (warm-up gradients x{warmup_scale}): largest relative difference {difference:.2e}")
   assert difference < tolerance
@@ -362,7 +356,7 @@ def test_oracle_spam(x64, kwargs):
   theirs = _torch_trajectory(params, grads, lambda p: SPAM(p, lr=1e-2, density=1.0, **kwargs))
   ours_kwargs = dict(theta=float(kwargs.get("threshold", 5000)), reset_interval=kwargs.get("update_proj_gap", 500),
                      warmup_steps=kwargs.get("warmup_epoch", 50), weight_decay=kwargs.get("weight_decay", 0.0))
-  ours = _our_trajectory(spam(1e-2, **ours_kwargs), params, grads)
+  ours, _ = run(spam(1e-2, **ours_kwargs), grads, params, apply_updates=True)
   difference = _largest_relative_difference(ours, theirs)
   print(f"spam ({kwargs or 'defaults'}): largest relative difference {difference:.2e}")
   assert difference < 1e-10
