@@ -158,7 +158,7 @@ def our_step(model_config, batches, optimizer: str, predictions: int):
   config.optimizer = optimizer
   total_steps = len(batches)
   config.warmup_steps = 1
-  tx = optimizers.create_optimizer(config, total_steps)
+  tx = optimizers.OptimizerSpec.from_config(config, total_steps).create()
   model = models.BertForMaskedLM(model_config)
   seq_len = batches[0]["input_ids"].shape[1]
   tokens = jnp.zeros((1, seq_len), jnp.int32)

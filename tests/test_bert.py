@@ -327,7 +327,7 @@ def _single_step_setup(dropout_rate=0.0):
                                    attention_dropout_rate=dropout_rate, **{
                                        k: v for k, v in config.model.items() if "dropout" not in k})
   model = models.BertForMaskedLM(model_config)
-  tx = optimizers.create_optimizer(config, config.num_train_steps)
+  tx = optimizers.OptimizerSpec.from_config(config, config.num_train_steps).create()
   rng = np.random.default_rng(0)
   batch = input_pipeline.mask_tokens(
       rng.integers(5, 97, size=(8, 32)).astype(np.int32), rng, mask_id=4, pad_id=0,
@@ -470,7 +470,7 @@ def _restore_latest(workdir, config):
   """The newest checkpoint's state, restored against the template of a fresh run of `config`."""
   data = input_pipeline.create_datasets(config, workdir)
   model_config = models.BertConfig(vocab_size=data.vocab_size, **config.model)
-  tx = optimizers.create_optimizer(config, config.num_train_steps)
+  tx = optimizers.OptimizerSpec.from_config(config, config.num_train_steps).create()
   params = models.abstract_params(model_config)
   template = {"step": np.zeros((), np.int32), "params": params, "opt_state": jax.eval_shape(tx.init, params),
               "rng": np.zeros(2, np.uint32)}
@@ -483,7 +483,7 @@ def test_refused_rerun_leaves_config_json_unchanged(tmp_path, uninterrupted_run,
   workdir = str(tmp_path / "finished")
   shutil.copytree(uninterrupted_run[0], workdir)
   before = open(os.path.join(workdir, "config.json")).read()
-  with pytest.raises(checkpoint.CheckpointError, match="num_train_steps differ"):
+  with pytest.raises(checkpoint.CheckpointError, match="num_train_steps, optimizer differ"):
     train.train_and_evaluate(micro_config(vocab_file=shared_vocab, num_train_steps=7), workdir)
   assert open(os.path.join(workdir, "config.json")).read() == before
 

@@ -1,4 +1,5 @@
 """The shared experiment layer: optimizer factory, pmap plumbing, checkpoints, metric writers."""
+import json
 import math
 import os
 import shutil
@@ -35,10 +36,10 @@ def toy_grads(step):
 
 
 # ------------------------------------------------------------------------------------------ optimizers
-@pytest.mark.parametrize("name", optimizers.OPTIMIZER_NAMES)
+@pytest.mark.parametrize("name", optimizers.REGISTRY)
 def test_every_optimizer_builds_and_steps(name):
-  tx = optimizers.create_optimizer(
-      optimizer_config(optimizer=name, weight_decay=0.01, warmup_steps=2, grad_clip_norm=1.0), 10)
+  tx = optimizers.OptimizerSpec.from_config(
+      optimizer_config(optimizer=name, weight_decay=0.01, warmup_steps=2, grad_clip_norm=1.0), 10).create()
   params = toy_params()
   state = tx.init(params)
   updates, state = jax.jit(tx.update)(toy_grads(0), state, params)
@@ -51,13 +52,13 @@ def test_every_optimizer_builds_and_steps(name):
 def test_unknown_names_are_clear_errors():
   with pytest.raises(ValueError, match="optimizer='adagrad' is not one of adam, adamw, acclip, "
                                        "acclip_ports, lamb, sgd, gclip, cclip, zclip, adagc, autoclip, spam"):
-    optimizers.create_optimizer(optimizer_config(optimizer="adagrad"), 10)
+    optimizers.OptimizerSpec.from_config(optimizer_config(optimizer="adagrad"), 10).create()
   with pytest.raises(ValueError, match="learning_rate_decay='step' is not one of linear, cosine"):
-    optimizers.create_optimizer(optimizer_config(learning_rate_decay="step"), 10)
+    optimizers.OptimizerSpec.from_config(optimizer_config(learning_rate_decay="step"), 10).create()
   with pytest.raises(ValueError, match="weight_decay_mode='l2'"):
-    optimizers.create_optimizer(optimizer_config(weight_decay_mode="l2"), 10)
+    optimizers.OptimizerSpec.from_config(optimizer_config(weight_decay_mode="l2"), 10).create()
   with pytest.raises(ValueError, match=r"warmup_steps=20 must lie in \[0, total_steps=10\]"):
-    optimizers.create_optimizer(optimizer_config(warmup_steps=20), 10)
+    optimizers.OptimizerSpec.from_config(optimizer_config(warmup_steps=20), 10).create()
 
 
 def reference_scale(k, warmup, total, decay, final):
@@ -80,11 +81,11 @@ def test_one_compiled_update_serves_every_learning_rate():
   params = toy_params()
   grads = toy_grads(0)
   base = optimizer_config(optimizer="sgd", momentum=0.0, warmup_steps=0, learning_rate_decay="constant")
-  update = jax.jit(optimizers.create_optimizer(base, 10).update)
+  update = jax.jit(optimizers.OptimizerSpec.from_config(base, 10).create().update)
   results = {}
   for learning_rate in (0.1, 0.4):
-    tx = optimizers.create_optimizer(optimizer_config(**{**base.to_dict(), "learning_rate": learning_rate}),
-                                     10)
+    tx = optimizers.OptimizerSpec.from_config(optimizer_config(**{**base.to_dict(), "learning_rate": learning_rate}),
+                                     10).create()
     results[learning_rate] = update(grads, tx.init(params), params)[0]
   assert update._cache_size() == 1  # pylint: disable=protected-access
   for g, u1, u4 in zip(jax.tree.leaves(grads), jax.tree.leaves(results[0.1]), jax.tree.leaves(results[0.4])):
@@ -111,9 +112,9 @@ def run_steps(tx, num_steps=3):
 
 def test_adam_decoupled_decay_matches_numpy_reference():
   lr, wd, b1, b2, eps = 0.05, 0.1, 0.9, 0.999, 1e-8
-  tx = optimizers.create_optimizer(optimizer_config(
+  tx = optimizers.OptimizerSpec.from_config(optimizer_config(
       optimizer="adam", learning_rate=lr, weight_decay=wd, warmup_steps=0, learning_rate_decay="linear",
-      b1=b1, b2=b2, eps=eps), 4)
+      b1=b1, b2=b2, eps=eps), 4).create()
   ours = run_steps(tx)
   mask = optimizers.weight_decay_mask(toy_params())
   for path_name in [("dense", "kernel"), ("dense", "bias"), ("norm", "scale")]:
@@ -134,8 +135,8 @@ def test_adam_decoupled_decay_matches_numpy_reference():
 
 def test_adamw_equals_optax_adamw_with_the_same_schedule():
   lr, wd = 0.05, 0.1
-  ours = run_steps(optimizers.create_optimizer(optimizer_config(
-      optimizer="adamw", learning_rate=lr, weight_decay=wd, warmup_steps=2), 6), num_steps=4)
+  ours = run_steps(optimizers.OptimizerSpec.from_config(optimizer_config(
+      optimizer="adamw", learning_rate=lr, weight_decay=wd, warmup_steps=2), 6).create(), num_steps=4)
   schedule = optax.join_schedules(
       [optax.linear_schedule(lr / 2, lr, 1), optax.linear_schedule(lr, 0.0, 4)], [2])
   reference = run_steps(optax.adamw(schedule, weight_decay=wd, mask=optimizers.weight_decay_mask),
@@ -147,9 +148,9 @@ def test_adamw_equals_optax_adamw_with_the_same_schedule():
 
 def test_sgd_coupled_l2_and_preclipping_match_numpy_reference():
   lr, wd, mu, clip = 0.1, 0.01, 0.9, 0.5
-  ours = run_steps(optimizers.create_optimizer(optimizer_config(
+  ours = run_steps(optimizers.OptimizerSpec.from_config(optimizer_config(
       optimizer="sgd", learning_rate=lr, weight_decay=wd, weight_decay_mode="coupled", momentum=mu,
-      nesterov=False, grad_clip_norm=clip, learning_rate_decay="constant"), 3))
+      nesterov=False, grad_clip_norm=clip, learning_rate_decay="constant"), 3).create())
   params = jax.tree.map(lambda p: np.asarray(p, np.float64), toy_params())
   mask = optimizers.weight_decay_mask(toy_params())
   velocity = jax.tree.map(np.zeros_like, params)
@@ -165,11 +166,33 @@ def test_sgd_coupled_l2_and_preclipping_match_numpy_reference():
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-def test_optimizer_signature_ignores_only_the_peak_learning_rate():
-  a = optimizers.optimizer_signature(optimizer_config(learning_rate=0.1), 10)
-  assert a == optimizers.optimizer_signature(optimizer_config(learning_rate=0.5), 10)
-  assert a != optimizers.optimizer_signature(optimizer_config(learning_rate=0.1, b1=0.8), 10)
-  assert a != optimizers.optimizer_signature(optimizer_config(learning_rate=0.1), 11)
+def spec(total_steps=10, **overrides):
+  return optimizers.OptimizerSpec.from_config(optimizer_config(**overrides), total_steps)
+
+
+def test_step_key_ignores_only_the_peak_learning_rate():
+  a = spec(learning_rate=0.1).step_key()
+  assert a == spec(learning_rate=0.5).step_key()
+  assert hash(a) == hash(spec(learning_rate=0.5).step_key())
+  assert a != spec(learning_rate=0.1, b1=0.8).step_key()
+  assert a != spec(11, learning_rate=0.1).step_key()
+  # A field the optimizer does not read is not part of its description.
+  assert spec(optimizer="sgd", b1=0.8).step_key() == spec(optimizer="sgd").step_key()
+
+
+@pytest.mark.parametrize("name", optimizers.REGISTRY)
+def test_spec_roundtrips_through_json_and_records_only_its_own_fields(name):
+  original = spec(optimizer=name, learning_rate=0.3, weight_decay=0.01, b2=0.99)
+  restored = optimizers.OptimizerSpec.from_dict(json.loads(json.dumps(original.to_dict())))
+  assert restored == original
+  assert set(original.to_dict()["hyperparameters"]) == set(optimizers.REGISTRY[name].fields)
+
+
+def test_spec_refuses_fields_its_optimizer_does_not_read():
+  with pytest.raises(ValueError, match=r"optimizer 'sgd' reads momentum, nesterov, not \['b1'\]"):
+    optimizers.OptimizerSpec("sgd", total_steps=10, hyperparameters=(("b1", 0.9),))
+  assert spec(optimizer="sgd").replace(momentum=0.5, learning_rate=2.0).hyperparameters == (
+      ("momentum", 0.5), ("nesterov", False))
 
 
 # -------------------------------------------------------------------------------------------- parallel
@@ -207,7 +230,7 @@ def test_distributed_initialisation_is_opt_in():
 # ------------------------------------------------------------------------------------------ checkpoint
 def checkpoint_state():
   params = toy_params()
-  tx = optimizers.create_optimizer(optimizer_config(optimizer="adamw", weight_decay=0.1), 10)
+  tx = optimizers.OptimizerSpec.from_config(optimizer_config(optimizer="adamw", weight_decay=0.1), 10).create()
   return jax.device_get({"step": np.int32(7), "params": params, "opt_state": tx.init(params),
                          "rng": np.array([1, 2], np.uint32)})
 

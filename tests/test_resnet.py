@@ -155,9 +155,10 @@ def test_pmapped_step_syncs_batch_norm_across_replicas(idx_dir):
   spec = train.model_spec(config, data)
   opt_config = ml_collections.ConfigDict(config.to_dict())
   opt_config.learning_rate = train.peak_learning_rate(config)
-  compiled = train._compiled_steps(spec, optimizers.optimizer_signature(opt_config, 2))
+  optimizer = optimizers.OptimizerSpec.from_config(opt_config, 2)
+  compiled = train._compiled_steps(spec, optimizer.step_key())
   variables = compiled.init_variables(jax.random.key(0))
-  tx = optimizers.create_optimizer(opt_config, 2)
+  tx = optimizer.create()
   state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                            batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]))
   batch = data.train_batch(0, 16)

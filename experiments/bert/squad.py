@@ -563,8 +563,7 @@ def load_pretrained(config, pretrained_workdir: str | None):
         f'{signature.get("vocab_sha256")}); fine-tune with the pre-training vocab.txt.')
 
   # The template of the pre-training state: the MLM model's params and the optimizer state it was saved with.
-  tx = optimizers.create_optimizer(ml_collections.ConfigDict(signature["optimizer"]),
-                                   signature["num_train_steps"])
+  tx = optimizers.OptimizerSpec.from_dict(signature["optimizer"]).create()
   abstract_state = {
       "step": jax.ShapeDtypeStruct((), jnp.int32),
       "params": models.abstract_params(model_config),
@@ -599,7 +598,7 @@ def finetune(config, workdir: str, pretrained_workdir: str | None = None) -> dic
   """Fine-tunes BERT on SQuAD v1.1 and returns the official dev scores.
 
   Trains ``BertForQuestionAnswering`` on `config.train_file` for `config.num_train_steps` steps (or
-  `config.num_epochs` passes over the training windows) with `create_optimizer(config, total_steps)`, the
+  `config.num_epochs` passes over the training windows) with `OptimizerSpec.from_config(config, total_steps)`, the
   gradients averaged over all devices by a pmapped step, then decodes the dev windows and scores them.
   Writes `<workdir>/metrics.jsonl` and `<workdir>/predictions.json` (``{qid: answer}``, as the official
   evaluation script reads).
@@ -648,7 +647,7 @@ def finetune(config, workdir: str, pretrained_workdir: str | None = None) -> dic
   if pretrained_encoder is not None:
     params = {**params, "bert": pretrained_encoder}
   state = train_state.TrainState.create(
-      apply_fn=model.apply, params=params, tx=optimizers.create_optimizer(optimizer_config, total_steps))
+      apply_fn=model.apply, params=params, tx=optimizers.OptimizerSpec.from_config(optimizer_config, total_steps).create())
   state = parallel.replicate(state)
   dropout_keys = parallel.replicate(jax.random.key_data(dropout_key))
   p_train_step = jax.pmap(

@@ -91,8 +91,8 @@ class _CompiledSteps(training_loop.PmappedSteps):
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_steps(model_config: models.BertConfig, optimizer_signature: tuple) -> _CompiledSteps:
-  """The jitted init and pmapped steps for one architecture and optimizer signature (cached)."""
+def _compiled_steps(model_config: models.BertConfig, optimizer: optimizers.OptimizerSpec) -> _CompiledSteps:
+  """The jitted init and pmapped steps of one architecture and optimizer (cached: pass `spec.step_key()`)."""
   model = models.BertForMaskedLM(model_config)
 
   def init_params(key, max_seq_len, max_predictions):
@@ -102,15 +102,16 @@ def _compiled_steps(model_config: models.BertConfig, optimizer_signature: tuple)
 
   return _CompiledSteps(
       init_params=jax.jit(init_params, static_argnums=(1, 2)),
-      **training_loop.pmap_steps(train_step, eval_step, model=model, optimizer_signature=optimizer_signature))
+      **training_loop.pmap_steps(train_step, eval_step, model=model, optimizer=optimizer))
 
 
-def _run_signature(config, model_config: models.BertConfig, data: input_pipeline.MlmData) -> dict:
+def _run_signature(config, model_config: models.BertConfig, data: input_pipeline.MlmData,
+                   optimizer: optimizers.OptimizerSpec) -> dict:
   """Settings a checkpoint must share with the run that resumes it."""
   return {
       "model": dataclasses.asdict(model_config),
       "vocab_sha256": input_pipeline.vocab_sha256(data.vocab_path),
-      "optimizer": {k: config[k] for k in optimizers.default_optimizer_config()},
+      "optimizer": optimizer.to_dict(),
       **{k: config[k] for k in ("seed", "batch_size", "num_train_steps", "max_seq_len", "mask_prob",
                                 "max_predictions_per_seq", "corpus")},
   }
@@ -128,8 +129,7 @@ def check_config(config) -> None:
   if config.max_seq_len > config.model.max_position_embeddings:
     raise ValueError(f"max_seq_len={config.max_seq_len} exceeds model.max_position_embeddings="
                      f"{config.model.max_position_embeddings}")
-  optimizers.learning_rate_scale_schedule(config.warmup_steps, config.num_train_steps,
-                                          config.learning_rate_decay, config.final_learning_rate_scale)
+  optimizers.OptimizerSpec.from_config(config, config.num_train_steps)  # the schedule fits the run
 
 
 def _steady_rate(interval_rates: list[float]) -> float:
@@ -169,14 +169,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   data.steps_per_epoch(config.batch_size)  # fails early if the corpus is smaller than one batch
   model_config = models.BertConfig(vocab_size=data.vocab_size, **config.model)
   total_steps = config.num_train_steps
-  compiled = _compiled_steps(model_config, optimizers.optimizer_signature(config, total_steps))
+  optimizer = optimizers.OptimizerSpec.from_config(config, total_steps)
+  compiled = _compiled_steps(model_config, optimizer.step_key())
 
   root_key = jax.random.key(config.seed)
   params = compiled.init_params(jax.random.fold_in(root_key, 0), config.max_seq_len,
                                 config.max_predictions_per_seq)
-  tx = optimizers.create_optimizer(config, total_steps)  # its init puts this run's peak lr in the state
   state = jax.device_get(TrainState(
-      step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+      step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.create().init(params),
       rng=jax.random.key_data(jax.random.fold_in(root_key, 1))))
   num_params = models.count_params(state.params)
   splits = ("eval", "validation") if len(data.validation_sequences) else ("eval",)
@@ -193,7 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return results
 
   result = training_loop.train(
-      config, workdir, state=state, signature=_run_signature(config, model_config, data),
+      config, workdir, state=state, signature=_run_signature(config, model_config, data, optimizer),
       total_steps=total_steps, train_step=compiled.train_step,
       train_batch=lambda step: data.train_batch(step, config.batch_size, train_rows),
       evaluate=evaluate,

@@ -1,6 +1,7 @@
-"""The optimizer factory shared by the experiment drivers: a config names an optimizer, this builds it.
+"""The experiments' one optimizer registry: a name maps to its constructor, the config fields it reads and
+its learning-rate scale; an immutable `OptimizerSpec` built once per run is the optimizer's description.
 
-`create_optimizer(config, total_steps)` returns one `optax.GradientTransformation` assembled as
+`OptimizerSpec.create()` returns one `optax.GradientTransformation` assembled as
 
     chain( clip_by_global_norm(grad_clip_norm)      # optional pre-clipping of the raw gradient
          , add_decayed_weights(weight_decay, mask)  # only for weight_decay_mode='coupled' (L2 in the gradient)
@@ -11,7 +12,7 @@
 wrapped in `optax.inject_hyperparams`, so the state holds two hyperparameters:
 
 * `peak_learning_rate` (a number in the state): the only thing a learning-rate sweep changes, so a step
-  function compiled once serves every learning rate of the sweep;
+  function compiled once (keyed by `OptimizerSpec.step_key()`) serves every learning rate of the sweep;
 * `learning_rate_scale` (a schedule of the step count k): linear warm-up over `warmup_steps`, then linear or
   cosine decay from 1 to `final_learning_rate_scale` at `total_steps` (or constant):
 
@@ -26,14 +27,14 @@ it has ndim > 1 and its name is neither `scale` nor ends in `bias`. In Flax that
 embeddings, and it leaves out LayerNorm/BatchNorm `scale`/`bias` and attention's 2-D per-head biases, the
 usual BERT/ResNet rule; plain dicts of arrays fall back on the ndim test alone.
 
-Optimizer names and the config fields each reads (None means "the optimizer's own default"):
+`REGISTRY` (names, the fields each reads; a field left None means "the optimizer's own default"):
 
 * `adam`, `adamw`: b1, b2, eps (optax.adam / optax.adamw; `adam` applies weight decay as well when
   weight_decay > 0, in the chosen mode, so adam and adamw differ only by their decay convention in optax);
 * `acclip`: the paper's Algorithm 1, b1, b2, alpha, eps, bias_correction (acclip_optax.acclip);
 * `acclip_ports`: the public PyTorch ports' variant (acclip_optax.acclip_ports), b1, b2, alpha, eps;
 * `lamb`: b1, b2, eps (optax.lamb; its decay enters the trust ratio, as in the LAMB paper);
-* `sgd`: momentum, nesterov (optax.sgd);
+* `sgd`: momentum, nesterov (optax.sgd; momentum 0 is plain SGD);
 * `gclip`: clip_threshold (the global-norm bound tau), momentum, nesterov (acclip_optax.gclip);
 * `cclip`: clip_threshold (the coordinate bound tau), momentum, nesterov (acclip_optax.cclip);
 * `zclip`, `adagc`, `autoclip`: the spike-clipping methods that followed the paper, with their reference
@@ -41,11 +42,16 @@ Optimizer names and the config fields each reads (None means "the optimizer's ow
   optimizer their authors pair them with;
 * `spam`: b1, b2, eps (acclip_optax.spam with its reference defaults otherwise; decoupled decay after the
   step, as its reference).
+
+The learning-rate scale says how large a step is at a given learning rate: `sgd` (lr times something of
+the gradient's size) or `adam` (about lr per coordinate); studies choose their learning-rate grids by it.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
+import types
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -54,19 +60,16 @@ import optax
 
 import acclip_optax
 
-OPTIMIZER_NAMES = ("adam", "adamw", "acclip", "acclip_ports", "lamb", "sgd", "gclip", "cclip", "zclip", "adagc",
-                   "autoclip", "spam")
 LEARNING_RATE_DECAYS = ("linear", "cosine", "constant")
 WEIGHT_DECAY_MODES = ("decoupled", "coupled")
-
-# Optimizers whose own constructor takes weight_decay and mask and applies decoupled decay itself.
-_BUILTIN_DECOUPLED_DECAY = ("adamw", "acclip", "acclip_ports", "lamb", "zclip", "adagc", "autoclip", "spam")
-# Spike clipping in front of AdamW.
-_CLIP_BEFORE_ADAMW = {"zclip": acclip_optax.zclip, "adagc": acclip_optax.adagc, "autoclip": acclip_optax.autoclip}
+LEARNING_RATE_SCALES = ("sgd", "adam")
+# The schedule and weight-decay fields every optimizer reads (the spec's own attributes).
+SCHEDULE_FIELDS = ("learning_rate", "warmup_steps", "learning_rate_decay", "final_learning_rate_scale",
+                   "weight_decay", "weight_decay_mode", "grad_clip_norm")
 
 
 def default_optimizer_config() -> ml_collections.ConfigDict:
-  """Every field `create_optimizer` reads, with neutral defaults; driver configs update it."""
+  """Every optimizer field a config may set, with neutral defaults; driver configs update it."""
   config = ml_collections.ConfigDict()
   config.optimizer = "adamw"
   config.learning_rate = 1e-3  # the peak learning rate, reached at the end of warm-up
@@ -129,141 +132,249 @@ def learning_rate_scale_schedule(
   return schedule
 
 
+# ------------------------------------------------------------------------------------------- the registry
+@dataclasses.dataclass(frozen=True)
+class RegisteredOptimizer:
+  """One registry entry.
+
+  Attributes:
+    constructor: `(learning_rate, weight_decay, **fields) -> GradientTransformation`; `weight_decay` is
+      non-zero only when `decoupled_decay` and the run asks for decoupled decay.
+    fields: the config fields the constructor reads.
+    learning_rate_scale: "sgd" or "adam" (see the module docstring).
+    decoupled_decay: the constructor applies decoupled weight decay itself (else the factory adds it).
+  """
+  constructor: Callable[..., optax.GradientTransformation]
+  fields: tuple[str, ...]
+  learning_rate_scale: str
+  decoupled_decay: bool
+
+
 def _optional(**kwargs) -> dict[str, Any]:
   """The keyword arguments that were set, so unset ones fall back to each optimizer's own default."""
   return {name: value for name, value in kwargs.items() if value is not None}
 
 
-def _named_optimizer(config, learning_rate, weight_decay: float) -> optax.GradientTransformation:
-  """The optimizer `config.optimizer` at a fixed (possibly traced) learning rate."""
-  name = config.optimizer
-  adam_moments = _optional(b1=config.b1, b2=config.b2, eps=config.eps)
-  decay = dict(weight_decay=weight_decay, mask=weight_decay_mask)
-  momentum = config.momentum or None
-  if name == "adam":
-    return optax.adam(learning_rate, **adam_moments)
-  if name == "adamw":
-    return optax.adamw(learning_rate, **adam_moments, **decay)
-  if name == "lamb":
-    return optax.lamb(learning_rate, **adam_moments, **decay)
-  if name == "acclip":
-    return acclip_optax.acclip(
-        learning_rate, **_optional(alpha=config.alpha), **adam_moments, **decay,
-        bias_correction=config.bias_correction)
-  if name == "acclip_ports":
-    return acclip_optax.acclip_ports(
-        learning_rate, **_optional(alpha=config.alpha), **adam_moments, **decay)
-  if name == "sgd":
-    return optax.sgd(learning_rate, momentum=momentum, nesterov=config.nesterov)
-  if name == "gclip":
-    return acclip_optax.gclip(
-        learning_rate, config.clip_threshold, momentum=momentum, nesterov=config.nesterov)
-  if name == "cclip":
-    return acclip_optax.cclip(
-        learning_rate, config.clip_threshold, momentum=momentum, nesterov=config.nesterov)
-  if name in _CLIP_BEFORE_ADAMW:
-    return optax.chain(_CLIP_BEFORE_ADAMW[name](), optax.adamw(learning_rate, **adam_moments, **decay))
-  if name == "spam":
-    return acclip_optax.spam(learning_rate, **adam_moments, **decay)
-  raise ValueError(f"optimizer={name!r} is not one of {', '.join(OPTIMIZER_NAMES)}")
+def _decay(weight_decay) -> dict[str, Any]:
+  return dict(weight_decay=weight_decay, mask=weight_decay_mask)
 
 
-def create_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-  """Builds the optimizer named by `config.optimizer` with its learning-rate schedule and weight decay.
+def _adam_like(make: Callable, decays: bool) -> Callable:
+  def construct(learning_rate, weight_decay, b1=None, b2=None, eps=None):
+    return make(learning_rate, **_optional(b1=b1, b2=b2, eps=eps), **(_decay(weight_decay) if decays else {}))
+  return construct
 
-  Update (per step k, learning rate lr_k = peak_learning_rate * learning_rate_scale(k)):
 
-    g <- clip_by_global_norm(g, grad_clip_norm)           if grad_clip_norm > 0
-    g <- g + weight_decay * mask * x                       if weight_decay_mode == 'coupled'
-    u <- <optimizer>(g; lr_k)                              e.g. -lr_k * adam_direction
-    u <- u - lr_k * weight_decay * mask * x                if 'decoupled' (built into adamw/acclip/lamb)
+def _acclip(learning_rate, weight_decay, b1=None, b2=None, alpha=None, eps=None, bias_correction=False):
+  return acclip_optax.acclip(learning_rate, **_optional(b1=b1, b2=b2, alpha=alpha, eps=eps),
+                             **_decay(weight_decay), bias_correction=bias_correction)
 
-  Args:
-    config: a ConfigDict with the fields of `default_optimizer_config()` (missing fields take those
-      defaults).
-    total_steps: the number of optimizer steps of the run; the decay reaches its end here.
 
-  Returns:
-    An `optax.GradientTransformation` whose state is an `inject_hyperparams` state holding
-    `peak_learning_rate` and `learning_rate_scale`.
+def _acclip_ports(learning_rate, weight_decay, b1=None, b2=None, alpha=None, eps=None):
+  return acclip_optax.acclip_ports(learning_rate, **_optional(b1=b1, b2=b2, alpha=alpha, eps=eps),
+                                   **_decay(weight_decay))
 
-  Raises:
-    ValueError: a setting `check_optimizer_config` refuses, or an inconsistent schedule.
 
-  Example:
-    >>> config = default_optimizer_config(); config.optimizer = "sgd"
-    >>> tx = create_optimizer(config, total_steps=100)
-    >>> state = tx.init({"w": jnp.ones((2, 2))})
+def _sgd(learning_rate, weight_decay, momentum=None, nesterov=False):
+  del weight_decay
+  return optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov)
+
+
+def _clipped_sgd(clip: Callable) -> Callable:
+  def construct(learning_rate, weight_decay, clip_threshold=1.0, momentum=None, nesterov=False):
+    del weight_decay
+    return clip(learning_rate, clip_threshold, momentum=momentum or None, nesterov=nesterov)
+  return construct
+
+
+def _before_adamw(clip: Callable) -> Callable:
+  def construct(learning_rate, weight_decay, b1=None, b2=None, eps=None):
+    adamw = optax.adamw(learning_rate, **_optional(b1=b1, b2=b2, eps=eps), **_decay(weight_decay))
+    return optax.chain(clip(), adamw)
+  return construct
+
+
+_ADAM_FIELDS = ("b1", "b2", "eps")
+_SGD_FIELDS = ("momentum", "nesterov")
+REGISTRY: Mapping[str, RegisteredOptimizer] = types.MappingProxyType({
+    "adam": RegisteredOptimizer(_adam_like(optax.adam, decays=False), _ADAM_FIELDS, "adam", False),
+    "adamw": RegisteredOptimizer(_adam_like(optax.adamw, decays=True), _ADAM_FIELDS, "adam", True),
+    "acclip": RegisteredOptimizer(_acclip, ("b1", "b2", "alpha", "eps", "bias_correction"), "sgd", True),
+    "acclip_ports": RegisteredOptimizer(_acclip_ports, ("b1", "b2", "alpha", "eps"), "adam", True),
+    "lamb": RegisteredOptimizer(_adam_like(optax.lamb, decays=True), _ADAM_FIELDS, "adam", True),
+    "sgd": RegisteredOptimizer(_sgd, _SGD_FIELDS, "sgd", False),
+    "gclip": RegisteredOptimizer(_clipped_sgd(acclip_optax.gclip), ("clip_threshold",) + _SGD_FIELDS, "sgd",
+                                 False),
+    "cclip": RegisteredOptimizer(_clipped_sgd(acclip_optax.cclip), ("clip_threshold",) + _SGD_FIELDS, "sgd",
+                                 False),
+    "zclip": RegisteredOptimizer(_before_adamw(acclip_optax.zclip), _ADAM_FIELDS, "adam", True),
+    "adagc": RegisteredOptimizer(_before_adamw(acclip_optax.adagc), _ADAM_FIELDS, "adam", True),
+    "autoclip": RegisteredOptimizer(_before_adamw(acclip_optax.autoclip), _ADAM_FIELDS, "adam", True),
+    "spam": RegisteredOptimizer(_adam_like(acclip_optax.spam, decays=True), _ADAM_FIELDS, "adam", True),
+})
+
+
+def check_optimizer_name(name: str) -> RegisteredOptimizer:
+  """The registry entry of `name`; ValueError listing the registry when there is none."""
+  if name not in REGISTRY:
+    raise ValueError(f"optimizer={name!r} is not one of {', '.join(REGISTRY)}")
+  return REGISTRY[name]
+
+
+# ------------------------------------------------------------------------------------------------ the spec
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+  """Everything that defines a run's optimizer, immutable and hashable; build it once per run.
+
+  It builds the transformation (`create`), keys compiled steps (`step_key`), and is what a checkpoint
+  records (`to_dict`) and a restore template is rebuilt from (`from_dict`).
+
+  Attributes:
+    name: a `REGISTRY` name.
+    total_steps: the run's optimizer steps; the learning-rate decay ends there.
+    learning_rate ... grad_clip_norm: the schedule and weight-decay settings (`default_optimizer_config`).
+    hyperparameters: the registry entry's own fields, as sorted (name, value) pairs.
   """
-  config = check_optimizer_config(config)
-  scale_schedule = learning_rate_scale_schedule(
-      config.warmup_steps, total_steps, config.learning_rate_decay, config.final_learning_rate_scale)
-  weight_decay = float(config.weight_decay)
-  decoupled = config.weight_decay_mode == "decoupled" and weight_decay > 0
-  builtin_decay = decoupled and config.optimizer in _BUILTIN_DECOUPLED_DECAY
+  name: str
+  total_steps: int
+  learning_rate: float = 1e-3
+  warmup_steps: int = 0
+  learning_rate_decay: str = "linear"
+  final_learning_rate_scale: float = 0.0
+  weight_decay: float = 0.0
+  weight_decay_mode: str = "decoupled"
+  grad_clip_norm: float = 0.0
+  hyperparameters: tuple[tuple[str, Any], ...] = ()
 
-  def build(peak_learning_rate, learning_rate_scale):
-    learning_rate = peak_learning_rate * learning_rate_scale
+  def __post_init__(self):
+    entry = check_optimizer_name(self.name)
+    _check_schedule_fields({name: getattr(self, name) for name in SCHEDULE_FIELDS})
+    learning_rate_scale_schedule(self.warmup_steps, self.total_steps, self.learning_rate_decay,
+                                 self.final_learning_rate_scale)
+    unknown = sorted(set(dict(self.hyperparameters)) - set(entry.fields))
+    if unknown:
+      raise ValueError(f"optimizer {self.name!r} reads {', '.join(entry.fields) or 'no fields'}, not {unknown}")
+
+  @classmethod
+  def from_config(cls, config, total_steps: int) -> "OptimizerSpec":
+    """The spec of `config.optimizer` with the fields `config` sets over `default_optimizer_config()`."""
+    fields = default_optimizer_config()
+    fields.update({name: config[name] for name in fields.keys() if name in config})
+    entry = check_optimizer_name(fields.optimizer)
+    return cls(name=fields.optimizer, total_steps=int(total_steps),
+               **{name: fields[name] for name in SCHEDULE_FIELDS},
+               hyperparameters=tuple(sorted((name, fields[name]) for name in entry.fields)))
+
+  @classmethod
+  def from_dict(cls, fields: Mapping[str, Any]) -> "OptimizerSpec":
+    """The inverse of `to_dict`."""
+    fields = dict(fields)
+    hyperparameters = tuple(sorted(fields.pop("hyperparameters", {}).items()))
+    return cls(**fields, hyperparameters=hyperparameters)
+
+  def to_dict(self) -> dict[str, Any]:
+    """A JSON-able dict (what a checkpoint and config.json record)."""
+    fields = dataclasses.asdict(self)
+    fields["hyperparameters"] = dict(self.hyperparameters)
+    return fields
+
+  @property
+  def learning_rate_scale(self) -> str:
+    return REGISTRY[self.name].learning_rate_scale
+
+  def replace(self, **changes) -> "OptimizerSpec":
+    """A copy with attributes or hyperparameters changed (hyperparameters by their own names)."""
+    hyperparameters = dict(self.hyperparameters)
+    own = {name: changes.pop(name) for name in list(changes) if name in REGISTRY[self.name].fields}
+    hyperparameters.update(own)
+    return dataclasses.replace(self, **changes, hyperparameters=tuple(sorted(hyperparameters.items())))
+
+  def step_key(self) -> "OptimizerSpec":
+    """The spec with its peak learning rate zeroed: what a compiled update depends on.
+
+    The update reads the peak learning rate from the optimizer state it is given, so one compiled step
+    serves every learning rate of a sweep.
+    """
+    return dataclasses.replace(self, learning_rate=0.0)
+
+  def transformation(self, learning_rate: optax.ScalarOrSchedule, **hyperparameters
+                     ) -> optax.GradientTransformation:
+    """The chain of the module docstring at `learning_rate` (a number, schedule or traced value).
+
+    `hyperparameters` override the spec's own (e.g. a traced or scheduled `clip_threshold`).
+    """
+    weight_decay = float(self.weight_decay)
+    decoupled = self.weight_decay_mode == "decoupled" and weight_decay > 0
+    entry = REGISTRY[self.name]
+    builtin_decay = decoupled and entry.decoupled_decay
     parts = []
-    if config.grad_clip_norm and config.grad_clip_norm > 0:
-      parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
-    if config.weight_decay_mode == "coupled" and weight_decay > 0:
+    if self.grad_clip_norm > 0:
+      parts.append(optax.clip_by_global_norm(self.grad_clip_norm))
+    if self.weight_decay_mode == "coupled" and weight_decay > 0:
       parts.append(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask))
-    parts.append(_named_optimizer(config, learning_rate, weight_decay if builtin_decay else 0.0))
+    fields = {**dict(self.hyperparameters), **hyperparameters}
+    parts.append(entry.constructor(learning_rate, weight_decay if builtin_decay else 0.0, **fields))
     if decoupled and not builtin_decay:
       # The optimizer's update is already -lr * direction; adding -lr * wd * x is decoupled decay.
       parts.append(optax.add_decayed_weights(-learning_rate * weight_decay, mask=weight_decay_mask))
     return optax.chain(*parts)
 
-  return optax.inject_hyperparams(build)(
-      peak_learning_rate=float(config.learning_rate), learning_rate_scale=scale_schedule)
+  def create(self) -> optax.GradientTransformation:
+    """The run's optimizer: `transformation` at lr_k = peak_learning_rate * learning_rate_scale(k).
+
+    Update (per step k):
+
+      g <- clip_by_global_norm(g, grad_clip_norm)           if grad_clip_norm > 0
+      g <- g + weight_decay * mask * x                       if weight_decay_mode == 'coupled'
+      u <- <optimizer>(g; lr_k)                              e.g. -lr_k * adam_direction
+      u <- u - lr_k * weight_decay * mask * x                if 'decoupled' (built into adamw/acclip/lamb)
+
+    Returns:
+      An `optax.GradientTransformation` whose state is an `inject_hyperparams` state holding
+      `peak_learning_rate` and `learning_rate_scale`.
+
+    Example:
+      >>> spec = OptimizerSpec("sgd", total_steps=100, learning_rate=0.1)
+      >>> state = spec.create().init({"w": jnp.ones((2, 2))})
+    """
+    scale_schedule = learning_rate_scale_schedule(
+        self.warmup_steps, self.total_steps, self.learning_rate_decay, self.final_learning_rate_scale)
+
+    def build(peak_learning_rate, learning_rate_scale):
+      return self.transformation(peak_learning_rate * learning_rate_scale)
+
+    return optax.inject_hyperparams(build)(
+        peak_learning_rate=float(self.learning_rate), learning_rate_scale=scale_schedule)
 
 
-def check_optimizer_config(config) -> ml_collections.ConfigDict:
-  """The optimizer fields of `config` over `default_optimizer_config()`, after checking each one.
+def _check_schedule_fields(fields: Mapping[str, Any]) -> None:
+  for name, allowed in (("learning_rate_decay", LEARNING_RATE_DECAYS), ("weight_decay_mode", WEIGHT_DECAY_MODES)):
+    if fields[name] not in allowed:
+      raise ValueError(f"{name}={fields[name]!r} is not one of {', '.join(allowed)}")
+  for name in ("learning_rate", "weight_decay", "grad_clip_norm"):
+    if not (math.isfinite(fields[name]) and fields[name] >= 0):
+      raise ValueError(f"{name}={fields[name]} must be a finite number >= 0")
+  if fields["warmup_steps"] < 0:
+    raise ValueError(f"warmup_steps={fields['warmup_steps']} must be >= 0")
 
-  Drivers call it before loading any data, so a bad setting fails in a second, not after the corpus and
-  vocabulary are ready. (`warmup_steps <= total_steps` is checked with the schedule, once the run's length
-  is known.)
+
+def check_optimizer_config(config) -> None:
+  """Checks the optimizer fields of `config` (over `default_optimizer_config()`) before a run loads data.
+
+  A bad setting fails in a second, not after the corpus and vocabulary are ready. (`warmup_steps <=
+  total_steps` is checked when the spec is built, once the run's length is known.)
 
   Raises:
     ValueError: an unknown optimizer, decay or weight-decay mode; a learning rate, weight decay or
       pre-clipping norm that is negative or not finite; a negative warm-up.
   """
-  full_config = default_optimizer_config()
-  full_config.update(_optimizer_fields(config))
-  config = full_config
-  for name, allowed in (("optimizer", OPTIMIZER_NAMES), ("learning_rate_decay", LEARNING_RATE_DECAYS),
-                        ("weight_decay_mode", WEIGHT_DECAY_MODES)):
-    if config[name] not in allowed:
-      raise ValueError(f"{name}={config[name]!r} is not one of {', '.join(allowed)}")
-  for name in ("learning_rate", "weight_decay", "grad_clip_norm"):
-    if not (math.isfinite(config[name]) and config[name] >= 0):
-      raise ValueError(f"{name}={config[name]} must be a finite number >= 0")
-  if config.warmup_steps < 0:
-    raise ValueError(f"warmup_steps={config.warmup_steps} must be >= 0")
-  return config
-
-
-def _optimizer_fields(config) -> dict[str, Any]:
-  """The optimizer fields present in a (possibly larger) experiment config."""
-  known = default_optimizer_config().keys()
-  return {name: config[name] for name in known if name in config}
+  fields = default_optimizer_config()
+  fields.update({name: config[name] for name in fields.keys() if name in config})
+  check_optimizer_name(fields.optimizer)
+  _check_schedule_fields(fields)
 
 
 def current_learning_rate(opt_state) -> jax.Array:
   """The learning rate lr_k used by the last update (before any update: the one the first will use)."""
   hyperparams = opt_state.hyperparams
   return hyperparams["peak_learning_rate"] * hyperparams["learning_rate_scale"]
-
-
-def optimizer_signature(config, total_steps: int) -> tuple:
-  """A hashable summary of everything that changes the compiled update, i.e. all but the peak learning rate.
-
-  Two configs with the same signature can share one compiled train step: the peak learning rate lives in
-  the optimizer state.
-  """
-  fields = _optimizer_fields(config)
-  fields.pop("learning_rate", None)
-  return (total_steps,) + tuple(sorted(fields.items()))
-

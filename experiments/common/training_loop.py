@@ -17,7 +17,6 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 import acclip_optax
@@ -88,15 +87,14 @@ class PmappedSteps:
 
 
 def pmap_steps(train_step: Callable, eval_step: Callable, *, model: Any,
-               optimizer_signature: tuple) -> dict[str, Callable]:
+               optimizer: optimizers.OptimizerSpec) -> dict[str, Callable]:
   """The fields of a PmappedSteps: `train_step(state, batch, model=, tx=)`, `eval_step(x, batch, model=)`.
 
-  The optimizer tx is rebuilt from `optimizers.optimizer_signature(config, total_steps)`; its own peak
-  learning rate is irrelevant because the update reads the peak learning rate from the optimizer state it
-  is given, so one compiled step serves a whole learning-rate sweep. The train step donates its state.
+  tx is `optimizer.create()`; its own peak learning rate is irrelevant because the update reads the peak
+  learning rate from the optimizer state it is given, so one compiled step (cached by
+  `optimizer.step_key()`) serves a whole learning-rate sweep. The train step donates its state.
   """
-  total_steps, *fields = optimizer_signature
-  tx = optimizers.create_optimizer(ml_collections.ConfigDict(dict(fields)), total_steps)
+  tx = optimizer.create()
   return {"train_step": jax.pmap(functools.partial(train_step, model=model, tx=tx),
                                  axis_name=parallel.AXIS_NAME, donate_argnums=(0,)),
           "eval_step": jax.pmap(functools.partial(eval_step, model=model), axis_name=parallel.AXIS_NAME)}

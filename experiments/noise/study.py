@@ -278,20 +278,18 @@ def _resnet_workload(config: StudyConfig) -> Workload:
 
 
 # --------------------------------------------------------------------------------------------- training
-def _optimizer_config(base: ml_collections.ConfigDict, decay: str, total_steps: int):
+def _optimizer(base: ml_collections.ConfigDict, decay: str, total_steps: int) -> optimizers.OptimizerSpec:
+  """The workload's optimizer over `total_steps`: warm-up over the first tenth, `decay` after, no decay."""
   config = optimizers.default_optimizer_config()
   config.update(base)
-  config.learning_rate_decay = decay
-  config.warmup_steps = max(1, total_steps // 10)
-  config.weight_decay = 0.0
-  return config
+  config.update(learning_rate_decay=decay, warmup_steps=max(1, total_steps // 10), weight_decay=0.0)
+  return optimizers.OptimizerSpec.from_config(config, max(total_steps, 1))
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled_step(workload_loss: Callable, signature: tuple):
-  """A jitted update for one loss and optimizer signature; the peak learning rate lives in the state."""
-  total_steps, *fields = signature
-  tx = optimizers.create_optimizer(ml_collections.ConfigDict(dict(fields)), total_steps)
+def _compiled_step(workload_loss: Callable, optimizer: optimizers.OptimizerSpec):
+  """A jitted update for one loss and optimizer (pass `spec.step_key()`: the peak lr lives in the state)."""
+  tx = optimizer.create()
 
   @jax.jit
   def step(params, extra, opt_state, batch):
@@ -305,13 +303,11 @@ def _compiled_step(workload_loss: Callable, signature: tuple):
 class _Trainer:
   """Trains a workload from a seed with one optimizer config, stopping wherever the caller asks."""
 
-  def __init__(self, workload: Workload, optimizer_config, total_steps: int, seed: int):
+  def __init__(self, workload: Workload, optimizer: optimizers.OptimizerSpec, seed: int):
     self.workload, self.seed = workload, seed
     self.params, self.extra = workload.init(jax.random.key(seed))
-    tx = optimizers.create_optimizer(optimizer_config, max(total_steps, 1))
-    self.opt_state = tx.init(self.params)
-    self.update = _compiled_step(workload.loss, optimizers.optimizer_signature(
-        optimizer_config, max(total_steps, 1)))
+    self.opt_state = optimizer.create().init(self.params)
+    self.update = _compiled_step(workload.loss, optimizer.step_key())
     self.step, self.losses = 0, []
 
   def train_until(self, step: int, batch_size: int) -> None:
@@ -383,8 +379,8 @@ def _noise_along_training(workload: Workload, config: StudyConfig, batch_sizes: 
                           train_batch_size: int, out_dir: str, rows: list, files: list) -> dict:
   """Part 1 of the module docstring for one workload."""
   from acclip_optax import noise_plots  # pylint: disable=g-import-not-at-top
-  optimizer_config = _optimizer_config(workload.trajectory_optimizer, workload.decay, config.train_steps)
-  trainer = _Trainer(workload, optimizer_config, config.train_steps, config.seed)
+  optimizer = _optimizer(workload.trajectory_optimizer, workload.decay, config.train_steps)
+  trainer = _Trainer(workload, optimizer, config.seed)
   initial_extra = trainer.extra
 
   def loss_fn(params, batch):
@@ -464,13 +460,12 @@ def _optimizer_comparison(workload: Workload, config: StudyConfig, learning_rate
     base = ml_collections.ConfigDict(dict(optimizer=name, learning_rate=grid[0]))
     if name == "sgd":
       base.momentum = 0.9
-    optimizer_config = _optimizer_config(base, workload.decay, config.sweep_steps)
+    optimizer = _optimizer(base, workload.decay, config.sweep_steps)
     per_lr = {}
     for learning_rate in grid:
-      optimizer_config.learning_rate = learning_rate
       losses, accuracies = [], []
       for seed in range(config.sweep_seeds):
-        trainer = _Trainer(workload, optimizer_config, config.sweep_steps, config.seed + 100 + seed)
+        trainer = _Trainer(workload, optimizer.replace(learning_rate=learning_rate), config.seed + 100 + seed)
         trainer.train_until(config.sweep_steps, batch_size)
         scores = trainer.evaluate()
         eval_loss = scores["eval_loss"] if math.isfinite(scores["eval_loss"]) else float("inf")

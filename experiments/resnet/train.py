@@ -107,12 +107,12 @@ class _CompiledSteps(training_loop.PmappedSteps):
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_steps(spec: ModelSpec, optimizer_signature: tuple) -> _CompiledSteps:
-  """The jitted init and pmapped steps for one model and optimizer signature (cached)."""
+def _compiled_steps(spec: ModelSpec, optimizer: optimizers.OptimizerSpec) -> _CompiledSteps:
+  """The jitted init and pmapped steps of one model and optimizer (cached: pass `spec.step_key()`)."""
   return _CompiledSteps(
       init_variables=compile_init(spec),
       **training_loop.pmap_steps(train_step, eval_step, model=spec.create(axis_name=AXIS),
-                                 optimizer_signature=optimizer_signature))
+                                 optimizer=optimizer))
 
 
 # XLA's optimised compile of ResNet's init (dozens of truncated-normal initialisers) takes ~40 s on CPU,
@@ -152,10 +152,11 @@ def model_spec(config, data: input_pipeline.ImageData) -> ModelSpec:
                    small_images=config.small_images, dtype=config.dtype, image_shape=data.image_shape)
 
 
-def _run_signature(config, spec: ModelSpec, data: input_pipeline.ImageData) -> dict:
+def _run_signature(config, spec: ModelSpec, data: input_pipeline.ImageData,
+                   optimizer: optimizers.OptimizerSpec) -> dict:
   """Settings a checkpoint must share with the run that resumes it."""
   return {"model": dataclasses.asdict(spec), "dataset": data.name,
-          "optimizer": {k: config[k] for k in optimizers.default_optimizer_config()},
+          "optimizer": optimizer.to_dict(),
           **{k: config[k] for k in ("seed", "batch_size", "num_train_steps", "num_epochs")}}
 
 
@@ -187,19 +188,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   config.learning_rate = peak_learning_rate(config)
   config.warmup_steps = warmup_steps
   spec = model_spec(config, data)
-  compiled = _compiled_steps(spec, optimizers.optimizer_signature(config, total_steps))
+  optimizer = optimizers.OptimizerSpec.from_config(config, total_steps)
+  compiled = _compiled_steps(spec, optimizer.step_key())
 
   variables = compiled.init_variables(jax.random.key(config.seed))
-  tx = optimizers.create_optimizer(config, total_steps)  # its init puts this run's peak lr in the state
   state = jax.device_get(TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                                     batch_stats=variables["batch_stats"],
-                                    opt_state=tx.init(variables["params"])))
+                                    opt_state=optimizer.create().init(variables["params"])))
   num_params = models.count_params(state.params)
   eval_batches = [parallel.shard_batch(b) for b in data.eval_batches(
       config.eval_batch_size, eval_rows, config.get("max_eval_examples", 0))]
 
   result = training_loop.train(
-      config, workdir, state=state, signature=_run_signature(config, spec, data), total_steps=total_steps,
+      config, workdir, state=state, signature=_run_signature(config, spec, data, optimizer), total_steps=total_steps,
       train_step=compiled.train_step,
       train_batch=lambda step: data.train_batch(step, config.batch_size, train_rows),
       evaluate=lambda state: classification.evaluate(compiled.eval_step, state, eval_batches),

@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 from experiments.synthetic import problems
 
 COLORS = dict(zip(problems.METHODS, ("tab:gray", "tab:brown", "tab:blue", "tab:orange", "tab:red",
-                                     "tab:pink", "tab:green")))
+                                     "tab:pink", "tab:green", "tab:purple", "tab:olive", "tab:cyan", "black")))
 
 
 def _finite_or_nan(value):

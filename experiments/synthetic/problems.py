@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple
+import types
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,36 +19,48 @@ import optax
 
 import acclip_optax
 from acclip_optax import noise
+from experiments.common import optimizers
 
-# Methods with an SGD-scale update (the step is lr times something of the gradient's magnitude) and with
-# an Adam-scale one (magnitude about 1 per coordinate); they get different learning-rate grids.
-SGD_SCALE_METHODS = ("sgd", "sgd_momentum", "gclip", "cclip", "acclip")
-ADAM_SCALE_METHODS = ("acclip_ports", "adam")
-METHODS = SGD_SCALE_METHODS + ADAM_SCALE_METHODS
-# Methods that take a clipping threshold (tuned as a multiple of the theory's bound).
-CLIPPED_METHODS = ("gclip", "cclip")
+MOMENTUM = 0.9
+# The study's methods: a label -> (registry name, the settings this study gives it). SGD and the clipped
+# methods run without momentum, as the theory analyses them; "sgd_momentum" is heavy-ball SGD. Each
+# method's learning-rate scale ("sgd" or "adam": which grid it gets) and whether it takes a clipping
+# threshold come from the registry.
+METHODS: Mapping[str, tuple[str, Mapping[str, Any]]] = types.MappingProxyType({
+    "sgd": ("sgd", {"momentum": 0.0}),
+    "sgd_momentum": ("sgd", {"momentum": MOMENTUM}),
+    "gclip": ("gclip", {"momentum": 0.0}),
+    "cclip": ("cclip", {"momentum": 0.0}),
+    "acclip": ("acclip", {}),
+    "acclip_ports": ("acclip_ports", {}),
+    "adam": ("adam", {}),
+})
 # Methods whose step sizes (and thresholds) the strongly convex theory prescribes.
 THEORY_METHODS = ("sgd", "gclip", "cclip")
-MOMENTUM = 0.9
+
+
+def optimizer_spec(method: str) -> optimizers.OptimizerSpec:
+  """The registry spec of a study method (its learning rate and threshold are set per lane)."""
+  if method not in METHODS:
+    raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+  name, settings = METHODS[method]
+  return optimizers.OptimizerSpec(name, total_steps=1, hyperparameters=tuple(sorted(settings.items())))
+
+
+def is_clipped(method: str) -> bool:
+  """Whether the method takes a clipping threshold (tuned as a multiple of the theory's bound)."""
+  return "clip_threshold" in optimizers.REGISTRY[METHODS[method][0]].fields
+
+
+def learning_rate_scale(method: str) -> str:
+  """"sgd" or "adam": the registry's learning-rate scale of the method."""
+  return optimizers.REGISTRY[METHODS[method][0]].learning_rate_scale
 
 
 def make_optimizer(method: str, learning_rate, clip_threshold) -> optax.GradientTransformation:
   """The optimizer `method` with a learning-rate schedule and (GClip, CClip) a threshold schedule."""
-  if method == "sgd":
-    return optax.sgd(learning_rate)
-  if method == "sgd_momentum":
-    return optax.sgd(learning_rate, momentum=MOMENTUM)
-  if method == "gclip":
-    return acclip_optax.gclip(learning_rate, max_norm=clip_threshold)
-  if method == "cclip":
-    return acclip_optax.cclip(learning_rate, threshold=clip_threshold)
-  if method == "acclip":
-    return acclip_optax.acclip(learning_rate)
-  if method == "acclip_ports":
-    return acclip_optax.acclip_ports(learning_rate)
-  if method == "adam":
-    return optax.adam(learning_rate)
-  raise ValueError(f"make_optimizer: unknown method {method!r}; expected one of {METHODS}.")
+  spec = optimizer_spec(method)
+  return spec.transformation(learning_rate, **({"clip_threshold": clip_threshold} if is_clipped(method) else {}))
 
 
 class Quadratic(NamedTuple):

@@ -53,7 +53,7 @@ class StudyConfig:
   (see `problems.Schedules`). SGD-scale methods and Adam-scale ones (ACClip ports, Adam) have their own
   learning-rate grids; GClip and CClip are tuned over `clip_lr_multipliers` x `clip_multipliers`.
   """
-  methods: tuple[str, ...] = problems.METHODS
+  methods: tuple[str, ...] = tuple(problems.METHODS)
   alphas: tuple[float, ...] = (1.1, 1.3, 1.5, 1.7, 2.0)
   dimension: int = 10
   condition_numbers: tuple[float, ...] = (2.0, 100.0)
@@ -99,7 +99,7 @@ class StudyConfig:
     for name in ("methods", "dim_methods", "nonconvex_methods"):
       unknown = [m for m in getattr(self, name) if m not in problems.METHODS]
       if unknown:
-        raise ValueError(f"StudyConfig.{name} has unknown methods {unknown}; known: {problems.METHODS}.")
+        raise ValueError(f"StudyConfig.{name} has unknown methods {unknown}; known: {', '.join(problems.METHODS)}.")
 
 
 def full_config() -> StudyConfig:
@@ -181,7 +181,7 @@ class _Sweep:
 
 
 def _grid(sweep: _Sweep) -> list[tuple[float, float]]:
-  clips = sweep.clip_multipliers if sweep.method in problems.CLIPPED_METHODS else (1.0,)
+  clips = sweep.clip_multipliers if problems.is_clipped(sweep.method) else (1.0,)
   return [(lr, clip) for lr in sweep.lr_multipliers for clip in clips]
 
 
@@ -237,7 +237,7 @@ def _quadratic_setup(dimension: int, condition_number: float, noise_scale: float
 
 
 def _lr_multipliers(method: str, sgd_scale: Sequence[float], adam_scale: Sequence[float]):
-  return tuple(adam_scale if method in problems.ADAM_SCALE_METHODS else sgd_scale)
+  return tuple(adam_scale if problems.learning_rate_scale(method) == "adam" else sgd_scale)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -253,7 +253,7 @@ def _strongly_convex(config: StudyConfig):
     for method in config.methods:
       problem, x0, schedules, start_value = _quadratic_setup(
           config.dimension, condition_number, config.noise_scale, method)
-      lr_multipliers = (config.clip_lr_multipliers if method in problems.CLIPPED_METHODS else
+      lr_multipliers = (config.clip_lr_multipliers if problems.is_clipped(method) else
                         _lr_multipliers(method, config.sgd_lr_multipliers, config.adam_lr_multipliers))
       sweep = _Sweep(method, config.alphas, lr_multipliers, config.clip_multipliers, config.tune_seeds,
                      config.eval_seeds)
@@ -308,7 +308,7 @@ def _dimension(config: StudyConfig):
   for method in config.dim_methods:
     settings = ("theory", "tuned") if method in problems.THEORY_METHODS else ("tuned",)
     per_alpha = {alpha: {setting: {} for setting in settings} for alpha in config.dim_alphas}
-    lr_multipliers = (1.0,) if method in problems.CLIPPED_METHODS else config.dim_lr_multipliers
+    lr_multipliers = (1.0,) if problems.is_clipped(method) else config.dim_lr_multipliers
     for dimension in config.dims:
       problem, x0, schedules, start_value = _quadratic_setup(
           dimension, min(config.condition_numbers), config.noise_scale, method)
@@ -479,7 +479,7 @@ def _summary_markdown(results: dict, config: StudyConfig) -> str:
     for method, s in methods.items():
       lines.append(f"| {alpha} | {method} | {_format(s['median'])} | {_format(s['p90'])} | "
                    f"{_format(s['diverged_fraction'])} | {_format(s['learning_rate'])} | "
-                   f"{_format(s['clip_multiplier']) if method in problems.CLIPPED_METHODS else '—'} |")
+                   f"{_format(s['clip_multiplier']) if problems.is_clipped(method) else '—'} |")
   lines += ["", "Figures: " + ", ".join(results["files"]["figures"]), ""]
   return "\n".join(lines)
 
