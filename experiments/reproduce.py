@@ -4,11 +4,11 @@
         [--weight-decay W] [--optimizers adam,acclip,...]
 
 runs, in order, the synthetic study (RQ2, RQ3; `experiments.synthetic.study.run`), the gradient-noise study
-(RQ1; `experiments.noise.study.run`) and the BERT optimizer comparison (RQ4; `experiments.bert_comparison`),
+(RQ1; `experiments.noise.study.run`) and the BERT optimizer comparison (RQ4; `experiments.comparison`),
 each in its own folder under DIR, then writes
 
     DIR/report.md       one table per research question with the paper's claim, our numbers and a verdict
-                        computed by the rules of `experiments.report`, the figures, environment and commands;
+                        computed by each study's rule (its verdict.py), the figures, environment and commands;
     DIR/results.json    every number of the report, the settings and seeds, wall times;
     DIR/results.csv     the same numbers flattened to ``key,value`` rows.
 
@@ -18,11 +18,14 @@ an earlier DIR/results.json, so one part can be redone without the rest; ``--rep
 and rebuilds the report and verdicts from DIR/results.json. ``--weight-decay`` and ``--optimizers`` change
 the BERT comparison: one weight decay for every optimizer (e.g. 0, to take decay out of the comparison) and
 the optimizers run.
+
+A mode is a config file: every part reads configs/quick.py (``--quick``) or configs/full.py of its study
+(`experiments.synthetic`, `experiments.noise`, `experiments.comparison`), and results.json records the
+configs used, so the report's mode and settings are read from them, never re-inferred.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import os
@@ -32,42 +35,52 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from experiments import bert_comparison
+import ml_collections
+
 from experiments import report
+from experiments.common import results as results_lib
+from experiments.common import study_cli
+from experiments.common import verdicts
 
 PARTS = ("synthetic", "noise", "bert")
+# Each part's study package: its configs/<mode>.py, its `study.run(out_dir, config)` and its verdict.py.
+STUDIES = {"synthetic": "experiments.synthetic", "noise": "experiments.noise", "bert": "experiments.comparison"}
+# Research question -> (part, the study's rule in its verdict.py, the summary key it reads or None for the
+# whole summary). A rule returns {"rows", "verdict", "overall_rule"}.
+QUESTIONS = {"RQ1": ("noise", "assess_rq1", "rq1"), "RQ2": ("synthetic", "assess_rq2", None),
+             "RQ3": ("synthetic", "assess_rq3", None), "RQ4": ("bert", "assess_rq4", None)}
 
 
-@dataclasses.dataclass(frozen=True)
-class ReproductionSettings:
-  """What each part runs. `for_mode` gives the real settings; tests pass smaller ones.
+def part_configs(mode: str, weight_decay: float | None = None,
+                 optimizers: Sequence[str] | None = None) -> dict[str, ml_collections.ConfigDict]:
+  """Each part's configs/<mode>.py, the comparison's with --weight-decay and --optimizers applied."""
+  from experiments.comparison import study as comparison  # pylint: disable=g-import-not-at-top
+  configs = {part: study_cli.study_config(package, mode) for part, package in STUDIES.items()}
+  configs["bert"] = comparison.with_flags(configs["bert"], weight_decay, optimizers)
+  return configs
 
-  Attributes:
-    quick: whether the quick sizes are used (recorded in the report).
-    synthetic: out_dir -> summary dict of the synthetic study.
-    noise: out_dir -> summary dict of the noise study.
-    bert: the optimizer comparison's sizes, grids and seeds.
-  """
-  quick: bool
-  synthetic: Callable[[str], Mapping[str, Any]]
-  noise: Callable[[str], Mapping[str, Any]]
-  bert: bert_comparison.ComparisonSettings
 
-  @classmethod
-  def for_mode(cls, quick: bool, weight_decay: float | None = None,
-               optimizers: Sequence[str] | None = None) -> "ReproductionSettings":
-    """The quick or full settings; ``weight_decay`` and ``optimizers`` go to the BERT comparison
-    (`bert_comparison.ComparisonSettings.for_mode`)."""
-    def synthetic(out_dir):
-      from experiments.synthetic import study
-      return study.run(out_dir, quick=quick)
+def _study_run(part: str, squad_dir: str | None) -> Callable[[str, ml_collections.ConfigDict], Mapping[str, Any]]:
+  study = importlib.import_module(f"{STUDIES[part]}.study")
+  if part == "bert":
+    return lambda out_dir, config: study.run(out_dir, config, squad_dir=squad_dir)
+  return study.run
 
-    def noise(out_dir):
-      from experiments.noise import study
-      return study.run(out_dir, quick=quick)
 
-    return cls(quick=quick, synthetic=synthetic, noise=noise,
-               bert=bert_comparison.ComparisonSettings.for_mode(quick, weight_decay, optimizers))
+def assess_all(parts: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+  """Every research question's verdict by its study's rule (a part that did not run: inconclusive)."""
+  assessed = {}
+  for rq, (part_name, rule, key) in QUESTIONS.items():
+    part = parts.get(part_name, {"status": "not run"})
+    if part.get("status") == "ok":
+      verdict = importlib.import_module(f"{STUDIES[part_name]}.verdict")
+      summary = part.get("summary", {})
+      result = getattr(verdict, rule)(summary.get(key, {}) if key else summary)
+    else:
+      result = {"rows": [], "verdict": verdicts.INCONCLUSIVE,
+                "overall_rule": f"the {part_name} part {part.get('status', 'was not run')}: no numbers to judge"}
+    assessed[rq] = dict(result, part=part_name, paper=report.PAPER_CLAIMS[rq])
+  return assessed
 
 
 def _run_part(name: str, run_fn: Callable[[str], Mapping[str, Any]], part_dir: str) -> dict[str, Any]:
@@ -88,130 +101,121 @@ def _run_part(name: str, run_fn: Callable[[str], Mapping[str, Any]], part_dir: s
           "load_average_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
-def run(out_dir: str, quick: bool = False, squad_dir: str | None = None,
-        parts: Sequence[str] = PARTS, settings: ReproductionSettings | None = None,
+def run(out_dir: str, mode: str = "quick", squad_dir: str | None = None, parts: Sequence[str] = PARTS,
+        configs: Mapping[str, ml_collections.ConfigDict] | None = None,
+        runners: Mapping[str, Callable[[str, ml_collections.ConfigDict], Mapping[str, Any]]] | None = None,
         command: str | None = None) -> dict[str, Any]:
   """Runs the named parts into ``out_dir`` and writes report.md, results.json and results.csv there.
 
   Args:
     out_dir: output folder (created).
-    quick: the quick sizes (used only when ``settings`` is None).
+    mode: the config every part reads, configs/<mode>.py of its study (used when ``configs`` is None).
     squad_dir: a folder with SQuAD v1.1 ``train-v1.1.json`` and ``dev-v1.1.json``; None skips fine-tuning.
     parts: a subset of ``PARTS``; the others keep their results from an earlier ``out_dir/results.json``.
       Empty: rebuild report.md and the verdicts from that file with the current rules, running nothing.
-    settings: what to run; default ``ReproductionSettings.for_mode(quick)``.
+    configs: part -> its config; default `part_configs(mode)`. Recorded with the results; the report's
+      mode and settings are read from them.
+    runners: part -> `(out_dir, config) -> summary`; default each study's `run` (tests pass stand-ins).
     command: the command line that started the run, recorded in the report.
 
   Returns:
     The results dict that was written to results.json.
 
   Raises:
-    ValueError: an unknown part name.
+    ValueError: an unknown part name, or configs of different modes.
     FileNotFoundError: ``squad_dir`` or one of its two files is missing; no results.json to rebuild from.
   """
+  from experiments.comparison import study as comparison  # pylint: disable=g-import-not-at-top
   unknown = [p for p in parts if p not in PARTS]
   if unknown:
     raise ValueError(f"parts={list(parts)!r}: each must be one of {', '.join(PARTS)}")
   if squad_dir is not None:
-    bert_comparison.squad_files(squad_dir)  # fail before hours of pretraining, not after
+    comparison.squad_files(squad_dir)  # fail before hours of pretraining, not after
   results_path = os.path.join(out_dir, "results.json")
-  previous, previous_results = {}, {}
+  previous = {}
   if set(parts) != set(PARTS) and os.path.exists(results_path):
-    with open(results_path) as f:
-      previous_results = json.load(f)
-    previous = previous_results.get("parts", {})
-    if not parts:  # report only: the mode, settings and command are those that produced the numbers
-      command = previous_results.get("command") or command
-      quick = bool(previous_results.get("quick", quick))
-      settings = _recorded_settings(previous_results, quick)
+    previous = results_lib.read_json(results_path)
   elif not parts:
     raise FileNotFoundError(f"{results_path} does not exist: nothing to rebuild the report from")
-  settings = settings or ReproductionSettings.for_mode(quick)
+  if not parts:  # report only: the mode, configs and command are those that produced the numbers
+    recorded = {name: ml_collections.ConfigDict(config) for name, config in previous["configs"].items()}
+    configs, command = recorded, previous.get("command") or command
+  configs = dict(configs or part_configs(mode))
+  modes = {config.mode for config in configs.values()}
+  if len(modes) != 1:
+    raise ValueError(f"the parts' configs are of different modes {sorted(modes)}; give one mode")
   os.makedirs(out_dir, exist_ok=True)
 
   start = time.perf_counter()
-  runners = {
-      "synthetic": settings.synthetic,
-      "noise": settings.noise,
-      "bert": lambda part_dir: bert_comparison.run(part_dir, settings.bert, squad_dir=squad_dir),
-  }
+  runners = {name: (runners or {}).get(name) or _study_run(name, squad_dir) for name in parts}
   part_results = {}
   for name in PARTS:
     if name in parts:
-      part_results[name] = _run_part(name, runners[name], os.path.join(out_dir, name))
-    elif name in previous:
-      part_results[name] = previous[name]
+      part_results[name] = _run_part(name, lambda d, n=name: runners[n](d, configs[n]),
+                                     os.path.join(out_dir, name))
+    elif name in previous.get("parts", {}):
+      part_results[name] = previous["parts"][name]
   results = {
       "command": command,
-      "quick": settings.quick,
+      "mode": modes.pop(),
       "squad_dir": squad_dir,
       "parts_run": list(parts),
       "wall_s": time.perf_counter() - start,
       # Report only: the environment that produced the numbers, not the one that re-read them.
-      "environment": previous_results["environment"] if not parts else report.environment(),
-      "bert_settings": dataclasses.asdict(settings.bert),
+      "environment": previous["environment"] if not parts else report.environment(),
+      "configs": {name: config.to_dict() for name, config in configs.items()},
       "parts": part_results,
   }
-  results["research_questions"] = report.assess_all(part_results)
-  report.write_json(results_path, results)
-  report.write_flat_csv(os.path.join(out_dir, "results.csv"), results)
+  results["research_questions"] = assess_all(part_results)
+  results_lib.write_json(results_path, results)
+  results_lib.write_flat_csv(os.path.join(out_dir, "results.csv"), results)
   report.write_report(out_dir, results, figure_keywords=FIGURE_KEYWORDS,
-                      extra_sections=_extra_sections(out_dir, results, settings))
+                      extra_sections=_extra_sections(out_dir, results))
   return results
-
-
-def _recorded_settings(previous_results: Mapping[str, Any], quick: bool) -> ReproductionSettings:
-  """The settings a results.json was made with (for --report-only: flags given now change nothing)."""
-  stored = previous_results.get("bert_settings")
-  bert = (bert_comparison.ComparisonSettings.from_dict(stored) if stored
-          else bert_comparison.ComparisonSettings.for_mode(quick))
-
-  def not_rerun(out_dir):
-    raise RuntimeError(f"--report-only runs nothing ({out_dir})")
-
-  return ReproductionSettings(quick=quick, synthetic=not_rerun, noise=not_rerun, bert=bert)
 
 
 # Which of the synthetic study's figures back which question (the noise and BERT parts: all of theirs).
 FIGURE_KEYWORDS = {"RQ2": ("final_suboptimality", "rates", "nonconvex"), "RQ3": ("dimension",)}
 
 
-def _mode_flag(quick: bool) -> str:
-  return " --quick" if quick else ""
-
-
-def _comparison_flags(bert: bert_comparison.ComparisonSettings) -> str:
-  """The --weight-decay and --optimizers flags that give the BERT comparison ``bert``."""
+def _comparison_flags(config: Mapping[str, Any], mode: str) -> str:
+  """The --weight-decay and --optimizers flags that turn the mode's comparison config into ``config``."""
+  from experiments.comparison import study as comparison  # pylint: disable=g-import-not-at-top
+  default = study_cli.study_config(STUDIES["bert"], mode)
   flags = ""
-  if "weight_decay" in bert.overrides:
-    flags += f" --weight-decay {bert.overrides['weight_decay']:g}"
-  if tuple(bert.learning_rates) != bert_comparison.COMPARED_OPTIMIZERS:
-    flags += f" --optimizers {','.join(bert.learning_rates)}"
+  if "weight_decay" in config["overrides"] and "weight_decay" not in default.overrides:
+    flags += f" --weight-decay {config['overrides']['weight_decay']:g}"
+  if tuple(config["optimizers"]) != tuple(default.optimizers):
+    flags += f" --optimizers {','.join(config['optimizers'])}"
+  del comparison
   return flags
 
 
-def _config_differences(module_name: str) -> str:
-  """'field: quick value (full value)' for every field the study's quick config changes."""
-  try:
-    module = importlib.import_module(module_name)
-    quick, full = dataclasses.asdict(module.quick_config()), dataclasses.asdict(module.full_config())
-  except (ImportError, AttributeError) as error:
-    return f"(could not read {module_name}: {error})"
-  changed = [f"{name} {quick[name]} (full: {full[name]})" for name in quick if quick[name] != full[name]]
+def _config_differences(package: str) -> str:
+  """'field: quick value (full: value)' for every field the study's configs/quick.py changes."""
+  quick, full = study_cli.study_config(package, "quick"), study_cli.study_config(package, "full")
+  changed = [f"{name} {quick[name]} (full: {full[name]})" for name in quick.keys()
+             if name not in ("mode", "expected_time") and quick[name] != full[name]]
   return "; ".join(changed) or "nothing"
 
 
-def _extra_sections(out_dir: str, results: Mapping[str, Any],
-                    settings: ReproductionSettings) -> dict[str, list[str]]:
+def _extra_sections(out_dir: str, results: Mapping[str, Any]) -> dict[str, list[str]]:
+  from experiments.comparison import study as comparison  # pylint: disable=g-import-not-at-top
+  from experiments.comparison import summary as comparison_summary  # pylint: disable=g-import-not-at-top
   sections = {}
   bert = results["parts"].get("bert", {})
   if bert.get("status") == "ok":
-    sections["RQ4"] = bert_comparison.report_lines(bert["summary"])
-  flag = _mode_flag(settings.quick)
-  bert_flags = flag + _comparison_flags(settings.bert)
+    sections["RQ4"] = comparison_summary.report_lines(bert["summary"])
+  mode = results["mode"]
+  flag = " --quick" if mode == "quick" else ""
+  bert_config = results["configs"]["bert"]
+  preset = mode in ("quick", "full")
+  bert_flags = flag + (_comparison_flags(bert_config, mode) if preset else "")
   commands = [
       "## Commands", "",
-      "Everything, as this report was made (add `--squad-dir D` with SQuAD v1.1 train-v1.1.json and "
+      ("Everything, as this report was made" if preset else
+       f"Everything, in the full mode (this run's configs, mode {mode}, are no preset: results.json holds "
+       "them under `configs`)") + " (add `--squad-dir D` with SQuAD v1.1 train-v1.1.json and "
       "dev-v1.1.json to fine-tune):", "",
       f"    python -m experiments.reproduce --out {out_dir}{bert_flags}", "",
       "One part at a time (each writes its own folder; the last line rewrites this report with the other "
@@ -225,20 +229,22 @@ def _extra_sections(out_dir: str, results: Mapping[str, Any],
   if best.get("best_learning_rate") is not None:
     commands += ["A single pre-training run of the comparison (here ACClip at its best learning rate, first "
                  "seed):", "",
-                 "    " + bert_comparison.single_run_command(
-                     settings.bert, "acclip", best["best_learning_rate"], best["seeds"][0],
-                     os.path.join(out_dir, "bert", "runs", "acclip_rerun")), ""]
+                 "    " + comparison.single_run_command(
+                     comparison.ComparisonSettings.from_config(bert_config), "acclip", best["best_learning_rate"],
+                     best["seeds"][0], os.path.join(out_dir, "bert", "runs", "acclip_rerun")), ""]
+  quick_bert, full_bert = (comparison.ComparisonSettings.from_config(study_cli.study_config(STUDIES["bert"], m))
+                           for m in ("quick", "full"))
   modes = ["## Quick and full modes", "",
-           f"This run used the **{'quick' if settings.quick else 'full'}** mode. What `--quick` changes:", "",
-           f"- synthetic study: {_config_differences('experiments.synthetic.study')}.",
-           f"- noise study: {_config_differences('experiments.noise.study')}.",
-           f"- BERT comparison, quick: {bert_comparison.ComparisonSettings.for_mode(True).description}. "
-           f"Full: {bert_comparison.ComparisonSettings.for_mode(False).description}.",
+           f"This run used the **{mode}** mode: each part read configs/{mode}.py of its study (recorded in "
+           "results.json under `configs`). What the quick configs change:", "",
+           f"- synthetic study: {_config_differences(STUDIES['synthetic'])}.",
+           f"- noise study: {_config_differences(STUDIES['noise'])}.",
+           f"- BERT comparison, quick: {quick_bert.description}. Full: {full_bert.description}.",
            "",
-           "Expected time of the full mode: BERT comparison "
-           f"{bert_comparison.FULL_MODE_EXPECTED_TIME}; the synthetic and noise studies: see their "
-           "documentation (`experiments/synthetic/study.py`, `experiments/noise/study.py`). The quick mode "
-           "is budgeted at 15 minutes on 2 CPU cores; this run's wall times are in the table below.", ""]
+           f"Expected time of the full mode: BERT comparison {full_bert.expected_time}; the synthetic and noise "
+           "studies: see their configs (`experiments/synthetic/configs/full.py`, "
+           "`experiments/noise/configs/full.py`). The quick mode is budgeted at 15 minutes on 2 CPU cores; "
+           "this run's wall times are in the table below.", ""]
   sections["appendix"] = commands + modes
   return sections
 
@@ -258,19 +264,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="BERT comparison: the weight decay of every optimizer (default: the config's 0.01; "
                            "0 removes decay, which favours small learning rates, from the comparison)")
   parser.add_argument("--optimizers", default=None,
-                      help="BERT comparison: comma-separated subset of "
-                           f"{','.join(bert_comparison.COMPARED_OPTIMIZERS)} (default: all)")
+                      help="BERT comparison: comma-separated names of experiments.common.optimizers.REGISTRY "
+                           "(default: the config's)")
   argv = sys.argv[1:] if argv is None else list(argv)
   args = parser.parse_args(argv)
   parts = [] if args.report_only else [p.strip() for p in args.parts.split(",") if p.strip()]
   optimizers = None if args.optimizers is None else [o.strip() for o in args.optimizers.split(",") if o.strip()]
-  settings = None  # run() picks the mode's settings (for --report-only, the mode of the saved run)
-  if args.weight_decay is not None or optimizers is not None:
+  mode = "quick" if args.quick else "full"
+  configs = None  # --report-only: the configs the saved run recorded
+  if parts:
     try:
-      settings = ReproductionSettings.for_mode(args.quick, args.weight_decay, optimizers)
+      configs = part_configs(mode, args.weight_decay, optimizers)
     except ValueError as error:
       parser.error(str(error))
-  results = run(args.out, quick=args.quick, squad_dir=args.squad_dir, parts=parts, settings=settings,
+  results = run(args.out, mode=mode, squad_dir=args.squad_dir, parts=parts, configs=configs,
                 command=" ".join(["python -m experiments.reproduce"] + argv))
   print(f"[reproduce] report: {os.path.join(args.out, 'report.md')} ({results['wall_s']:.0f} s)")
   return 0 if all(p["status"] == "ok" for p in results["parts"].values()) else 1

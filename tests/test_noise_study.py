@@ -1,5 +1,4 @@
 """The BERT-vs-ResNet gradient-noise study: its analysis pieces, and its whole path at tiny sizes."""
-import dataclasses
 import json
 import os
 
@@ -9,10 +8,11 @@ import pytest
 from scipy import stats
 
 from experiments.bert import models as bert_models
+from experiments.common import verdicts
 from experiments.noise import __main__ as cli
-from experiments import report
 from experiments.noise import study
 from experiments.noise import verdict
+from experiments.noise.configs import quick, tiny
 
 
 def test_bert_parameter_groups_cover_the_model():
@@ -51,12 +51,10 @@ def test_tail_indices_of_pooled_stable_coordinates(alpha):
       estimates["alpha_hill"] > 2.5
 
 
-def _tiny_config(**overrides):
-  return dataclasses.replace(study.tiny_config(), **overrides)
-
-
 def test_study_runs_end_to_end_at_tiny_sizes(tmp_path):
-  results = study.run(str(tmp_path), config=_tiny_config())
+  config = tiny.get_config()
+  results = study.run(str(tmp_path), config)
+  assert results["mode"] == "tiny" and results["config"] == json.loads(json.dumps(config.to_dict()))
   assert json.loads(json.dumps(results)) == results  # JSON-able, as the report needs
   for name in results["files"]:
     assert os.path.getsize(tmp_path / name) > 0, name
@@ -69,8 +67,10 @@ def test_study_runs_end_to_end_at_tiny_sizes(tmp_path):
     assert set(entry["groups"]) <= set(groups)
     assert np.isfinite(entry["pooled"]["alpha_mohammadi"]) and entry["variance_final"] > 0
     sweep = results[model]["sweep"]
-    assert sweep["gap_eval_loss"] == pytest.approx(sweep["sgd"]["eval_loss_mean"] - sweep["adam"]["eval_loss_mean"])
-    assert set(sweep["sgd"]["grid"]) == {str(lr) for lr in getattr(_tiny_config(), f"{model}_sgd_lrs")}
+    for name in ("sgd", "adam"):  # the best learning rate is the grid point with the lowest mean loss
+      assert set(sweep[name]["grid"]) == {str(lr) for lr in config[f"{model}_{name}_lrs"]}
+      grid_losses = {float(lr): stats["eval_loss_mean"] for lr, stats in sweep[name]["grid"].items()}
+      assert sweep[name]["best_learning_rate"] == min(grid_losses, key=grid_losses.get)
   assert set(results["rq1"]) == {"bert", "resnet"}
   header = (tmp_path / "results.csv").read_text().splitlines()[0]
   assert header == "model,part,step,batch_size,group,optimizer,learning_rate,seed,metric,value"
@@ -88,19 +88,20 @@ def test_rq1_verdict_follows_the_numbers():
             "sweep": {"gap_eval_loss": gap, "gap_relative": gap, "gap_in_seed_std": 1.0,
                       "gap_eval_loss_median": gap}}
   supported = verdict.assess_rq1(study.rq1_numbers({"bert": fake(1.5, 0.3), "resnet": fake(1.9, 0.0)}))
-  assert supported["verdict"] == report.SUPPORTED
+  assert supported["verdict"] == verdicts.SUPPORTED
   # BERT's tail index within the margin of ResNet's: no call on that row, so no overall call.
   close = verdict.assess_rq1(study.rq1_numbers({"bert": fake(1.85, 0.3), "resnet": fake(1.9, 0.0)}))
-  assert close["rows"][0]["verdict"] == report.INCONCLUSIVE and close["rows"][2]["verdict"] == report.SUPPORTED
-  assert close["verdict"] == report.INCONCLUSIVE
+  assert close["rows"][0]["verdict"] == verdicts.INCONCLUSIVE and close["rows"][2]["verdict"] == verdicts.SUPPORTED
+  assert close["verdict"] == verdicts.INCONCLUSIVE
   opposite = verdict.assess_rq1(study.rq1_numbers({"bert": fake(2.0, -0.1), "resnet": fake(1.5, 0.0)}))
-  assert opposite["verdict"] == report.NOT_SUPPORTED
+  assert opposite["verdict"] == verdicts.NOT_SUPPORTED
 
 
 def test_cli_overrides_and_bad_config():
   args = cli.parse_args(["--out", "x", "--quick", "--models", "resnet", "--seeds", "2"])
   config = cli.config_from_args(args)
   assert config.models == ("resnet",) and config.sweep_seeds == 2
-  assert config.train_steps == study.quick_config().train_steps
+  assert config.mode == "quick" and config.train_steps == quick.get_config().train_steps
+  config.models = ("vit",)
   with pytest.raises(ValueError, match="models"):
-    study.run("unused", config=dataclasses.replace(config, models=("vit",)))
+    study.run("unused", config)

@@ -1,7 +1,6 @@
 """Tests of the synthetic study: the simulator against a float64 NumPy reference, and the study end to end
 on tiny sizes (every output written, the key numbers consistent with the CSV)."""
 import csv
-import dataclasses
 import json
 import math
 
@@ -12,6 +11,7 @@ import pytest
 
 from acclip_optax import noise
 from experiments.synthetic import __main__ as cli
+from experiments.synthetic.configs import full, quick, tiny
 from experiments.synthetic import problems, study
 
 
@@ -34,7 +34,7 @@ def _numpy_gclip_reference(problem, x0, alpha, lr_multiplier, clip_multiplier, k
 
 
 def test_simulator_matches_numpy_gclip_with_theory_schedules():
-  problem, x0, schedules, _ = study._quadratic_setup(5, 4.0, 0.5, "gclip")
+  problem, x0, schedules, _ = study.quadratic_setup(5, 4.0, 0.5, "gclip")
   alphas, lr_multipliers, clip_multipliers = [1.3, 2.0], [0.5, 1.0], [0.05, 1.0]
   keys = jax.random.split(jax.random.key(3), 2)
   lanes = problems.Lanes(jnp.asarray(alphas), jnp.asarray(lr_multipliers), jnp.asarray(clip_multipliers), keys)
@@ -58,36 +58,45 @@ def test_rosenbrock_gradient_matches_autodiff_and_minimum():
 
 def test_quantile_treats_nan_as_blow_up_and_stats_count_divergence():
   values = np.array([1.0, np.nan, 3.0, 0.5, np.inf])
-  stats = study._seed_stats(values, start_value=2.0)
+  stats = study.seed_quantiles(values, start_value=2.0)
   assert stats["median"] == 3.0 and math.isinf(stats["p90"])  # sorted: 0.5, 1, 3, inf, inf
   assert stats["diverged_fraction"] == pytest.approx(3 / 5)
 
 
 def test_loglog_slope_recovers_a_power_law():
   steps = np.arange(10, 1000, 10.0)
-  assert study._loglog_slope(steps, 3.0 * steps ** -0.7) == pytest.approx(-0.7)
-  assert study._loglog_slope(steps, np.where(steps > 500, np.inf, steps)) is None
+  assert study.loglog_slope(steps, 3.0 * steps ** -0.7) == pytest.approx(-0.7)
+  assert study.loglog_slope(steps, np.where(steps > 500, np.inf, steps)) is None
+
+
+def quick_with(**overrides):
+  config = quick.get_config()
+  config.update(overrides)
+  return config
 
 
 def test_config_validation_and_cli_overrides():
   with pytest.raises(ValueError, match="clip_multipliers"):
-    dataclasses.replace(study.quick_config(), clip_multipliers=(0.1, 10.0)).validate()
+    study.StudyConfig.from_config(quick_with(clip_multipliers=(0.1, 10.0)))
   with pytest.raises(ValueError, match="alpha"):
-    dataclasses.replace(study.quick_config(), alphas=(0.9,)).validate()
+    study.StudyConfig.from_config(quick_with(alphas=(0.9,)))
   with pytest.raises(ValueError, match="unknown methods"):
-    dataclasses.replace(study.quick_config(), dim_methods=("lion",)).validate()
+    study.StudyConfig.from_config(quick_with(dim_methods=("lion",)))
+  with pytest.raises(ValueError, match="has no config 'huge'; choose one of full, quick, tiny"):
+    cli.config_from_args(cli.parse_args(["--out", "x", "--config", "huge"]))
   config = cli.config_from_args(cli.parse_args(["--out", "x", "--quick", "--seeds", "12", "--steps", "30",
                                                 "--dims", "4", "8"]))
   assert (config.eval_seeds, config.tune_seeds, config.num_steps, config.dims) == (12, 3, 30, (4, 8))
-  assert config.clip_multipliers == study.quick_config().clip_multipliers
-  assert study.quick_config().eval_seeds >= 100 and study.full_config().eval_seeds >= 100
+  assert config.mode == "quick" and config.clip_multipliers == quick.get_config().clip_multipliers
+  assert quick.get_config().eval_seeds >= 100 and full.get_config().eval_seeds >= 100
 
 
 def test_study_end_to_end_on_tiny_sizes(tmp_path):
-  config = dataclasses.replace(study.tiny_config(), alphas=(1.5, 2.0))
-  results = study.run(str(tmp_path), config=config)
+  config = tiny.get_config()
+  config.alphas = (1.5, 2.0)
+  results = study.run(str(tmp_path), config)
   json.dumps(results)  # JSON-able
-  assert results["mode"] == "custom"
+  assert results["mode"] == "tiny" and results["config"]["alphas"] == [1.5, 2.0]
   for name in ["results.csv", "summary.md", "summary.json", *results["files"]["figures"]]:
     assert (tmp_path / name).stat().st_size > 0
   sgd = results["strongly_convex"]["quadratic_kappa2"]["1.5"]["sgd"]

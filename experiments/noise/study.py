@@ -44,13 +44,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import math
 import os
 import shutil
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +61,8 @@ from jax.flatten_util import ravel_pytree
 from acclip_optax import noise
 from experiments.noise import verdict
 from experiments.common import optimizers
+from experiments.common import results as results_lib
+from experiments.common.results import format_fixed
 
 MODELS = ("bert", "resnet")
 BERT_GROUPS = ("embeddings", "attention", "feed_forward", "layer_norm", "mlm_head")
@@ -71,38 +72,47 @@ HILL_FRACTION = 0.02  # Hill's k as a fraction of the pooled sample
 
 @dataclasses.dataclass(frozen=True)
 class StudyConfig:
-  """Sizes of the study; `quick_config()` and `full_config()` are the two presets, tests shrink further."""
-  models: tuple[str, ...] = MODELS
-  # BERT: a config of experiments/bert/configs (tiny or mini), shortened sequences and vocabulary.
-  bert_size: str = "tiny"
-  bert_seq_len: int = 64
-  bert_vocab_size: int = 4096
-  bert_corpus: str = "pydoc"  # a `config.corpus` of experiments.bert; pydoc_data.topics by default
-  bert_max_documents: int = 0  # 0: all of the corpus
-  bert_train_batch_size: int = 32
-  bert_batch_sizes: tuple[int, ...] = (8, 32)  # noise measurements; the last is the main one
-  bert_learning_rate: float = 1e-3  # Adam, for the noise trajectory
-  bert_adam_lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
-  bert_sgd_lrs: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
-  # ResNet-18 on Fashion-MNIST (experiments.resnet.input_pipeline's dataset names).
-  resnet_dataset: str = "fashion_mnist"
-  resnet_filters: int = 16
-  resnet_train_examples: int = 20000
-  resnet_train_batch_size: int = 64
-  resnet_batch_sizes: tuple[int, ...] = (16, 64)
-  resnet_learning_rate: float = 0.1  # SGD with momentum, for the noise trajectory
-  resnet_adam_lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
-  resnet_sgd_lrs: tuple[float, ...] = (0.03, 0.1, 0.3)
-  # Noise measurements.
-  train_steps: int = 300
-  measure_fractions: tuple[float, ...] = (0.0, 0.25, 1.0)
-  num_noise_batches: int = 100
-  num_coordinates: int = 16384
-  # Optimizer comparison.
-  sweep_steps: int = 300
-  sweep_seeds: int = 3
-  eval_examples: int = 512
-  seed: int = 0
+  """The study's sizes, checked: `from_config` of configs/full.py, quick.py or tiny.py (whose comments say
+  what each field is). `mode` is the config's name."""
+  models: tuple[str, ...]
+  bert_size: str
+  bert_seq_len: int
+  bert_vocab_size: int
+  bert_corpus: str
+  bert_max_documents: int
+  bert_train_batch_size: int
+  bert_batch_sizes: tuple[int, ...]
+  bert_learning_rate: float
+  bert_adam_lrs: tuple[float, ...]
+  bert_sgd_lrs: tuple[float, ...]
+  resnet_dataset: str
+  resnet_filters: int
+  resnet_train_examples: int
+  resnet_train_batch_size: int
+  resnet_batch_sizes: tuple[int, ...]
+  resnet_learning_rate: float
+  resnet_adam_lrs: tuple[float, ...]
+  resnet_sgd_lrs: tuple[float, ...]
+  train_steps: int
+  measure_fractions: tuple[float, ...]
+  num_noise_batches: int
+  num_coordinates: int
+  sweep_steps: int
+  sweep_seeds: int
+  eval_examples: int
+  seed: int
+  mode: str = "custom"
+
+  @classmethod
+  def from_config(cls, config) -> "StudyConfig":
+    """The checked settings of a config (a ConfigDict, or the dict a summary.json recorded)."""
+    values = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+      raise ValueError(f"noise study config: unknown field(s) {unknown}")
+    study_config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    study_config.validate()
+    return study_config
 
   def validate(self) -> None:
     unknown = set(self.models) - set(MODELS)
@@ -118,33 +128,6 @@ class StudyConfig:
     if self.sweep_seeds < 1 or self.sweep_steps < 1 or self.train_steps < 0:
       raise ValueError(f"sweep_seeds={self.sweep_seeds}, sweep_steps={self.sweep_steps} must be >= 1 and "
                        f"train_steps={self.train_steps} >= 0")
-
-
-def quick_config() -> StudyConfig:
-  """Measured: 3.8 minutes of CPU time (11 minutes wall on 2 cores shared with other jobs, load ~9)."""
-  return StudyConfig(
-      bert_vocab_size=2048, bert_batch_sizes=(8, 32), bert_adam_lrs=(1e-3, 3e-3), bert_sgd_lrs=(0.1, 0.3),
-      resnet_dataset="fashion_mnist_subset", resnet_filters=8, resnet_train_examples=8192,
-      resnet_train_batch_size=32, resnet_batch_sizes=(8, 32),
-      resnet_adam_lrs=(1e-3, 3e-3), resnet_sgd_lrs=(0.03, 0.1),
-      train_steps=50, measure_fractions=(0.0, 1.0), num_noise_batches=40, num_coordinates=4096,
-      sweep_steps=50, sweep_seeds=3, eval_examples=256)
-
-
-def full_config() -> StudyConfig:
-  """Not measured here; from the quick run's cost, roughly an hour of CPU time on 2 cores."""
-  return StudyConfig()
-
-
-def tiny_config() -> StudyConfig:
-  """Seconds-long sizes for tests: both models, every measurement and the SGD/Adam runs, at sizes where
-  none of the numbers mean anything."""
-  return dataclasses.replace(
-      quick_config(), bert_max_documents=12, bert_vocab_size=256, bert_seq_len=32,
-      bert_train_batch_size=8, bert_batch_sizes=(8,), bert_adam_lrs=(1e-3,), bert_sgd_lrs=(0.3, 1.0),
-      resnet_filters=4, resnet_train_examples=256, resnet_train_batch_size=8, resnet_batch_sizes=(8,),
-      resnet_adam_lrs=(1e-3,), resnet_sgd_lrs=(0.1,), train_steps=2, measure_fractions=(0.0, 1.0),
-      num_noise_batches=8, num_coordinates=256, sweep_steps=2, sweep_seeds=2, eval_examples=16)
 
 
 # ------------------------------------------------------------------------------------------ workloads
@@ -503,14 +486,13 @@ def _save(figure, out_dir: str, name: str) -> str:
   return name
 
 
-def run(out_dir: str, quick: bool = False, config: Optional[StudyConfig] = None) -> dict:
+def run(out_dir: str, config) -> dict:
   """Runs the study and writes results.csv, summary.md, summary.json and PNGs to `out_dir`.
 
   Args:
     out_dir: output folder (created).
-    quick: use `quick_config()` (about 4 minutes of CPU time) instead of `full_config()`; ignored when
-      `config` is given.
-    config: explicit sizes (tests pass tiny ones).
+    config: configs/full.py, quick.py or tiny.py's `get_config()` (or a StudyConfig); recorded with the
+      results, mode included.
 
   Returns:
     JSON-able key numbers: per model ("bert", "resnet"): "description", "noise" (per measured step and
@@ -518,8 +500,7 @@ def run(out_dir: str, quick: bool = False, config: Optional[StudyConfig] = None)
     (per optimizer the best learning rate, mean/std of held-out loss and accuracy over seeds, the grid; the
     SGD - Adam gap); "rq1": the numbers behind a verdict (see summary.md); "wall_s", "config", "files".
   """
-  config = config or (quick_config() if quick else full_config())
-  config.validate()
+  config = config if isinstance(config, StudyConfig) else StudyConfig.from_config(config)
   os.makedirs(out_dir, exist_ok=True)
   start = time.perf_counter()
   rows: list[dict] = []
@@ -547,12 +528,10 @@ def run(out_dir: str, quick: bool = False, config: Optional[StudyConfig] = None)
   results["wall_s"] = time.perf_counter() - start
   results["config"] = dataclasses.asdict(config)
   results["files"] = files + ["results.csv", "summary.md", "summary.json"]
-  results["mode"] = next((name for name, preset in (("quick", quick_config()), ("full", full_config()))
-                          if config == preset), "custom")
-  _write_csv(rows, os.path.join(out_dir, "results.csv"))
-  results = _jsonable(results)
-  with open(os.path.join(out_dir, "summary.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  results["mode"] = config.mode
+  results_lib.write_rows_csv(os.path.join(out_dir, "results.csv"), rows, CSV_COLUMNS)
+  results = results_lib.to_jsonable(results)
+  results_lib.write_json(os.path.join(out_dir, "summary.json"), results)
   with open(os.path.join(out_dir, "summary.md"), "w") as f:
     f.write(summary_markdown(results))
   return results
@@ -586,32 +565,8 @@ def rq1_numbers(results: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- writers
-def _jsonable(value):
-  if isinstance(value, dict):
-    return {str(k): _jsonable(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
-  if isinstance(value, (np.floating, np.integer, np.bool_)):
-    value = value.item()
-  if isinstance(value, float) and not math.isfinite(value):
-    return str(value)
-  return value
-
-
-def _write_csv(rows: list[dict], path: str) -> None:
-  columns = ("model", "part", "step", "batch_size", "group", "optimizer", "learning_rate", "seed", "metric",
-             "value")
-  with open(path, "w") as f:
-    f.write(",".join(columns) + "\n")
-    for row in rows:
-      f.write(",".join(str(row.get(c, "")) for c in columns) + "\n")
-
-
-def _fmt(value, digits: int = 2) -> str:
-  try:
-    return f"{float(value):.{digits}f}"
-  except (TypeError, ValueError):
-    return str(value)
+CSV_COLUMNS = ("model", "part", "step", "batch_size", "group", "optimizer", "learning_rate", "seed", "metric",
+               "value")
 
 
 def summary_markdown(results: dict) -> str:
@@ -630,17 +585,17 @@ def summary_markdown(results: dict) -> str:
     for point in result["noise"]["points"]:
       for batch_size, entry in point["batch_sizes"].items():
         lines.append(
-            f"| {point['step']} | {batch_size} | {_fmt(point['train_loss'], 3)} | "
-            f"{_fmt(entry['pooled']['alpha_mohammadi'])} | {_fmt(entry['pooled']['alpha_hill'])} | "
-            f"{_fmt(entry['alpha_hill_norms'])} | {_fmt(entry['noise_norm_max_over_median'])} | "
-            f"{_fmt(entry['variance_growth'])} |")
+            f"| {point['step']} | {batch_size} | {format_fixed(point['train_loss'], 3)} | "
+            f"{format_fixed(entry['pooled']['alpha_mohammadi'])} | {format_fixed(entry['pooled']['alpha_hill'])} | "
+            f"{format_fixed(entry['alpha_hill_norms'])} | {format_fixed(entry['noise_norm_max_over_median'])} | "
+            f"{format_fixed(entry['variance_growth'])} |")
     last = result["noise"]["points"][-1]["batch_sizes"][str(result["noise"]["main_batch_size"])]
     lines += ["", f"Per parameter group at step {result['noise']['points'][-1]['step']} "
               f"(batch {result['noise']['main_batch_size']}):", "",
               "| group | coordinates | alpha Mohammadi | alpha Hill |", "|---|---|---|---|"]
     for group, stats in last["groups"].items():
-      lines.append(f"| {group} | {stats['coordinates']} | {_fmt(stats['alpha_mohammadi'])} | "
-                   f"{_fmt(stats['alpha_hill'])} |")
+      lines.append(f"| {group} | {stats['coordinates']} | {format_fixed(stats['alpha_mohammadi'])} | "
+                   f"{format_fixed(stats['alpha_hill'])} |")
     sweep = result["sweep"]
     lines += ["", f"Optimizers ({results['config']['sweep_steps']} steps, {results['config']['sweep_seeds']} "
               "seeds; best learning rate of the grid by mean held-out loss):", "",
@@ -648,13 +603,13 @@ def summary_markdown(results: dict) -> str:
               "best lr at grid edge |", "|---|---|---|---|---|---|"]
     for name in ("sgd", "adam"):
       stats = sweep[name]
-      lines.append(f"| {name} | {stats['best_learning_rate']:g} | {_fmt(stats['eval_loss_mean'], 3)} ± "
-                   f"{_fmt(stats['eval_loss_std'], 3)} | {_fmt(stats['eval_loss_median'], 3)} | "
-                   f"{_fmt(stats['eval_accuracy_mean'], 3)} ± "
-                   f"{_fmt(stats['eval_accuracy_std'], 3)} | {stats['best_at_grid_edge']} |")
-    lines += ["", f"SGD - Adam held-out loss: {_fmt(sweep['gap_eval_loss'], 3)} "
-              f"({_fmt(100 * sweep['gap_relative'], 1)}% of Adam's; {_fmt(sweep['gap_in_seed_std'], 1)} seed "
-              f"standard deviations); of the seed medians: {_fmt(sweep['gap_eval_loss_median'], 3)}.", ""]
+      lines.append(f"| {name} | {stats['best_learning_rate']:g} | {format_fixed(stats['eval_loss_mean'], 3)} ± "
+                   f"{format_fixed(stats['eval_loss_std'], 3)} | {format_fixed(stats['eval_loss_median'], 3)} | "
+                   f"{format_fixed(stats['eval_accuracy_mean'], 3)} ± "
+                   f"{format_fixed(stats['eval_accuracy_std'], 3)} | {stats['best_at_grid_edge']} |")
+    lines += ["", f"SGD - Adam held-out loss: {format_fixed(sweep['gap_eval_loss'], 3)} "
+              f"({format_fixed(100 * sweep['gap_relative'], 1)}% of Adam's; {format_fixed(sweep['gap_in_seed_std'], 1)} seed "
+              f"standard deviations); of the seed medians: {format_fixed(sweep['gap_eval_loss_median'], 3)}.", ""]
   rq1 = results["rq1"]
   if "bert" in rq1 and "resnet" in rq1:
     assessed = verdict.assess_rq1(rq1)  # the rule report.md applies too (experiments/noise/verdict.py)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from experiments import report
+from experiments.common import results
+from experiments.common import verdicts
 
 ALPHA_MARGIN = 0.1  # tail indices: estimator differences below this are not called
 RELATIVE_GAP_MARGIN = 0.02  # relative held-out-loss gaps: 2 % of the loss
@@ -24,7 +25,7 @@ def assess_rq1(numbers: Mapping[str, Any]) -> dict[str, Any]:
     {"rows": [verdict rows], "verdict": supported / not supported / inconclusive, "overall_rule": text};
     the rows marked "[not in the overall verdict]" are context.
   """
-  number, fmt, row = report.finite_or_none, report.format_number, report.verdict_row
+  number, fmt, row = results.finite_or_none, results.format_number, verdicts.verdict_row
   bert, resnet = numbers.get("bert", {}), numbers.get("resnet", {})
 
   def difference(first, second):
@@ -37,30 +38,30 @@ def assess_rq1(numbers: Mapping[str, Any]) -> dict[str, Any]:
     rows.append(row(
         f"pooled tail index of the noise coordinates ({estimator.capitalize()}), end of training",
         f"BERT {fmt(b)} vs ResNet {fmt(r)}", "BERT heavier-tailed (smaller alpha)",
-        report.verdict_from_margin(difference(r, b), ALPHA_MARGIN),
+        verdicts.verdict_from_margin(difference(r, b), ALPHA_MARGIN),
         f"supported if BERT's alpha is below ResNet's by more than {ALPHA_MARGIN}; not supported if above "
         f"by more than {ALPHA_MARGIN}"))
   b, r = number(bert.get("sgd_minus_adam_relative")), number(resnet.get("sgd_minus_adam_relative"))
   rows.append(row(
       "tuned SGD minus Adam held-out loss, relative to Adam's", f"BERT {fmt(b)} vs ResNet {fmt(r)}",
       "SGD far behind on BERT, competitive on ResNet",
-      report.verdict_from_margin(difference(b, r), RELATIVE_GAP_MARGIN),
+      verdicts.verdict_from_margin(difference(b, r), RELATIVE_GAP_MARGIN),
       f"supported if the relative gap is larger on BERT by more than {RELATIVE_GAP_MARGIN}; not supported if "
       f"smaller by that much"))
   gap_std = number(bert.get("gap_in_seed_std"))
   growth_bert, growth_resnet = number(bert.get("variance_growth_final")), number(resnet.get("variance_growth_final"))
   context = [
       row("SGD minus Adam on BERT, in seed standard deviations", fmt(gap_std), "SGD behind (> 0)",
-          report.verdict_from_margin(gap_std, 1.0), "supported if SGD is behind by more than one seed std"),
+          verdicts.verdict_from_margin(gap_std, 1.0), "supported if SGD is behind by more than one seed std"),
       row("variance-estimate growth var(n)/var(n/2), end of training",
           f"BERT {fmt(growth_bert)} vs ResNet {fmt(growth_resnet)}",
           "keeps growing for BERT (> 1), converged for ResNet (about 1)",
-          report.verdict_from_margin(difference(growth_bert, growth_resnet), 0.1),
+          verdicts.verdict_from_margin(difference(growth_bert, growth_resnet), 0.1),
           "supported if BERT's growth ratio exceeds ResNet's by more than 0.1"),
   ]
   core = [rows[0], rows[2]]
-  return {"rows": rows + [report.context_row(r) for r in context],
-          "verdict": report.combine_verdicts([r["verdict"] for r in core]),
+  return {"rows": rows + [verdicts.context_row(r) for r in context],
+          "verdict": verdicts.combine_verdicts([r["verdict"] for r in core]),
           "overall_rule": "overall: unanimous verdict of the Mohammadi tail-index row and the SGD-gap row "
                           "(Hill's estimator and the rows marked [not in the overall verdict] are context), "
                           "else inconclusive"}

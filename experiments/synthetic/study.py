@@ -1,6 +1,6 @@
 """The synthetic study of the paper's theory (RQ2: clipping under heavy-tailed noise; RQ3: dimension).
 
-    python -m experiments.synthetic --out DIR [--quick]
+    python -m experiments.synthetic --out DIR [--quick | --config full|quick|tiny]
 
 Four experiments, all with additive symmetric alpha-stable gradient noise, independent per coordinate:
 
@@ -17,7 +17,7 @@ Four experiments, all with additive symmetric alpha-stable gradient noise, indep
 4. Non-convex: Rosenbrock's function with constant steps (and thresholds) tuned on separate seeds;
    min over k of ||grad f(x_k)||.
 
-`run(out_dir, quick=False)` writes results.csv, summary.md, summary.json and PNG plots, and returns the key
+`run(out_dir, config)` (configs/full.py, quick.py, tiny.py) writes results.csv, summary.md, summary.json and PNG plots, and returns the key
 numbers as a JSON-able dict.
 
 Cost: each method (and, in the dimension study, each d) is one compiled program (about 2.5 s of CPU to
@@ -28,9 +28,7 @@ the dimension study, mostly d = 10000, is half of it).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import math
 import os
 import time
@@ -41,47 +39,55 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.common import results as results_lib
+from experiments.common.results import format_number
 from experiments.synthetic import plots, problems
 
 
 @dataclasses.dataclass(frozen=True)
 class StudyConfig:
-  """Sizes, grids and seeds of the study (see `quick_config` and `full_config`).
+  """The study's sizes, grids and seeds, checked: `from_config` of configs/full.py, quick.py or tiny.py
+  (whose docstrings explain the grids). `mode` is the config's name."""
+  methods: tuple[str, ...]
+  alphas: tuple[float, ...]
+  dimension: int
+  condition_numbers: tuple[float, ...]
+  num_steps: int
+  tune_seeds: int
+  eval_seeds: int
+  noise_scale: float
+  sgd_lr_multipliers: tuple[float, ...]
+  adam_lr_multipliers: tuple[float, ...]
+  clip_lr_multipliers: tuple[float, ...]
+  clip_multipliers: tuple[float, ...]
+  dims: tuple[int, ...]
+  dim_alphas: tuple[float, ...]
+  dim_methods: tuple[str, ...]
+  dim_steps: int
+  dim_tune_seeds: int
+  dim_eval_seeds: int
+  dim_lr_multipliers: tuple[float, ...]
+  dim_clip_multipliers: tuple[float, ...]
+  nonconvex_methods: tuple[str, ...]
+  nonconvex_alphas: tuple[float, ...]
+  nonconvex_steps: int
+  nonconvex_sgd_lrs: tuple[float, ...]
+  nonconvex_adam_lrs: tuple[float, ...]
+  nonconvex_clip_multipliers: tuple[float, ...]
+  seed: int
+  mode: str = "custom"
 
-  Learning-rate multipliers scale the theory's eta_k = 4/(mu (k+1+offset)) (quadratics) or are the
-  constant step itself (Rosenbrock); clip multipliers scale the theory's threshold bound(alpha)(k+1)^(1/alpha)
-  (see `problems.Schedules`). SGD-scale methods and Adam-scale ones (ACClip ports, Adam) have their own
-  learning-rate grids; GClip and CClip are tuned over `clip_lr_multipliers` x `clip_multipliers`.
-  """
-  methods: tuple[str, ...] = tuple(problems.METHODS)
-  alphas: tuple[float, ...] = (1.1, 1.3, 1.5, 1.7, 2.0)
-  dimension: int = 10
-  condition_numbers: tuple[float, ...] = (2.0, 100.0)
-  num_steps: int = 1500
-  tune_seeds: int = 32
-  eval_seeds: int = 100
-  noise_scale: float = 1.0
-  sgd_lr_multipliers: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
-  adam_lr_multipliers: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-  clip_lr_multipliers: tuple[float, ...] = (0.1, 0.3, 1.0)
-  # Down to 0.01: on the ill-conditioned quadratic the bound is dominated by ||grad f(x0)||.
-  clip_multipliers: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-  dims: tuple[int, ...] = (10, 100, 1000, 10000)
-  dim_alphas: tuple[float, ...] = (1.2, 2.0)
-  dim_methods: tuple[str, ...] = ("gclip", "cclip", "acclip")
-  dim_steps: int = 250
-  dim_tune_seeds: int = 8
-  dim_eval_seeds: int = 100
-  dim_lr_multipliers: tuple[float, ...] = (0.1, 0.3, 1.0)
-  dim_clip_multipliers: tuple[float, ...] = (0.03, 0.3, 1.0)
-  nonconvex_methods: tuple[str, ...] = ("sgd", "sgd_momentum", "gclip", "cclip", "acclip", "acclip_ports",
-                                        "adam")
-  nonconvex_alphas: tuple[float, ...] = (1.1, 1.5, 2.0)
-  nonconvex_steps: int = 5000
-  nonconvex_sgd_lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 2e-3)
-  nonconvex_adam_lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
-  nonconvex_clip_multipliers: tuple[float, ...] = (0.01, 0.1, 1.0)
-  seed: int = 0
+  @classmethod
+  def from_config(cls, config) -> "StudyConfig":
+    """The checked settings of a config (a ConfigDict, or the dict a summary.json recorded)."""
+    values = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+      raise ValueError(f"synthetic study config: unknown field(s) {unknown}")
+    study_config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    study_config.validate()
+    return study_config
 
   def validate(self) -> None:
     for name in ("sgd_lr_multipliers", "clip_lr_multipliers", "clip_multipliers", "dim_clip_multipliers"):
@@ -102,68 +108,23 @@ class StudyConfig:
         raise ValueError(f"StudyConfig.{name} has unknown methods {unknown}; known: {', '.join(problems.METHODS)}.")
 
 
-def full_config() -> StudyConfig:
-  """The full study."""
-  return StudyConfig()
-
-
-def quick_config() -> StudyConfig:
-  """The quick study: the same questions with shorter runs, coarser grids, d up to 1000, fewer methods
-  in the dimension and non-convex parts (each method and dimension costs one compilation)."""
-  return StudyConfig(num_steps=400, tune_seeds=16, sgd_lr_multipliers=(0.03, 0.3, 1.0),
-                     adam_lr_multipliers=(0.003, 0.03, 0.3), clip_lr_multipliers=(0.3, 1.0),
-                     clip_multipliers=(0.01, 0.1, 1.0, 10.0), dims=(10, 100, 1000), dim_alphas=(1.2,),
-                     dim_methods=("gclip", "cclip"), dim_steps=200,
-                     nonconvex_methods=("sgd", "gclip", "acclip", "adam"), nonconvex_steps=1500,
-                     nonconvex_sgd_lrs=(1e-3, 2e-3), nonconvex_adam_lrs=(3e-3, 3e-2),
-                     nonconvex_clip_multipliers=(0.1, 1.0))
-
-
-def tiny_config() -> StudyConfig:
-  """Seconds-long sizes for tests: every part of the study runs and reports, none of its numbers mean
-  anything (a few seeds and steps)."""
-  return dataclasses.replace(
-      quick_config(), methods=("sgd", "gclip"), alphas=(1.1, 2.0), num_steps=20, tune_seeds=2,
-      eval_seeds=4, dims=(4, 8), dim_alphas=(1.5,), dim_methods=("cclip",), dim_steps=20, dim_tune_seeds=2,
-      dim_eval_seeds=4, nonconvex_methods=("gclip",), nonconvex_alphas=(1.5,), nonconvex_steps=20)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Statistics over seeds.
 
-def _quantile(values: np.ndarray, q: float) -> float:
-  """A sample quantile that treats NaN as +inf (a blown-up run) and never interpolates with inf."""
-  values = np.where(np.isnan(values), np.inf, values)
-  return float(np.quantile(values, q, method="inverted_cdf"))
-
-
-def _seed_stats(values: np.ndarray, start_value: float | None) -> dict[str, float]:
-  stats = {"median": _quantile(values, 0.5), "p90": _quantile(values, 0.9), "num_seeds": int(values.size)}
+def seed_quantiles(values: np.ndarray, start_value: float | None) -> dict[str, float]:
+  """Median and 90th percentile over seeds (NaN counts as +inf), the seed count and, given the starting
+  value, the fraction diverged (not finite or above it)."""
+  stats = {"median": results_lib.quantile(values, 0.5), "p90": results_lib.quantile(values, 0.9), "num_seeds": int(values.size)}
   if start_value is not None:
     stats["diverged_fraction"] = float(np.mean(~np.isfinite(values) | (values > start_value)))
   return stats
 
 
-def _loglog_slope(steps: np.ndarray, values: np.ndarray) -> float | None:
+def loglog_slope(steps: np.ndarray, values: np.ndarray) -> float | None:
   """Least-squares slope of log(values) against log(steps); None if a value is not finite and positive."""
   if not np.all(np.isfinite(values) & (values > 0)):
     return None
   return float(np.polyfit(np.log(steps), np.log(values), 1)[0])
-
-
-def _json_number(value: Any) -> Any:
-  """Non-finite floats become None (JSON has no inf); other values pass through."""
-  if isinstance(value, float) and not math.isfinite(value):
-    return None
-  return value
-
-
-def _jsonable(tree: Any) -> Any:
-  if isinstance(tree, dict):
-    return {str(k): _jsonable(v) for k, v in tree.items()}
-  if isinstance(tree, (list, tuple)):
-    return [_jsonable(v) for v in tree]
-  return _json_number(tree)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -211,7 +172,7 @@ def _run_sweep(sweep: _Sweep, problem, x0, schedules: problems.Schedules, *, noi
   measure = shaped.final_suboptimality if criterion == "final" else shaped.min_gradient_norm
   out = {}
   for a, alpha in enumerate(sweep.alphas):
-    tune_scores = [_quantile(measure[a, g, :sweep.tune_seeds], 0.9) for g in range(len(grid))]
+    tune_scores = [results_lib.quantile(measure[a, g, :sweep.tune_seeds], 0.9) for g in range(len(grid))]
     best = int(np.argmin(tune_scores))
     per_grid = {grid[g]: problems.LaneResults(*(r[a, g, sweep.tune_seeds:] for r in shaped))
                 for g in range(len(grid))}
@@ -224,7 +185,9 @@ def _log_checkpoints(num_steps: int, count: int = 40) -> tuple[int, ...]:
   return tuple(int(i) for i in np.unique(np.geomspace(1, num_steps, count).astype(int)) - 1)
 
 
-def _quadratic_setup(dimension: int, condition_number: float, noise_scale: float, method: str):
+def quadratic_setup(dimension: int, condition_number: float, noise_scale: float, method: str):
+  """(problem, x0, the theory's schedules, f(x0)) of the quadratic runs of `method` (CClip's threshold is
+  per coordinate, the others' global)."""
   problem = problems.quadratic(dimension, condition_number)
   x0 = np.ones(dimension, np.float32)
   gradient0 = np.asarray(problem.gradient(jnp.asarray(x0)), np.float64)
@@ -251,7 +214,7 @@ def _strongly_convex(config: StudyConfig):
     problem_name = f"quadratic_kappa{condition_number:g}"
     key_numbers[problem_name] = {}
     for method in config.methods:
-      problem, x0, schedules, start_value = _quadratic_setup(
+      problem, x0, schedules, start_value = quadratic_setup(
           config.dimension, condition_number, config.noise_scale, method)
       lr_multipliers = (config.clip_lr_multipliers if problems.is_clipped(method) else
                         _lr_multipliers(method, config.sgd_lr_multipliers, config.adam_lr_multipliers))
@@ -267,11 +230,11 @@ def _strongly_convex(config: StudyConfig):
         entry = key_numbers[problem_name].setdefault(f"{alpha:g}", {}).setdefault(method, {})
         for setting, (lr, clip) in settings.items():
           lanes = result["grid"][(lr, clip)]
-          stats = _seed_stats(lanes.final_suboptimality, start_value)
-          median_curve = np.array([_quantile(lanes.checkpoint_suboptimality[:, c], 0.5)
+          stats = seed_quantiles(lanes.final_suboptimality, start_value)
+          median_curve = np.array([results_lib.quantile(lanes.checkpoint_suboptimality[:, c], 0.5)
                                    for c in range(len(checkpoints))])
           fit = steps >= max(2, config.num_steps // 10)
-          stats["loglog_slope_of_median"] = _loglog_slope(steps[fit], median_curve[fit])
+          stats["loglog_slope_of_median"] = loglog_slope(steps[fit], median_curve[fit])
           stats["lr_multiplier"], stats["clip_multiplier"] = lr, clip
           entry[setting] = stats
           curves[(problem_name, alpha, method, setting)] = (steps, median_curve)
@@ -310,7 +273,7 @@ def _dimension(config: StudyConfig):
     per_alpha = {alpha: {setting: {} for setting in settings} for alpha in config.dim_alphas}
     lr_multipliers = (1.0,) if problems.is_clipped(method) else config.dim_lr_multipliers
     for dimension in config.dims:
-      problem, x0, schedules, start_value = _quadratic_setup(
+      problem, x0, schedules, start_value = quadratic_setup(
           dimension, min(config.condition_numbers), config.noise_scale, method)
       sweep = _Sweep(method, config.dim_alphas, lr_multipliers, config.dim_clip_multipliers,
                      config.dim_tune_seeds, config.dim_eval_seeds)
@@ -321,7 +284,7 @@ def _dimension(config: StudyConfig):
         points = {"theory": (1.0, 1.0), "tuned": result["tuned"]}
         for setting in settings:
           per_coordinate = result["grid"][points[setting]].final_suboptimality / dimension
-          stats = _seed_stats(per_coordinate, start_value / dimension)
+          stats = seed_quantiles(per_coordinate, start_value / dimension)
           stats["lr_multiplier"], stats["clip_multiplier"] = points[setting]
           per_alpha[alpha][setting][dimension] = stats
           rows.append({"study": "dimension", "problem": "quadratic_per_coordinate", "dimension": dimension,
@@ -336,7 +299,7 @@ def _dimension(config: StudyConfig):
             "median_by_dimension": {str(d): by_dimension[d]["median"] for d in config.dims},
             "p90_by_dimension": {str(d): by_dimension[d]["p90"] for d in config.dims},
             "diverged_by_dimension": {str(d): by_dimension[d]["diverged_fraction"] for d in config.dims},
-            "loglog_slope_vs_dimension": _loglog_slope(np.asarray(config.dims, float), medians),
+            "loglog_slope_vs_dimension": loglog_slope(np.asarray(config.dims, float), medians),
             "growth_largest_over_smallest_d": float(medians[-1] / medians[0]) if medians[0] > 0 else None,
         }
       key_numbers[f"{alpha:g}"][method] = entry
@@ -363,7 +326,7 @@ def _nonconvex(config: StudyConfig):
                        seed=config.seed, criterion="min_gradient_norm")
     for alpha, result in swept.items():
       lanes = result["grid"][result["tuned"]]
-      stats = _seed_stats(lanes.min_gradient_norm, None)
+      stats = seed_quantiles(lanes.min_gradient_norm, None)
       stats["diverged_fraction"] = float(np.mean(~np.isfinite(lanes.final_suboptimality)
                                                  | (lanes.final_suboptimality > start_value)))
       stats["learning_rate"], stats["clip_multiplier"] = result["tuned"]
@@ -403,24 +366,6 @@ CSV_FIELDS = ("study", "problem", "dimension", "alpha", "method", "setting", "me
               "loglog_slope_of_median")
 
 
-def _write_csv(path: str, rows: list[dict]) -> None:
-  with open(path, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="raise")
-    writer.writeheader()
-    for row in rows:
-      writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-
-
-def _format(value: Any) -> str:
-  if value is None:
-    return "—"
-  if isinstance(value, float):
-    if not math.isfinite(value):
-      return str(value)
-    return f"{value:.3g}"
-  return str(value)
-
-
 def _summary_markdown(results: dict, config: StudyConfig) -> str:
   lines = ["# Synthetic study (RQ2, RQ3)", "",
            f"Mode: {results['mode']}; wall time {results['wall_s']:.0f} s; "
@@ -433,16 +378,16 @@ def _summary_markdown(results: dict, config: StudyConfig) -> str:
     if isinstance(numbers, dict):
       lines.append(
           f"- RQ2, {problem_name}, alpha = {headline['alpha']}: p90 of final f - f*, tuned: "
-          + ", ".join(f"{m} {_format(numbers.get(f'{m}_tuned_p90'))}" for m in config.methods
+          + ", ".join(f"{m} {format_number(numbers.get(f'{m}_tuned_p90'), 3)}" for m in config.methods
                       if f"{m}_tuned_p90" in numbers)
           + "; diverged fraction, theory schedules: "
-          + ", ".join(f"{m} {_format(numbers.get(f'{m}_theory_diverged_fraction'))}" for m in config.methods
+          + ", ".join(f"{m} {format_number(numbers.get(f'{m}_theory_diverged_fraction'), 3)}" for m in config.methods
                       if f"{m}_theory_diverged_fraction" in numbers) + ".")
   for alpha, numbers in results["rq3"].items():
-    slopes = ", ".join(f"{k.removesuffix('_slope_vs_d')} {_format(v)}" for k, v in numbers.items()
+    slopes = ", ".join(f"{k.removesuffix('_slope_vs_d')} {format_number(v, 3)}" for k, v in numbers.items()
                        if k.endswith("_slope_vs_d"))
     lines.append(f"- RQ3, alpha = {alpha}: log-log slope of per-coordinate error vs d: {slopes} "
-                 f"(GClip's bound predicts {_format(numbers['gclip_bound_exponent_2_over_alpha_minus_1'])}).")
+                 f"(GClip's bound predicts {format_number(numbers['gclip_bound_exponent_2_over_alpha_minus_1'], 3)}).")
   lines.append("")
   for problem_name, by_alpha in results["strongly_convex"].items():
     lines += [f"## {problem_name}, d = {config.dimension}, K = {config.num_steps}: final f - f*", "",
@@ -450,26 +395,26 @@ def _summary_markdown(results: dict, config: StudyConfig) -> str:
     for alpha, methods in by_alpha.items():
       for method, settings in methods.items():
         for setting, s in settings.items():
-          lines.append(f"| {alpha} | {method} | {setting} | {_format(s['median'])} | {_format(s['p90'])} | "
-                       f"{_format(s['diverged_fraction'])} |")
+          lines.append(f"| {alpha} | {method} | {setting} | {format_number(s['median'], 3)} | {format_number(s['p90'], 3)} | "
+                       f"{format_number(s['diverged_fraction'], 3)} |")
     lines.append("")
   rates = results["rates"]
   lines += [f"## Rates on {rates['problem']}: log-log slope of the median f - f* over k in "
             f"{rates['fit_range']}", "", "| alpha | theory -2(a-1)/a | GClip theory | GClip tuned | "
             "CClip theory | SGD theory |", "|---|---|---|---|---|---|"]
   for alpha, r in rates["by_alpha"].items():
-    lines.append(f"| {alpha} | {_format(r['theory_slope'])} | {_format(r.get('gclip_theory_slope'))} | "
-                 f"{_format(r.get('gclip_tuned_slope'))} | {_format(r.get('cclip_theory_slope'))} | "
-                 f"{_format(r.get('sgd_theory_slope'))} |")
+    lines.append(f"| {alpha} | {format_number(r['theory_slope'], 3)} | {format_number(r.get('gclip_theory_slope'), 3)} | "
+                 f"{format_number(r.get('gclip_tuned_slope'), 3)} | {format_number(r.get('cclip_theory_slope'), 3)} | "
+                 f"{format_number(r.get('sgd_theory_slope'), 3)} |")
   lines += ["", f"## Dimension (RQ3): median per-coordinate f - f* after {config.dim_steps} steps", "",
             "| alpha | method | setting | " + " | ".join(f"d={d}" for d in config.dims)
             + " | slope vs d |", "|---|---|---|" + "---|" * (len(config.dims) + 1)]
   for alpha, methods in results["dimension"].items():
     for method, settings in methods.items():
       for setting, s in settings.items():
-        medians = " | ".join(_format(s["median_by_dimension"][str(d)]) for d in config.dims)
+        medians = " | ".join(format_number(s["median_by_dimension"][str(d)], 3) for d in config.dims)
         lines.append(f"| {alpha} | {method} | {setting} | {medians} | "
-                     f"{_format(s['loglog_slope_vs_dimension'])} |")
+                     f"{format_number(s['loglog_slope_vs_dimension'], 3)} |")
   lines += ["", "The bound-based prediction for GClip's per-coordinate error grows like d^(2/alpha - 1); "
             "CClip's bound does not depend on d.", "",
             f"## Non-convex: Rosenbrock, K = {config.nonconvex_steps}, tuned constant steps: "
@@ -477,20 +422,20 @@ def _summary_markdown(results: dict, config: StudyConfig) -> str:
             "|---|---|---|---|---|---|---|"]
   for alpha, methods in results["nonconvex"].items():
     for method, s in methods.items():
-      lines.append(f"| {alpha} | {method} | {_format(s['median'])} | {_format(s['p90'])} | "
-                   f"{_format(s['diverged_fraction'])} | {_format(s['learning_rate'])} | "
-                   f"{_format(s['clip_multiplier']) if problems.is_clipped(method) else '—'} |")
+      lines.append(f"| {alpha} | {method} | {format_number(s['median'], 3)} | {format_number(s['p90'], 3)} | "
+                   f"{format_number(s['diverged_fraction'], 3)} | {format_number(s['learning_rate'], 3)} | "
+                   f"{format_number(s['clip_multiplier'], 3) if problems.is_clipped(method) else '—'} |")
   lines += ["", "Figures: " + ", ".join(results["files"]["figures"]), ""]
   return "\n".join(lines)
 
 
-def run(out_dir: str, quick: bool = False, config: StudyConfig | None = None) -> dict:
+def run(out_dir: str, config) -> dict:
   """Runs the study, writes results.csv, summary.md, summary.json and PNGs to `out_dir`.
 
   Args:
     out_dir: output folder (created).
-    quick: use `quick_config()` instead of `full_config()` (ignored when `config` is given).
-    config: explicit sizes (tests pass tiny ones).
+    config: configs/quick.py, full.py or tiny.py's `get_config()` (or a StudyConfig); recorded with the
+      results, mode included.
 
   Returns:
     JSON-able key numbers: "strongly_convex" (per problem, alpha, method, setting: median, p90,
@@ -498,8 +443,7 @@ def run(out_dir: str, quick: bool = False, config: StudyConfig | None = None) ->
     (measured slopes vs -2(alpha-1)/alpha), "dimension" and "rq3" (per-coordinate error vs d, slopes),
     "nonconvex" (min_k ||grad f||), "wall_s", "config", "files".
   """
-  config = config or (quick_config() if quick else full_config())
-  config.validate()
+  config = config if isinstance(config, StudyConfig) else StudyConfig.from_config(config)
   os.makedirs(out_dir, exist_ok=True)
   start = time.perf_counter()
   phase_seconds = {}
@@ -517,9 +461,9 @@ def run(out_dir: str, quick: bool = False, config: StudyConfig | None = None) ->
   rows += rate_rows + dimension_rows + nonconvex_rows
 
   figure_names = ("final_suboptimality.png", "rates.png", "dimension.png", "nonconvex.png")
-  _write_csv(os.path.join(out_dir, "results.csv"), rows)
+  results_lib.write_rows_csv(os.path.join(out_dir, "results.csv"), rows, CSV_FIELDS)
   results = {
-      "mode": {quick_config(): "quick", full_config(): "full"}.get(config, "custom"),
+      "mode": config.mode,
       "config": dataclasses.asdict(config),
       "strongly_convex": strongly_convex,
       "rq2": _rq2_headline(strongly_convex, config),
@@ -532,10 +476,9 @@ def run(out_dir: str, quick: bool = False, config: StudyConfig | None = None) ->
       "phase_wall_s": phase_seconds,
   }
   results["wall_s"] = time.perf_counter() - start
-  results = _jsonable(results)
+  results = results_lib.to_jsonable(results)
   # The numbers are written before the figures, so a plotting failure cannot lose a long run.
-  with open(os.path.join(out_dir, "summary.json"), "w") as f:
-    json.dump(results, f, indent=1)
+  results_lib.write_json(os.path.join(out_dir, "summary.json"), results)
   with open(os.path.join(out_dir, "summary.md"), "w") as f:
     f.write(_summary_markdown(results, config))
   figures = (plots.plot_final_suboptimality(strongly_convex), plots.plot_rates(curves, rates, config.alphas),

@@ -1,0 +1,37 @@
+"""What the studies' command lines share: choosing a config file (a mode) and printing where results went."""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+import ml_collections
+
+
+def study_config(package: str, name: str) -> ml_collections.ConfigDict:
+  """`<package>.configs.<name>.get_config()`, e.g. ("experiments.synthetic", "quick").
+
+  Raises:
+    ValueError: the package has no such config (naming the ones to choose from).
+  """
+  try:
+    module = importlib.import_module(f"{package}.configs.{name}")
+  except ModuleNotFoundError as error:
+    configs = importlib.import_module(f"{package}.configs")
+    import pkgutil  # pylint: disable=g-import-not-at-top
+    names = sorted(m.name for m in pkgutil.iter_modules(configs.__path__))
+    raise ValueError(f"{package} has no config {name!r}; choose one of {', '.join(names)}") from error
+  return module.get_config()
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+  """--out, --quick and --config NAME (configs/NAME.py of the study; default: full)."""
+  parser.add_argument("--out", required=True, help="output folder")
+  parser.add_argument("--quick", action="store_true", help="the quick config (same as --config quick)")
+  parser.add_argument("--config", default=None, help="configs/NAME.py of the study: full (default), quick, tiny")
+
+
+def config_name(args: argparse.Namespace) -> str:
+  """The config the parsed arguments choose (--quick and a different --config together are an error)."""
+  if args.quick and args.config not in (None, "quick"):
+    raise ValueError(f"--quick and --config {args.config} contradict each other")
+  return "quick" if args.quick else (args.config or "full")

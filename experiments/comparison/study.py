@@ -1,0 +1,412 @@
+"""The BERT optimizer comparison (the paper's RQ4): a learning-rate sweep per optimizer, seeds, fine-tuning.
+
+Protocol, identical for every optimizer (only the optimizer and its peak learning rate change):
+
+1. Pretrain the same BERT config on the same corpus, data order, number of steps and warm-up, with seed
+   ``seeds[0]`` at learning rates of the optimizer's grid (`sweep_learning_rates`: the middle three, then
+   one grid step further out while the best sits at an end of what ran). The best learning rate is the one
+   with the lowest final MLM loss on the validation split; a run whose loss is not finite, or above ln(vocab
+   size) (worse than a uniform prediction, the loss at initialisation), counts as diverged and is never
+   chosen.
+2. Rerun the best learning rate with the other seeds (the sweep's run is the first seed), and report the
+   final held-out MLM loss and accuracy as mean, standard deviation (ddof=1) and range over the seeds.
+3. With SQuAD v1.1 files, fine-tune the Adam- and ACClip-pretrained checkpoints (best lr, first seed) with
+   Adam and with ACClip, and report exact match and F1.
+
+Learning-rate grids depend on the update's scale: the paper's ACClip moves by the clipped momentum, whose
+size is the gradient's (SGD-like, like SGD and GClip), while Adam, AdamW, LAMB and the ports' ACClip
+variant divide by a second-moment estimate, so their steps are about the learning rate itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from experiments.common import optimizers as optimizers_lib
+from experiments.common import results
+from experiments.comparison import plots
+from experiments.comparison.sweep import best_learning_rate, is_diverged, sweep_learning_rates
+
+PYTHON_DOC_SOURCES = "/usr/share/doc/python3.11/html/_sources"
+
+# Keys of `experiments.bert.train.train_and_evaluate`'s result and metrics.jsonl. The sweep chooses on the
+# validation documents; the reported numbers come from other, held-out documents.
+VALIDATION_LOSS, VALIDATION_ACCURACY = "validation_loss", "validation_accuracy"
+TEST_LOSS, TEST_ACCURACY = "eval_loss", "eval_accuracy"
+
+
+def check_corpus(corpus: str) -> None:
+  """FileNotFoundError saying how to install the full mode's corpus when it is missing (no fallback)."""
+  if corpus == PYTHON_DOC_SOURCES and not os.path.isdir(corpus):
+    raise FileNotFoundError(
+        f"The full BERT comparison trains on {corpus}, which is missing: install it with "
+        "`apt-get install python3.11-doc` (or run the quick mode, which uses pydoc_data.topics).")
+
+
+def squad_files(squad_dir: str) -> tuple[str, str]:
+  """(train, dev) SQuAD v1.1 paths in ``squad_dir``; FileNotFoundError naming what is missing."""
+  if not os.path.isdir(squad_dir):
+    raise FileNotFoundError(f"--squad-dir {squad_dir!r} is not a folder")
+  paths = tuple(os.path.join(squad_dir, name) for name in ("train-v1.1.json", "dev-v1.1.json"))
+  missing = [p for p in paths if not os.path.isfile(p)]
+  if missing:
+    raise FileNotFoundError(f"--squad-dir {squad_dir!r} lacks {', '.join(map(os.path.basename, missing))}")
+  return paths
+
+
+@dataclasses.dataclass(frozen=True)
+class ComparisonSettings:
+  """The comparison a config describes (configs/quick.py, configs/full.py); every optimizer gets the same.
+
+  Attributes:
+    mode: the config's name ("quick", "full" or a test's).
+    config_name: the BERT config module under experiments/bert/configs/ that every run starts from.
+    overrides: config fields set for every run (steps, warm-up, batch, sequence length, model size, ...).
+    corpus: the pretraining text (a `config.corpus` value of the BERT driver).
+    learning_rates: optimizer name -> peak learning rates swept (the grid of its registry learning-rate
+      scale, or its exception); the optimizers compared are its keys, in the config's order.
+    optimizer_fields: per-optimizer config fields on top of `overrides`.
+    seeds: the sweep runs with seeds[0]; the best learning rate is rerun with the others.
+    finetune_optimizers: the SQuAD fine-tuning pairs are made of these.
+    finetune_overrides: SQuAD config fields for every fine-tuning run.
+    finetune_learning_rate_scale: a fine-tuning run's peak learning rate is its optimizer's best
+      pre-training learning rate times this (BERT: 1e-4 pre-training, 3e-5 fine-tuning).
+    expected_time: how long the config takes, in words (from the config).
+  """
+  mode: str
+  config_name: str
+  overrides: dict[str, Any]
+  corpus: str
+  learning_rates: dict[str, tuple[float, ...]]
+  optimizer_fields: dict[str, dict[str, Any]]
+  seeds: tuple[int, ...]
+  finetune_optimizers: tuple[str, ...]
+  finetune_overrides: dict[str, Any]
+  finetune_learning_rate_scale: float
+  expected_time: str
+
+  @classmethod
+  def from_config(cls, config: Mapping[str, Any]) -> "ComparisonSettings":
+    """The settings of a comparison config (a ConfigDict, or the dict a results.json recorded).
+
+    Raises:
+      ValueError: an optimizer the registry does not have, no optimizer, or no seed.
+    """
+    config = ml_collections.ConfigDict(dict(config)).to_dict()
+    names = list(config["optimizers"])
+    unknown = [name for name in names if name not in optimizers_lib.REGISTRY]
+    if unknown or not names:
+      raise ValueError(f"optimizers={names!r}: give one or more of {', '.join(optimizers_lib.REGISTRY)}")
+    if not config["seeds"]:
+      raise ValueError("seeds=(): the comparison needs at least one seed")
+    exceptions = config["learning_rate_grid_exceptions"]
+    grids = {name: tuple(exceptions[name] if name in exceptions else
+                         config["learning_rate_grids"][optimizers_lib.REGISTRY[name].learning_rate_scale])
+             for name in dict.fromkeys(names)}
+    return cls(mode=config["mode"], config_name=config["bert_config"], overrides=dict(config["overrides"]),
+               corpus=config["corpus"], learning_rates=grids,
+               optimizer_fields={k: dict(v) for k, v in config["optimizer_fields"].items()},
+               seeds=tuple(config["seeds"]), finetune_optimizers=tuple(config["finetune_optimizers"]),
+               finetune_overrides=dict(config["finetune_overrides"]),
+               finetune_learning_rate_scale=float(config["finetune_learning_rate_scale"]),
+               expected_time=config["expected_time"])
+
+  @property
+  def description(self) -> str:
+    """The setup in words, made from the config every run starts from (see `setup_text`)."""
+    return setup_text(self)
+
+
+def with_flags(config: ml_collections.ConfigDict, weight_decay: float | None = None,
+               optimizers: Sequence[str] | None = None) -> ml_collections.ConfigDict:
+  """A copy of a comparison config with the command line's --weight-decay and --optimizers applied.
+
+  Args:
+    config: a comparison config.
+    weight_decay: the weight decay of every optimizer; None: the BERT config's (0.01). Decoupled decay
+      shrinks the weights by lr x weight decay per step, so one value favours the optimizers whose
+      learning rates are small; 0 takes that confounder out of the comparison.
+    optimizers: registry names to run, in this order; None: the config's.
+
+  Raises:
+    ValueError: a negative or non-finite weight decay, an unknown optimizer, or no optimizer.
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  if weight_decay is not None:
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+      raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    config.overrides.weight_decay = float(weight_decay)
+  if optimizers is not None:
+    config.optimizers = tuple(dict.fromkeys(optimizers))
+  ComparisonSettings.from_config(config)  # checks the names
+  return config
+
+
+def setup_text(settings: ComparisonSettings) -> str:
+  """The comparison's setup in words, every number read from the config its runs start from."""
+  from experiments.bert import input_pipeline  # pylint: disable=g-import-not-at-top
+  config = run_config(settings, "adam", 1.0, settings.seeds[0])
+  model = config.model
+  sizes = sorted({len(grid) for grid in settings.learning_rates.values()})
+  grid_text = (f"{sizes[0]} learning rates per optimizer" if sizes == [3] else
+               f"a grid of {'/'.join(map(str, sizes))} learning rates per optimizer, swept from its middle 3 "
+               "outwards while the best sits at an end")
+  return (f"BERT with {model.num_layers} layers, hidden {model.hidden_size}, {model.num_heads} heads, "
+          f"intermediate {model.intermediate_size}, a {config.vocab_size}-token WordPiece vocabulary; "
+          f"{config.num_train_steps} steps of {config.batch_size} x {config.max_seq_len} tokens (warm-up "
+          f"{config.warmup_steps}, {config.learning_rate_decay} decay) on "
+          f"{input_pipeline.corpus_name(config.corpus)} ({config.eval_fraction:.0%} of the documents held "
+          f"out for the reported numbers and {config.validation_fraction:.0%} for choosing the learning "
+          f"rate, at most {config.max_eval_sequences} sequences each); {grid_text}; seeds "
+          f"{', '.join(map(str, settings.seeds))}; weight decay {config.weight_decay:g} for every optimizer")
+
+
+def run_config(settings: ComparisonSettings, optimizer: str, learning_rate: float, seed: int):
+  """The BERT pretraining config of one run: the base config, the shared overrides, then the optimizer."""
+  config_module = importlib.import_module(f"experiments.bert.configs.{settings.config_name}")
+  config = config_module.get_config()
+  fields = dict(settings.overrides, corpus=settings.corpus)
+  fields.update(optimizer=optimizer, learning_rate=float(learning_rate), seed=int(seed))
+  fields.update(settings.optimizer_fields.get(optimizer, {}))
+  unknown = sorted(set(fields) - set(config.keys()))
+  if unknown:
+    raise ValueError(f"config {settings.config_name!r} has no field(s) {unknown}: the BERT config and "
+                     "experiments.bert_comparison disagree")
+  config.update(fields)
+  return config
+
+
+def _optimizer_settings_text(settings: ComparisonSettings) -> str:
+  """The optimizer hyperparameters every run shares, and the per-optimizer exceptions, in words."""
+  base = run_config(settings, "adamw", 1.0, settings.seeds[0])
+  exceptions = "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in fields.items())
+                         for name, fields in settings.optimizer_fields.items())
+  return (f"Optimizer settings: {base.learning_rate_decay} decay after warm-up, weight decay "
+          f"{base.weight_decay} ({base.weight_decay_mode}, off biases and LayerNorm), b1 {base.b1 if base.b1 is not None else 'default (0.9)'}, b2 {base.b2}, "
+          f"eps {base.eps}, SGD/GClip momentum {base.momentum}, GClip threshold {base.clip_threshold}, "
+          f"ACClip alpha {base.alpha if base.alpha is not None else 'default (1)'}, pre-clipping "
+          f"{base.grad_clip_norm or 'none'}; exceptions: {exceptions}. Decoupled decay shrinks the weights "
+          "by lr x weight decay per step, so at the SGD-scale learning rates of SGD, GClip and the paper's "
+          "ACClip (0.1-1) it is 10-1000 times stronger than at Adam-scale ones (0.001-0.01).")
+
+
+def _shared_vocabulary(settings: ComparisonSettings, vocab_dir: str) -> tuple[str, dict[str, Any]]:
+  """The WordPiece vocabulary every run uses, trained once on the training documents (the driver's split),
+  and what the corpus held: its name, documents per split and training tokens."""
+  from experiments.bert import input_pipeline  # pylint: disable=g-import-not-at-top
+  config = run_config(settings, "adam", 1.0, settings.seeds[0])
+  check_corpus(config.corpus)
+  documents = input_pipeline.load_documents(config.corpus, max_documents=config.get("max_documents"))
+  splits = input_pipeline.split_documents(documents, config.eval_fraction, config.validation_fraction)
+  os.makedirs(vocab_dir, exist_ok=True)
+  vocab_path = input_pipeline.prepare_vocab(config, vocab_dir, splits[0])
+  tokenizer = input_pipeline.load_tokenizer(vocab_path, config.lowercase)
+  train_tokens = sum(len(e.ids) for e in tokenizer.encode_batch(splits[0], add_special_tokens=False))
+  corpus = {"corpus": config.corpus, "corpus_name": input_pipeline.corpus_name(config.corpus),
+            "documents": dict(zip(("train", "eval", "validation"), map(len, splits))),
+            "train_tokens": train_tokens}
+  return vocab_path, corpus
+
+
+def _run_name(optimizer: str, learning_rate: float, seed: int) -> str:
+  return f"{optimizer}/lr{learning_rate:g}_seed{seed}"
+
+
+RUN_RESULT_FILENAME = "run_result.json"
+
+
+def _pretrain(settings: ComparisonSettings, out_dir: str, optimizer: str, learning_rate: float,
+              seed: int) -> dict[str, Any]:
+  """One pre-training run, or the result a finished run with the same config left in its workdir.
+
+  A finished run writes `<workdir>/run_result.json` (its config, result and wall time), so rerunning an
+  interrupted comparison into the same directory redoes only the runs that did not finish.
+  """
+  from experiments.bert import input_pipeline, train  # pylint: disable=g-import-not-at-top
+  name = _run_name(optimizer, learning_rate, seed)
+  workdir = os.path.join(out_dir, "runs", name)
+  config = run_config(settings, optimizer, learning_rate, seed)
+  config_json = json.loads(config.to_json_best_effort())
+  if config.vocab_file:  # by contents: a moved output directory still matches
+    config_json["vocab_file"] = "sha256:" + input_pipeline.vocab_sha256(config.vocab_file)
+  result_path = os.path.join(workdir, RUN_RESULT_FILENAME)
+  if os.path.exists(result_path):
+    with open(result_path) as f:
+      saved = json.load(f)
+    if saved.get("config") == config_json:
+      print(f"[comparison] {name}: finished before, reusing {result_path}", flush=True)
+      return {"workdir": os.path.relpath(workdir, out_dir), "wall_s": saved["wall_s"],
+              "final": saved["final"]}
+  start = time.perf_counter()
+  final = dict(train.train_and_evaluate(config, workdir))
+  wall_s = time.perf_counter() - start
+  print(f"[comparison] {name}: " + ", ".join(
+      f"{k} {final[k]:.4g}" for k in dict.fromkeys((VALIDATION_LOSS, TEST_LOSS, TEST_ACCURACY)) if k in final)
+      + f" ({wall_s:.1f} s)", flush=True)
+  with open(result_path + ".tmp", "w") as f:
+    json.dump({"config": config_json, "final": final, "wall_s": wall_s}, f, default=str)
+  os.replace(result_path + ".tmp", result_path)
+  return {"workdir": os.path.relpath(workdir, out_dir), "wall_s": wall_s, "final": final}
+
+
+def _final(run: Mapping[str, Any], key: str) -> float | None:
+  value = run["final"].get(key)
+  return float(value) if value is not None else None
+
+
+def _compare_optimizer(settings: ComparisonSettings, out_dir: str, optimizer: str,
+                       grid: Sequence[float]) -> dict[str, Any]:
+  """The sweep over ``grid`` (`sweep_learning_rates`) with the first seed, then the best learning rate with
+  the other seeds."""
+  first_seed, other_seeds = settings.seeds[0], settings.seeds[1:]
+  runs = {}
+
+  def validation_loss(lr: float) -> float | None:
+    runs[lr] = _pretrain(settings, out_dir, optimizer, lr, first_seed)
+    return _final(runs[lr], VALIDATION_LOSS)
+
+  # A final loss above ln(vocab size) is worse than predicting every token uniformly: a blow-up, even if finite.
+  divergence_loss = math.log(int(run_config(settings, optimizer, 1.0, first_seed).vocab_size))
+  swept = sweep_learning_rates(grid, validation_loss, divergence_loss=divergence_loss)
+  sweep = {lr: runs[lr] for lr in swept}
+  best = best_learning_rate(swept, divergence_loss)
+  seed_runs = {}
+  if best is not None:
+    seed_runs[first_seed] = sweep[best]
+    for seed in other_seeds:
+      seed_runs[seed] = _pretrain(settings, out_dir, optimizer, best, seed)
+  clip_threshold = float(run_config(settings, optimizer, 1.0, first_seed).clip_threshold)
+  clip_fractions = []
+  for run in seed_runs.values():
+    _, values = plots.clip_series(plots.records(out_dir, run), optimizer, clip_threshold)
+    if len(values):
+      clip_fractions.append(float(np.mean(values)))
+  return {
+      "grid": sorted(float(lr) for lr in grid),
+      "learning_rates": list(sweep),
+      "sweep": [{"learning_rate": lr, "validation_loss": _final(run, VALIDATION_LOSS),
+                 "validation_accuracy": _final(run, VALIDATION_ACCURACY), "workdir": run["workdir"],
+                 "wall_s": run["wall_s"]} for lr, run in sweep.items()],
+      "diverged_learning_rates": [lr for lr, loss in swept.items() if is_diverged(loss, divergence_loss)],
+      "divergence_loss": divergence_loss,
+      "best_learning_rate": best,
+      "seeds": list(seed_runs),
+      "eval_loss": results.seed_statistics([_final(r, TEST_LOSS) for r in seed_runs.values()]),
+      "eval_accuracy": results.seed_statistics([_final(r, TEST_ACCURACY) for r in seed_runs.values()]),
+      "mean_clip_fraction": results.seed_statistics(clip_fractions) if clip_fractions else None,
+      "clip_threshold": clip_threshold,
+      "workdirs": {seed: run["workdir"] for seed, run in seed_runs.items()},
+      "wall_s": sum(run["wall_s"] for run in list(sweep.values()) + list(seed_runs.values())[1:]),
+  }
+
+
+def run(out_dir: str, config: ml_collections.ConfigDict, squad_dir: str | None = None) -> dict[str, Any]:
+  """Runs the comparison a config describes into ``out_dir``; returns its summary (also results.json there).
+
+  Args:
+    out_dir: the output folder; rerunning into it reuses every finished run.
+    config: a comparison config (configs/quick.py, configs/full.py), recorded in the summary.
+    squad_dir: a folder with SQuAD v1.1 train-v1.1.json and dev-v1.1.json; None skips fine-tuning.
+
+  Returns:
+    ``{'optimizers': {name: {'best_learning_rate', 'eval_loss': stats, 'eval_accuracy': stats, 'sweep',
+    ...}}, 'finetune': {'status': 'ok' | 'skipped', ...}, 'figures': {...}, 'settings': {...}}`` where
+    stats are `seed_statistics` over the seeds at the best learning rate.
+  """
+  settings = ComparisonSettings.from_config(config)
+  os.makedirs(out_dir, exist_ok=True)
+  # Checkpoints only matter to fine-tuning; one shared vocabulary spares every run its WordPiece training.
+  shared = dict(save_checkpoints=bool(squad_dir))
+  shared["vocab_file"], corpus = _shared_vocabulary(settings, os.path.join(out_dir, "vocabulary"))
+  settings = dataclasses.replace(settings, overrides={**settings.overrides, **shared})
+  optimizers = {}
+  for optimizer, grid in settings.learning_rates.items():
+    optimizers[optimizer] = _compare_optimizer(settings, out_dir, optimizer, grid)
+  num_train_steps = int(run_config(settings, "adam", 1.0, 0)["num_train_steps"])
+  summary = {
+      "mode": settings.mode,
+      "config": config.to_dict(),
+      "setup": setup_text(settings),
+      "corpus": corpus,
+      "data_description": [corpus_text(corpus)],
+      "optimizer_settings": _optimizer_settings_text(settings),
+      "optimizers": optimizers,
+      "figures": plots.plot_figures(out_dir, optimizers, num_train_steps),
+      "finetune": (_finetune(out_dir, settings, optimizers, squad_dir) if squad_dir else
+                   {"status": "skipped", "reason": "no --squad-dir given"}),
+      "settings": dataclasses.asdict(settings),
+  }
+  results.write_json(os.path.join(out_dir, "results.json"), summary)
+  return summary
+
+
+def corpus_text(corpus: Mapping[str, Any]) -> str:
+  """One sentence on the corpus a comparison loaded (from `_shared_vocabulary`'s record of it)."""
+  documents = corpus["documents"]
+  return (f"BERT corpus: {corpus['corpus_name']} (`corpus={corpus['corpus']}`): {sum(documents.values())} "
+          f"documents, {documents['train']} for training ({corpus['train_tokens']:,} WordPiece tokens), "
+          f"{documents['eval']} held out for the reported numbers, {documents['validation']} for choosing "
+          "learning rates.")
+
+
+def _finetune(out_dir: str, settings: ComparisonSettings, optimizers: Mapping[str, Mapping[str, Any]],
+              squad_dir: str) -> dict[str, Any]:
+  """SQuAD v1.1 EM/F1 of each (pre-training optimizer, fine-tuning optimizer) pair of `settings.finetune_optimizers`.
+
+  Each pre-trained encoder is the best-learning-rate run of the first seed; each fine-tuning optimizer runs at
+  its best pre-training learning rate times ``settings.finetune_learning_rate_scale``.
+  """
+  from experiments.bert import squad  # pylint: disable=g-import-not-at-top
+  from experiments.bert.configs import squad as squad_config  # pylint: disable=g-import-not-at-top
+  train_file, dev_file = squad_files(squad_dir)
+  runs = {}
+  for pretrained in settings.finetune_optimizers:
+    result = optimizers.get(pretrained)
+    if not result or not result["seeds"]:
+      runs[f"{pretrained}_pretrained"] = {"status": "no pre-trained encoder (not run, or every lr diverged)"}
+      continue
+    pretrained_workdir = os.path.join(out_dir, result["workdirs"][result["seeds"][0]])
+    for finetuner in settings.finetune_optimizers:
+      finetuner_best = optimizers.get(finetuner, {}).get("best_learning_rate")
+      if finetuner_best is None:
+        runs[f"{pretrained}_pretrained/{finetuner}_finetuned"] = {
+            "status": f"no learning rate for {finetuner} (not run, or every lr diverged)"}
+        continue
+      config = squad_config.get_config()
+      config.update(dict(settings.finetune_overrides), train_file=train_file, dev_file=dev_file,
+                    optimizer=finetuner,
+                    learning_rate=finetuner_best * settings.finetune_learning_rate_scale,
+                    seed=settings.seeds[0])
+      name = f"{pretrained}_pretrained/{finetuner}_finetuned"
+      start = time.perf_counter()
+      scores = squad.finetune(config, os.path.join(out_dir, "squad", name), pretrained_workdir)
+      runs[name] = {**{k: float(v) for k, v in scores.items()}, "learning_rate": config.learning_rate,
+                    "wall_s": time.perf_counter() - start}
+      print(f"[comparison] SQuAD {name}: EM {scores['exact_match']:.2f}, F1 {scores['f1']:.2f}", flush=True)
+  return {"status": "ok", "train_file": train_file, "dev_file": dev_file, "runs": runs}
+
+
+def single_run_command(settings: ComparisonSettings, optimizer: str, learning_rate: float, seed: int,
+                       workdir: str) -> str:
+  """The `experiments.bert.main` command line that repeats one pre-training run of the comparison."""
+  flags = []
+  fields = dict(settings.overrides, corpus=settings.corpus)
+  fields.update(optimizer=optimizer, learning_rate=learning_rate, seed=seed, **settings.optimizer_fields.get(optimizer, {}))
+  for name, value in fields.items():
+    if isinstance(value, Mapping):
+      flags += [f"--config.{name}.{k}={v}" for k, v in value.items()]
+    else:
+      flags.append(f"--config.{name}={value}")
+  return (f"python -m experiments.bert.main --config experiments/bert/configs/{settings.config_name}.py "
+          f"--workdir {workdir} " + " ".join(flags))
+
+

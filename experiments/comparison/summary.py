@@ -1,0 +1,60 @@
+"""The comparison's tables for the report (Markdown lines from a finished comparison's summary)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from experiments.common.results import format_number, format_seed_statistics, markdown_table
+
+
+def _best_text(result: Mapping[str, Any]) -> str:
+  """The best learning rate, flagged when it sits at an end of its grid (the optimum may lie outside)."""
+  best, grid = result["best_learning_rate"], result.get("grid", result["learning_rates"])
+  if best is None:
+    return "— (all diverged)"
+  return f"{best:g}" + (" (grid edge)" if best in (min(grid), max(grid)) else "")
+
+
+def report_lines(summary: Mapping[str, Any]) -> list[str]:
+  """The comparison's tables for report.md: results per optimizer, the sweep, fine-tuning."""
+  settings = summary["settings"]
+  optimizers = summary["optimizers"]
+  lines = [
+      f"Setup: {summary.get('setup') or settings.get('description', '')}. Same model, corpus, data order (a function of the seed), steps "
+      "and warm-up for every optimizer; the learning rate is chosen on the validation documents with seed "
+      f"{settings['seeds'][0]}, then rerun with seeds {', '.join(map(str, settings['seeds'][1:]))}; the "
+      "reported numbers come from other, held-out documents that chose nothing. "
+      f"{summary['optimizer_settings']}",
+      "",
+      "Final held-out MLM loss and accuracy at the best learning rate: mean ± std (ddof=1) [min, max] over "
+      "the seeds.",
+      "",
+      markdown_table(
+          ["optimizer", "learning rates swept", "best lr", "held-out MLM loss", "held-out MLM accuracy",
+           "mean clip fraction (ACClip: coordinates, GClip: steps)", "diverged lrs (loss nan or > ln V)"],
+          [[name, ", ".join(f"{lr:g}" for lr in r["learning_rates"]), _best_text(r),
+            format_seed_statistics(r["eval_loss"], with_range=True),
+            format_seed_statistics(r["eval_accuracy"], with_range=True),
+            format_seed_statistics(r["mean_clip_fraction"], with_range=True),
+            ", ".join(f"{lr:g}" for lr in r["diverged_learning_rates"]) or "none"]
+           for name, r in optimizers.items()]),
+      "",
+      "Learning-rate sweep: final validation MLM loss per peak learning rate (seed "
+      f"{settings['seeds'][0]}; nan = diverged).",
+      "",
+      markdown_table(
+          ["optimizer", "validation loss by learning rate"],
+          [[name, ", ".join(f"{p['learning_rate']:g}: {format_number(p['validation_loss'])}"
+                            for p in r["sweep"])] for name, r in optimizers.items()]),
+      "",
+  ]
+  finetune = summary.get("finetune", {})
+  if finetune.get("status") == "ok":
+    lines += ["SQuAD v1.1 fine-tuning (dev set, one run each):", "",
+              markdown_table(["pre-trained with / fine-tuned with", "exact match", "F1", "lr"],
+                                    [[name, run.get("exact_match"), run.get("f1"),
+                                      run.get("learning_rate", run.get("status"))]
+                                     for name, run in finetune["runs"].items()]), ""]
+  else:
+    lines += [f"SQuAD v1.1 fine-tuning: skipped ({finetune.get('reason', 'not run')}).", ""]
+  return lines

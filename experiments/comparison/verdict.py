@@ -1,0 +1,69 @@
+"""The comparison's research-question rule, RQ4: does ACClip beat Adam in BERT pretraining (held-out MLM
+loss and accuracy over seeds) and in SQuAD fine-tuning (EM/F1)? From the summary `study.run` returns.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from experiments.common.results import format_number, format_seed_statistics, is_finite_number
+from experiments.common.verdicts import (INCONCLUSIVE, combine_verdicts, context_row, verdict_from_margin,
+                                         verdict_row)
+
+
+def _larger_std(*stats: Mapping[str, Any] | None) -> float | None:
+  stds = [s.get("std") for s in stats if s]
+  if len(stds) != len(stats) or any(not is_finite_number(s) for s in stds):
+    return None
+  return max(stds)
+
+
+def _seed_comparison(name: str, summary: Mapping[str, Any], metric: str, lower_is_better: bool,
+                     baseline: str = "adam") -> dict[str, str]:
+  optimizers = summary.get("optimizers", {})
+  ours, base = optimizers.get(name, {}).get(metric), optimizers.get(baseline, {}).get(metric)
+  effect = None
+  if ours and base and is_finite_number(ours.get("mean")) and is_finite_number(base.get("mean")):
+    effect = (base["mean"] - ours["mean"]) if lower_is_better else (ours["mean"] - base["mean"])
+  margin = _larger_std(ours, base)
+  better = "lower" if lower_is_better else "higher"
+  label = {"eval_loss": "held-out MLM loss", "eval_accuracy": "held-out MLM accuracy"}.get(metric, metric)
+  return verdict_row(f"{label}, {name} vs {baseline} (mean ± std over seeds)",
+              f"{name} {format_seed_statistics(ours)} vs {baseline} {format_seed_statistics(base)}",
+              f"{name} {better}",
+              verdict_from_margin(effect, margin),
+              f"supported if {name} is {better} than {baseline} by more than the larger seed std of the two; "
+              f"not supported if {baseline} wins by that much; else inconclusive (one seed: inconclusive)")
+
+
+# A single fine-tuning run per pair has no seed spread; one F1/EM point is below the seed-to-seed spread
+# usually seen on SQuAD, so smaller gaps are not called.
+SQUAD_MARGIN_POINTS = 1.0
+
+
+def assess_rq4(summary: Mapping[str, Any]) -> dict[str, Any]:
+  """RQ4 from the comparison's summary (`study.run`): rows, verdict and the overall rule."""
+  rows = [
+      _seed_comparison("acclip", summary, "eval_loss", lower_is_better=True),
+      _seed_comparison("acclip", summary, "eval_accuracy", lower_is_better=False),
+  ]
+  informative = [
+      _seed_comparison("acclip_ports", summary, "eval_loss", lower_is_better=True),
+      _seed_comparison("acclip_ports", summary, "eval_accuracy", lower_is_better=False),
+  ]
+  finetune = summary.get("finetune", {})
+  if finetune.get("status") == "ok":
+    runs = finetune.get("runs", {})
+    for metric in ("exact_match", "f1"):
+      ours = runs.get("acclip_pretrained/acclip_finetuned", {}).get(metric)
+      base = runs.get("adam_pretrained/adam_finetuned", {}).get(metric)
+      effect = ours - base if is_finite_number(ours) and is_finite_number(base) else None
+      rows.append(verdict_row(f"SQuAD {metric} (ACClip pre+fine-tuned vs Adam)",
+                       f"{format_number(ours)} vs {format_number(base)}", "ACClip higher",
+                       verdict_from_margin(effect, SQUAD_MARGIN_POINTS),
+                       f"one run each: supported if ACClip is higher by more than {SQUAD_MARGIN_POINTS} point"))
+  overall = combine_verdicts([r["verdict"] for r in rows]) if summary else INCONCLUSIVE
+  return {"rows": rows + [dict(r, measure=r["measure"] + " [not in the overall verdict]") for r in informative],
+          "verdict": overall,
+          "overall_rule": "overall: supported only if every row on the paper's ACClip is supported, "
+                          "not supported only if every one is not supported, else inconclusive"}

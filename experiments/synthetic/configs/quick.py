@@ -1,0 +1,31 @@
+"""The quick synthetic study: the same questions with shorter runs, coarser grids, d up to 1000 and fewer
+methods in the dimension and non-convex parts (each method and dimension costs one compilation).
+
+    python -m experiments.synthetic --out /tmp/synthetic --quick
+
+Expected time: about 1 minute on 2 idle CPU cores (about 51 s of CPU).
+"""
+import ml_collections
+
+from experiments.synthetic.configs import full
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = full.get_config()
+  config.mode = "quick"
+  config.num_steps = 400
+  config.tune_seeds = 16
+  config.sgd_lr_multipliers = (0.03, 0.3, 1.0)
+  config.adam_lr_multipliers = (0.003, 0.03, 0.3)
+  config.clip_lr_multipliers = (0.3, 1.0)
+  config.clip_multipliers = (0.01, 0.1, 1.0, 10.0)
+  config.dims = (10, 100, 1000)
+  config.dim_alphas = (1.2,)
+  config.dim_methods = ("gclip", "cclip")
+  config.dim_steps = 200
+  config.nonconvex_methods = ("sgd", "gclip", "acclip", "adam")
+  config.nonconvex_steps = 1500
+  config.nonconvex_sgd_lrs = (1e-3, 2e-3)
+  config.nonconvex_adam_lrs = (3e-3, 3e-2)
+  config.nonconvex_clip_multipliers = (0.1, 1.0)
+  return config
