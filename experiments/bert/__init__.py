@@ -1,1 +1,1 @@
-"""BERT masked-language-model pre-training (and SQuAD fine-tuning in squad.py), Flax-examples layout."""
+"""BERT masked-language-model pre-training, Flax-examples layout (SQuAD fine-tuning: experiments/squad)."""

@@ -365,8 +365,8 @@ def _finetune(out_dir: str, settings: ComparisonSettings, optimizers: Mapping[st
   Each pre-trained encoder is the best-learning-rate run of the first seed; each fine-tuning optimizer runs at
   its best pre-training learning rate times ``settings.finetune_learning_rate_scale``.
   """
-  from experiments.bert import squad  # pylint: disable=g-import-not-at-top
-  from experiments.bert.configs import squad as squad_config  # pylint: disable=g-import-not-at-top
+  from experiments.squad import train as squad  # pylint: disable=g-import-not-at-top
+  from experiments.squad.configs import default as squad_config  # pylint: disable=g-import-not-at-top
   train_file, dev_file = squad_files(squad_dir)
   runs = {}
   for pretrained in settings.finetune_optimizers:
@@ -389,8 +389,9 @@ def _finetune(out_dir: str, settings: ComparisonSettings, optimizers: Mapping[st
       name = f"{pretrained}_pretrained/{finetuner}_finetuned"
       start = time.perf_counter()
       scores = squad.finetune(config, os.path.join(out_dir, "squad", name), pretrained_workdir)
-      runs[name] = {**{k: float(v) for k, v in scores.items()}, "learning_rate": config.learning_rate,
-                    "wall_s": time.perf_counter() - start}
+      runs[name] = {"exact_match": float(scores["exact_match"]), "f1": float(scores["f1"]),
+                    "train_questions_skipped": scores["train_questions_skipped"], "diverged": scores["diverged"],
+                    "learning_rate": config.learning_rate, "wall_s": time.perf_counter() - start}
       print(f"[comparison] SQuAD {name}: EM {scores['exact_match']:.2f}, F1 {scores['f1']:.2f}", flush=True)
   return {"status": "ok", "train_file": train_file, "dev_file": dev_file, "runs": runs}
 

@@ -1,12 +1,13 @@
 """SQuAD v1.1 fine-tuning with BERT's recipe: AdamW, peak lr 3e-5, 10% warm-up, linear decay, 2 epochs.
 
-    python -m experiments.bert.squad --config experiments/bert/configs/squad.py --workdir /tmp/squad \
+    python -m experiments.squad.main --config experiments/squad/configs/default.py --workdir /tmp/squad \
         --pretrained_workdir /tmp/bert_base \
         --config.train_file=/data/squad/train-v1.1.json --config.dev_file=/data/squad/dev-v1.1.json
 
 The model sizes, vocabulary and encoder weights come from the pre-training workdir (its vocab.txt and newest
 checkpoint); `model` and `vocab_file` are only used without one (an encoder trained from scratch). Use
 `--config.optimizer=acclip --config.learning_rate=...` to fine-tune with ACClip, as the paper's SQuAD runs.
+Re-running with the same workdir resumes from its latest checkpoint.
 """
 import ml_collections
 
@@ -29,21 +30,32 @@ def get_config() -> ml_collections.ConfigDict:
   config.max_query_len = 64
   config.max_answer_length = 30
 
-  # Optimizer (experiments.common.optimizers) and loop.
+  # Optimizer (experiments.common.optimizers).
   config.update(optimizers.default_optimizer_config())
   config.optimizer = "adamw"
   config.weight_decay = 0.01
   config.b2 = 0.999
   config.eps = 1e-6
   config.learning_rate = 3e-5
-  config.warmup_fraction = 0.1  # warmup_steps = warmup_fraction * total steps
-  config.batch_size = 32  # global
+  config.warmup_fraction = 0.1  # warmup_steps = int(warmup_fraction * total steps); leave warmup_steps 0
+
+  # Training loop (experiments.common.training_loop).
+  config.seed = 0
+  config.batch_size = 32  # global, over all processes and devices
   config.eval_batch_size = 64
   config.num_epochs = 2.0
   config.num_train_steps = -1  # > 0 overrides num_epochs
-  config.log_every_steps = 50
-  config.seed = 0
+  config.log_every_steps = 50  # metrics are fetched from the devices this often (every step is logged)
+  config.eval_every_steps = 0  # dev loss, EM and F1 (a pass over the dev set); 0: only at the end
+  config.checkpoint_every_steps = 1000  # 0: only at the end
+  config.save_checkpoints = True
+  config.max_checkpoints_to_keep = 2
+  config.halt_after_steps = 0  # > 0: stop (with a checkpoint) after this many steps, as if preempted
+  config.stop_on_nonfinite = True  # stop at a NaN/inf loss and report the run as diverged
+  config.tensorboard = False
+  config.plot = True
 
+  # Multi-host: jax.distributed.initialize(coordinator_address, num_processes, process_id) when set.
   config.distributed = False
   config.coordinator_address = ml_collections.config_dict.placeholder(str)
   config.num_processes = ml_collections.config_dict.placeholder(int)

@@ -1,0 +1,383 @@
+"""SQuAD v1.1 fine-tuning of a pre-trained BERT encoder: `finetune(config, workdir, pretrained_workdir)`.
+
+Data parallel with `jax.pmap` over all devices of all processes, with the convention of
+experiments/bert/train.py. One step, on each device d holding a slice B_d of the global batch B of windows
+(every training row has weight w_i = 1):
+
+    loss_i = (CE(start_logits_i, s_i) + CE(end_logits_i, e_i)) / 2          (experiments.squad.models)
+    local_loss_d = sum_{i in B_d} w_i loss_i / sum_{i in B} w_i              (psum of the weights)
+    g = psum_d grad(local_loss_d)       # = the gradient of the global-batch mean loss, on every device
+    params, opt_state <- optimizer(g)   # identical on every device, so replicated state stays identical
+
+The run goes through `experiments.common.training_loop.train`: it resumes from `<workdir>/checkpoints`,
+stops on a non-finite loss (config.stop_on_nonfinite) without checkpointing a non-finite state, and writes
+`<workdir>/metrics.jsonl`. Its evaluation (every config.eval_every_steps, and once the training ends) runs
+every dev window and gives
+
+    eval_loss        the dev span loss (mean over the windows; a window without the answer targets [CLS]),
+    eval_accuracy    the windows whose start and end argmaxes are both right,
+    dev_exact_match, dev_f1   the official v1.1 scores of the decoded answers (experiments.squad.evaluation),
+
+and the final evaluation's answers go to `<workdir>/predictions.json` ({qid: answer}, as the official
+evaluation script reads). Dropout keys come from (run key, step, global device index). The length is
+config.num_train_steps, or config.num_epochs passes over the training windows when that is <= 0, with a
+warm-up over config.warmup_fraction of it. The pmapped steps are cached per (model architecture, optimizer
+settings except the peak learning rate), so fine-tuning runs in one process that differ only by learning rate
+or seed compile once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from typing import Any, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from experiments.bert import input_pipeline as bert_input_pipeline
+from experiments.bert import models as bert_models
+from experiments.common import checkpoint
+from experiments.common import classification
+from experiments.common import metrics as metrics_lib
+from experiments.common import optimizers
+from experiments.common import parallel
+from experiments.common import training_loop
+from experiments.squad import evaluation
+from experiments.squad import input_pipeline
+from experiments.squad import models
+
+AXIS = parallel.AXIS_NAME
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a resumed run needs besides the data position (which is `step`)."""
+  step: jax.Array  # int32, optimizer updates done
+  params: Any
+  opt_state: Any
+  rng: jax.Array  # uint32 raw key data (portable across checkpoint formats)
+
+  def as_dict(self) -> dict:
+    return {"step": self.step, "params": self.params, "opt_state": self.opt_state, "rng": self.rng}
+
+
+def _apply_model(model, params, batch, *, deterministic, rngs=None):
+  return model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
+                     batch["attention_mask"], deterministic=deterministic, rngs=rngs)
+
+
+def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState, dict]:
+  """One pmapped update (see the module docstring); returns the new state and replicated metrics."""
+  dropout_rng = parallel.device_rng(jax.random.wrap_key_data(state.rng), state.step)
+  global_weight = jnp.maximum(jax.lax.psum(jnp.sum(batch["weights"]), AXIS), 1.0)
+
+  def loss_fn(params):
+    start_logits, end_logits = _apply_model(model, params, batch, deterministic=False,
+                                            rngs={"dropout": dropout_rng})
+    sums = models.span_sums(start_logits, end_logits, batch["start_positions"], batch["end_positions"],
+                            batch["weights"])
+    return sums["loss_sum"] / global_weight, sums
+
+  grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
+  params, opt_state, metrics = classification.apply_gradients(tx, state.params, state.opt_state, grads, sums,
+                                                              global_weight)
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(params, batch, *, model) -> dict[str, jax.Array]:
+  """Start and end logits and the per-window span terms of one device's dev rows (no dropout).
+
+  No cross-device sum: every process runs every dev window (decoding needs all the logits), so the totals
+  are taken on the host (`predict`).
+  """
+  start_logits, end_logits = _apply_model(model, params, batch, deterministic=True)
+  terms = models.span_terms(start_logits, end_logits, batch["start_positions"], batch["end_positions"])
+  return {"start_logits": start_logits, "end_logits": end_logits, **terms}
+
+
+@dataclasses.dataclass(frozen=True)
+class _CompiledSteps(training_loop.PmappedSteps):
+  init_params: Any  # jitted `key -> params` of the whole model (compiled on first use: a run from scratch)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_steps(model_config: bert_models.BertConfig,
+                    optimizer: optimizers.OptimizerSpec) -> _CompiledSteps:
+  """The jitted init and pmapped steps of one architecture and optimizer (cached: pass `spec.step_key()`)."""
+  model = models.BertForQuestionAnswering(model_config)
+
+  def init_params(key):
+    tokens = jnp.zeros((1, 1), jnp.int32)  # the parameter shapes do not depend on the sequence length
+    return model.init(key, tokens, tokens, tokens + 1, deterministic=True)["params"]
+
+  return _CompiledSteps(init_params=jax.jit(init_params),
+                        **training_loop.pmap_steps(train_step, eval_step, model=model, optimizer=optimizer))
+
+
+def predict(eval_step_fn, params, data: input_pipeline.SquadData, batch_size: int) -> dict[str, np.ndarray]:
+  """`eval_step` over every dev window, in order, padding dropped.
+
+  Args:
+    eval_step_fn: the pmapped `eval_step`.
+    params: the replicated parameters.
+    data: the run's data.
+    batch_size: dev rows per call on this process (a multiple of the local device count).
+
+  Returns:
+    {"start_logits", "end_logits": [N, L], "loss", "correct": [N]} for the N dev windows.
+  """
+  outputs = []
+  for batch in data.dev_batches(batch_size):
+    values = jax.device_get(eval_step_fn(params, parallel.shard_batch(batch)))
+    outputs.append({name: value.reshape((-1,) + value.shape[2:]) for name, value in values.items()})
+  num_windows = len(data.dev_features)
+  return {name: np.concatenate([o[name] for o in outputs])[:num_windows] for name in outputs[0]}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The pre-trained encoder.
+
+
+class Pretrained(NamedTuple):
+  """What fine-tuning takes from a pre-training run (or from the config, without one)."""
+  model_config: bert_models.BertConfig
+  tokenizer: Any  # a tokenizers.Tokenizer
+  encoder: Any  # the checkpoint's params['bert'], or None: the encoder starts from random weights
+  vocab_sha256: str
+
+
+def _latest_checkpoint_meta(directory: str) -> tuple[int, dict]:
+  """(step, meta) of the newest checkpoint a pre-training run wrote, read without restoring the state."""
+  try:
+    with checkpoint.CheckpointManager(directory) as manager:
+      step, meta = manager.latest_meta()
+  except FileNotFoundError as error:
+    raise FileNotFoundError(f"No pre-training checkpoint under {directory!r}.") from error
+  if "model" not in meta.get("signature", {}):
+    raise checkpoint.CheckpointError(f"checkpoint step {step} in {directory} has no model signature; "
+                                     "it was not written by experiments.bert.train.")
+  return step, meta
+
+
+def _restore_encoder(directory: str, model_config: bert_models.BertConfig, optimizer: dict) -> Any:
+  """params['bert'] of the newest checkpoint, restored against the pre-training state's template.
+
+  The template is the MLM model's params and the optimizer state the run saved (its recorded settings);
+  `experiments.common.checkpoint` checks structure, shapes and dtypes.
+  """
+  tx = optimizers.OptimizerSpec.from_dict(optimizer).create()
+  abstract_state = {
+      "step": jax.ShapeDtypeStruct((), jnp.int32),
+      "params": bert_models.abstract_params(model_config),
+      "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))),
+  }
+  abstract_state["opt_state"] = jax.eval_shape(tx.init, abstract_state["params"])
+  template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract_state)
+  with checkpoint.CheckpointManager(directory) as manager:
+    state, _ = manager.restore_latest(template)
+  return state["params"]["bert"]
+
+
+def load_pretrained(config, pretrained_workdir: str | None) -> Pretrained:
+  """The model config, tokenizer and (if any) pre-trained encoder params of a fine-tuning run.
+
+  From a pre-training workdir: its `vocab.txt` (or config.vocab_file, which must be the same file) and the
+  model sizes recorded with its newest checkpoint, whose ``params['bert']`` is restored. Without one:
+  `config.vocab_file` and `config.model`, and no encoder params (random initialisation).
+
+  Raises:
+    FileNotFoundError: no vocabulary or no checkpoint.
+    ValueError: the vocabulary does not match the checkpoint's (a `config.vocab_file` of another size or
+      contents, or a workdir whose vocab.txt changed since the checkpoint).
+  """
+  if not pretrained_workdir:
+    if not config.vocab_file:
+      raise ValueError("Set config.vocab_file (a BERT vocab.txt) or give a pretrained_workdir.")
+    tokenizer = bert_input_pipeline.load_tokenizer(config.vocab_file, config.lowercase)
+    model_config = bert_models.BertConfig(vocab_size=tokenizer.get_vocab_size(), **config.model)
+    return Pretrained(model_config, tokenizer, None, bert_input_pipeline.vocab_sha256(config.vocab_file))
+
+  vocab_path = config.vocab_file or os.path.join(pretrained_workdir, "vocab.txt")
+  tokenizer = bert_input_pipeline.load_tokenizer(vocab_path, config.lowercase)
+  directory = os.path.join(pretrained_workdir, "checkpoints")
+  signature = _latest_checkpoint_meta(directory)[1]["signature"]
+  model_config = bert_models.BertConfig(**signature["model"])
+  vocab_sha256 = bert_input_pipeline.vocab_sha256(vocab_path)
+  if tokenizer.get_vocab_size() != model_config.vocab_size or vocab_sha256 != signature.get("vocab_sha256"):
+    raise ValueError(
+        f"Vocabulary {vocab_path!r} ({tokenizer.get_vocab_size()} tokens) is not the one the checkpoint in "
+        f"{directory!r} was trained with ({model_config.vocab_size} tokens, sha256 "
+        f'{signature.get("vocab_sha256")}); fine-tune with the pre-training vocab.txt.')
+  encoder = _restore_encoder(directory, model_config, signature["optimizer"])
+  return Pretrained(model_config, tokenizer, encoder, vocab_sha256)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fine-tuning.
+
+
+def _check_workdir(workdir: str, pretrained_workdir: str | None) -> None:
+  """Refuses a fine-tuning workdir that is, or lies inside, the pre-training workdir.
+
+  Fine-tuning writes metrics.jsonl, checkpoints/ and predictions.json, which would replace the pre-training
+  run's files. Checked before the workdir is created.
+  """
+  if pretrained_workdir:
+    fine, pre = os.path.realpath(workdir), os.path.realpath(pretrained_workdir)
+    if os.path.commonpath([fine, pre]) == pre:
+      raise ValueError(
+          f"workdir={workdir!r} is {'the' if fine == pre else 'inside the'} pre-training workdir "
+          f"{pretrained_workdir!r}; fine-tuning would overwrite that run's metrics.jsonl. Give the "
+          "fine-tuning run a workdir of its own.")
+
+
+def check_config(config) -> None:
+  """The SQuAD settings `training_loop.initialize` does not check; ValueError naming the field."""
+  for name in ("train_file", "dev_file"):
+    if not config[name]:
+      raise ValueError(f"Set config.{name} (SQuAD v1.1 {name[:-5]}-v1.1.json).")
+  if config.num_train_steps <= 0 and config.num_epochs <= 0:
+    raise ValueError(f"num_train_steps={config.num_train_steps} and num_epochs={config.num_epochs}: set one "
+                     "of them > 0")
+  if not 0 <= config.warmup_fraction <= 1:
+    raise ValueError(f"warmup_fraction={config.warmup_fraction} must lie in [0, 1]")
+  if config.warmup_steps:
+    raise ValueError(f"warmup_steps={config.warmup_steps}: fine-tuning sets the warm-up with warmup_fraction "
+                     "(warmup_steps = int(warmup_fraction * total steps)); leave warmup_steps at 0")
+  if config.max_answer_length < 1:
+    raise ValueError(f"max_answer_length={config.max_answer_length} must be >= 1")
+  input_pipeline.check_window_settings(config.max_seq_len, config.doc_stride, config.max_query_len)
+
+
+def schedule_steps(config, num_train_windows: int) -> tuple[int, int]:
+  """(total_steps, warmup_steps).
+
+  total = num_train_steps if > 0, else max(1, int(num_epochs * num_train_windows / batch_size));
+  warmup = int(warmup_fraction * total).
+  """
+  if config.num_train_steps > 0:
+    total = int(config.num_train_steps)
+  else:
+    total = max(1, int(config.num_epochs * num_train_windows // config.batch_size))
+  return total, int(config.warmup_fraction * total)
+
+
+def _run_signature(config, pretrained: Pretrained, data: input_pipeline.SquadData,
+                   optimizer: optimizers.OptimizerSpec) -> dict:
+  """Settings a checkpoint must share with the run that resumes it."""
+  return {
+      "model": dataclasses.asdict(pretrained.model_config),
+      "vocab_sha256": pretrained.vocab_sha256,
+      "optimizer": optimizer.to_dict(),
+      "train_windows": len(data.train_features),
+      **{k: config[k] for k in ("seed", "batch_size", "max_seq_len", "doc_stride", "max_query_len")},
+  }
+
+
+def _initial_state(compiled: _CompiledSteps, config, optimizer: optimizers.OptimizerSpec,
+                   pretrained: Pretrained) -> TrainState:
+  """A fresh host state: the pre-trained encoder (when given) and a new span head."""
+  root_key = jax.random.key(config.seed)
+  init_key = jax.random.fold_in(root_key, 0)
+  if pretrained.encoder is None:
+    params = compiled.init_params(init_key)
+  else:
+    params = {"bert": pretrained.encoder, **models.init_head(pretrained.model_config, init_key)}
+  return jax.device_get(TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.create().init(params),
+      rng=jax.random.key_data(jax.random.fold_in(root_key, 1))))
+
+
+def _write_predictions(workdir: str, predictions: dict[str, str]) -> str:
+  path = os.path.join(workdir, "predictions.json")
+  if parallel.is_main_process():
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(predictions, f, ensure_ascii=False, indent=1)
+  return path
+
+
+def finetune(config: ml_collections.ConfigDict, workdir: str,
+             pretrained_workdir: str | None = None) -> dict[str, Any]:
+  """Fine-tunes BERT on SQuAD v1.1 as `config` says, resuming from `<workdir>/checkpoints` if present.
+
+  Args:
+    config: see experiments/squad/configs/default.py for every field.
+    workdir: the run directory (config.json, metrics.jsonl, checkpoints/, predictions.json, loss.png).
+    pretrained_workdir: a pre-training workdir (its `vocab.txt` and newest checkpoint give the tokenizer,
+      model sizes and encoder weights); None uses `config.pretrained_workdir`, and if that is empty too the
+      encoder starts from random weights with the sizes of `config.model` and `config.vocab_file`.
+
+  Returns:
+    A dict: the keys of `training_loop.LoopResult.summary` (train_loss, ..., eval_loss: the dev span loss,
+    eval_accuracy, steps, diverged, halted, checkpoint_step, wall_time_s, steps_per_s), exact_match and f1
+    (the official dev scores in percent of the final state; nan when the run diverged),
+    train_questions_skipped (see `input_pipeline.build_features`), train_windows, dev_questions,
+    num_params, metrics_path, predictions_path (None when the run diverged), loss_plot (or None), workdir.
+
+  Raises:
+    ValueError: bad settings, a workdir that is (or lies inside) the pre-training workdir or cannot be
+      written, or bad SQuAD files; checkpoint.CheckpointError: a checkpoint in the workdir that cannot be
+      resumed.
+  """
+  start_time = time.time()
+  pretrained_workdir = pretrained_workdir or config.get("pretrained_workdir") or None
+  _check_workdir(workdir, pretrained_workdir)
+  workdir = training_loop.initialize(config, workdir)
+  check_config(config)
+  pretrained = load_pretrained(config, pretrained_workdir)
+  if config.max_seq_len > pretrained.model_config.max_position_embeddings:
+    raise ValueError(f"max_seq_len={config.max_seq_len} exceeds the model's max_position_embeddings="
+                     f"{pretrained.model_config.max_position_embeddings}.")
+  data = input_pipeline.create_datasets(config, pretrained.tokenizer)
+  total_steps, warmup_steps = schedule_steps(config, len(data.train_features))
+  optimizer = optimizers.OptimizerSpec.from_config(config, total_steps).replace(warmup_steps=warmup_steps)
+  compiled = _compiled_steps(pretrained.model_config, optimizer.step_key())
+  state = _initial_state(compiled, config, optimizer, pretrained)
+  train_rows = parallel.process_rows(config.batch_size)
+  eval_rows = parallel.process_batch_size(config.eval_batch_size)
+  predictions: dict[str, str] = {}
+
+  def evaluate(state) -> dict[str, float]:
+    """eval_loss, eval_accuracy, dev_exact_match, dev_f1 of the dev windows (module docstring)."""
+    outputs = predict(compiled.eval_step, state.params, data, eval_rows)
+    predictions.clear()
+    predictions.update(evaluation.decode_predictions(
+        data.dev_examples, data.dev_features, outputs["start_logits"], outputs["end_logits"],
+        max_answer_length=config.max_answer_length))
+    scores = evaluation.squad_v1_scores(data.dev_examples, predictions)
+    return {"eval_loss": float(np.mean(outputs["loss"])),
+            "eval_accuracy": float(np.mean(outputs["correct"])),
+            "dev_exact_match": scores["exact_match"], "dev_f1": scores["f1"]}
+
+  result = training_loop.train(
+      config, workdir, state=state, signature=_run_signature(config, pretrained, data, optimizer),
+      total_steps=total_steps, train_step=compiled.train_step,
+      train_batch=lambda step: data.train_batch(step, config.batch_size, train_rows),
+      evaluate=evaluate,
+      throughput_name="tokens_per_s", units_per_step=config.batch_size * config.max_seq_len)
+
+  loss_plot = None
+  if config.plot and parallel.is_main_process() and result.history:
+    loss_plot = metrics_lib.plot_loss_curves({"squad": result.metrics_path},
+                                             os.path.join(workdir, "loss.png"),
+                                             title=f"SQuAD v1.1 fine-tuning, {config.optimizer}")
+  return {
+      **result.summary(wall_time=time.time() - start_time),
+      "exact_match": math.nan if result.diverged else result.eval_metrics["dev_exact_match"],
+      "f1": math.nan if result.diverged else result.eval_metrics["dev_f1"],
+      "train_questions_skipped": data.train_features.num_skipped,
+      "train_windows": len(data.train_features),
+      "dev_questions": len(data.dev_examples),
+      "num_params": bert_models.count_params(state.params),
+      "metrics_path": result.metrics_path,
+      "predictions_path": None if result.diverged else _write_predictions(workdir, predictions),
+      "loss_plot": loss_plot,
+      "workdir": workdir,
+  }
