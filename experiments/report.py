@@ -72,6 +72,9 @@ PAPER_CLAIMS = {
             "dimension dependence that GClip has."),
     "RQ4": ("ACClip beats Adam in BERT pretraining (lower MLM loss, higher MLM accuracy) and in SQuAD v1.1 "
             "fine-tuning (higher EM/F1); the margins were small."),
+    "RQ5": ("(Beyond the paper: no claim of its own.) The clipping methods that came after it - ZClip, AdaGC, "
+            "AutoClip, SPAM - are what practitioners now use against loss spikes; do they beat its rules and "
+            "Adam(W)?"),
 }
 
 RQ_TITLES = {
@@ -79,6 +82,7 @@ RQ_TITLES = {
     "RQ2": "RQ2: does clipping converge where SGD fails under heavy-tailed noise?",
     "RQ3": "RQ3: does coordinate-wise clipping remove the dimension dependence?",
     "RQ4": "RQ4: does ACClip beat Adam on BERT?",
+    "RQ5": "RQ5: do the clipping methods that came after the paper beat its rules and Adam(W)?",
 }
 
 

@@ -48,7 +48,8 @@ STUDIES = {"synthetic": "experiments.synthetic", "noise": "experiments.noise", "
 # Research question -> (part, the study's rule in its verdict.py, the summary key it reads or None for the
 # whole summary). A rule returns {"rows", "verdict", "overall_rule"}.
 QUESTIONS = {"RQ1": ("noise", "assess_rq1", "rq1"), "RQ2": ("synthetic", "assess_rq2", None),
-             "RQ3": ("synthetic", "assess_rq3", None), "RQ4": ("bert", "assess_rq4", None)}
+             "RQ3": ("synthetic", "assess_rq3", None), "RQ4": ("bert", "assess_rq4", None),
+             "RQ5": ("bert", "assess_rq5", None)}
 
 
 def part_configs(mode: str, weight_decay: float | None = None,
@@ -175,7 +176,8 @@ def run(out_dir: str, mode: str = "quick", squad_dir: str | None = None, parts: 
 
 
 # Which of the synthetic study's figures back which question (the noise and BERT parts: all of theirs).
-FIGURE_KEYWORDS = {"RQ2": ("final_suboptimality", "rates", "nonconvex"), "RQ3": ("dimension",)}
+FIGURE_KEYWORDS = {"RQ2": ("final_suboptimality", "rates", "nonconvex"), "RQ3": ("dimension",),
+                   "RQ5": ("loss_by_token_frequency",)}
 
 
 def _comparison_flags(config: Mapping[str, Any], mode: str) -> str:
@@ -206,6 +208,7 @@ def _extra_sections(out_dir: str, results: Mapping[str, Any]) -> dict[str, list[
   bert = results["parts"].get("bert", {})
   if bert.get("status") == "ok":
     sections["RQ4"] = comparison_summary.report_lines(bert["summary"])
+    sections["RQ5"] = ["The comparison's tables are under RQ4 (same runs: same sweep, validation split, seeds)."]
   mode = results["mode"]
   flag = " --quick" if mode == "quick" else ""
   bert_config = results["configs"]["bert"]

@@ -284,7 +284,7 @@ def test_the_real_studies_feed_every_section(tmp_path):
     question = results["research_questions"][name]
     assert question["verdict"] in outcomes and question["rows"], name
   text = (tmp_path / "report.md").read_text()
-  assert text.count("**Verdict: ") == 4
+  assert text.count("**Verdict: ") == 5
   for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
     assert (tmp_path / path).stat().st_size > 0, path
   # The data each part loaded, as it recorded it: the corpus file (16 documents), the embedded image set.
@@ -315,7 +315,7 @@ def test_report_has_every_section(tiny_reproduction):
   assert "SQuAD v1.1 fine-tuning: skipped (no --squad-dir given)." in text
   assert "python -m experiments.synthetic --out" in text and "python -m experiments.bert.main" in text
   assert "this run's configs, mode tiny, are no preset" in text and "--parts bert" in text
-  assert text.count("**Verdict: ") == 4
+  assert text.count("**Verdict: ") == 5
 
 
 def test_verdicts_follow_the_numbers(tiny_reproduction):

@@ -450,6 +450,22 @@ class MlmData:
                        "sequences of the corpus; use a smaller batch or a larger corpus")
     return steps
 
+  def frequency_buckets(self, num_buckets: int = 4) -> np.ndarray:
+    """The bucket of every token id by its training-set frequency, 0 the most frequent.
+
+    Tokens are sorted by their count in the training sequences (padding left out) and cut so that each
+    bucket holds about 1/num_buckets of the training token occurrences: bucket 0 is a few very frequent
+    tokens, the last holds the rare ones and every token never seen in training.
+    """
+    tokens = self.train_sequences[self.train_sequences != self.pad_id]
+    counts = np.bincount(tokens, minlength=self.vocab_size)[:self.vocab_size]
+    order = np.argsort(-counts, kind="stable")
+    share_before = (np.cumsum(counts[order]) - counts[order]) / max(counts.sum(), 1)
+    buckets = np.empty(self.vocab_size, np.int32)
+    buckets[order] = np.minimum((share_before * num_buckets).astype(np.int32), num_buckets - 1)
+    buckets[counts == 0] = num_buckets - 1
+    return buckets
+
   def train_batch(self, step: int, global_batch_size: int, rows: slice = slice(None)) -> dict:
     """The masked rows `rows` of the global training batch of `step` (a function of seed and step only)."""
     steps_per_epoch = self.steps_per_epoch(global_batch_size)

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from experiments.bert import input_pipeline
 from experiments.bert import models
@@ -80,9 +81,34 @@ def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState
   return new_state, metrics
 
 
+NUM_FREQUENCY_BUCKETS = 4  # held-out loss by training-set token frequency (`MlmData.frequency_buckets`)
+
+
 def eval_step(params, batch, *, model) -> dict[str, jax.Array]:
+  """`mlm_sums` over the masked positions and, per frequency bucket b of the label (batch["masked_buckets"]),
+  bucket_loss_sums[b] = sum of w * CE over its positions and bucket_weight_sums[b] = sum of w."""
   logits = _apply_model(model, params, batch, deterministic=True)
-  return jax.lax.psum(mlm_sums(logits, batch["masked_labels"], batch["masked_weights"]), AXIS)
+  labels, weights = batch["masked_labels"], batch["masked_weights"]
+  sums = mlm_sums(logits, labels, weights)
+  in_bucket = jax.nn.one_hot(batch["masked_buckets"], NUM_FREQUENCY_BUCKETS) * weights[..., None]
+  cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  sums["bucket_loss_sums"] = jnp.sum(cross_entropy[..., None] * in_bucket, axis=(0, 1))
+  sums["bucket_weight_sums"] = jnp.sum(in_bucket, axis=(0, 1))
+  return jax.lax.psum(sums, AXIS)
+
+
+def evaluate_mlm(eval_step_fn, params, batches, split: str = "eval") -> dict[str, float]:
+  """{split}_loss, {split}_accuracy and {split}_loss_bucket{b} (NaN for an empty bucket) over `batches`."""
+  totals = None
+  for batch in batches:
+    sums = jax.tree.map(lambda x: np.asarray(x, np.float64), training_loop.first_device(eval_step_fn(params, batch)))
+    totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+  weight = max(float(totals["weight_sum"]), 1.0)
+  results = {f"{split}_loss": float(totals["loss_sum"]) / weight,
+             f"{split}_accuracy": float(totals["correct_sum"]) / weight}
+  for b, (loss, count) in enumerate(zip(totals["bucket_loss_sums"], totals["bucket_weight_sums"])):
+    results[f"{split}_loss_bucket{b}"] = float(loss / count) if count > 0 else float("nan")
+  return results
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +156,14 @@ def check_config(config) -> None:
     raise ValueError(f"max_seq_len={config.max_seq_len} exceeds model.max_position_embeddings="
                      f"{config.model.max_position_embeddings}")
   optimizers.OptimizerSpec.from_config(config, config.num_train_steps)  # the schedule fits the run
+
+
+def _bucket_description(data: input_pipeline.MlmData, buckets: np.ndarray) -> list[dict[str, float]]:
+  tokens = data.train_sequences[data.train_sequences != data.pad_id]
+  counts = np.bincount(tokens, minlength=data.vocab_size)[:data.vocab_size]
+  return [{"tokens": int(np.sum(buckets == b)),
+           "train_share": float(counts[buckets == b].sum() / max(counts.sum(), 1))}
+          for b in range(NUM_FREQUENCY_BUCKETS)]
 
 
 def _steady_rate(interval_rates: list[float]) -> float:
@@ -180,16 +214,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       rng=jax.random.key_data(jax.random.fold_in(root_key, 1))))
   num_params = models.count_params(state.params)
   splits = ("eval", "validation") if len(data.validation_sequences) else ("eval",)
-  split_batches = {split: [parallel.shard_batch(b)
+  buckets = data.frequency_buckets(NUM_FREQUENCY_BUCKETS)
+  split_batches = {split: [parallel.shard_batch({**b, "masked_buckets": buckets[b["masked_labels"]]})
                            for b in data.eval_batches(config.eval_batch_size, eval_rows, split=split)]
                    for split in splits}
 
   def evaluate(state) -> dict[str, float]:
-    """eval_loss, eval_accuracy and, with a validation split, validation_loss, validation_accuracy."""
+    """eval_* and, with a validation split, validation_*: loss, accuracy, loss by frequency bucket."""
     results = {}
     for split, batches in split_batches.items():
-      for name, value in classification.evaluate(compiled.eval_step, state.params, batches).items():
-        results[name.replace("eval", split, 1)] = value
+      results.update(evaluate_mlm(compiled.eval_step, state.params, batches, split))
     return results
 
   result = training_loop.train(
@@ -211,6 +245,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "num_params": num_params,
       "vocab_size": data.vocab_size,
       "document_counts": data.document_counts,
+      # Per bucket: the vocabulary tokens in it and their share of the training token occurrences.
+      "frequency_buckets": _bucket_description(data, buckets),
       "metrics_path": result.metrics_path,
       "loss_plot": loss_plot,
       "workdir": workdir,

@@ -116,7 +116,44 @@ def plot_figures(out_dir: str, optimizers: Mapping[str, Mapping[str, Any]],
                              metric_names=(TRAIN_LOSS_CURVE, EVAL_LOSS_CURVE), smoothing=smoothing,
                              title="MLM loss at the best learning rate (seed 0; solid train, dashed eval)")
     figures["loss_curves"] = "loss_curves.png"
+  if plot_frequency_buckets(optimizers, os.path.join(out_dir, "loss_by_token_frequency.png")):
+    figures["loss_by_token_frequency"] = "loss_by_token_frequency.png"
   if plot_clip_fractions(out_dir, optimizers, os.path.join(out_dir, "clip_fraction.png"),
                           smoothing=max(1, num_train_steps // 100)):
     figures["clip_fraction"] = "clip_fraction.png"
   return figures
+
+
+def plot_frequency_buckets(optimizers: Mapping[str, Mapping[str, Any]], path: str, baseline: str = "adam") -> bool:
+  """Held-out MLM loss by training-set token frequency, each optimizer minus `baseline` (mean over seeds,
+  bars: the optimizer's seed std); False when no optimizer has bucket losses or the baseline is missing."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  def means(result):
+    return np.array([np.nan if s.get("mean") is None else float(s["mean"]) for s in result.get("eval_loss_by_frequency") or []])
+
+  base = means(optimizers.get(baseline, {}))
+  if not len(base):
+    return False
+  figure, axes = plt.subplots(figsize=(7, 4.5))
+  names = [name for name, result in optimizers.items() if name != baseline and len(means(result)) == len(base)]
+  width = 0.8 / max(len(names), 1)
+  for index, name in enumerate(names):
+    result = optimizers[name]
+    stds = np.array([s.get("std") or 0.0 for s in result["eval_loss_by_frequency"]], dtype=float)
+    x = np.arange(len(base)) + (index - (len(names) - 1) / 2) * width
+    axes.bar(x, means(result) - base, width, yerr=stds, color=f"C{index % 10}", label=name, capsize=2)
+  axes.axhline(0.0, color="black", linewidth=0.8)
+  axes.set_xticks(np.arange(len(base)))
+  axes.set_xticklabels([f"bucket {b}" + (" (frequent)" if b == 0 else " (rare)" if b == len(base) - 1 else "")
+                        for b in range(len(base))])
+  axes.set_ylabel(f"held-out MLM loss minus {baseline}'s (mean over seeds)")
+  axes.set_title("Where each optimizer gains (< 0) or loses, by training-set token frequency")
+  axes.grid(alpha=0.3, axis="y")
+  axes.legend(fontsize=7, ncol=2)
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+  return True

@@ -258,6 +258,12 @@ def _pretrain(settings: ComparisonSettings, out_dir: str, optimizer: str, learni
   return {"workdir": os.path.relpath(workdir, out_dir), "wall_s": wall_s, "final": final}
 
 
+def _num_buckets(seed_runs: Mapping[int, Mapping[str, Any]]) -> int:
+  """How many frequency buckets the runs' held-out losses have (0 when none ran)."""
+  finals = [run["final"] for run in seed_runs.values()]
+  return min((sum(1 for key in final if key.startswith(f"{TEST_LOSS}_bucket")) for final in finals), default=0)
+
+
 def _final(run: Mapping[str, Any], key: str) -> float | None:
   value = run["final"].get(key)
   return float(value) if value is not None else None
@@ -303,6 +309,11 @@ def _compare_optimizer(settings: ComparisonSettings, out_dir: str, optimizer: st
       "eval_loss": results.seed_statistics([_final(r, TEST_LOSS) for r in seed_runs.values()]),
       "eval_accuracy": results.seed_statistics([_final(r, TEST_ACCURACY) for r in seed_runs.values()]),
       "mean_clip_fraction": results.seed_statistics(clip_fractions) if clip_fractions else None,
+      # Held-out MLM loss by the label's training-set frequency (bucket 0 the most frequent tokens).
+      "eval_loss_by_frequency": [results.seed_statistics([_final(r, f"{TEST_LOSS}_bucket{b}")
+                                                          for r in seed_runs.values()])
+                                 for b in range(_num_buckets(seed_runs))],
+      "frequency_buckets": next(iter(seed_runs.values()))["final"].get("frequency_buckets") if seed_runs else None,
       "clip_threshold": clip_threshold,
       "workdirs": {seed: run["workdir"] for seed, run in seed_runs.items()},
       "wall_s": sum(run["wall_s"] for run in list(sweep.values()) + list(seed_runs.values())[1:]),

@@ -48,6 +48,7 @@ def report_lines(summary: Mapping[str, Any]) -> list[str]:
                             for p in r["sweep"])] for name, r in optimizers.items()]),
       "",
   ]
+  lines += frequency_lines(optimizers)
   finetune = summary.get("finetune", {})
   if finetune.get("status") == "ok":
     lines += ["SQuAD v1.1 fine-tuning (dev set, one run each):", "",
@@ -58,3 +59,19 @@ def report_lines(summary: Mapping[str, Any]) -> list[str]:
   else:
     lines += [f"SQuAD v1.1 fine-tuning: skipped ({finetune.get('reason', 'not run')}).", ""]
   return lines
+
+
+def frequency_lines(optimizers: Mapping[str, Mapping[str, Any]]) -> list[str]:
+  """The held-out MLM loss by training-set token frequency (mean ± std over seeds), one row per optimizer."""
+  with_buckets = {name: r for name, r in optimizers.items() if r.get("eval_loss_by_frequency")}
+  if not with_buckets:
+    return []
+  buckets = next(r["frequency_buckets"] for r in with_buckets.values() if r.get("frequency_buckets"))
+  headers = ["optimizer"] + [f"bucket {b}: {bucket['tokens']} tokens, {100 * bucket['train_share']:.0f}% of "
+                             "training tokens" for b, bucket in enumerate(buckets)]
+  return ["Held-out MLM loss by the masked token's training-set frequency (bucket 0 the most frequent "
+          "tokens; each bucket about a quarter of the training tokens, the last also every token never seen "
+          "in training): mean ± std over the seeds at the best learning rate. Figure: "
+          "loss_by_token_frequency.png (each optimizer minus Adam).", "",
+          markdown_table(headers, [[name] + [format_seed_statistics(s) for s in r["eval_loss_by_frequency"]]
+                                   for name, r in with_buckets.items()]), ""]

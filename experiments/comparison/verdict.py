@@ -67,3 +67,41 @@ def assess_rq4(summary: Mapping[str, Any]) -> dict[str, Any]:
           "verdict": overall,
           "overall_rule": "overall: supported only if every row on the paper's ACClip is supported, "
                           "not supported only if every one is not supported, else inconclusive"}
+
+
+# The clipping methods that followed the paper (experiments.common.optimizers.REGISTRY entries), its rules,
+# and the Adam baselines they are judged against.
+POST_PAPER_METHODS = ("zclip", "adagc", "autoclip", "spam")
+PAPER_RULES = ("acclip", "acclip_ports", "gclip")
+ADAM_BASELINES = ("adam", "adamw")
+
+
+def _best(summary: Mapping[str, Any], names: tuple[str, ...]) -> str | None:
+  """The name among `names` with the lowest mean held-out MLM loss (None when none has a finite one)."""
+  optimizers = summary.get("optimizers", {})
+  means = {name: optimizers[name]["eval_loss"].get("mean") for name in names if name in optimizers}
+  finite = {name: mean for name, mean in means.items() if is_finite_number(mean)}
+  return min(finite, key=finite.get) if finite else None
+
+
+def assess_rq5(summary: Mapping[str, Any]) -> dict[str, Any]:
+  """RQ5 (beyond the paper): does the best of the later clipping methods beat the paper's best rule and the
+  better of Adam and AdamW in held-out MLM loss, by more than the larger seed std of the two?"""
+  best_new = _best(summary, POST_PAPER_METHODS)
+  rows = []
+  if best_new is not None:
+    for group, label in ((PAPER_RULES, "the paper's best rule"), (ADAM_BASELINES, "the better Adam")):
+      baseline = _best(summary, group)
+      if baseline is not None:
+        row = _seed_comparison(best_new, summary, "eval_loss", lower_is_better=True, baseline=baseline)
+        rows.append(dict(row, measure=f"{row['measure']} ({label})"))
+  context = [_seed_comparison(name, summary, "eval_loss", lower_is_better=True, baseline="adamw")
+             for name in POST_PAPER_METHODS if name in summary.get("optimizers", {}) and name != best_new
+             and "adamw" in summary.get("optimizers", {})]
+  overall = combine_verdicts([r["verdict"] for r in rows]) if len(rows) == 2 else INCONCLUSIVE
+  return {"rows": rows + [context_row(r) for r in context], "verdict": overall,
+          "overall_rule": "the best later method (lowest mean held-out loss among "
+                          f"{', '.join(POST_PAPER_METHODS)}) against the best of {', '.join(PAPER_RULES)} and "
+                          f"the best of {', '.join(ADAM_BASELINES)}: supported only if it beats both, not "
+                          "supported only if both beat it, each by more than the larger seed std; else "
+                          "inconclusive (also when a group did not run)"}

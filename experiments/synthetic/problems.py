@@ -34,6 +34,11 @@ METHODS: Mapping[str, tuple[str, Mapping[str, Any]]] = types.MappingProxyType({
     "acclip": ("acclip", {}),
     "acclip_ports": ("acclip_ports", {}),
     "adam": ("adam", {}),
+    # The spike-clipping methods that followed the paper, with their reference defaults.
+    "zclip": ("zclip", {}),
+    "adagc": ("adagc", {}),
+    "autoclip": ("autoclip", {}),
+    "spam": ("spam", {}),
 })
 # Methods whose step sizes (and thresholds) the strongly convex theory prescribes.
 THEORY_METHODS = ("sgd", "gclip", "cclip")

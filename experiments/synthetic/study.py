@@ -67,6 +67,7 @@ class StudyConfig:
   dim_tune_seeds: int
   dim_eval_seeds: int
   dim_lr_multipliers: tuple[float, ...]
+  dim_adam_lr_multipliers: tuple[float, ...]
   dim_clip_multipliers: tuple[float, ...]
   nonconvex_methods: tuple[str, ...]
   nonconvex_alphas: tuple[float, ...]
@@ -264,14 +265,15 @@ def _rates(strongly_convex: dict, config: StudyConfig) -> tuple[dict, list[dict]
 
 def _dimension(config: StudyConfig):
   """Clipped methods: theory step sizes, thresholds tuned over `dim_clip_multipliers`; the others: step
-  sizes tuned over `dim_lr_multipliers`. "theory" rows for SGD, GClip and CClip only."""
+  sizes tuned over `dim_lr_multipliers` (Adam-scale methods: `dim_adam_lr_multipliers`). "theory" rows for SGD, GClip and CClip only."""
   key_numbers = {f"{alpha:g}": {} for alpha in config.dim_alphas}
   rows = []
   checkpoints = (config.dim_steps - 1,)
   for method in config.dim_methods:
     settings = ("theory", "tuned") if method in problems.THEORY_METHODS else ("tuned",)
     per_alpha = {alpha: {setting: {} for setting in settings} for alpha in config.dim_alphas}
-    lr_multipliers = (1.0,) if problems.is_clipped(method) else config.dim_lr_multipliers
+    lr_multipliers = ((1.0,) if problems.is_clipped(method) else
+                      _lr_multipliers(method, config.dim_lr_multipliers, config.dim_adam_lr_multipliers))
     for dimension in config.dims:
       problem, x0, schedules, start_value = quadratic_setup(
           dimension, min(config.condition_numbers), config.noise_scale, method)

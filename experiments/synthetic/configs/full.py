@@ -15,7 +15,10 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.mode = "full"
-  config.methods = ("sgd", "sgd_momentum", "gclip", "cclip", "acclip", "acclip_ports", "adam")
+  # The paper's methods, then the spike-clipping methods that followed it (ZClip, AdaGC, AutoClip in front
+  # of AdamW; SPAM), all by their registry entries (experiments.synthetic.problems.METHODS).
+  config.methods = ("sgd", "sgd_momentum", "gclip", "cclip", "acclip", "acclip_ports", "adam", "zclip", "adagc",
+                    "autoclip", "spam")
   config.alphas = (1.1, 1.3, 1.5, 1.7, 2.0)
   config.dimension = 10
   config.condition_numbers = (2.0, 100.0)
@@ -30,11 +33,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.clip_multipliers = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
   config.dims = (10, 100, 1000, 10000)
   config.dim_alphas = (1.2, 2.0)
-  config.dim_methods = ("gclip", "cclip", "acclip")
+  config.dim_methods = ("gclip", "cclip", "acclip", "zclip", "adagc", "autoclip", "spam")
   config.dim_steps = 250
   config.dim_tune_seeds = 8
   config.dim_eval_seeds = 100
   config.dim_lr_multipliers = (0.1, 0.3, 1.0)
+  config.dim_adam_lr_multipliers = (0.003, 0.03, 0.3)
   config.dim_clip_multipliers = (0.03, 0.3, 1.0)
   config.nonconvex_methods = ("sgd", "sgd_momentum", "gclip", "cclip", "acclip", "acclip_ports", "adam")
   config.nonconvex_alphas = (1.1, 1.5, 2.0)

@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.clip_multipliers = (0.01, 0.1, 1.0, 10.0)
   config.dims = (10, 100, 1000)
   config.dim_alphas = (1.2,)
-  config.dim_methods = ("gclip", "cclip")
+  config.dim_methods = ("gclip", "cclip", "zclip", "adagc", "autoclip", "spam")
   config.dim_steps = 200
   config.nonconvex_methods = ("sgd", "gclip", "acclip", "adam")
   config.nonconvex_steps = 1500
