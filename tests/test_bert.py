@@ -2,9 +2,7 @@
 
 The multi-process test lives in test_bert_multiprocess.py.
 """
-import dataclasses
 import functools
-import json
 import os
 import shutil
 
@@ -321,6 +319,45 @@ def test_one_training_step_on_tiny(tmp_path):
   assert os.path.isfile(os.path.join(str(tmp_path), "vocab.txt"))
 
 
+def test_one_step_in_bfloat16_as_tpu_users_run_it(tmp_path, shared_vocab):
+  """model.dtype="bfloat16": the computation in bfloat16, parameters and optimizer state in float32."""
+  config = micro_config(vocab_file=shared_vocab, num_train_steps=1, warmup_steps=0, save_checkpoints=False)
+  config.model.dtype = "bfloat16"
+  result = train.train_and_evaluate(config, str(tmp_path))
+  assert result["steps"] == 1 and not result["diverged"]
+  assert np.isfinite(result["train_loss"]) and abs(result["train_loss"] - np.log(result["vocab_size"])) < 0.5
+  assert np.isfinite(result["eval_loss"])
+  records = metrics_lib.read_metrics(result["metrics_path"])
+  assert np.isfinite(next(r for r in records if "train_loss" in r)["grad_norm"])
+
+
+def test_held_out_loss_by_token_frequency(tmp_path, shared_vocab):
+  config = micro_config(vocab_file=shared_vocab, num_train_steps=1, warmup_steps=0, save_checkpoints=False)
+  result = train.train_and_evaluate(config, str(tmp_path))
+  buckets = result["frequency_buckets"]
+  assert len(buckets) == train.NUM_FREQUENCY_BUCKETS and sum(b["tokens"] for b in buckets) == result["vocab_size"]
+  assert sum(b["train_share"] for b in buckets) == pytest.approx(1.0)
+  # Frequent tokens are few: bucket 0 holds far fewer vocabulary entries than the rare bucket.
+  assert buckets[0]["tokens"] < buckets[-1]["tokens"]
+  losses = [result[f"eval_loss_bucket{b}"] for b in range(len(buckets))]
+  assert all(np.isfinite(losses[:2]))
+  # Every evaluation record holds the losses by bucket.
+  records = [r for r in metrics_lib.read_metrics(result["metrics_path"]) if "eval_loss" in r]
+  assert set(records[-1]) >= {f"eval_loss_bucket{b}" for b in range(len(buckets))}
+
+
+def test_frequency_buckets_split_the_training_tokens_into_quarters():
+  data = input_pipeline.MlmData.__new__(input_pipeline.MlmData)
+  object.__setattr__(data, "train_sequences", np.array([[5] * 50 + [6] * 25 + [7] * 15 + [8] * 10 + [0] * 4]))
+  object.__setattr__(data, "pad_id", 0)
+  object.__setattr__(data, "vocab_size", 12)
+  buckets = data.frequency_buckets(4)
+  # Token 5 holds half the tokens (buckets 0-1 start in it: it is bucket 0), 6 starts at 50%, 7 at 75%,
+  # 8 at 90%; tokens never seen (and padding) are rare.
+  assert buckets.tolist()[5:9] == [0, 2, 3, 3]
+  assert all(buckets[t] == 3 for t in (1, 2, 3, 4, 9, 10, 11))
+
+
 def _single_step_setup(dropout_rate=0.0):
   config = micro_config(optimizer="acclip", learning_rate=1e-2)
   model_config = models.BertConfig(vocab_size=97, dropout_rate=dropout_rate,
@@ -376,7 +413,7 @@ def test_dropout_keys_differ_per_device():
 
 def _per_device_loss(model, state, batch):
   rng = parallel.device_rng(jax.random.wrap_key_data(state.rng), state.step)
-  logits = train._apply_model(model, state.params, batch, deterministic=False,  # pylint: disable=protected-access
+  logits = train.apply_model(model, state.params, batch, deterministic=False,
                               rngs={"dropout": rng})
   return train.mlm_sums(logits, batch["masked_labels"], batch["masked_weights"])["loss_sum"]
 
@@ -437,11 +474,11 @@ def test_mismatched_checkpoint_is_an_error(tmp_path, halted_run, shared_vocab):
 def test_train_step_is_compiled_once_across_runs_of_a_learning_rate_sweep(tmp_path, uninterrupted_run,
                                                                            shared_vocab):
   del uninterrupted_run  # compiled the step for micro_config()
-  hits_before = train._compiled_steps.cache_info().hits  # pylint: disable=protected-access
+  hits_before = train.compiled_steps.cache_info().hits
   result = train.train_and_evaluate(
       micro_config(vocab_file=shared_vocab, learning_rate=3e-3, seed=1, num_train_steps=6,
                    save_checkpoints=False), str(tmp_path))
-  assert train._compiled_steps.cache_info().hits == hits_before + 1  # pylint: disable=protected-access
+  assert train.compiled_steps.cache_info().hits == hits_before + 1
   records = metrics_lib.read_metrics(result["metrics_path"])
   assert records[0]["learning_rate"] == pytest.approx(3e-3 * 0.5)  # warm-up step 1 of 2, this run's peak
 
@@ -457,7 +494,7 @@ def test_divergence_keeps_the_last_finite_checkpoint(tmp_path, shared_vocab):
   assert not np.isfinite(losses[result["steps"]])  # the non-finite loss that stopped it is on record
   with checkpoint.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
     assert manager.latest_step() == result["checkpoint_step"] < result["steps"]
-    for step in manager._manager.all_steps():  # pylint: disable=protected-access
+    for step in manager.all_steps():
       assert np.isfinite(losses[step])
   restored = _restore_latest(workdir, config)
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(restored["params"]))

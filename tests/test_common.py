@@ -402,13 +402,15 @@ def test_tensorboard_events_hold_the_written_scalars(tmp_path):
   assert math.isnan(scalars[-1][2])  # a diverged run shows as NaN, not as a missing point
 
 
-def test_tensorboard_after_resume_shows_only_the_resumed_steps(tmp_path):
+def test_tensorboard_after_resume_shows_only_the_resumed_steps(tmp_path, monkeypatch):
   pytest.importorskip("tensorboardX")
   writer = metrics_lib.MetricWriter(str(tmp_path), tensorboard=True)
   for step in range(1, 5):
     writer.write(step, {"train_loss": float(step)})
   writer.close()
-  time.sleep(1.1)  # event file names carry the second they were opened: keep the files in order
+  # Event file names carry the second they were opened; the resumed run opens its file "two seconds later".
+  opened = time.time()
+  monkeypatch.setattr(time, "time", lambda: opened + 2.0)
   resumed = metrics_lib.MetricWriter(str(tmp_path), tensorboard=True, resume_step=2)
   for step in range(3, 5):
     resumed.write(step, {"train_loss": 10.0 * step})

@@ -147,6 +147,29 @@ def test_rq4_verdict_follows_the_seed_spread():
   assert clear_loss["verdict"] == verdicts.NOT_SUPPORTED
 
 
+def _summary_of(**losses):
+  return {"optimizers": {name: {"eval_loss": results_lib.seed_statistics(values)} for name, values in losses.items()},
+          "finetune": {"status": "skipped"}}
+
+
+def test_rq5_compares_the_best_later_method_with_the_paper_and_adam():
+  paper, adam = dict(acclip=[5.5, 5.52, 5.54], gclip=[5.3, 5.31, 5.32]), dict(adam=[5.4, 5.41, 5.42],
+                                                                              adamw=[5.2, 5.22, 5.24])
+  clear_win = comparison_verdict.assess_rq5(_summary_of(**paper, **adam, zclip=[5.0, 5.01, 5.02],
+                                                        spam=[6.0, 6.1, 6.2]))
+  assert clear_win["verdict"] == verdicts.SUPPORTED
+  # Judged against the best of each group: GClip (5.31) and AdamW (5.22), by ZClip, the best later method.
+  assert "zclip" in clear_win["rows"][0]["ours"] and "gclip" in clear_win["rows"][0]["ours"]
+  assert "adamw" in clear_win["rows"][1]["ours"]
+  assert any("spam" in row["ours"] and "[not in the overall verdict]" in row["measure"] for row in clear_win["rows"])
+  between = comparison_verdict.assess_rq5(_summary_of(**paper, **adam, zclip=[5.25, 5.26, 5.27]))
+  assert between["rows"][0]["verdict"] == verdicts.SUPPORTED and between["rows"][1]["verdict"] == verdicts.NOT_SUPPORTED
+  assert between["verdict"] == verdicts.INCONCLUSIVE
+  behind = comparison_verdict.assess_rq5(_summary_of(**paper, **adam, adagc=[5.6, 5.61, 5.62]))
+  assert behind["verdict"] == verdicts.NOT_SUPPORTED
+  assert comparison_verdict.assess_rq5(_summary_of(**adam))["verdict"] == verdicts.INCONCLUSIVE  # none ran
+
+
 def test_run_rejects_bad_arguments(tmp_path):
   with pytest.raises(ValueError, match="parts"):
     reproduce.run(str(tmp_path), parts=["bert", "imagenet"])

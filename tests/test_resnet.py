@@ -156,7 +156,7 @@ def test_pmapped_step_syncs_batch_norm_across_replicas(idx_dir):
   opt_config = ml_collections.ConfigDict(config.to_dict())
   opt_config.learning_rate = train.peak_learning_rate(config)
   optimizer = optimizers.OptimizerSpec.from_config(opt_config, 2)
-  compiled = train._compiled_steps(spec, optimizer.step_key())
+  compiled = train.compiled_steps(spec, optimizer.step_key())
   variables = compiled.init_variables(jax.random.key(0))
   tx = optimizer.create()
   state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],

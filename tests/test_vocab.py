@@ -50,7 +50,7 @@ def test_pydoc_vocabulary_is_hfs_up_to_hash_order_ties(tmp_path):
   train_documents, *_ = input_pipeline.split_documents(input_pipeline.load_documents("pydoc"), 0.05)
   vocab = train(tmp_path, train_documents, 2048)
   assert vocab[:len(SPECIALS)] == SPECIALS and len(vocab) == len(set(vocab)) == 2048
-  tokenizer = input_pipeline._bert_tokenizer(  # pylint: disable=protected-access
+  tokenizer = input_pipeline.bert_tokenizer(
       models.WordPiece(unk_token="[UNK]"), lowercase=True)
   tokenizer.train_from_iterator(train_documents, trainers.WordPieceTrainer(
       vocab_size=2048, special_tokens=SPECIALS, show_progress=False))

@@ -58,7 +58,8 @@ class TrainState:
 mlm_sums = classification.weighted_sums  # over the masked positions: the others have weight 0
 
 
-def _apply_model(model, params, batch, *, deterministic, rngs=None):
+def apply_model(model, params, batch, *, deterministic, rngs=None):
+  """The MLM logits [batch, max_predictions, vocab] of `batch` at its masked positions."""
   return model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
                      batch["attention_mask"], batch["masked_positions"], deterministic=deterministic,
                      rngs=rngs)
@@ -70,7 +71,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState
   global_weight = jnp.maximum(jax.lax.psum(jnp.sum(batch["masked_weights"]), AXIS), 1.0)
 
   def loss_fn(params):
-    logits = _apply_model(model, params, batch, deterministic=False, rngs={"dropout": dropout_rng})
+    logits = apply_model(model, params, batch, deterministic=False, rngs={"dropout": dropout_rng})
     sums = mlm_sums(logits, batch["masked_labels"], batch["masked_weights"])
     return sums["loss_sum"] / global_weight, sums
 
@@ -87,7 +88,7 @@ NUM_FREQUENCY_BUCKETS = 4  # held-out loss by training-set token frequency (`Mlm
 def eval_step(params, batch, *, model) -> dict[str, jax.Array]:
   """`mlm_sums` over the masked positions and, per frequency bucket b of the label (batch["masked_buckets"]),
   bucket_loss_sums[b] = sum of w * CE over its positions and bucket_weight_sums[b] = sum of w."""
-  logits = _apply_model(model, params, batch, deterministic=True)
+  logits = apply_model(model, params, batch, deterministic=True)
   labels, weights = batch["masked_labels"], batch["masked_weights"]
   sums = mlm_sums(logits, labels, weights)
   in_bucket = jax.nn.one_hot(batch["masked_buckets"], NUM_FREQUENCY_BUCKETS) * weights[..., None]
@@ -112,12 +113,12 @@ def evaluate_mlm(eval_step_fn, params, batches, split: str = "eval") -> dict[str
 
 
 @dataclasses.dataclass(frozen=True)
-class _CompiledSteps(training_loop.PmappedSteps):
+class CompiledSteps(training_loop.PmappedSteps):
   init_params: Any
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_steps(model_config: models.BertConfig, optimizer: optimizers.OptimizerSpec) -> _CompiledSteps:
+def compiled_steps(model_config: models.BertConfig, optimizer: optimizers.OptimizerSpec) -> "CompiledSteps":
   """The jitted init and pmapped steps of one architecture and optimizer (cached: pass `spec.step_key()`)."""
   model = models.BertForMaskedLM(model_config)
 
@@ -126,7 +127,7 @@ def _compiled_steps(model_config: models.BertConfig, optimizer: optimizers.Optim
     positions = jnp.zeros((1, max_predictions), jnp.int32)
     return model.init(key, tokens, tokens, tokens, positions, deterministic=True)["params"]
 
-  return _CompiledSteps(
+  return CompiledSteps(
       init_params=jax.jit(init_params, static_argnums=(1, 2)),
       **training_loop.pmap_steps(train_step, eval_step, model=model, optimizer=optimizer))
 
@@ -204,7 +205,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model_config = models.BertConfig(vocab_size=data.vocab_size, **config.model)
   total_steps = config.num_train_steps
   optimizer = optimizers.OptimizerSpec.from_config(config, total_steps)
-  compiled = _compiled_steps(model_config, optimizer.step_key())
+  compiled = compiled_steps(model_config, optimizer.step_key())
 
   root_key = jax.random.key(config.seed)
   params = compiled.init_params(jax.random.fold_in(root_key, 0), config.max_seq_len,

@@ -54,6 +54,10 @@ class CheckpointManager:
         max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
+  def all_steps(self) -> list[int]:
+    """The steps of the checkpoints on disk, oldest first."""
+    return sorted(self._manager.all_steps())
+
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 

@@ -132,7 +132,8 @@ def plot_frequency_buckets(optimizers: Mapping[str, Mapping[str, Any]], path: st
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   def means(result):
-    return np.array([np.nan if s.get("mean") is None else float(s["mean"]) for s in result.get("eval_loss_by_frequency") or []])
+    stats = result.get("eval_loss_by_frequency") or []
+    return np.array([np.nan if s.get("mean") is None else float(s["mean"]) for s in stats])
 
   base = means(optimizers.get(baseline, {}))
   if not len(base):

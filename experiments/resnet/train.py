@@ -102,14 +102,14 @@ def eval_step(state: TrainState, batch: dict, *, model) -> dict[str, jax.Array]:
 
 
 @dataclasses.dataclass(frozen=True)
-class _CompiledSteps(training_loop.PmappedSteps):
+class CompiledSteps(training_loop.PmappedSteps):
   init_variables: Any
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_steps(spec: ModelSpec, optimizer: optimizers.OptimizerSpec) -> _CompiledSteps:
+def compiled_steps(spec: ModelSpec, optimizer: optimizers.OptimizerSpec) -> CompiledSteps:
   """The jitted init and pmapped steps of one model and optimizer (cached: pass `spec.step_key()`)."""
-  return _CompiledSteps(
+  return CompiledSteps(
       init_variables=compile_init(spec),
       **training_loop.pmap_steps(train_step, eval_step, model=spec.create(axis_name=AXIS),
                                  optimizer=optimizer))
@@ -189,7 +189,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   config.warmup_steps = warmup_steps
   spec = model_spec(config, data)
   optimizer = optimizers.OptimizerSpec.from_config(config, total_steps)
-  compiled = _compiled_steps(spec, optimizer.step_key())
+  compiled = compiled_steps(spec, optimizer.step_key())
 
   variables = compiled.init_variables(jax.random.key(config.seed))
   state = jax.device_get(TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],

@@ -17,8 +17,8 @@ Four experiments, all with additive symmetric alpha-stable gradient noise, indep
 4. Non-convex: Rosenbrock's function with constant steps (and thresholds) tuned on separate seeds;
    min over k of ||grad f(x_k)||.
 
-`run(out_dir, config)` (configs/full.py, quick.py, tiny.py) writes results.csv, summary.md, summary.json and PNG plots, and returns the key
-numbers as a JSON-able dict.
+`run(out_dir, config)` (configs/full.py, quick.py, tiny.py) writes results.csv, summary.md, summary.json and
+PNG plots, and returns the key numbers as a JSON-able dict.
 
 Cost: each method (and, in the dimension study, each d) is one compiled program (about 2.5 s of CPU to
 compile); the runs themselves cost about 80 ns of CPU per noise coordinate and step. Measured on the 2-core
@@ -33,15 +33,13 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from experiments.common import results as results_lib
-from experiments.common.results import format_number
-from experiments.synthetic import plots, problems
+from experiments.synthetic import plots, problems, summary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +113,8 @@ class StudyConfig:
 def seed_quantiles(values: np.ndarray, start_value: float | None) -> dict[str, float]:
   """Median and 90th percentile over seeds (NaN counts as +inf), the seed count and, given the starting
   value, the fraction diverged (not finite or above it)."""
-  stats = {"median": results_lib.quantile(values, 0.5), "p90": results_lib.quantile(values, 0.9), "num_seeds": int(values.size)}
+  stats = {"median": results_lib.quantile(values, 0.5), "p90": results_lib.quantile(values, 0.9),
+           "num_seeds": int(values.size)}
   if start_value is not None:
     stats["diverged_fraction"] = float(np.mean(~np.isfinite(values) | (values > start_value)))
   return stats
@@ -265,7 +264,8 @@ def _rates(strongly_convex: dict, config: StudyConfig) -> tuple[dict, list[dict]
 
 def _dimension(config: StudyConfig):
   """Clipped methods: theory step sizes, thresholds tuned over `dim_clip_multipliers`; the others: step
-  sizes tuned over `dim_lr_multipliers` (Adam-scale methods: `dim_adam_lr_multipliers`). "theory" rows for SGD, GClip and CClip only."""
+  sizes tuned over `dim_lr_multipliers` (Adam-scale methods: `dim_adam_lr_multipliers`). "theory" rows for
+  SGD, GClip and CClip only."""
   key_numbers = {f"{alpha:g}": {} for alpha in config.dim_alphas}
   rows = []
   checkpoints = (config.dim_steps - 1,)
@@ -368,69 +368,6 @@ CSV_FIELDS = ("study", "problem", "dimension", "alpha", "method", "setting", "me
               "loglog_slope_of_median")
 
 
-def _summary_markdown(results: dict, config: StudyConfig) -> str:
-  lines = ["# Synthetic study (RQ2, RQ3)", "",
-           f"Mode: {results['mode']}; wall time {results['wall_s']:.0f} s; "
-           f"noise: symmetric alpha-stable, scale {config.noise_scale}, independent per coordinate. "
-           f"Seeds: {config.eval_seeds} evaluation, {config.tune_seeds} tuning (separate). "
-           "diverged = f(x_K) > f(x_0) or not finite; — = not finite (a blown-up run).", ""]
-  lines += ["## Key numbers", ""]
-  headline = results["rq2"]
-  for problem_name, numbers in headline.items():
-    if isinstance(numbers, dict):
-      lines.append(
-          f"- RQ2, {problem_name}, alpha = {headline['alpha']}: p90 of final f - f*, tuned: "
-          + ", ".join(f"{m} {format_number(numbers.get(f'{m}_tuned_p90'), 3)}" for m in config.methods
-                      if f"{m}_tuned_p90" in numbers)
-          + "; diverged fraction, theory schedules: "
-          + ", ".join(f"{m} {format_number(numbers.get(f'{m}_theory_diverged_fraction'), 3)}" for m in config.methods
-                      if f"{m}_theory_diverged_fraction" in numbers) + ".")
-  for alpha, numbers in results["rq3"].items():
-    slopes = ", ".join(f"{k.removesuffix('_slope_vs_d')} {format_number(v, 3)}" for k, v in numbers.items()
-                       if k.endswith("_slope_vs_d"))
-    lines.append(f"- RQ3, alpha = {alpha}: log-log slope of per-coordinate error vs d: {slopes} "
-                 f"(GClip's bound predicts {format_number(numbers['gclip_bound_exponent_2_over_alpha_minus_1'], 3)}).")
-  lines.append("")
-  for problem_name, by_alpha in results["strongly_convex"].items():
-    lines += [f"## {problem_name}, d = {config.dimension}, K = {config.num_steps}: final f - f*", "",
-              "| alpha | method | setting | median | p90 | diverged |", "|---|---|---|---|---|---|"]
-    for alpha, methods in by_alpha.items():
-      for method, settings in methods.items():
-        for setting, s in settings.items():
-          lines.append(f"| {alpha} | {method} | {setting} | {format_number(s['median'], 3)} | {format_number(s['p90'], 3)} | "
-                       f"{format_number(s['diverged_fraction'], 3)} |")
-    lines.append("")
-  rates = results["rates"]
-  lines += [f"## Rates on {rates['problem']}: log-log slope of the median f - f* over k in "
-            f"{rates['fit_range']}", "", "| alpha | theory -2(a-1)/a | GClip theory | GClip tuned | "
-            "CClip theory | SGD theory |", "|---|---|---|---|---|---|"]
-  for alpha, r in rates["by_alpha"].items():
-    lines.append(f"| {alpha} | {format_number(r['theory_slope'], 3)} | {format_number(r.get('gclip_theory_slope'), 3)} | "
-                 f"{format_number(r.get('gclip_tuned_slope'), 3)} | {format_number(r.get('cclip_theory_slope'), 3)} | "
-                 f"{format_number(r.get('sgd_theory_slope'), 3)} |")
-  lines += ["", f"## Dimension (RQ3): median per-coordinate f - f* after {config.dim_steps} steps", "",
-            "| alpha | method | setting | " + " | ".join(f"d={d}" for d in config.dims)
-            + " | slope vs d |", "|---|---|---|" + "---|" * (len(config.dims) + 1)]
-  for alpha, methods in results["dimension"].items():
-    for method, settings in methods.items():
-      for setting, s in settings.items():
-        medians = " | ".join(format_number(s["median_by_dimension"][str(d)], 3) for d in config.dims)
-        lines.append(f"| {alpha} | {method} | {setting} | {medians} | "
-                     f"{format_number(s['loglog_slope_vs_dimension'], 3)} |")
-  lines += ["", "The bound-based prediction for GClip's per-coordinate error grows like d^(2/alpha - 1); "
-            "CClip's bound does not depend on d.", "",
-            f"## Non-convex: Rosenbrock, K = {config.nonconvex_steps}, tuned constant steps: "
-            "min_k ||grad f(x_k)||", "", "| alpha | method | median | p90 | diverged | lr | clip x bound |",
-            "|---|---|---|---|---|---|---|"]
-  for alpha, methods in results["nonconvex"].items():
-    for method, s in methods.items():
-      lines.append(f"| {alpha} | {method} | {format_number(s['median'], 3)} | {format_number(s['p90'], 3)} | "
-                   f"{format_number(s['diverged_fraction'], 3)} | {format_number(s['learning_rate'], 3)} | "
-                   f"{format_number(s['clip_multiplier'], 3) if problems.is_clipped(method) else '—'} |")
-  lines += ["", "Figures: " + ", ".join(results["files"]["figures"]), ""]
-  return "\n".join(lines)
-
-
 def run(out_dir: str, config) -> dict:
   """Runs the study, writes results.csv, summary.md, summary.json and PNGs to `out_dir`.
 
@@ -482,7 +419,7 @@ def run(out_dir: str, config) -> dict:
   # The numbers are written before the figures, so a plotting failure cannot lose a long run.
   results_lib.write_json(os.path.join(out_dir, "summary.json"), results)
   with open(os.path.join(out_dir, "summary.md"), "w") as f:
-    f.write(_summary_markdown(results, config))
+    f.write(summary.summary_markdown(results, config))
   figures = (plots.plot_final_suboptimality(strongly_convex), plots.plot_rates(curves, rates, config.alphas),
              plots.plot_dimension(dimension, config.dims), plots.plot_nonconvex(nonconvex))
   for name, figure in zip(figure_names, figures):
