@@ -128,6 +128,10 @@ def test_clip_series_counts_clipped_coordinates_or_steps():
   _, fractions = plots.clip_series(records, "acclip", clip_threshold=1.0)
   assert fractions.tolist() == [0.25, 0.75]
   assert len(plots.clip_series(records[2:], "adam", clip_threshold=1.0)[1]) == 0
+  # ZClip and AutoClip record whether a step was clipped.
+  zclip_records = [{"step": 1, "global_norm": 0.5, "clip_threshold": 1.0, "clipped": 0.0},
+                   {"step": 2, "global_norm": 3.0, "clip_threshold": 1.2, "clipped": 1.0}]
+  assert plots.clip_series(zclip_records, "zclip", clip_threshold=1.0)[1].tolist() == [0.0, 1.0]
 
 
 def _bert_summary(adam_losses, acclip_losses):
@@ -369,9 +373,13 @@ def test_bert_numbers_are_finite_and_figures_exist(tiny_reproduction):
     best = next(p for p in result["sweep"] if p["learning_rate"] == result["best_learning_rate"])
     assert math.isfinite(best["validation_loss"]) and best["validation_loss"] != result["eval_loss"]["values"][0]
   assert 0.0 <= summary["optimizers"]["acclip"]["mean_clip_fraction"]["mean"] <= 1.0
+  for result in summary["optimizers"].values():  # the held-out loss by token frequency, every optimizer
+    assert len(result["eval_loss_by_frequency"]) == 4 and result["eval_loss_by_frequency"][0]["n"] == 2
+    assert sum(bucket["train_share"] for bucket in result["frequency_buckets"]) == pytest.approx(1.0)
   assert summary["optimizers"]["adam"]["mean_clip_fraction"] is None
   linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
   for figure in ("bert/loss_curves.png", "bert/clip_fraction.png", "bert/learning_rate_sweep.png",
+                 "bert/loss_by_token_frequency.png",
                  "synthetic/dimension.png", "noise/noise_norms.png"):
     assert figure in linked, figure
   for path in linked:

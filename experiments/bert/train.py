@@ -241,7 +241,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                              title=f"BERT MLM, {config.optimizer}")
   return {
       **result.summary(wall_time=time.time() - start_time),
-      **{name: value for name, value in result.eval_metrics.items() if name.startswith("validation_")},
+      **result.eval_metrics,  # the held-out and validation splits' loss, accuracy and loss by frequency bucket
       "tokens_per_s": _steady_rate([r["tokens_per_s"] for r in result.history if "tokens_per_s" in r]),
       "num_params": num_params,
       "vocab_size": data.vocab_size,

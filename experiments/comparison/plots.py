@@ -11,9 +11,11 @@ import numpy as np
 from experiments.common import metrics
 from experiments.comparison.sweep import is_diverged
 
+# The optimizers that clip whole steps (their clip fraction is the fraction of steps clipped).
+STEP_CLIPPERS = ("gclip", "zclip", "autoclip")
 # Keys of metrics.jsonl: the curves drawn, and acclip_optax.clip_stats's.
 TRAIN_LOSS_CURVE, EVAL_LOSS_CURVE = "train_loss", "eval_loss"
-CLIP_FRACTION, GLOBAL_NORM = "clip_fraction", "global_norm"
+CLIP_FRACTION, GLOBAL_NORM, CLIPPED = "clip_fraction", "global_norm", "clipped"
 
 
 def records(out_dir: str, run: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -57,16 +59,18 @@ def plot_sweep(optimizers: Mapping[str, Mapping[str, Any]], path: str) -> str:
 
 def clip_series(records: Sequence[Mapping[str, Any]], optimizer: str,
                 clip_threshold: float) -> tuple[np.ndarray, np.ndarray]:
-  """(steps, clip fraction) of one run from its metrics records.
+  """(steps, clip fraction) of one run from its metrics records (`acclip_optax.clip_stats` at logging steps).
 
-  ACClip (both rules) and CClip log the fraction of coordinates clipped at each step; GClip logs the
-  pre-clip global norm, and clips the whole step when it exceeds the threshold, so its value is 1.0 or 0.0
-  (averaged over steps: the fraction of steps clipped). Other optimizers: empty arrays.
+  ACClip (both rules), CClip, SPAM and AdaGC log the fraction of coordinates (AdaGC: tensors) clipped at a
+  step; ZClip and AutoClip log whether the step was clipped (1.0 or 0.0); GClip logs the pre-clip global
+  norm and clips the whole step when it exceeds the threshold. Averaged over steps, the last three give the
+  fraction of steps clipped. Other optimizers: empty arrays.
   """
   if optimizer == "gclip":
     steps, norms = metrics.metric_series(records, GLOBAL_NORM)
     return steps, (norms > clip_threshold).astype(np.float64)
-  return metrics.metric_series(records, CLIP_FRACTION)
+  steps, fractions = metrics.metric_series(records, CLIP_FRACTION)
+  return (steps, fractions) if len(fractions) else metrics.metric_series(records, CLIPPED)
 
 
 def plot_clip_fractions(out_dir: str, optimizers: Mapping[str, Mapping[str, Any]], path: str,
@@ -87,7 +91,7 @@ def plot_clip_fractions(out_dir: str, optimizers: Mapping[str, Mapping[str, Any]
     if smoothing > 1 and len(values) >= smoothing:
       values = np.convolve(values, np.ones(smoothing) / smoothing, mode="valid")
       steps = steps[smoothing - 1:]
-    label = f"{name} (steps clipped)" if name == "gclip" else f"{name} (coordinates clipped)"
+    label = f"{name} ({'steps' if name in STEP_CLIPPERS else 'tensors' if name == 'adagc' else 'coordinates'} clipped)"
     axes.plot(steps, values, color=f"C{index % 10}", label=label)
     drawn = True
   axes.set_xlabel("step")

@@ -31,7 +31,8 @@ def report_lines(summary: Mapping[str, Any]) -> list[str]:
       "",
       markdown_table(
           ["optimizer", "learning rates swept", "best lr", "held-out MLM loss", "held-out MLM accuracy",
-           "mean clip fraction (ACClip: coordinates, GClip: steps)", "diverged lrs (loss nan or > ln V)"],
+           "mean clip fraction (ACClip, SPAM: coordinates; AdaGC: tensors; GClip, ZClip, AutoClip: steps)",
+           "diverged lrs (loss nan or > ln V)"],
           [[name, ", ".join(f"{lr:g}" for lr in r["learning_rates"]), _best_text(r),
             format_seed_statistics(r["eval_loss"], with_range=True),
             format_seed_statistics(r["eval_accuracy"], with_range=True),
