@@ -13,8 +13,9 @@ its optimizer when train_steps == sweep_steps. The eval step is compiled once pe
 
 A trajectory that stops at intermediate steps to be measured is a sequence of `train` calls on one workdir:
 each halts at the next stop (`halt_after_steps`) and leaves a checkpoint there, from which the next call
-resumes, as after a preemption. Measured cost: about 0.1 s of checkpoint I/O per intermediate stop for
-these models. The sweep runs write no checkpoint.
+resumes, as after a preemption. Its cost is small: Orbax saves and restores a 4 MB state in about 0.1 s on
+CPU, and the modes have at most one intermediate stop per model (full: step 75 of 300; quick and tiny: none).
+The sweep runs write no checkpoint.
 """
 from __future__ import annotations
 
