@@ -9,30 +9,34 @@ from scipy import stats
 
 from experiments.bert import models as bert_models
 from experiments.common import verdicts
+from experiments.common import training_loop
 from experiments.noise import __main__ as cli
+from experiments.noise import measure
 from experiments.noise import study
+from experiments.noise import training
 from experiments.noise import verdict
+from experiments.noise import workloads
 from experiments.noise.configs import quick, tiny
 
 
 def test_bert_parameter_groups_cover_the_model():
   params = bert_models.abstract_params(bert_models.BertConfig(vocab_size=50, hidden_size=8, num_layers=1,
                                                               num_heads=2, intermediate_size=16))
-  groups = jax.tree_util.tree_map_with_path(lambda path, _: study.bert_parameter_group(path), params)
-  assert set(jax.tree.leaves(groups)) == set(study.BERT_GROUPS)
+  groups = jax.tree_util.tree_map_with_path(lambda path, _: workloads.bert_parameter_group(path), params)
+  assert set(jax.tree.leaves(groups)) == set(workloads.BERT_GROUPS)
   layer = groups["bert"]["layer_0"]
   assert layer["attention"]["query"]["kernel"] == "attention"
   assert layer["intermediate"]["kernel"] == layer["output"]["bias"] == "feed_forward"
   assert layer["attention_layer_norm"]["scale"] == "layer_norm"
   assert groups["bert"]["word_embeddings"]["embedding"] == "embeddings"
   assert groups["mlm_output_bias"] == "mlm_head"
-  labels = study.group_labels(params, study.bert_parameter_group, study.BERT_GROUPS)
+  labels = measure.group_labels(params, workloads.bert_parameter_group, workloads.BERT_GROUPS)
   assert labels.size == bert_models.count_params(params)
 
 
 def test_standardised_pool_drops_scale_free_columns_and_rescales():
   columns = np.array([[1.0, 0.0, -4.0], [-3.0, 0.0, 8.0], [2.0, 0.0, 4.0]])
-  pooled = study.standardised_pool(columns)
+  pooled = measure.standardised_pool(columns)
   # Column medians of |x|: 2 and 4; the all-zero column has no scale and is dropped.
   np.testing.assert_allclose(np.sort(pooled), np.sort([0.5, -1.5, 1.0, -1.0, 2.0, 1.0]))
 
@@ -43,7 +47,7 @@ def test_tail_indices_of_pooled_stable_coordinates(alpha):
   rng = np.random.default_rng(0)
   coordinates = stats.levy_stable.rvs(alpha, 0.0, size=(100, 200), random_state=rng) * rng.uniform(
       0.01, 10.0, 200)
-  estimates = study.tail_indices(study.standardised_pool(coordinates))
+  estimates = measure.tail_indices(measure.standardised_pool(coordinates))
   assert estimates["n"] == 20_000
   assert abs(estimates["alpha_mohammadi"] - alpha) < 0.15
   # Hill is exact for power-law tails and (as documented) biased upwards near the Gaussian.
@@ -60,9 +64,10 @@ def test_study_runs_end_to_end_at_tiny_sizes(tmp_path):
     assert os.path.getsize(tmp_path / name) > 0, name
   assert any(name.endswith("_histogram.png") for name in results["files"])
   assert any(name.endswith("_hill.png") for name in results["files"])
-  for model, groups in (("bert", study.BERT_GROUPS), ("resnet", study.RESNET_GROUPS)):
+  for model, groups in (("bert", workloads.BERT_GROUPS), ("resnet", workloads.RESNET_GROUPS)):
     points = results[model]["noise"]["points"]
     assert [p["step"] for p in points] == [0, 2]
+    assert points[0]["eval_loss"] == "nan" and np.isfinite(points[-1]["eval_loss"])  # none before training
     entry = points[-1]["batch_sizes"]["8"]
     assert set(entry["groups"]) <= set(groups)
     assert np.isfinite(entry["pooled"]["alpha_mohammadi"]) and entry["variance_final"] > 0
@@ -78,6 +83,25 @@ def test_study_runs_end_to_end_at_tiny_sizes(tmp_path):
   assert "RQ1 verdict" in summary and "Per parameter group" in summary
   assessed = verdict.assess_rq1(results["rq1"])  # summary.md states the report's verdict, by the same rule
   assert f"**Verdict: {assessed['verdict']}.**" in summary
+
+
+def test_trajectory_paused_at_its_stops_equals_one_uninterrupted_run(tmp_path):
+  config = study.StudyConfig.from_config(tiny.get_config())
+  workload = workloads.bert_workload(config, str(tmp_path))
+  # The end-to-end test's sweep length: the same step key, so one process compiles the step once.
+  spec = training.optimizer(workload.trajectory_optimizer, workload.decay, total_steps=config.sweep_steps)
+  # One compiled step for every learning rate of a sweep: the peak learning rate lives in the state.
+  assert training.compiled_steps(workload, spec.replace(learning_rate=0.5)) is training.compiled_steps(workload, spec)
+  stops = list(training.trajectory(workload, spec, seed=1, batch_size=8, stops=[0, 1, 2],
+                                   workdir=str(tmp_path / "paused")))
+  # Each segment resumes from the checkpoint the previous one left at its stop.
+  assert [(stop, run.get("start_step"), run.get("steps")) for stop, _, run in stops] == [
+      (0, None, None), (1, 0, 1), (2, 1, 2)]
+  whole = training.train(workload, spec, seed=1, batch_size=8, workdir=str(tmp_path / "whole"))
+  jax.tree.map(np.testing.assert_array_equal, stops[-1][1], training_loop.first_device(whole["state"]).params)
+  assert stops[-1][2]["train_loss_last10"] == whole["train_loss_last10"]  # the losses before the pause count
+  assert stops[-1][2]["eval_loss"] == whole["eval_loss"] and np.isfinite(whole["eval_loss"])
+  assert not whole["diverged"] and whole["steps"] == 2
 
 
 def test_rq1_verdict_follows_the_numbers():
