@@ -118,8 +118,9 @@ class CompiledSteps(training_loop.PmappedSteps):
 
 
 @functools.lru_cache(maxsize=8)
-def compiled_steps(model_config: models.BertConfig, optimizer: optimizers.OptimizerSpec) -> "CompiledSteps":
-  """The jitted init and pmapped steps of one architecture and optimizer (cached: pass `spec.step_key()`)."""
+def _model_steps(model_config: models.BertConfig) -> tuple[Any, Any]:
+  """The jitted init and the pmapped eval step of one architecture: neither depends on the optimizer, so a
+  comparison of many optimizers compiles them once."""
   model = models.BertForMaskedLM(model_config)
 
   def init_params(key, max_seq_len, max_predictions):
@@ -127,9 +128,17 @@ def compiled_steps(model_config: models.BertConfig, optimizer: optimizers.Optimi
     positions = jnp.zeros((1, max_predictions), jnp.int32)
     return model.init(key, tokens, tokens, tokens, positions, deterministic=True)["params"]
 
-  return CompiledSteps(
-      init_params=jax.jit(init_params, static_argnums=(1, 2)),
-      **training_loop.pmap_steps(train_step, eval_step, model=model, optimizer=optimizer))
+  return (jax.jit(init_params, static_argnums=(1, 2)),
+          jax.pmap(functools.partial(eval_step, model=model), axis_name=AXIS))
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_steps(model_config: models.BertConfig, optimizer: optimizers.OptimizerSpec) -> "CompiledSteps":
+  """The jitted init and pmapped steps of one architecture and optimizer (cached: pass `spec.step_key()`)."""
+  init_params, p_eval_step = _model_steps(model_config)
+  steps = training_loop.pmap_steps(train_step, eval_step, model=models.BertForMaskedLM(model_config),
+                                   optimizer=optimizer)
+  return CompiledSteps(init_params=init_params, train_step=steps["train_step"], eval_step=p_eval_step)
 
 
 def _run_signature(config, model_config: models.BertConfig, data: input_pipeline.MlmData,

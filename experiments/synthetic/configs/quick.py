@@ -21,9 +21,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.clip_multipliers = (0.01, 0.1, 1.0, 10.0)
   config.dims = (10, 100, 1000)
   config.dim_alphas = (1.2,)
-  # AutoClip is left out here (in the full config it runs): its percentile sorts a 1000-norm history every
-  # step, 50 times the cost of the other methods on these 10-1000-coordinate problems.
-  config.dim_methods = ("gclip", "cclip", "zclip", "adagc", "spam")
+  # AutoClip is left out of the quick study (the full config runs it, and the quick BERT comparison has it):
+  # its percentile sorts a 1000-norm history every step, 50 times the other methods' cost on these
+  # 10-1000-coordinate problems (measured: 26 s against 0.5 s for 500 runs of 400 steps).
+  # The other later methods join the tuned comparison; the dimension study with them is the full config's
+  # (each method and dimension is one more compilation, about 5 s here).
+  config.methods = tuple(m for m in config.methods if m != "autoclip")
+  config.dim_methods = ("gclip", "cclip")
   config.dim_steps = 200
   config.nonconvex_methods = ("sgd", "gclip", "acclip", "adam")
   config.nonconvex_steps = 1500
