@@ -10,23 +10,18 @@ interrupted run) are dropped so the file reads as one uninterrupted run.
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
+
+from experiments.common import results
 
 METRICS_FILENAME = "metrics.jsonl"
 
 
 def _to_python_scalar(value: Any) -> Any:
   return np.asarray(value).item() if not isinstance(value, (str, bool, int)) else value
-
-
-def _to_json_scalar(value: Any) -> Any:
-  if isinstance(value, float) and not math.isfinite(value):
-    return str(value)  # JSON has no NaN/inf; "nan" keeps the line valid and the value readable
-  return value
 
 
 class MetricWriter:
@@ -67,7 +62,7 @@ class MetricWriter:
     if not self.enabled:
       return
     scalars = {k: _to_python_scalar(v) for k, v in metrics.items()}
-    record = {"step": int(step), **{k: _to_json_scalar(v) for k, v in scalars.items()}}
+    record = {"step": int(step), **{k: results.to_jsonable(v) for k, v in scalars.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
     if self._tensorboard is not None:
