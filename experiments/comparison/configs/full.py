@@ -3,8 +3,9 @@
     python -m experiments.comparison --out /tmp/comparison
     python -m experiments.reproduce --out /tmp/full --parts bert      # the same, inside the reproduction
 
-Expected time: 8 to 11 hours on one CPU core (measured: 13-14 minutes per run of 2000 steps, 35 to 49 runs for
-the paper's seven optimizers), 5 to 8 hours on 2; on one GPU: not measured. Rerunning the same command
+Expected time: 12 to 18 hours on one CPU core (measured: 13-14 minutes per run of 2000 steps; 5 to 7 runs per
+optimizer, 55 to 77 for the eleven), 8 to 12 hours on 2; on one GPU: not measured. The paper's seven took 38
+runs; the four later methods add 20 to 28. Rerunning the same command
 continues an interrupted comparison (finished runs are reused). Needs the Debian package python3.11-doc
 (about 12 MB of English prose).
 """
@@ -16,9 +17,9 @@ from experiments.comparison import study
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.mode = "full"
-  config.expected_time = ("8 to 11 hours on one CPU core (measured: 13-14 minutes per run, 35 to 49 runs), "
-                          "5 to 8 hours on 2; on one GPU: not measured. Rerunning the same command "
-                          "continues an interrupted comparison")
+  config.expected_time = ("12 to 18 hours on one CPU core (measured: 13-14 minutes per run, 55 to 77 runs for "
+                          "the eleven optimizers), 8 to 12 hours on 2; on one GPU: not measured. Rerunning the "
+                          "same command continues an interrupted comparison")
   # Every run starts from experiments/bert/configs/<bert_config>.py with these fields set.
   config.bert_config = "tiny"
   config.overrides = dict(num_train_steps=2000, warmup_steps=200, batch_size=32, max_seq_len=128,
