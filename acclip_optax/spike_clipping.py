@@ -433,9 +433,11 @@ def scale_by_spam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, theta: 
       g32 = g.astype(jnp.promote_types(g.dtype, jnp.float32))
       mu32 = jnp.where(reset, 0, mu.astype(g32.dtype))
       nu32 = jnp.where(reset, 0, nu.astype(g32.dtype))
-      limit = theta * nu32
-      spike = clip & (jnp.square(g32) > limit)
-      g32 = jnp.where(spike, jnp.sign(g32) * jnp.sqrt(limit), g32)
+      # g^2 > theta v  <=>  |g| > sqrt(theta v): the clip is a clamp to +-sqrt(theta v) (+-inf: no clip),
+      # which XLA fuses with the moment updates better than a select on a sign.
+      bound = jnp.where(clip, jnp.sqrt(theta * nu32), jnp.inf)
+      spike = jnp.abs(g32) > bound
+      g32 = jnp.clip(g32, -bound, bound)
       m = b1 * mu32 + (1 - b1) * g32
       v = b2 * nu32 + (1 - b2) * jnp.square(g32)
       directions.append((step_size * m / (jnp.sqrt(v) + eps)).astype(g.dtype))
