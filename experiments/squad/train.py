@@ -35,7 +35,6 @@ import os
 import time
 from typing import Any, NamedTuple
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -43,6 +42,7 @@ import numpy as np
 
 from experiments.bert import input_pipeline as bert_input_pipeline
 from experiments.bert import models as bert_models
+from experiments.bert.train import TrainState  # one state for pre-training and fine-tuning
 from experiments.common import checkpoint
 from experiments.common import classification
 from experiments.common import metrics as metrics_lib
@@ -54,18 +54,6 @@ from experiments.squad import input_pipeline
 from experiments.squad import models
 
 AXIS = parallel.AXIS_NAME
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything a resumed run needs besides the data position (which is `step`)."""
-  step: jax.Array  # int32, optimizer updates done
-  params: Any
-  opt_state: Any
-  rng: jax.Array  # uint32 raw key data (portable across checkpoint formats)
-
-  def as_dict(self) -> dict:
-    return {"step": self.step, "params": self.params, "opt_state": self.opt_state, "rng": self.rng}
 
 
 def _apply_model(model, params, batch, *, deterministic, rngs=None):
