@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 import acclip_optax
@@ -24,6 +25,33 @@ from experiments.common import checkpoint
 from experiments.common import metrics as metrics_lib
 from experiments.common import optimizers
 from experiments.common import parallel
+
+
+def default_loop_config() -> ml_collections.ConfigDict:
+  """The loop's own fields with their defaults (driver configs update it and set batch sizes and steps).
+
+  seed; log_every_steps (metrics are fetched from the devices this often; every step is logged);
+  eval_every_steps and checkpoint_every_steps (0: only at the end); save_checkpoints, max_checkpoints_to_keep;
+  halt_after_steps (> 0: stop, with a checkpoint, after this many steps, as if preempted); stop_on_nonfinite
+  (stop at a NaN/inf loss and report the run as diverged); tensorboard; plot; and multi-host
+  `jax.distributed.initialize(coordinator_address, num_processes, process_id)` when `distributed`.
+  """
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.log_every_steps = 100
+  config.eval_every_steps = 0
+  config.checkpoint_every_steps = 0
+  config.save_checkpoints = True
+  config.max_checkpoints_to_keep = 2
+  config.halt_after_steps = 0
+  config.stop_on_nonfinite = True
+  config.tensorboard = False
+  config.plot = True
+  config.distributed = False
+  config.coordinator_address = ml_collections.config_dict.placeholder(str)
+  config.num_processes = ml_collections.config_dict.placeholder(int)
+  config.process_id = ml_collections.config_dict.placeholder(int)
+  return config
 
 
 def initialize(config, workdir: str) -> str:

@@ -71,11 +71,10 @@ def train(workload: workloads.Workload, spec: optimizers.OptimizerSpec, *, seed:
     with "start_step" (the step it resumed from, 0 for a new run) and "state" (the replicated state at the end).
   """
   steps = compiled_steps(workload, spec)
-  config = ml_collections.ConfigDict(dict(
-      max_checkpoints_to_keep=1, tensorboard=False, halt_after_steps=halt_after_steps,
-      log_every_steps=LOG_EVERY_STEPS, eval_every_steps=0, checkpoint_every_steps=0, stop_on_nonfinite=True,
-      save_checkpoints=save_checkpoints, workload=workload.name, seed=seed, batch_size=batch_size,
-      optimizer=spec.to_dict()))
+  config = training_loop.default_loop_config()
+  config.update(max_checkpoints_to_keep=1, halt_after_steps=halt_after_steps, log_every_steps=LOG_EVERY_STEPS,
+                save_checkpoints=save_checkpoints, plot=False, seed=seed)
+  config.update(workload=workload.name, batch_size=batch_size, optimizer=spec.to_dict())
   start = time.perf_counter()
   result = training_loop.train(
       config, training_loop.prepare_workdir(workdir), state=workload.initial_state(seed, spec),

@@ -8,6 +8,7 @@ and override a field with e.g. `--config.optimizer=acclip --config.learning_rate
 import ml_collections
 
 from experiments.common import optimizers
+from experiments.common import training_loop
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -46,23 +47,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.eps = 1e-6
 
   # Training loop.
-  config.seed = 0
+  config.update(training_loop.default_loop_config())
   config.batch_size = 256  # global, over all processes and devices
   config.eval_batch_size = 256
   config.num_train_steps = 100_000
   config.log_every_steps = 100  # metrics are fetched from the devices this often (every step is logged)
   config.eval_every_steps = 5000  # 0: only at the end
   config.checkpoint_every_steps = 5000  # 0: only at the end
-  config.save_checkpoints = True
-  config.max_checkpoints_to_keep = 2
-  config.halt_after_steps = 0  # > 0: stop (with a checkpoint) after this many steps, as if preempted
-  config.stop_on_nonfinite = True  # stop at a NaN/inf loss and report the run as diverged
-  config.tensorboard = False
-  config.plot = True
-
-  # Multi-host: jax.distributed.initialize(coordinator_address, num_processes, process_id) when set.
-  config.distributed = False
-  config.coordinator_address = ml_collections.config_dict.placeholder(str)
-  config.num_processes = ml_collections.config_dict.placeholder(int)
-  config.process_id = ml_collections.config_dict.placeholder(int)
   return config

@@ -10,6 +10,7 @@ and override a field with e.g. `--config.optimizer=adam --config.learning_rate=1
 import ml_collections
 
 from experiments.common import optimizers
+from experiments.common import training_loop
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -43,7 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.weight_decay_mode = "coupled"  # L2: weight_decay * w added to the gradient
 
   # Training loop.
-  config.seed = 0
+  config.update(training_loop.default_loop_config())
   config.batch_size = 1024  # global, over all processes and devices
   config.eval_batch_size = 1024
   config.num_epochs = 100.0
@@ -51,16 +52,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 100
   config.eval_every_steps = 0  # 0: only at the end
   config.checkpoint_every_steps = 5000
-  config.save_checkpoints = True
-  config.max_checkpoints_to_keep = 2
-  config.halt_after_steps = 0  # > 0: stop (with a checkpoint) after this many steps, as if preempted
-  config.stop_on_nonfinite = True
-  config.tensorboard = False
-  config.plot = True
-
-  # Multi-host: jax.distributed.initialize(coordinator_address, num_processes, process_id) when set.
-  config.distributed = False
-  config.coordinator_address = ml_collections.config_dict.placeholder(str)
-  config.num_processes = ml_collections.config_dict.placeholder(int)
-  config.process_id = ml_collections.config_dict.placeholder(int)
   return config

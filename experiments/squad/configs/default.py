@@ -13,6 +13,7 @@ import ml_collections
 
 from experiments.bert.configs import default
 from experiments.common import optimizers
+from experiments.common import training_loop
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -40,7 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.warmup_fraction = 0.1  # warmup_steps = int(warmup_fraction * total steps); leave warmup_steps 0
 
   # Training loop (experiments.common.training_loop).
-  config.seed = 0
+  config.update(training_loop.default_loop_config())
   config.batch_size = 32  # global, over all processes and devices
   config.eval_batch_size = 64
   config.num_epochs = 2.0
@@ -48,16 +49,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 50  # metrics are fetched from the devices this often (every step is logged)
   config.eval_every_steps = 0  # dev loss, EM and F1 (a pass over the dev set); 0: only at the end
   config.checkpoint_every_steps = 1000  # 0: only at the end
-  config.save_checkpoints = True
-  config.max_checkpoints_to_keep = 2
-  config.halt_after_steps = 0  # > 0: stop (with a checkpoint) after this many steps, as if preempted
-  config.stop_on_nonfinite = True  # stop at a NaN/inf loss and report the run as diverged
-  config.tensorboard = False
-  config.plot = True
-
-  # Multi-host: jax.distributed.initialize(coordinator_address, num_processes, process_id) when set.
-  config.distributed = False
-  config.coordinator_address = ml_collections.config_dict.placeholder(str)
-  config.num_processes = ml_collections.config_dict.placeholder(int)
-  config.process_id = ml_collections.config_dict.placeholder(int)
   return config
