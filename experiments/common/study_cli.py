@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 
 import ml_collections
@@ -35,3 +36,19 @@ def config_name(args: argparse.Namespace) -> str:
   if args.quick and args.config not in (None, "quick"):
     raise ValueError(f"--quick and --config {args.config} contradict each other")
   return "quick" if args.quick else (args.config or "full")
+
+
+def dataclass_from_config(cls, config, study: str):
+  """A study's frozen settings dataclass `cls` from a config (a ConfigDict, or the dict a summary.json
+  recorded), lists as tuples, checked by its `validate()`.
+
+  Raises:
+    ValueError: a field `cls` does not have (naming the study), or one `validate` refuses.
+  """
+  values = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+  unknown = sorted(set(values) - {field.name for field in dataclasses.fields(cls)})
+  if unknown:
+    raise ValueError(f"{study} study config: unknown field(s) {unknown}")
+  settings = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+  settings.validate()
+  return settings

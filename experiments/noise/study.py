@@ -50,6 +50,7 @@ import ml_collections
 import numpy as np
 
 from experiments.common import results as results_lib
+from experiments.common import study_cli
 from experiments.noise import measure
 from experiments.noise import plots
 from experiments.noise import summary
@@ -94,13 +95,7 @@ class StudyConfig:
   @classmethod
   def from_config(cls, config) -> "StudyConfig":
     """The checked settings of a config (a ConfigDict, or the dict a summary.json recorded)."""
-    values = dict(config.to_dict() if hasattr(config, "to_dict") else config)
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-      raise ValueError(f"noise study config: unknown field(s) {unknown}")
-    study_config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-    study_config.validate()
-    return study_config
+    return study_cli.dataclass_from_config(cls, config, "noise")
 
   def validate(self) -> None:
     unknown = set(self.models) - set(MODELS)

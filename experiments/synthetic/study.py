@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.common import results as results_lib
+from experiments.common import study_cli
 from experiments.synthetic import plots, problems, summary
 
 
@@ -79,14 +80,7 @@ class StudyConfig:
   @classmethod
   def from_config(cls, config) -> "StudyConfig":
     """The checked settings of a config (a ConfigDict, or the dict a summary.json recorded)."""
-    values = dict(config.to_dict() if hasattr(config, "to_dict") else config)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-      raise ValueError(f"synthetic study config: unknown field(s) {unknown}")
-    study_config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-    study_config.validate()
-    return study_config
+    return study_cli.dataclass_from_config(cls, config, "synthetic")
 
   def validate(self) -> None:
     for name in ("sgd_lr_multipliers", "clip_lr_multipliers", "clip_multipliers", "dim_clip_multipliers"):
