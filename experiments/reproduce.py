@@ -12,7 +12,8 @@ each in its own folder under DIR, then writes
     DIR/results.json    every number of the report, the settings and seeds, wall times;
     DIR/results.csv     the same numbers flattened to ``key,value`` rows.
 
-A part that raises is recorded (traceback in results.json, "failed" in the report) and the others still run;
+A part that raises is recorded (traceback in results.json, "failed" in the report) and the others still run
+(a preemption notice, SIGTERM, is not a failure: it stops everything, and the same command resumes);
 the exit status is then 1. ``--parts`` reruns only the named parts and keeps the other parts' results from
 an earlier DIR/results.json, so one part can be redone without the rest; ``--report-only`` reruns nothing
 and rebuilds the report and verdicts from DIR/results.json. ``--weight-decay`` and ``--optimizers`` change

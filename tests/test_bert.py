@@ -5,6 +5,7 @@ The multi-process test lives in test_bert_multiprocess.py.
 import functools
 import os
 import shutil
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ from experiments.common import checkpoint
 from experiments.common import metrics as metrics_lib
 from experiments.common import optimizers
 from experiments.common import parallel
+from experiments.common import training_loop
 
 
 def micro_config(**overrides):
@@ -445,6 +447,37 @@ def test_resume_gives_exactly_the_uninterrupted_losses(tmp_path, uninterrupted_r
   assert sorted(expected) == [1, 2, 3, 4, 5, 6]
   assert train_losses(workdir) == expected  # bit-exact, steps 1-3 before and 4-6 after the restart
   assert resumed["eval_loss"] == reference["eval_loss"]
+
+
+def test_sigterm_stops_with_a_checkpoint_and_the_rerun_continues_exactly(tmp_path, monkeypatch,
+                                                                        uninterrupted_run, shared_vocab):
+  """A preemption notice (SIGTERM to this process during step 3's batch) stops the run after that step
+  with a checkpoint there and no evaluation; the rerun resumes and gives the uninterrupted losses."""
+  shard_batch, calls, sent = parallel.shard_batch, [], []
+
+  def notify_during_third_step(batch):
+    if getattr(signal.getsignal(signal.SIGTERM), "__self__", None).__class__ is training_loop.PreemptionNotice:
+      calls.append(1)  # a train step's batch: the loop's handler is installed only around the steps
+    if len(calls) == 3 and not sent:
+      sent.append(os.kill(os.getpid(), signal.SIGTERM))
+    return shard_batch(batch)
+
+  before = signal.getsignal(signal.SIGTERM)
+  workdir = str(tmp_path / "preempted")
+  with monkeypatch.context() as patch:
+    patch.setattr(training_loop.parallel, "shard_batch", notify_during_third_step)
+    with pytest.raises(training_loop.Preempted, match="at step 3: a checkpoint at step 3") as raised:
+      train.train_and_evaluate(micro_config(vocab_file=shared_vocab), workdir)
+  assert (raised.value.step, raised.value.checkpoint_step) == (3, 3)
+  assert isinstance(raised.value, SystemExit) and not isinstance(raised.value, Exception)
+  assert signal.getsignal(signal.SIGTERM) is before  # the loop's handler is gone
+  assert sorted(train_losses(workdir)) == [1, 2, 3]
+  records = metrics_lib.read_metrics(os.path.join(workdir, metrics_lib.METRICS_FILENAME))
+  assert not any("eval_loss" in r for r in records)
+  resumed = train.train_and_evaluate(micro_config(vocab_file=shared_vocab), workdir)
+  reference_dir, reference = uninterrupted_run
+  assert train_losses(workdir) == train_losses(reference_dir)
+  assert resumed["eval_loss"] == reference["eval_loss"] and not resumed["halted"]
 
 
 def test_corrupt_checkpoint_is_an_error_not_a_fresh_start(tmp_path, halted_run, shared_vocab):

@@ -11,7 +11,9 @@ import functools
 import logging
 import math
 import os
+import signal
 import tempfile
+import threading
 import time
 from typing import Any, Callable, Mapping
 
@@ -150,6 +152,72 @@ _all_finite_on_devices = jax.pmap(_all_finite)
 _clip_stats_on_devices = jax.pmap(acclip_optax.clip_stats)
 
 
+class Preempted(SystemExit):
+  """A preemption notice (SIGTERM) stopped the run at a step boundary, after it saved a checkpoint there.
+
+  Rerunning the same command resumes from that checkpoint, so the run loses no progress. It subclasses
+  SystemExit, as KeyboardInterrupt does BaseException, so that code which records a failure and goes on
+  (`except Exception`) does not swallow it: the process stops, with this message and exit status 1.
+
+  Attributes:
+    workdir: the run's directory.
+    step: the step at which the notice stopped the run.
+    checkpoint_step: the newest checkpoint on disk (None: none, e.g. config.save_checkpoints is False).
+  """
+
+  def __init__(self, workdir: str, step: int, checkpoint_step: int | None):
+    self.workdir, self.step, self.checkpoint_step = workdir, step, checkpoint_step
+    where = (f"a checkpoint at step {checkpoint_step} in {workdir}; rerun the same command to resume from it"
+             if checkpoint_step is not None else f"no checkpoint in {workdir} (save_checkpoints is off)")
+    super().__init__(f"Preempted (SIGTERM) at step {step}: {where}.")
+
+
+class PreemptionNotice:
+  """SIGTERM as a preemption notice, checked by the loop after every step (a context manager).
+
+  One process: a handler that only sets a flag, installed while the loop runs (from the main thread; the
+  previous handler comes back on exit). Several processes (`jax.distributed`): JAX's preemption sync
+  manager (`multihost_utils.reached_preemption_sync_point`), which hears the notice on any host and picks
+  one step at which every host stops and saves. A loop in another thread, or several processes with
+  JAX's preemption service off, gets no notice: SIGTERM then ends the process as it would without us.
+  """
+
+  def __init__(self):
+    self._requested = False
+    self._previous = None
+    self._multi_host = False
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    self._requested = True
+    logging.warning("SIGTERM: stopping after this step with a checkpoint")
+
+  def __enter__(self) -> "PreemptionNotice":
+    if jax.process_count() > 1:
+      self._multi_host = bool(jax.config.jax_enable_preemption_service)
+      if not self._multi_host:
+        logging.warning("jax_enable_preemption_service is off: SIGTERM will end the run without a checkpoint")
+    elif threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
+
+  @property
+  def requested(self) -> bool:
+    """Whether this process's handler heard SIGTERM (one process only)."""
+    return self._requested
+
+  def reached(self, step: int) -> bool:
+    """Whether the run should stop and save after `step` (every process gets the same answer)."""
+    if self._multi_host:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._requested
+
+
 @dataclasses.dataclass(frozen=True)
 class LoopResult:
   """What `train` leaves to the driver.
@@ -236,6 +304,9 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
   found non-finite only at the final save has been evaluated, and is not saved), and the newest checkpoint
   on disk is then the last finite state; the log names it.
 
+  Preemption: SIGTERM (`PreemptionNotice`) stops the run after the current step, which is checkpointed
+  (if finite) without an evaluation, and raises `Preempted`; a rerun resumes there and continues exactly.
+
   Args:
     config: reads max_checkpoints_to_keep, tensorboard, halt_after_steps, log_every_steps,
       eval_every_steps, checkpoint_every_steps (0: only at the end), stop_on_nonfinite, save_checkpoints.
@@ -256,6 +327,7 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
 
   Raises:
     checkpoint.CheckpointError: a checkpoint in the workdir that cannot be resumed.
+    Preempted: a SIGTERM arrived while the run trained (it is checkpointed).
   """
   is_main = parallel.is_main_process()
   manager = checkpoint.CheckpointManager(
@@ -324,41 +396,50 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
     return True
 
   step = start_step
-  while step < last_step:
-    state, step_metrics = train_step(state, parallel.shard_batch(train_batch(step)))
-    step += 1
-    interval_steps += 1
-    pending.append((step, step_metrics))
-    progress.update(1)
-    if step % config.log_every_steps == 0 or step == last_step:
-      if not flush() and config.stop_on_nonfinite:
-        diverged = True
+  preempted = False  # stopped by a preemption notice before last_step
+  with PreemptionNotice() as notice:
+    while step < last_step:
+      state, step_metrics = train_step(state, parallel.shard_batch(train_batch(step)))
+      step += 1
+      interval_steps += 1
+      pending.append((step, step_metrics))
+      progress.update(1)
+      if step % config.log_every_steps == 0 or step == last_step:
+        if not flush() and config.stop_on_nonfinite:
+          diverged = True
+          break
+      if config.eval_every_steps and step % config.eval_every_steps == 0 and step < last_step:
+        eval_metrics = evaluate(state)
+        writer.write(step, eval_metrics)
+      if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and step < last_step:
+        if not save(step, step_metrics["train_loss"]) and config.stop_on_nonfinite:
+          diverged = True
+          break
+      if step < last_step and notice.reached(step):
+        preempted = True
         break
-    if config.eval_every_steps and step % config.eval_every_steps == 0 and step < last_step:
-      eval_metrics = evaluate(state)
-      writer.write(step, eval_metrics)
-    if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and step < last_step:
-      if not save(step, step_metrics["train_loss"]) and config.stop_on_nonfinite:
-        diverged = True
-        break
-  flush()
-  progress.close()
+    flush()
+    progress.close()
 
-  if not diverged:
-    eval_metrics = evaluate(state)
-    if step > start_step or not evaluated_before:
-      writer.write(step, eval_metrics)
-    if step > start_step and not save(step, step_metrics["train_loss"]):
-      diverged = config.stop_on_nonfinite
-  manager.wait_until_finished()
-  checkpoint_step = manager.latest_step()
-  if diverged:
-    logging.error(
-        "Diverged: a non-finite loss or state by step %d. %s", step,
-        f"The newest checkpoint, step {checkpoint_step} in {manager.directory}, is the last finite state "
-        "written; a rerun resumes from it." if checkpoint_step is not None else "No checkpoint was written.")
-  manager.close()
-  writer.close()
+    if preempted:  # save at once and leave the evaluation to the rerun: a notice leaves seconds
+      save(step, step_metrics["train_loss"])  # refuses a non-finite state: the rerun resumes an older one
+    elif not diverged:
+      eval_metrics = evaluate(state)
+      if step > start_step or not evaluated_before:
+        writer.write(step, eval_metrics)
+      if step > start_step and not save(step, step_metrics["train_loss"]):
+        diverged = config.stop_on_nonfinite
+    manager.wait_until_finished()
+    checkpoint_step = manager.latest_step()
+    if diverged:
+      logging.error(
+          "Diverged: a non-finite loss or state by step %d. %s", step,
+          f"The newest checkpoint, step {checkpoint_step} in {manager.directory}, is the last finite state "
+          "written; a rerun resumes from it." if checkpoint_step is not None else "No checkpoint was written.")
+    manager.close()
+    writer.close()
+    if preempted or notice.requested:  # a notice during the last step or evaluation stops the process too
+      raise Preempted(workdir, step, checkpoint_step)
   return LoopResult(
       state=state, start_step=start_step, step=step, history=history, eval_metrics=eval_metrics,
       diverged=diverged, halted=bool(config.halt_after_steps) and step < total_steps and not diverged,
