@@ -419,10 +419,21 @@ def test_an_interrupted_comparison_redoes_only_the_unfinished_runs(tiny_reproduc
   bert_dir = shutil.copytree(os.path.join(out_dir, "bert"), tmp_path / "bert")
   finished = sorted(glob.glob(os.path.join(bert_dir, "runs", "*", "*", comparison.RUN_RESULT_FILENAME)))
   os.remove(finished[0])  # as if the run had been killed before it finished
+
+  def edit_recorded_config(path, **fields):
+    with open(path) as f:
+      saved = json.load(f)
+    saved["config"].update(fields)
+    with open(path, "w") as f:
+      json.dump(saved, f)
+
+  edit_recorded_config(finished[1], save_checkpoints=False)  # changes no number: still reused
+  edit_recorded_config(finished[2], warmup_steps=-1)  # another setup: redone
   capsys.readouterr()
   summary = comparison.run(str(bert_dir), _tiny_bert_config())
   log = capsys.readouterr().out
-  assert log.count("finished before, reusing") == len(finished) - 1
+  assert log.count("finished before, reusing") == len(finished) - 2
+  assert f"{os.path.relpath(os.path.dirname(finished[1]), os.path.join(bert_dir, 'runs'))}: finished before" in log
   # The redone run is deterministic, so every number is the uninterrupted comparison's.
   original = results["parts"]["bert"]["summary"]["optimizers"]
   for name, result in summary["optimizers"].items():

@@ -222,6 +222,13 @@ def _run_name(optimizer: str, learning_rate: float, seed: int) -> str:
 
 
 RUN_RESULT_FILENAME = "run_result.json"
+# Config fields that change no number a run reports: a finished run is reused whatever they were.
+# (save_checkpoints: runs before 2026-12 saved none when no SQuAD folder was given.)
+NOT_COMPARED_FOR_REUSE = ("save_checkpoints",)
+
+
+def _reuse_key(config_json: Mapping[str, Any]) -> dict[str, Any]:
+  return {key: value for key, value in config_json.items() if key not in NOT_COMPARED_FOR_REUSE}
 
 
 def _pretrain(settings: ComparisonSettings, out_dir: str, optimizer: str, learning_rate: float,
@@ -242,7 +249,7 @@ def _pretrain(settings: ComparisonSettings, out_dir: str, optimizer: str, learni
   if os.path.exists(result_path):
     with open(result_path) as f:
       saved = json.load(f)
-    if saved.get("config") == config_json:
+    if _reuse_key(saved.get("config", {})) == _reuse_key(config_json):
       print(f"[comparison] {name}: finished before, reusing {result_path}", flush=True)
       return {"workdir": os.path.relpath(workdir, out_dir), "wall_s": saved["wall_s"],
               "final": saved["final"]}
@@ -335,8 +342,9 @@ def run(out_dir: str, config: ml_collections.ConfigDict, squad_dir: str | None =
   """
   settings = ComparisonSettings.from_config(config)
   os.makedirs(out_dir, exist_ok=True)
-  # Checkpoints only matter to fine-tuning; one shared vocabulary spares every run its WordPiece training.
-  shared = dict(save_checkpoints=bool(squad_dir))
+  # Every run checkpoints (fine-tuning starts from the end; a preempted run resumes from where SIGTERM
+  # stopped it); one shared vocabulary spares every run its WordPiece training.
+  shared = dict(save_checkpoints=True)
   shared["vocab_file"], corpus = _shared_vocabulary(settings, os.path.join(out_dir, "vocabulary"))
   settings = dataclasses.replace(settings, overrides={**settings.overrides, **shared})
   optimizers = {}
