@@ -149,13 +149,7 @@ def write_report(out_dir: str, results: Mapping[str, Any],
     data = part.get("summary", {}).get("data_description", [])
     if data:  # what the part loaded, as it recorded it (never a description typed for the mode)
       lines += ["Data:", ""] + [f"- {sentence}" for sentence in data] + [""]
-    if assessed["rows"]:
-      lines += [markdown_table(["measure", "ours", "paper", "verdict"],
-                               [[r["measure"], r["ours"], r["paper"],
-                                 r["verdict"] if r["verdict"] == "—" else f"**{r['verdict']}**"]
-                                for r in assessed["rows"]]), "", "Rules:", ""]
-      lines += [f"- {r['measure']}: {r['rule']}" for r in assessed["rows"]]
-    lines += [f"- {assessed['overall_rule']}", "", f"**Verdict: {assessed['verdict']}.**", ""]
+    lines += verdict_lines(assessed)
     lines += list(extra_sections.get(rq, ()))
     lines += ["", "Figures:", ""]
     lines += _figure_lines(_figures(out_dir, part.get("dir", assessed["part"]), figure_keywords.get(rq, ())))
@@ -171,6 +165,18 @@ def write_report(out_dir: str, results: Mapping[str, Any],
   with open(path, "w") as f:
     f.write("\n".join(lines).rstrip() + "\n")
   return path
+
+
+def verdict_lines(assessed: Mapping[str, Any]) -> list[str]:
+  """A research question's rows (measure, ours, paper, verdict), its rules and its verdict, in Markdown."""
+  lines = []
+  if assessed["rows"]:
+    lines += [markdown_table(["measure", "ours", "paper", "verdict"],
+                             [[r["measure"], r["ours"], r["paper"],
+                               r["verdict"] if r["verdict"] == "—" else f"**{r['verdict']}**"]
+                              for r in assessed["rows"]]), "", "Rules:", ""]
+    lines += [f"- {r['measure']}: {r['rule']}" for r in assessed["rows"]]
+  return lines + [f"- {assessed['overall_rule']}", "", f"**Verdict: {assessed['verdict']}.**", ""]
 
 
 def _environment_lines(results: Mapping[str, Any]) -> list[str]:

@@ -13,6 +13,7 @@ from experiments import reproduce
 from experiments.common import results as results_lib
 from experiments.common import verdicts
 from experiments.common.verdicts import combine_verdicts, verdict_from_margin
+from experiments.comparison import combine
 from experiments.comparison import plots
 from experiments.comparison import study as comparison
 from experiments.comparison import sweep
@@ -438,6 +439,44 @@ def test_an_interrupted_comparison_redoes_only_the_unfinished_runs(tiny_reproduc
   original = results["parts"]["bert"]["summary"]["optimizers"]
   for name, result in summary["optimizers"].items():
     assert result["eval_loss"]["values"] == pytest.approx(original[name]["eval_loss"]["values"]), name
+
+
+def test_comparisons_run_apart_combine_into_the_one_they_split_from(tiny_reproduction, tmp_path, capsys):
+  """Optimizers run later into another folder (as the post-paper methods were): combining the two summaries
+  gives every optimizer's recorded numbers and the verdicts of the comparison that ran them together."""
+  _, results, _ = tiny_reproduction
+  whole = json.loads(json.dumps(results["parts"]["bert"]["summary"]))
+  names = list(whole["optimizers"])
+  paths = []
+  for i, subset in enumerate((names[:1], names[1:])):
+    part = dict(whole, optimizers={n: whole["optimizers"][n] for n in subset})
+    part["settings"] = dict(whole["settings"], learning_rates={n: whole["settings"]["learning_rates"][n]
+                                                               for n in subset})
+    part["settings"]["overrides"] = dict(whole["settings"]["overrides"], vocab_file=f"/elsewhere/{i}/vocab.txt")
+    os.makedirs(tmp_path / f"part{i}")
+    paths.append(str(tmp_path / f"part{i}" / "results.json"))
+    results_lib.write_json(paths[-1], part)
+  assert combine.main(["--out", str(tmp_path / "combined")] + paths) == 0
+  combined = results_lib.read_json(str(tmp_path / "combined" / "results.json"))
+  assert combined["optimizers"] == whole["optimizers"]
+  assert [s["optimizers"] for s in combined["sources"]] == [names[:1], names[1:]]
+  for assess in (comparison_verdict.assess_rq4, comparison_verdict.assess_rq5):
+    assert assess(combined) == assess(whole)
+  text = (tmp_path / "combined" / "summary.md").read_text()
+  assert "## RQ5" in text and "held-out MLM loss" in text
+
+  changed = dict(results_lib.read_json(paths[1]))
+  changed["settings"]["overrides"]["num_train_steps"] += 1
+  results_lib.write_json(paths[1], changed)
+  capsys.readouterr()
+  with pytest.raises(SystemExit):
+    combine.main(["--out", str(tmp_path / "refused")] + paths)
+  assert "differ in overrides.num_train_steps" in capsys.readouterr().err
+  with pytest.raises(SystemExit):  # never over a comparison's own results
+    combine.main(["--out", str(tmp_path / "part0"), paths[0], paths[0].replace("part0", "part1")])
+  assert "holds a comparison's own results" in capsys.readouterr().err
+  with pytest.raises(ValueError, match="both have"):
+    combine.combine([whole, whole], ["a", "b"])
 
 
 def test_report_only_describes_the_run_that_made_the_numbers(tiny_reproduction, tmp_path):
