@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 import time
@@ -40,6 +41,7 @@ import ml_collections
 from experiments import report
 from experiments.common import results as results_lib
 from experiments.common import study_cli
+from experiments.common import training_loop
 from experiments.common import verdicts
 
 PARTS = ("synthetic", "noise", "bert")
@@ -133,10 +135,8 @@ def run(out_dir: str, mode: str = "quick", squad_dir: str | None = None, parts: 
   if squad_dir is not None:
     comparison.squad_files(squad_dir)  # fail before hours of pretraining, not after
   results_path = os.path.join(out_dir, "results.json")
-  previous = {}
-  if set(parts) != set(PARTS) and os.path.exists(results_path):
-    previous = results_lib.read_json(results_path)
-  elif not parts:
+  previous = results_lib.read_json(results_path) if os.path.exists(results_path) else {}
+  if not parts and not previous:
     raise FileNotFoundError(f"{results_path} does not exist: nothing to rebuild the report from")
   if not parts:  # report only: the mode, configs and command are those that produced the numbers
     recorded = {name: ml_collections.ConfigDict(config) for name, config in previous["configs"].items()}
@@ -149,22 +149,36 @@ def run(out_dir: str, mode: str = "quick", squad_dir: str | None = None, parts: 
 
   start = time.perf_counter()
   runners = {name: (runners or {}).get(name) or _study_run(name, squad_dir) for name in parts}
-  part_results = {}
+  recorded_configs = json.loads(json.dumps(results_lib.to_jsonable(
+      {name: config.to_dict() for name, config in configs.items()})))
+  # The same command after a preemption keeps the parts that invocation finished.
+  resumed = (parts and previous.get("preempted") is not None and previous.get("parts_run") == list(parts)
+             and previous.get("configs") == recorded_configs and previous.get("squad_dir") == squad_dir)
+  part_results, preempted = {}, None
   for name in PARTS:
-    if name in parts:
-      part_results[name] = _run_part(name, lambda d, n=name: runners[n](d, configs[n]),
-                                     os.path.join(out_dir, name))
-    elif name in previous.get("parts", {}):
+    if name in parts and resumed and previous["parts"].get(name, {}).get("status") == "ok":
+      print(f"[reproduce] {name}: finished before the preemption, kept", flush=True)
+      part_results[name] = previous["parts"][name]
+    elif name in parts and preempted is None:
+      try:
+        part_results[name] = _run_part(name, lambda d, n=name: runners[n](d, configs[n]),
+                                       os.path.join(out_dir, name))
+      except training_loop.Preempted as notice:
+        preempted = notice
+        part_results[name] = {"status": "preempted", "dir": name, "summary": {}, "error": str(notice)}
+    elif name not in parts and name in previous.get("parts", {}):
       part_results[name] = previous["parts"][name]
   results = {
       "command": command,
       "mode": modes.pop(),
       "squad_dir": squad_dir,
-      "parts_run": list(parts),
+      # Report only: what the run that made the numbers ran, and whether a notice stopped it.
+      "parts_run": list(parts) if parts else previous.get("parts_run", []),
+      "preempted": str(preempted) if preempted else None if parts else previous.get("preempted"),
       "wall_s": time.perf_counter() - start,
       # Report only: the environment that produced the numbers, not the one that re-read them.
       "environment": previous["environment"] if not parts else report.environment(),
-      "configs": {name: config.to_dict() for name, config in configs.items()},
+      "configs": recorded_configs,
       "parts": part_results,
   }
   results["research_questions"] = assess_all(part_results)
@@ -172,6 +186,8 @@ def run(out_dir: str, mode: str = "quick", squad_dir: str | None = None, parts: 
   results_lib.write_flat_csv(os.path.join(out_dir, "results.csv"), results)
   report.write_report(out_dir, results, figure_keywords=FIGURE_KEYWORDS,
                       extra_sections=_extra_sections(out_dir, results))
+  if preempted is not None:  # the finished parts are on disk; the same command continues
+    raise preempted
   return results
 
 

@@ -457,7 +457,7 @@ def test_sigterm_stops_with_a_checkpoint_and_the_rerun_continues_exactly(tmp_pat
 
   def notify_during_third_step(batch):
     if getattr(signal.getsignal(signal.SIGTERM), "__self__", None).__class__ is training_loop.PreemptionNotice:
-      calls.append(1)  # a train step's batch: the loop's handler is installed only around the steps
+      calls.append(1)  # a train step's batch: the handler is installed only while the loop runs
     if len(calls) == 3 and not sent:
       sent.append(os.kill(os.getpid(), signal.SIGTERM))
     return shard_batch(batch)
@@ -466,7 +466,7 @@ def test_sigterm_stops_with_a_checkpoint_and_the_rerun_continues_exactly(tmp_pat
   workdir = str(tmp_path / "preempted")
   with monkeypatch.context() as patch:
     patch.setattr(training_loop.parallel, "shard_batch", notify_during_third_step)
-    with pytest.raises(training_loop.Preempted, match="at step 3: a checkpoint at step 3") as raised:
+    with pytest.raises(training_loop.Preempted, match="at step 3: the newest checkpoint is step 3") as raised:
       train.train_and_evaluate(micro_config(vocab_file=shared_vocab), workdir)
   assert (raised.value.step, raised.value.checkpoint_step) == (3, 3)
   assert isinstance(raised.value, SystemExit) and not isinstance(raised.value, Exception)
@@ -477,6 +477,8 @@ def test_sigterm_stops_with_a_checkpoint_and_the_rerun_continues_exactly(tmp_pat
   resumed = train.train_and_evaluate(micro_config(vocab_file=shared_vocab), workdir)
   reference_dir, reference = uninterrupted_run
   assert train_losses(workdir) == train_losses(reference_dir)
+  records = metrics_lib.read_metrics(os.path.join(workdir, metrics_lib.METRICS_FILENAME))
+  assert [r["step"] for r in records if "train_loss" in r] == [1, 2, 3, 4, 5, 6]  # no step twice
   assert resumed["eval_loss"] == reference["eval_loss"] and not resumed["halted"]
 
 

@@ -1,5 +1,6 @@
 """The reproduction command: its rules (verdicts, learning-rate choice, seed statistics) and one end-to-end
 run on tiny settings that must produce every section of the report with finite numbers and its figures."""
+import dataclasses
 import glob
 import json
 import math
@@ -11,6 +12,7 @@ import pytest
 
 from experiments import reproduce
 from experiments.common import results as results_lib
+from experiments.common import training_loop
 from experiments.common import verdicts
 from experiments.common.verdicts import combine_verdicts, verdict_from_margin
 from experiments.comparison import combine
@@ -419,7 +421,9 @@ def test_an_interrupted_comparison_redoes_only_the_unfinished_runs(tiny_reproduc
   out_dir, results, _ = tiny_reproduction
   bert_dir = shutil.copytree(os.path.join(out_dir, "bert"), tmp_path / "bert")
   finished = sorted(glob.glob(os.path.join(bert_dir, "runs", "*", "*", comparison.RUN_RESULT_FILENAME)))
-  os.remove(finished[0])  # as if the run had been killed before it finished
+  # As if the first run had been killed before it finished or checkpointed: it trains again from scratch.
+  os.remove(finished[0])
+  shutil.rmtree(os.path.join(os.path.dirname(finished[0]), "checkpoints"))
 
   def edit_recorded_config(path, **fields):
     with open(path) as f:
@@ -429,16 +433,33 @@ def test_an_interrupted_comparison_redoes_only_the_unfinished_runs(tiny_reproduc
       json.dump(saved, f)
 
   edit_recorded_config(finished[1], save_checkpoints=False)  # changes no number: still reused
-  edit_recorded_config(finished[2], warmup_steps=-1)  # another setup: redone
+  edit_recorded_config(finished[2], warmup_steps=-1)  # another experiment's run: never overwritten
+  with pytest.raises(ValueError, match=r"holds a finished run of another setup \(it differs in warmup_steps\)"):
+    comparison.run(str(bert_dir), _tiny_bert_config())
+  edit_recorded_config(finished[2], warmup_steps=_tiny_bert_config().overrides.warmup_steps)
   capsys.readouterr()
   summary = comparison.run(str(bert_dir), _tiny_bert_config())
   log = capsys.readouterr().out
-  assert log.count("finished before, reusing") == len(finished) - 2
+  assert log.count("finished before, reusing") == len(finished) - 1
   assert f"{os.path.relpath(os.path.dirname(finished[1]), os.path.join(bert_dir, 'runs'))}: finished before" in log
   # The redone run is deterministic, so every number is the uninterrupted comparison's.
   original = results["parts"]["bert"]["summary"]["optimizers"]
   for name, result in summary["optimizers"].items():
     assert result["eval_loss"]["values"] == pytest.approx(original[name]["eval_loss"]["values"]), name
+  # SQuAD fine-tunes from a run's final checkpoint: a run recorded without one is redone when it must keep it.
+  optimizer, run_name = os.path.relpath(os.path.dirname(finished[1]), os.path.join(bert_dir, "runs")).split("/")
+  learning_rate, seed = float(run_name[2:].split("_seed")[0]), int(run_name.split("_seed")[1])
+  settings = dataclasses.replace(comparison.ComparisonSettings.from_config(_tiny_bert_config()), overrides={
+      **_tiny_bert_config().overrides, "save_checkpoints": True,
+      "vocab_file": os.path.join(bert_dir, "vocabulary", "vocab.txt")})
+  recorded = results_lib.read_json(finished[1])["final"]
+  shutil.rmtree(os.path.join(os.path.dirname(finished[1]), "checkpoints"))  # as such runs have none
+  capsys.readouterr()
+  redone = comparison._pretrain(settings, str(bert_dir), optimizer, learning_rate, seed,  # pylint: disable=protected-access
+                                keep_checkpoint=True)
+  assert "without its final checkpoint" in capsys.readouterr().out
+  assert redone["final"]["eval_loss"] == pytest.approx(recorded["eval_loss"])
+  assert os.listdir(os.path.join(os.path.dirname(finished[1]), "checkpoints"))
 
 
 def test_comparisons_run_apart_combine_into_the_one_they_split_from(tiny_reproduction, tmp_path, capsys):
@@ -453,6 +474,8 @@ def test_comparisons_run_apart_combine_into_the_one_they_split_from(tiny_reprodu
     part["settings"] = dict(whole["settings"], learning_rates={n: whole["settings"]["learning_rates"][n]
                                                                for n in subset})
     part["settings"]["overrides"] = dict(whole["settings"]["overrides"], vocab_file=f"/elsewhere/{i}/vocab.txt")
+    if i:  # the BERT config's own weight decay, given explicitly (--weight-decay 0.01): the same setup
+      part["settings"]["overrides"]["weight_decay"] = 0.01
     os.makedirs(tmp_path / f"part{i}")
     paths.append(str(tmp_path / f"part{i}" / "results.json"))
     results_lib.write_json(paths[-1], part)
@@ -474,9 +497,43 @@ def test_comparisons_run_apart_combine_into_the_one_they_split_from(tiny_reprodu
   assert "differ in overrides.num_train_steps" in capsys.readouterr().err
   with pytest.raises(SystemExit):  # never over a comparison's own results
     combine.main(["--out", str(tmp_path / "part0"), paths[0], paths[0].replace("part0", "part1")])
-  assert "holds a comparison's own results" in capsys.readouterr().err
+  assert "was written by something else than this command" in capsys.readouterr().err
   with pytest.raises(ValueError, match="both have"):
     combine.combine([whole, whole], ["a", "b"])
+  other_corpus = dict(whole, corpus=dict(whole["corpus"], train_tokens=whole["corpus"]["train_tokens"] + 1))
+  with pytest.raises(ValueError, match="differ in corpus loaded"):
+    combine.combine([whole, other_corpus], ["a", "b"])
+
+
+def test_a_preempted_reproduction_keeps_its_finished_parts_and_the_same_command_continues(tmp_path):
+  """SIGTERM in the noise part (a `training_loop.Preempted` out of its training loop) is not a failure: the
+  reproduction writes the finished synthetic part and stops; the same call keeps it and redoes the noise."""
+  calls = []
+
+  def preempted_once(out_dir, config):
+    calls.append("noise")
+    if calls.count("noise") == 1:
+      raise training_loop.Preempted(out_dir, 7, 5)
+    return _noise_stand_in(out_dir)
+
+  def synthetic(out_dir, config):
+    calls.append("synthetic")
+    return _synthetic_stand_in(out_dir)
+
+  runners = {"synthetic": synthetic, "noise": preempted_once}
+  out_dir = str(tmp_path / "out")
+  with pytest.raises(training_loop.Preempted, match="at step 7"):
+    reproduce.run(out_dir, configs=_tiny_configs(), runners=runners, parts=["synthetic", "noise"])
+  stopped = results_lib.read_json(os.path.join(out_dir, "results.json"))
+  assert {name: part["status"] for name, part in stopped["parts"].items()} == {"synthetic": "ok",
+                                                                             "noise": "preempted"}
+  assert "at step 7" in stopped["preempted"]
+  resumed = reproduce.run(out_dir, configs=_tiny_configs(), runners=runners, parts=["synthetic", "noise"])
+  assert calls == ["synthetic", "noise", "noise"]  # synthetic kept, noise redone
+  assert {name: part["status"] for name, part in resumed["parts"].items()} == {"synthetic": "ok", "noise": "ok"}
+  assert resumed["preempted"] is None and resumed["parts"]["synthetic"] == stopped["parts"]["synthetic"]
+  again = reproduce.run(out_dir, configs=_tiny_configs(), runners=runners, parts=["synthetic"])
+  assert calls[-1] == "synthetic" and again["parts"]["noise"] == resumed["parts"]["noise"]  # no resume now
 
 
 def test_report_only_describes_the_run_that_made_the_numbers(tiny_reproduction, tmp_path):

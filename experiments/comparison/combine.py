@@ -4,14 +4,15 @@
 
 A full comparison takes hours per optimizer, so optimizers added later (the post-paper methods) run into a
 folder of their own (`python -m experiments.comparison --out LATER --optimizers zclip,adagc,...`). This puts
-their summaries side by side after checking (`check_same_setup`) that every setting that changes a number
-is the same, and writes DIR/results.json (the combined summary, with the sources it read) and
+their summaries side by side after checking (`check_same_setup`) that the settings that change a number
+are the same (those both recorded), and writes DIR/results.json (the combined summary, with the sources it read) and
 DIR/summary.md (the comparison's tables and the RQ4 and RQ5 verdicts by `verdict`'s rules). It runs
 nothing; each optimizer's numbers are the ones its own run recorded.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -22,41 +23,59 @@ from experiments.common import results
 from experiments.comparison import summary as summary_lib
 from experiments.comparison import verdict
 
-# Settings every combined summary must share, and the run overrides that change no number (the shared
-# vocabulary's path: each folder trains its own, deterministically, from the same documents; whether runs
-# kept checkpoints).
-SHARED_SETTINGS = ("config_name", "corpus", "overrides", "seeds")
+# Run overrides that change no number (the shared vocabulary's path: each folder trains its own,
+# deterministically, from the same documents, which `corpus` checks; whether runs kept checkpoints).
 OVERRIDES_NOT_COMPARED = ("vocab_file", "save_checkpoints")
 
 
+def _effective_overrides(settings: Mapping[str, Any]) -> dict[str, Any]:
+  """The BERT config every run of a summary started from (today's base config file with its overrides)."""
+  base = importlib.import_module(f"experiments.bert.configs.{settings['config_name']}").get_config()
+  base.update({k: v for k, v in settings["overrides"].items() if k not in OVERRIDES_NOT_COMPARED})
+  return {k: v for k, v in base.to_dict().items() if k not in OVERRIDES_NOT_COMPARED}
+
+
+def _setup(summary: Mapping[str, Any]) -> dict[str, Any]:
+  """What must be equal for two summaries to be one comparison: the effective run config, the corpus as
+  loaded (documents per split, training tokens; when recorded), the seeds, and the optimizer settings in
+  words (shared hyperparameters and per-optimizer exceptions; when recorded)."""
+  settings = summary["settings"]
+  setup = {"config_name": settings["config_name"], "corpus": settings["corpus"],
+           "seeds": list(settings["seeds"]), "corpus loaded": summary.get("corpus"),
+           "optimizer settings": summary.get("optimizer_settings")}
+  setup.update({f"overrides.{k}": v for k, v in _effective_overrides(settings).items()})
+  return setup
+
+
 def check_same_setup(first: Mapping[str, Any], other: Mapping[str, Any], names: Sequence[str] = ("first", "other")):
-  """Raises ValueError naming the first setting (or run override) in which two summaries differ."""
-  for key in SHARED_SETTINGS:
-    a, b = first["settings"].get(key), other["settings"].get(key)
-    if key == "overrides":
-      a, b = ({k: v for k, v in d.items() if k not in OVERRIDES_NOT_COMPARED} for d in (a or {}, b or {}))
-      for field in sorted(set(a) | set(b)):
-        if a.get(field) != b.get(field):
-          raise ValueError(f"the comparisons differ in overrides.{field}: {names[0]} has {a.get(field)!r}, "
-                           f"{names[1]} has {b.get(field)!r}; only runs of one setup can be compared")
-    elif a != b:
-      raise ValueError(f"the comparisons differ in {key}: {names[0]} has {a!r}, {names[1]} has {b!r}; "
-                       "only runs of one setup can be compared")
+  """Raises ValueError naming the first setting in which two summaries differ (one recorded by only one of
+  them, e.g. by an older version, is not compared)."""
+  a, b = _setup(first), _setup(other)
+  for key in a:
+    if a[key] is not None and b.get(key) is not None and a[key] != b[key]:
+      raise ValueError(f"the comparisons differ in {key}: {names[0]} has {a[key]!r}, {names[1]} has "
+                       f"{b[key]!r}; only runs of one setup can be compared")
 
 
 def combine(summaries: Sequence[Mapping[str, Any]], sources: Sequence[str]) -> dict[str, Any]:
-  """The summaries' optimizers in one summary (settings, setup text and fine-tuning of the first).
+  """The summaries' optimizers in one summary (the settings and setup text of the first; the fine-tuning
+  of the one that fine-tuned).
 
   Args:
     summaries: comparison summaries (`study.run`'s return, the results.json of a comparison folder).
     sources: where each came from, recorded with the optimizers it gave.
 
   Raises:
-    ValueError: the setups differ (`check_same_setup`) or an optimizer is in two summaries.
+    ValueError: the setups differ (`check_same_setup`), an optimizer is in two summaries, or two fine-tuned.
   """
   first = summaries[0]
   combined = dict(first, optimizers={}, sources=[], figures={})
   combined["settings"] = dict(first["settings"], learning_rates={})
+  finetuned = [(s, source) for s, source in zip(summaries, sources) if s.get("finetune", {}).get("status") == "ok"]
+  if len(finetuned) > 1:
+    raise ValueError(f"{' and '.join(source for _, source in finetuned)} both fine-tuned on SQuAD: give one")
+  if finetuned:
+    combined["finetune"] = finetuned[0][0]["finetune"]
   for summary, source in zip(summaries, sources):
     check_same_setup(first, summary, (sources[0], source))
     twice = sorted(set(summary["optimizers"]) & set(combined["optimizers"]))
@@ -85,9 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--out", required=True, help="folder for results.json and summary.md")
   parser.add_argument("results", nargs="+", help="results.json files of comparison folders")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-  out_path = os.path.join(args.out, "results.json")
-  if os.path.exists(out_path) and "sources" not in results.read_json(out_path):
-    parser.error(f"{out_path} holds a comparison's own results, not a combination: give another --out")
+  out_path, markdown_path = (os.path.join(args.out, name) for name in ("results.json", "summary.md"))
+  ours = os.path.exists(out_path) and "sources" in results.read_json(out_path)
+  for path in (out_path, markdown_path):
+    if os.path.exists(path) and not ours:
+      parser.error(f"{path} was written by something else than this command: give another --out")
   summaries = [results.read_json(path) for path in args.results]
   try:
     combined = combine(summaries, args.results)
@@ -95,8 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error(str(error))
   os.makedirs(args.out, exist_ok=True)
   results.write_json(out_path, combined)
-  with open(os.path.join(args.out, "summary.md"), "w") as f:
+  with open(markdown_path + ".tmp", "w") as f:
     f.write("\n".join(summary_markdown(combined)).rstrip() + "\n")
+  os.replace(markdown_path + ".tmp", markdown_path)
   print(f"combined {', '.join(combined['optimizers'])} into {args.out}")
   return 0
 

@@ -227,16 +227,19 @@ RUN_RESULT_FILENAME = "run_result.json"
 NOT_COMPARED_FOR_REUSE = ("save_checkpoints",)
 
 
-def _reuse_key(config_json: Mapping[str, Any]) -> dict[str, Any]:
-  return {key: value for key, value in config_json.items() if key not in NOT_COMPARED_FOR_REUSE}
-
-
 def _pretrain(settings: ComparisonSettings, out_dir: str, optimizer: str, learning_rate: float,
-              seed: int) -> dict[str, Any]:
+              seed: int, *, keep_checkpoint: bool = False) -> dict[str, Any]:
   """One pre-training run, or the result a finished run with the same config left in its workdir.
 
   A finished run writes `<workdir>/run_result.json` (its config, result and wall time), so rerunning an
-  interrupted comparison into the same directory redoes only the runs that did not finish.
+  interrupted comparison into the same directory redoes only the runs that did not finish (an unfinished
+  one resumes from its checkpoint). A finished run whose config differs in a field that changes a number
+  (all but `NOT_COMPARED_FOR_REUSE`) is another experiment's: it is an error, never overwritten.
+  keep_checkpoint: the run must leave its final checkpoint (SQuAD fine-tunes from it), so a finished run
+  recorded with save_checkpoints off is redone.
+
+  Raises:
+    ValueError: the workdir holds a finished run of another setup.
   """
   from experiments.bert import input_pipeline, train  # pylint: disable=g-import-not-at-top
   name = _run_name(optimizer, learning_rate, seed)
@@ -249,10 +252,19 @@ def _pretrain(settings: ComparisonSettings, out_dir: str, optimizer: str, learni
   if os.path.exists(result_path):
     with open(result_path) as f:
       saved = json.load(f)
-    if _reuse_key(saved.get("config", {})) == _reuse_key(config_json):
+    recorded = saved.get("config", {})
+    differing = sorted(key for key in set(recorded) | set(config_json)
+                       if key not in NOT_COMPARED_FOR_REUSE and recorded.get(key) != config_json.get(key))
+    if differing:
+      raise ValueError(f"{workdir} holds a finished run of another setup (it differs in {', '.join(differing)}); "
+                       "give the comparison another --out, or move that run away")
+    if not (keep_checkpoint and recorded.get("save_checkpoints") is False):
       print(f"[comparison] {name}: finished before, reusing {result_path}", flush=True)
       return {"workdir": os.path.relpath(workdir, out_dir), "wall_s": saved["wall_s"],
               "final": saved["final"]}
+    print(f"[comparison] {name}: finished before without its final checkpoint, which fine-tuning needs; "
+          "redoing it", flush=True)
+    os.remove(result_path)
   start = time.perf_counter()
   final = dict(train.train_and_evaluate(config, workdir))
   wall_s = time.perf_counter() - start
@@ -277,14 +289,14 @@ def _final(run: Mapping[str, Any], key: str) -> float | None:
 
 
 def _compare_optimizer(settings: ComparisonSettings, out_dir: str, optimizer: str,
-                       grid: Sequence[float]) -> dict[str, Any]:
+                       grid: Sequence[float], keep_checkpoints: bool = False) -> dict[str, Any]:
   """The sweep over ``grid`` (`sweep_learning_rates`) with the first seed, then the best learning rate with
-  the other seeds."""
+  the other seeds; keep_checkpoints: the first seed's runs must keep their final checkpoints."""
   first_seed, other_seeds = settings.seeds[0], settings.seeds[1:]
   runs = {}
 
   def validation_loss(lr: float) -> float | None:
-    runs[lr] = _pretrain(settings, out_dir, optimizer, lr, first_seed)
+    runs[lr] = _pretrain(settings, out_dir, optimizer, lr, first_seed, keep_checkpoint=keep_checkpoints)
     return _final(runs[lr], VALIDATION_LOSS)
 
   # A final loss above ln(vocab size) is worse than predicting every token uniformly: a blow-up, even if finite.
@@ -349,7 +361,9 @@ def run(out_dir: str, config: ml_collections.ConfigDict, squad_dir: str | None =
   settings = dataclasses.replace(settings, overrides={**settings.overrides, **shared})
   optimizers = {}
   for optimizer, grid in settings.learning_rates.items():
-    optimizers[optimizer] = _compare_optimizer(settings, out_dir, optimizer, grid)
+    optimizers[optimizer] = _compare_optimizer(
+        settings, out_dir, optimizer, grid,
+        keep_checkpoints=bool(squad_dir) and optimizer in settings.finetune_optimizers)
   num_train_steps = int(run_config(settings, "adam", 1.0, 0)["num_train_steps"])
   summary = {
       "mode": settings.mode,

@@ -51,6 +51,7 @@ import numpy as np
 
 from experiments.common import results as results_lib
 from experiments.common import study_cli
+from experiments.common import training_loop
 from experiments.noise import measure
 from experiments.noise import plots
 from experiments.noise import summary
@@ -218,20 +219,24 @@ def run(out_dir: str, config) -> dict:
   rows: list[dict] = []
   files: list[str] = []
   results: dict[str, Any] = {}
-  with tempfile.TemporaryDirectory(prefix="noise_study_") as workdir:
-    for model in config.models:
-      workload = workloads.create(model, config, out_dir)
-      batch_sizes, train_batch = getattr(config, f"{model}_batch_sizes"), getattr(config, f"{model}_train_batch_size")
-      grid = {"sgd": getattr(config, f"{model}_sgd_lrs"), "adam": getattr(config, f"{model}_adam_lrs")}
-      model_start = time.perf_counter()
-      results[model] = {
-          "description": workload.description,
-          "data": workload.data,
-          "noise": _noise_along_training(workload, config, batch_sizes, train_batch, out_dir,
-                                         os.path.join(workdir, f"{model}_trajectory"), rows, files),
-          "sweep": _optimizer_comparison(workload, config, grid, train_batch, workdir, rows),
-      }
-      results[model]["wall_s"] = time.perf_counter() - model_start
+  # The runs' checkpoints live in a temporary folder, gone once a preemption unwinds: a rerun starts over.
+  try:
+    with tempfile.TemporaryDirectory(prefix="noise_study_") as workdir:
+      for model in config.models:
+        workload = workloads.create(model, config, out_dir)
+        batch_sizes, train_batch = getattr(config, f"{model}_batch_sizes"), getattr(config, f"{model}_train_batch_size")
+        grid = {"sgd": getattr(config, f"{model}_sgd_lrs"), "adam": getattr(config, f"{model}_adam_lrs")}
+        model_start = time.perf_counter()
+        results[model] = {
+            "description": workload.description,
+            "data": workload.data,
+            "noise": _noise_along_training(workload, config, batch_sizes, train_batch, out_dir,
+                                           os.path.join(workdir, f"{model}_trajectory"), rows, files),
+            "sweep": _optimizer_comparison(workload, config, grid, train_batch, workdir, rows),
+        }
+        results[model]["wall_s"] = time.perf_counter() - model_start
+  except training_loop.Preempted as notice:
+    raise training_loop.Preempted(out_dir, notice.step, None) from notice
   results["data_description"] = [f"{model}: {results[model]['description']}" for model in config.models]
   results["rq1"] = rq1_numbers(results)
   results["wall_s"] = time.perf_counter() - start
