@@ -81,6 +81,8 @@ class ComparisonSettings:
     finetune_learning_rate_scale: a fine-tuning run's peak learning rate is its optimizer's best
       pre-training learning rate times this (BERT: 1e-4 pre-training, 3e-5 fine-tuning).
     expected_time: how long the config takes, in words (from the config).
+    checkpoint_runs: every run keeps checkpoints, so a preempted run resumes (fine-tuning keeps those of the
+      runs it starts from in any case).
   """
   mode: str
   config_name: str
@@ -93,6 +95,7 @@ class ComparisonSettings:
   finetune_overrides: dict[str, Any]
   finetune_learning_rate_scale: float
   expected_time: str
+  checkpoint_runs: bool = False
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> "ComparisonSettings":
@@ -118,7 +121,8 @@ class ComparisonSettings:
                seeds=tuple(config["seeds"]), finetune_optimizers=tuple(config["finetune_optimizers"]),
                finetune_overrides=dict(config["finetune_overrides"]),
                finetune_learning_rate_scale=float(config["finetune_learning_rate_scale"]),
-               expected_time=config["expected_time"])
+               expected_time=config["expected_time"],
+               checkpoint_runs=bool(config.get("checkpoint_runs", False)))
 
   @property
   def description(self) -> str:
@@ -354,9 +358,9 @@ def run(out_dir: str, config: ml_collections.ConfigDict, squad_dir: str | None =
   """
   settings = ComparisonSettings.from_config(config)
   os.makedirs(out_dir, exist_ok=True)
-  # Every run checkpoints (fine-tuning starts from the end; a preempted run resumes from where SIGTERM
-  # stopped it); one shared vocabulary spares every run its WordPiece training.
-  shared = dict(save_checkpoints=True)
+  # Checkpoints: for fine-tuning (it starts from a run's end) and, with checkpoint_runs, for a preempted run
+  # to resume where SIGTERM stopped it. One shared vocabulary spares every run its WordPiece training.
+  shared = dict(save_checkpoints=settings.checkpoint_runs or bool(squad_dir))
   shared["vocab_file"], corpus = _shared_vocabulary(settings, os.path.join(out_dir, "vocabulary"))
   settings = dataclasses.replace(settings, overrides={**settings.overrides, **shared})
   optimizers = {}

@@ -3,10 +3,11 @@
     python -m experiments.comparison --out /tmp/comparison
     python -m experiments.reproduce --out /tmp/full --parts bert      # the same, inside the reproduction
 
-Expected time: 12 to 18 hours on one CPU core (measured: 13-14 minutes per run of 2000 steps; 5 to 7 runs per
-optimizer, 55 to 77 for the eleven), 8 to 12 hours on 2; on one GPU: not measured. The paper's seven took 38
-runs; the four later methods add 20 to 28. Rerunning the same command
-continues an interrupted comparison (finished runs are reused). Needs the Debian package python3.11-doc
+Expected time: 12 to 18 hours on 2 CPU cores (5 to 7 runs of 2000 steps per optimizer, 55 to 77 for the
+eleven; measured: 13-14 minutes per run with both cores, 22-30 minutes per run with two runs side by side on
+one core each); on one GPU: not measured. The paper's seven took 38 runs; the four later methods add 20 to 28.
+Rerunning the same command continues an interrupted comparison (finished runs are reused; a preempted run
+resumes from its checkpoint). Needs the Debian package python3.11-doc
 (about 12 MB of English prose).
 """
 import ml_collections
@@ -17,9 +18,9 @@ from experiments.comparison import study
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.mode = "full"
-  config.expected_time = ("12 to 18 hours on one CPU core (measured: 13-14 minutes per run, 55 to 77 runs for "
-                          "the eleven optimizers), 8 to 12 hours on 2; on one GPU: not measured. Rerunning the "
-                          "same command continues an interrupted comparison")
+  config.expected_time = ("12 to 18 hours on 2 CPU cores (measured: 13-14 minutes per run of 2000 steps, "
+                          "55 to 77 runs for the eleven optimizers); on one GPU: not measured. Rerunning the same "
+                          "command continues an interrupted comparison")
   # Every run starts from experiments/bert/configs/<bert_config>.py with these fields set.
   config.bert_config = "tiny"
   config.overrides = dict(num_train_steps=2000, warmup_steps=200, batch_size=32, max_seq_len=128,
@@ -47,6 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
   #   mean of |g|, biased low early on: steps of at most lr * |g|, a factor ~10 below SGD's at the same lr.
   config.learning_rate_grids = {"adam": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1), "sgd": (0.03, 0.1, 0.3, 1.0, 3.0)}
   config.learning_rate_grid_exceptions = {"acclip": (0.3, 1.0, 3.0, 10.0, 30.0)}
+  # Runs of 13-30 minutes keep checkpoints, so that a preempted one (SIGTERM) resumes where it stopped.
+  config.checkpoint_runs = True
   config.seeds = (0, 1, 2)  # the sweep runs with seeds[0]; the best learning rate is rerun with the others
   # SQuAD v1.1 fine-tuning (with --squad-dir): each pair of these, from the first seed's best-lr encoder.
   config.finetune_optimizers = ("adam", "acclip")
