@@ -173,13 +173,16 @@ def _optimizer_comparison(workload: workloads.Workload, config: StudyConfig, lea
         for metric, value in (("eval_loss", eval_loss), ("eval_accuracy", run["eval_accuracy"])):
           rows.append(dict(model=workload.name, part="sweep", optimizer=name, learning_rate=learning_rate,
                            seed=seed, metric=metric, value=value))
-      per_lr[learning_rate] = {"eval_loss_mean": float(np.mean(losses)),
+      # Sample std over seeds (ddof=1), the comparison's convention (results.seed_statistics); inf when a
+      # seed diverged, so that the gap in seed sd below cannot look significant.
+      loss_stats, accuracy_stats = results_lib.seed_statistics(losses), results_lib.seed_statistics(accuracies)
+      per_lr[learning_rate] = {"eval_loss_mean": loss_stats["mean"],
                                "eval_loss_median": float(np.median(losses)),
                                "diverged_seeds": int(np.sum(~np.isfinite(losses))),
-                               "eval_loss_std": float(np.std(losses)) if np.all(np.isfinite(losses))
+                               "eval_loss_std": loss_stats["std"] if np.all(np.isfinite(losses))
                                else float("inf"),
-                               "eval_accuracy_mean": float(np.mean(accuracies)),
-                               "eval_accuracy_std": float(np.std(accuracies))}
+                               "eval_accuracy_mean": accuracy_stats["mean"],
+                               "eval_accuracy_std": accuracy_stats["std"]}
     best = min(per_lr, key=lambda lr: per_lr[lr]["eval_loss_mean"])
     results[name] = {"best_learning_rate": best, **per_lr[best],
                      "grid": {str(lr): stats for lr, stats in per_lr.items()},
@@ -190,8 +193,9 @@ def _optimizer_comparison(workload: workloads.Workload, config: StudyConfig, lea
   # The median over seeds is not dominated by one unstable seed (SGD on BERT can blow up at its best lr).
   results["gap_eval_loss_median"] = float(results["sgd"]["eval_loss_median"] - results["adam"]["eval_loss_median"])
   results["gap_relative"] = float(gap / max(results["adam"]["eval_loss_mean"], 1e-12))
-  results["gap_in_seed_std"] = float(gap / max(math.hypot(results["sgd"]["eval_loss_std"],
-                                                          results["adam"]["eval_loss_std"]), 1e-12))
+  stds = (results["sgd"]["eval_loss_std"], results["adam"]["eval_loss_std"])
+  results["gap_in_seed_std"] = (float(gap / max(math.hypot(*stds), 1e-12)) if None not in stds
+                                else None)  # one seed: no spread to measure the gap in
   return results
 
 
