@@ -33,7 +33,7 @@ def _config(vocab_file):
 
 
 PREEMPTED_WORKER = r"""
-import json, os, signal, sys
+import json, os, signal, sys, time
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 import jax
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -48,6 +48,7 @@ def counting_shard_batch(batch):
   calls.append(1)
   if len(calls) == notify_at:
     os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(2)  # the processes agree on a sync point before either runs ahead (the other waits on us)
   return shard_batch(batch)
 training_loop.parallel.shard_batch = counting_shard_batch
 try:

@@ -15,6 +15,7 @@ only the metadata of the newest checkpoint, to learn a run's settings before bui
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from typing import Any, Callable, Mapping, Optional
@@ -101,7 +102,9 @@ class CheckpointManager:
       state = self._manager.restore(
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
     except Exception as error:
-      # The hook stays: the reads still in flight keep finishing after this error is raised.
+      # The hook stays, and so does a filter on asyncio's log: the reads still in flight keep finishing (or
+      # failing, "Task exception was never retrieved") after this error is raised.
+      logging.getLogger("asyncio").addFilter(_drop_unretrieved_task_errors)
       raise CheckpointError(
           f"{where}: cannot restore the state ({type(error).__name__}: {error}); the checkpoint is "
           "corrupt or was written for a different model/optimizer") from error
@@ -183,6 +186,12 @@ def _ignore_closed_event_loop_callbacks() -> Callable:
 
   sys.unraisablehook = hook
   return previous
+
+
+def _drop_unretrieved_task_errors(record: logging.LogRecord) -> bool:
+  """A logging filter for asyncio's logger: False (drop) for "Task exception was never retrieved", which the
+  other reads of a damaged checkpoint log when they are garbage-collected, after its CheckpointError."""
+  return not str(record.msg).startswith("Task exception was never retrieved")
 
 
 def _json_normalise(value: Mapping[str, Any]) -> dict:
