@@ -453,7 +453,7 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
           "written; a rerun resumes from it." if checkpoint_step is not None else "No checkpoint was written.")
     manager.close()
     writer.close()
-    if preempted or notice.requested:  # a notice during the last step or evaluation stops the process too
+    if notice.requested:  # also a notice during the last step or the evaluation: the process stops
       raise Preempted(workdir, step, checkpoint_step)
   return LoopResult(
       state=state, start_step=start_step, step=step, history=history, eval_metrics=eval_metrics,
