@@ -462,6 +462,35 @@ def test_an_interrupted_comparison_redoes_only_the_unfinished_runs(tiny_reproduc
   assert os.listdir(os.path.join(os.path.dirname(finished[1]), "checkpoints"))
 
 
+def test_a_run_resumed_after_a_preemption_records_the_wall_time_of_all_its_segments(tmp_path, monkeypatch):
+  """wall_s of a run that a notice stopped with a checkpoint, then resumed, is the sum of its segments; a
+  notice without a checkpoint (the rerun starts over) drops the earlier time."""
+  from experiments.bert import train  # pylint: disable=g-import-not-at-top
+  segments = iter([(0.30, 5), (0.20, None), (0.25, 3), (0.15, "done")])
+
+  def fake_train_and_evaluate(config, workdir):
+    seconds, outcome = next(segments)
+    os.makedirs(workdir, exist_ok=True)
+    clock[0] += seconds
+    if outcome != "done":
+      raise training_loop.Preempted(workdir, 7, outcome)
+    return {"eval_loss": 1.5}
+
+  clock = [100.0]
+  monkeypatch.setattr(train, "train_and_evaluate", fake_train_and_evaluate)
+  monkeypatch.setattr(comparison.time, "perf_counter", lambda: clock[0])
+  settings = comparison.ComparisonSettings.from_config(_tiny_bert_config())
+  out_dir = str(tmp_path)
+  for _ in range(3):
+    with pytest.raises(training_loop.Preempted):
+      comparison._pretrain(settings, out_dir, "adam", 1e-3, 0)  # pylint: disable=protected-access
+  run = comparison._pretrain(settings, out_dir, "adam", 1e-3, 0)  # pylint: disable=protected-access
+  assert run["wall_s"] == pytest.approx(0.25 + 0.15)  # the 0.30 s before the start-over do not count
+  workdir = os.path.join(out_dir, "runs", "adam", "lr0.001_seed0")
+  assert results_lib.read_json(os.path.join(workdir, comparison.RUN_RESULT_FILENAME))["wall_s"] == run["wall_s"]
+  assert not os.path.exists(os.path.join(workdir, comparison.PREEMPTED_WALL_FILENAME))
+
+
 def test_comparisons_run_apart_combine_into_the_one_they_split_from(tiny_reproduction, tmp_path, capsys):
   """Optimizers run later into another folder (as the post-paper methods were): combining the two summaries
   gives every optimizer's recorded numbers and the verdicts of the comparison that ran them together."""

@@ -229,6 +229,8 @@ RUN_RESULT_FILENAME = "run_result.json"
 # Config fields that change no number a run reports: a finished run is reused whatever they were.
 # (save_checkpoints: runs before 2026-12 saved none when no SQuAD folder was given.)
 NOT_COMPARED_FOR_REUSE = ("save_checkpoints",)
+# The wall time of a run's segments before a preemption notice stopped it (removed when it finishes).
+PREEMPTED_WALL_FILENAME = "preempted_wall_s.json"
 
 
 def _pretrain(settings: ComparisonSettings, out_dir: str, optimizer: str, learning_rate: float,
@@ -239,6 +241,8 @@ def _pretrain(settings: ComparisonSettings, out_dir: str, optimizer: str, learni
   interrupted comparison into the same directory redoes only the runs that did not finish (an unfinished
   one resumes from its checkpoint). A finished run whose config differs in a field that changes a number
   (all but `NOT_COMPARED_FOR_REUSE`) is another experiment's: it is an error, never overwritten.
+  The recorded wall time of a run that a preemption notice stopped and a rerun resumed is the sum of its
+  segments (kept in `PREEMPTED_WALL_FILENAME` in between).
   keep_checkpoint: the run must leave its final checkpoint (SQuAD fine-tunes from it), so a finished run
   recorded with save_checkpoints off is redone.
 
@@ -246,6 +250,7 @@ def _pretrain(settings: ComparisonSettings, out_dir: str, optimizer: str, learni
     ValueError: the workdir holds a finished run of another setup.
   """
   from experiments.bert import input_pipeline, train  # pylint: disable=g-import-not-at-top
+  from experiments.common import training_loop  # pylint: disable=g-import-not-at-top
   name = _run_name(optimizer, learning_rate, seed)
   workdir = os.path.join(out_dir, "runs", name)
   config = run_config(settings, optimizer, learning_rate, seed)
@@ -269,15 +274,26 @@ def _pretrain(settings: ComparisonSettings, out_dir: str, optimizer: str, learni
     print(f"[comparison] {name}: finished before without its final checkpoint, which fine-tuning needs; "
           "redoing it", flush=True)
     os.remove(result_path)
+  # A run stopped by a preemption notice resumes from its checkpoint: its wall time is the segments' sum.
+  preempted_path = os.path.join(workdir, PREEMPTED_WALL_FILENAME)
+  before_s = results.read_json(preempted_path)["wall_s"] if os.path.exists(preempted_path) else 0.0
   start = time.perf_counter()
-  final = dict(train.train_and_evaluate(config, workdir))
-  wall_s = time.perf_counter() - start
+  try:
+    final = dict(train.train_and_evaluate(config, workdir))
+  except training_loop.Preempted as preempted:
+    if preempted.checkpoint_step is None:  # the rerun starts over
+      if os.path.exists(preempted_path):
+        os.remove(preempted_path)
+    else:
+      results.write_json(preempted_path, {"wall_s": before_s + time.perf_counter() - start})
+    raise
+  wall_s = before_s + time.perf_counter() - start
   print(f"[comparison] {name}: " + ", ".join(
       f"{k} {final[k]:.4g}" for k in dict.fromkeys((VALIDATION_LOSS, TEST_LOSS, TEST_ACCURACY)) if k in final)
       + f" ({wall_s:.1f} s)", flush=True)
-  with open(result_path + ".tmp", "w") as f:
-    json.dump({"config": config_json, "final": final, "wall_s": wall_s}, f, default=str)
-  os.replace(result_path + ".tmp", result_path)
+  results.write_json(result_path, {"config": config_json, "final": final, "wall_s": wall_s})
+  if os.path.exists(preempted_path):
+    os.remove(preempted_path)
   return {"workdir": os.path.relpath(workdir, out_dir), "wall_s": wall_s, "final": final}
 
 
