@@ -18,6 +18,7 @@ from experiments.common.verdicts import combine_verdicts, verdict_from_margin
 from experiments.comparison import combine
 from experiments.comparison import plots
 from experiments.comparison import study as comparison
+from experiments.comparison import summary as summary_lib
 from experiments.comparison import sweep
 from experiments.comparison import verdict as comparison_verdict
 from experiments.comparison.configs import quick as comparison_quick
@@ -516,6 +517,14 @@ def test_comparisons_run_apart_combine_into_the_one_they_split_from(tiny_reprodu
     assert assess(combined) == assess(whole)
   text = (tmp_path / "combined" / "summary.md").read_text()
   assert "## RQ5" in text and "held-out MLM loss" in text
+  assert combined["figures"] == combine.FIGURES  # Adam has bucket losses: both drawn, and named
+  assert all((tmp_path / "combined" / name).exists() for name in combined["figures"].values())
+  assert "Figure: loss_by_token_frequency.png" in text
+  without_adam = {n: r for n, r in whole["optimizers"].items() if n != "adam"}
+  assert combine.draw_figures(without_adam, str(tmp_path / "combined")) == {
+      "learning_rate_sweep": "learning_rate_sweep.png"}
+  assert not (tmp_path / "combined" / "loss_by_token_frequency.png").exists()  # not left from before
+  assert "No figure" in "\n".join(summary_lib.frequency_lines(without_adam))
 
   changed = dict(results_lib.read_json(paths[1]))
   changed["settings"]["overrides"]["num_train_steps"] += 1

@@ -6,8 +6,9 @@ A full comparison takes hours per optimizer, so optimizers added later (the post
 folder of their own (`python -m experiments.comparison --out LATER --optimizers zclip,adagc,...`). This puts
 their summaries side by side after checking (`check_same_setup`) that the settings that change a number
 are the same (those both recorded), and writes DIR/results.json (the combined summary, with the sources it read) and
-DIR/summary.md (the comparison's tables and the RQ4 and RQ5 verdicts by `verdict`'s rules). It runs
-nothing; each optimizer's numbers are the ones its own run recorded.
+DIR/summary.md (the comparison's tables and the RQ4 and RQ5 verdicts by `verdict`'s rules), with the
+figures it can draw from the summaries (`FIGURES`). It runs nothing; each optimizer's numbers are the ones
+its own run recorded.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any
 
 from experiments import report
 from experiments.common import results
+from experiments.comparison import plots
 from experiments.comparison import study
 from experiments.comparison import summary as summary_lib
 from experiments.comparison import verdict
@@ -101,6 +103,23 @@ def combine(summaries: Sequence[Mapping[str, Any]], sources: Sequence[str]) -> d
   return combined
 
 
+# The figures a combined summary can draw from the recorded numbers alone (the loss and clip curves need
+# the runs' own files): name -> PNG.
+FIGURES = {"learning_rate_sweep": "learning_rate_sweep.png", "loss_by_token_frequency": "loss_by_token_frequency.png"}
+
+
+def draw_figures(optimizers: Mapping[str, Mapping[str, Any]], out_dir: str) -> dict[str, str]:
+  """Draws `FIGURES` into `out_dir` (the frequency one only when Adam, its baseline, has bucket losses; a
+  stale one is removed) and returns those drawn, name -> file name."""
+  paths = {name: os.path.join(out_dir, file_name) for name, file_name in FIGURES.items()}
+  drawn = {"learning_rate_sweep": os.path.basename(plots.plot_sweep(optimizers, paths["learning_rate_sweep"]))}
+  if plots.plot_frequency_buckets(optimizers, paths["loss_by_token_frequency"]):
+    drawn["loss_by_token_frequency"] = FIGURES["loss_by_token_frequency"]
+  elif os.path.exists(paths["loss_by_token_frequency"]):
+    os.remove(paths["loss_by_token_frequency"])
+  return drawn
+
+
 def summary_markdown(combined: Mapping[str, Any]) -> list[str]:
   """The combined comparison's RQ4 and RQ5 verdicts and its tables, as Markdown lines."""
   lines = ["# BERT optimizer comparison, combined from " + ", ".join(
@@ -119,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   out_path, markdown_path = (os.path.join(args.out, name) for name in ("results.json", "summary.md"))
   ours = os.path.exists(out_path) and "sources" in results.read_json(out_path)
-  for path in (out_path, markdown_path):
+  for path in [out_path, markdown_path] + [os.path.join(args.out, name) for name in FIGURES]:
     if os.path.exists(path) and not ours:
       parser.error(f"{path} was written by something else than this command: give another --out")
   summaries = [results.read_json(path) for path in args.results]
@@ -128,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   except ValueError as error:
     parser.error(str(error))
   os.makedirs(args.out, exist_ok=True)
+  combined["figures"] = draw_figures(combined["optimizers"], args.out)
   results.write_json(out_path, combined)
   with open(markdown_path + ".tmp", "w") as f:
     f.write("\n".join(summary_markdown(combined)).rstrip() + "\n")

@@ -49,7 +49,7 @@ def report_lines(summary: Mapping[str, Any]) -> list[str]:
                             for p in r["sweep"])] for name, r in optimizers.items()]),
       "",
   ]
-  lines += frequency_lines(optimizers)
+  lines += frequency_lines(optimizers, summary.get("figures", {}).get("loss_by_token_frequency"))
   finetune = summary.get("finetune", {})
   if finetune.get("status") == "ok":
     lines += ["SQuAD v1.1 fine-tuning (dev set, one run each):", "",
@@ -62,8 +62,9 @@ def report_lines(summary: Mapping[str, Any]) -> list[str]:
   return lines
 
 
-def frequency_lines(optimizers: Mapping[str, Mapping[str, Any]]) -> list[str]:
-  """The held-out MLM loss by training-set token frequency (mean ± std over seeds), one row per optimizer."""
+def frequency_lines(optimizers: Mapping[str, Mapping[str, Any]], figure: str | None = None) -> list[str]:
+  """The held-out MLM loss by training-set token frequency (mean ± std over seeds), one row per optimizer;
+  `figure`: the PNG that plots it against Adam, if one was drawn (it needs Adam's bucket losses)."""
   with_buckets = {name: r for name, r in optimizers.items() if r.get("eval_loss_by_frequency")}
   if not with_buckets:
     return []
@@ -72,7 +73,8 @@ def frequency_lines(optimizers: Mapping[str, Mapping[str, Any]]) -> list[str]:
                              "training tokens" for b, bucket in enumerate(buckets)]
   return ["Held-out MLM loss by the masked token's training-set frequency (bucket 0 the most frequent "
           "tokens; each bucket about a quarter of the training tokens, the last also every token never seen "
-          "in training): mean ± std over the seeds at the best learning rate. Figure: "
-          "loss_by_token_frequency.png (each optimizer minus Adam).", "",
+          "in training): mean ± std over the seeds at the best learning rate. "
+          + (f"Figure: {figure} (each optimizer minus Adam)." if figure else
+             "No figure: it plots each optimizer minus Adam, and Adam has no bucket losses here."), "",
           markdown_table(headers, [[name] + [format_seed_statistics(s) for s in r["eval_loss_by_frequency"]]
                                    for name, r in with_buckets.items()]), ""]
