@@ -23,8 +23,7 @@ PNG plots, and returns the key numbers as a JSON-able dict.
 Cost: each method (and, in the dimension study, each d) is one compiled program (about 2.5 s of CPU to
 compile); the runs themselves cost about 80 ns of CPU per noise coordinate and step. Measured on the 2-core
 CPU machine while other jobs kept its load average at 6-13: --quick about 51 s of CPU time (2.5-4 min
-wall at that load, about 1 min on idle cores); the full run 12 min wall at load 6-10 (about 9 min of CPU;
-the dimension study, mostly d = 10000, is half of it).
+wall at that load, about 1 min on idle cores); the full run's time is in configs/full.py.
 """
 from __future__ import annotations
 

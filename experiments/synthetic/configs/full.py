@@ -2,12 +2,16 @@
 
     python -m experiments.synthetic --out /tmp/synthetic
 
-Expected time: about 12 minutes on 2 CPU cores (about 9 min of CPU; the dimension study, mostly d = 10000,
-is half of it). Learning-rate multipliers scale the theory's eta_k = 4/(mu (k+1+offset)) (quadratics) or are
-the constant step itself (Rosenbrock); clip multipliers scale the theory's threshold
-bound(alpha)(k+1)^(1/alpha) (see `problems.Schedules`). SGD-scale methods and Adam-scale ones (by the
-optimizer registry's learning-rate scale) have their own learning-rate grids; GClip and CClip are tuned over
-`clip_lr_multipliers` x `clip_multipliers`.
+Expected time: about 70 minutes on 2 CPU cores (measured 2026-12-02: 67 min of CPU, 73 min wall beside
+another run; the quadratics 50 min, the dimension study 22 min). AutoClip, whose per-step sort of its
+1000-norm history costs 50x another method here (see quick.py), is most of it; the seven paper methods
+alone took about 12 minutes.
+
+Learning-rate multipliers scale the theory's eta_k = 4/(mu (k+1+offset)) (quadratics) or are the constant
+step itself (Rosenbrock); clip multipliers scale the theory's threshold bound(alpha)(k+1)^(1/alpha) (see
+`problems.Schedules`). SGD-scale methods and Adam-scale ones (by the optimizer registry's learning-rate
+scale) have their own learning-rate grids; GClip and CClip are tuned over `clip_lr_multipliers` x
+`clip_multipliers`.
 """
 import ml_collections
 
