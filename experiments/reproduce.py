@@ -43,6 +43,7 @@ from experiments.common import results as results_lib
 from experiments.common import study_cli
 from experiments.common import training_loop
 from experiments.common import verdicts
+from experiments.common import workdir_lock
 
 PARTS = ("synthetic", "noise", "bert")
 # Each part's study package: its configs/<mode>.py, its `study.run(out_dir, config)` and its verdict.py.
@@ -104,6 +105,7 @@ def _run_part(name: str, run_fn: Callable[[str], Mapping[str, Any]], part_dir: s
           "load_average_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
+@workdir_lock.owns_output_folder
 def run(out_dir: str, mode: str = "quick", squad_dir: str | None = None, parts: Sequence[str] = PARTS,
         configs: Mapping[str, ml_collections.ConfigDict] | None = None,
         runners: Mapping[str, Callable[[str, ml_collections.ConfigDict], Mapping[str, Any]]] | None = None,

@@ -39,6 +39,7 @@ from experiments.common import metrics as metrics_lib
 from experiments.common import optimizers
 from experiments.common import parallel
 from experiments.common import training_loop
+from experiments.common import workdir_lock
 
 AXIS = parallel.AXIS_NAME
 
@@ -182,6 +183,7 @@ def _steady_rate(interval_rates: list[float]) -> float:
   return float(np.median(rates)) if rates else float("nan")
 
 
+@workdir_lock.owns_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Pre-trains BERT with MLM as `config` says, resuming from `<workdir>/checkpoints` if present.
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from experiments.common import optimizers as optimizers_lib
 from experiments.common import results
+from experiments.common import workdir_lock
 from experiments.comparison import plots
 from experiments.comparison.sweep import best_learning_rate, is_diverged, sweep_learning_rates
 
@@ -359,6 +360,7 @@ def _compare_optimizer(settings: ComparisonSettings, out_dir: str, optimizer: st
   }
 
 
+@workdir_lock.owns_output_folder
 def run(out_dir: str, config: ml_collections.ConfigDict, squad_dir: str | None = None) -> dict[str, Any]:
   """Runs the comparison a config describes into ``out_dir``; returns its summary (also results.json there).
 

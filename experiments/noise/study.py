@@ -51,6 +51,7 @@ import numpy as np
 
 from experiments.common import results as results_lib
 from experiments.common import study_cli
+from experiments.common import workdir_lock
 from experiments.common import training_loop
 from experiments.noise import measure
 from experiments.noise import plots
@@ -199,6 +200,7 @@ def _optimizer_comparison(workload: workloads.Workload, config: StudyConfig, lea
   return results
 
 
+@workdir_lock.owns_output_folder
 def run(out_dir: str, config) -> dict:
   """Runs the study and writes results.csv, summary.md, summary.json and PNGs to `out_dir`.
 

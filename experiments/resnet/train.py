@@ -40,6 +40,7 @@ from experiments.common import metrics as metrics_lib
 from experiments.common import optimizers
 from experiments.common import parallel
 from experiments.common import training_loop
+from experiments.common import workdir_lock
 from experiments.resnet import input_pipeline
 from experiments.resnet import models
 
@@ -160,6 +161,7 @@ def _run_signature(config, spec: ModelSpec, data: input_pipeline.ImageData,
           **{k: config[k] for k in ("seed", "batch_size", "num_train_steps", "num_epochs")}}
 
 
+@workdir_lock.owns_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains the ResNet `config` describes, resuming from `<workdir>/checkpoints` if present.
 

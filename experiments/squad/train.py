@@ -49,6 +49,7 @@ from experiments.common import metrics as metrics_lib
 from experiments.common import optimizers
 from experiments.common import parallel
 from experiments.common import training_loop
+from experiments.common import workdir_lock
 from experiments.squad import evaluation
 from experiments.squad import input_pipeline
 from experiments.squad import models
@@ -291,6 +292,7 @@ def _write_predictions(workdir: str, predictions: dict[str, str]) -> str:
   return path
 
 
+@workdir_lock.owns_workdir
 def finetune(config: ml_collections.ConfigDict, workdir: str,
              pretrained_workdir: str | None = None) -> dict[str, Any]:
   """Fine-tunes BERT on SQuAD v1.1 as `config` says, resuming from `<workdir>/checkpoints` if present.

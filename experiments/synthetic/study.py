@@ -39,6 +39,7 @@ import numpy as np
 
 from experiments.common import results as results_lib
 from experiments.common import study_cli
+from experiments.common import workdir_lock
 from experiments.synthetic import plots, problems, summary
 
 
@@ -361,6 +362,7 @@ CSV_FIELDS = ("study", "problem", "dimension", "alpha", "method", "setting", "me
               "loglog_slope_of_median")
 
 
+@workdir_lock.owns_output_folder
 def run(out_dir: str, config) -> dict:
   """Runs the study, writes results.csv, summary.md, summary.json and PNGs to `out_dir`.
 
