@@ -137,7 +137,9 @@ def run(out_dir: str, mode: str = "quick", squad_dir: str | None = None, parts: 
   if squad_dir is not None:
     comparison.squad_files(squad_dir)  # fail before hours of pretraining, not after
   results_path = os.path.join(out_dir, "results.json")
-  previous = results_lib.read_json(results_path) if os.path.exists(results_path) else {}
+  previous = results_lib.read_json(results_path, required=("configs", "parts"), remedy=(
+      "Rerun the parts (without --report-only) to write it anew, or restore it from a copy.")) if (
+          os.path.exists(results_path)) else {}
   if not parts and not previous:
     raise FileNotFoundError(f"{results_path} does not exist: nothing to rebuild the report from")
   if not parts:  # report only: the mode, configs and command are those that produced the numbers

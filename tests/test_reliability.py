@@ -141,3 +141,124 @@ def test_a_refused_run_leaves_no_folder_it_created(tmp_path):
     with workdir_lock.WorkdirLock(str(directory)):
       raise RuntimeError("boom")
   assert not directory.exists()
+
+
+# ------------------------------------------------------------------------------------------ 3. damaged files
+@pytest.fixture(scope="module")
+def halted_bert_run(tmp_path_factory):
+  """A micro BERT run halted after 3 of 6 steps (checkpoint at 3), as a user's interrupted run."""
+  from experiments.bert import train  # pylint: disable=g-import-not-at-top
+  from test_bert import micro_config  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp("halted") / "run")
+  train.train_and_evaluate(micro_config(halt_after_steps=3), workdir)
+  return workdir
+
+
+def _copy_run(source, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "run")
+  shutil.copytree(source, workdir)
+  return workdir
+
+
+def test_a_torn_last_metrics_line_is_dropped_with_a_warning_and_the_rerun_goes_on(halted_bert_run, tmp_path,
+                                                                                  caplog):
+  from experiments.bert import train  # pylint: disable=g-import-not-at-top
+  from experiments.common import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from test_bert import micro_config  # pylint: disable=g-import-not-at-top
+  workdir = _copy_run(halted_bert_run, tmp_path)
+  path = os.path.join(workdir, metrics_lib.METRICS_FILENAME)
+  intact = open(path).read()
+  with open(path, "a") as f:
+    f.write('{"step": 4, "train_lo')  # the crash came in the middle of this write
+  with caplog.at_level(logging.WARNING):
+    again = train.train_and_evaluate(micro_config(halt_after_steps=3), workdir)
+  assert again["steps"] == 3
+  assert f"{path}, line {intact.count(chr(10)) + 1}: a partial last line" in caplog.text
+  assert open(path).read() == intact
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (b'{"step": 1, "train_loss": 6.2}\n{"step": 2, "train_lo\n', "line 2: not valid JSON"),
+    (b'{"step": 1, "train_loss": 6.2}\n\xff\xfe\n', "line 2: bytes that are not UTF-8 text"),
+    (b'{"step": 1, "train_loss": 6.2}\n{"loss": 3}\n', "line 2: not a metrics record"),
+])
+def test_a_damaged_metrics_line_before_the_last_is_an_error_that_names_it(tmp_path, damage, problem):
+  from experiments.common import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from experiments.common import results  # pylint: disable=g-import-not-at-top
+  path = tmp_path / metrics_lib.METRICS_FILENAME
+  path.write_bytes(damage + b'{"step": 3, "train_loss": 6.0}\n')
+  with pytest.raises(results.DamagedFileError, match=f"{path}, {problem}.*Delete that line"):
+    metrics_lib.read_metrics(str(path))
+
+
+def test_a_rerun_refused_for_a_damaged_metrics_file_changes_no_file(halted_bert_run, tmp_path):
+  from experiments.bert import train  # pylint: disable=g-import-not-at-top
+  from experiments.common import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from experiments.common import results  # pylint: disable=g-import-not-at-top
+  from test_bert import micro_config  # pylint: disable=g-import-not-at-top
+  workdir = _copy_run(halted_bert_run, tmp_path)
+  path = os.path.join(workdir, metrics_lib.METRICS_FILENAME)
+  lines = open(path).read().splitlines(keepends=True)
+  open(path, "w").write("".join(lines[:1] + ["garbage\n"] + lines[1:]))
+  before = files_under(workdir)
+  with pytest.raises(results.DamagedFileError, match="line 2: not valid JSON"):
+    train.train_and_evaluate(micro_config(num_train_steps=6), workdir)
+  assert files_under(workdir) == before
+
+
+def test_a_rerun_that_would_resume_past_its_halt_is_refused_and_changes_no_file(halted_bert_run, tmp_path):
+  from experiments.bert import train  # pylint: disable=g-import-not-at-top
+  from experiments.common import checkpoint  # pylint: disable=g-import-not-at-top
+  from test_bert import micro_config  # pylint: disable=g-import-not-at-top
+  workdir = _copy_run(halted_bert_run, tmp_path)
+  before = files_under(workdir)
+  with pytest.raises(checkpoint.CheckpointError, match="halt_after_steps=2 is before checkpoint step 3"):
+    train.train_and_evaluate(micro_config(halt_after_steps=2), workdir)
+  assert files_under(workdir) == before
+
+
+DAMAGED_JSON = [
+    (b'{"config": {"seed": 0}, "final": {"eval_lo', "line 1: not valid JSON"),
+    (b"", "line 1: it is empty"),
+    (b'{"config": {},\n "final": \xff}', "line 2: bytes that are not UTF-8 text"),
+    (b'{"config": {}}', "no 'final', 'wall_s' at its top level"),
+]
+
+
+@pytest.mark.parametrize("damage, problem", DAMAGED_JSON)
+def test_a_damaged_run_result_of_the_comparison_names_the_file_and_what_to_do(tmp_path, damage, problem):
+  from experiments.common import results  # pylint: disable=g-import-not-at-top
+  from experiments.comparison import study as comparison  # pylint: disable=g-import-not-at-top
+  from experiments.comparison.configs import quick  # pylint: disable=g-import-not-at-top
+  settings = comparison.ComparisonSettings.from_config(quick.get_config())
+  path = tmp_path / "runs" / "adam" / "lr0.001_seed0" / comparison.RUN_RESULT_FILENAME
+  path.parent.mkdir(parents=True)
+  path.write_bytes(damage)
+  with pytest.raises(results.DamagedFileError, match=f"{path}(, |: ){problem}.*Delete it to redo that run"):
+    comparison._pretrain(settings, str(tmp_path), "adam", 0.001, 0)  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("damage, problem", DAMAGED_JSON[:3] + [(b"[1, 2]", "no 'configs', 'parts'")])
+def test_a_damaged_results_json_names_the_file_in_report_only_mode(tmp_path, damage, problem):
+  from experiments import reproduce  # pylint: disable=g-import-not-at-top
+  from experiments.common import results  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "results.json"
+  path.write_bytes(damage)
+  with pytest.raises(results.DamagedFileError, match=f"{path}(, |: ){problem}.*Rerun the parts"):
+    reproduce.run(str(tmp_path), parts=[])
+
+
+def test_a_stored_summary_that_disagrees_with_its_values_is_an_error(tmp_path):
+  from experiments import reproduce  # pylint: disable=g-import-not-at-top
+  from experiments.common import results  # pylint: disable=g-import-not-at-top
+  stats = results.seed_statistics([5.528, 5.55, 5.573])
+  path = tmp_path / "results.json"
+  results.write_json(str(path), {"configs": {}, "parts": {"bert": {"summary": {"optimizers": {
+      "acclip": {"eval_loss": dict(stats, mean=1.234)}}}}}})
+  with pytest.raises(results.DamagedFileError,
+                     match=(rf"{path}: parts.bert.summary.optimizers.acclip.eval_loss: the stored mean 1.234 "
+                            r"disagrees with its own values \[5.528, 5.55, 5.573\] \(mean 5.55")):
+    reproduce.run(str(tmp_path), parts=[])
+  results.write_json(str(path), {"values": [1.0, float("nan")], **results.seed_statistics([1.0, float("nan")])})
+  assert results.read_json(str(path))["mean"] == "nan"  # a diverged seed's NaN agrees with itself

@@ -29,6 +29,15 @@ class CheckpointError(ValueError):
   """A checkpoint exists but cannot be used to resume this run."""
 
 
+def check_halt_after_steps(halt_after_steps: int, checkpoint_step: int, directory: str) -> None:
+  """CheckpointError when a run would resume past the step it is told to halt at (0: no halt)."""
+  if halt_after_steps and checkpoint_step > halt_after_steps:
+    raise CheckpointError(
+        f"halt_after_steps={halt_after_steps} is before checkpoint step {checkpoint_step} in {directory}, "
+        f"where this run would resume; give halt_after_steps=0 (run to the end) or >= {checkpoint_step}, "
+        "or use a new workdir")
+
+
 def _leaf_description(tree: Any) -> dict[str, tuple]:
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
   return {jax.tree_util.keystr(path): (tuple(np.shape(leaf)), np.dtype(np.result_type(leaf)).name)

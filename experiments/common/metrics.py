@@ -90,13 +90,22 @@ def _tensorboard_writer(logdir: str, resume_step: Optional[int]):
 
 
 def read_metrics(path: str) -> list[dict]:
-  """All records of a metrics JSONL file, in file order ("nan"/"inf" strings read back as floats)."""
+  """All records of a metrics JSONL file, in file order ("nan"/"inf" strings read back as floats).
+
+  A torn last line (a crash in the middle of a write) is left out with a warning; the run resumes from
+  its checkpoint, not from this log.
+
+  Raises:
+    results.DamagedFileError: another line is not a JSON object with an integer step (naming the line).
+  """
+  remedy = ("Delete that line by hand (the log loses one record; the checkpoints are unaffected) or start "
+            "the run over in a new workdir.")
   records = []
-  with open(path) as f:
-    for line in f:
-      if line.strip():
-        record = json.loads(line)
-        records.append({k: float(v) if v in ("nan", "inf", "-inf") else v for k, v in record.items()})
+  for number, record in results.read_jsonl(path, remedy):
+    if not (isinstance(record, dict) and isinstance(record.get("step"), int)):
+      raise results.DamagedFileError(f"{path}, line {number}: not a metrics record (a JSON object with an "
+                                     f"integer step): {json.dumps(record)[:80]}. {remedy}")
+    records.append({k: float(v) if v in ("nan", "inf", "-inf") else v for k, v in record.items()})
   return records
 
 

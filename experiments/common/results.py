@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 from typing import Any, Iterable, Mapping, Sequence
@@ -60,9 +61,101 @@ def write_json(path: str, value: Any) -> None:
   os.replace(path + ".tmp", path)
 
 
-def read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
+class DamagedFileError(ValueError):
+  """A run or study file that cannot be read as written: truncated, garbled, emptied or edited by hand.
+
+  The message names the file, the line where reading failed when there is one, and what to do.
+  """
+
+
+def _parse_json(text: bytes, path: str, remedy: str, line_number: int | None = None) -> Any:
+  """`json.loads` of one file's (or one line's) bytes; DamagedFileError naming the file and line."""
+  try:
+    return json.loads(text.decode("utf-8"))
+  except UnicodeDecodeError as error:
+    problem, line = f"bytes that are not UTF-8 text ({error.reason})", text[:error.start].count(b"\n") + 1
+  except json.JSONDecodeError as error:
+    problem, line = ("it is empty" if not text.strip() else f"not valid JSON ({error.msg}, column {error.colno})"
+                     ), error.lineno
+  where = f"line {line_number if line_number is not None else line}"
+  raise DamagedFileError(f"{path}, {where}: {problem}; the file is damaged. {remedy}")
+
+
+def read_json(path: str, required: Sequence[str] = (),
+              remedy: str = "Restore it from a copy, or delete it and rerun what wrote it.") -> Any:
+  """The JSON value of ``path``, checked: the keys in ``required`` are present, and every seed-statistics
+  dict in it (`seed_statistics`) agrees with its own per-seed values (`check_seed_statistics`).
+
+  Raises:
+    FileNotFoundError: there is no such file.
+    DamagedFileError: the file is not UTF-8 JSON, lacks a required key, or holds a summary that disagrees
+      with its values; the message names the file, the line and ``remedy``.
+  """
+  with open(path, "rb") as f:
+    value = _parse_json(f.read(), path, remedy)
+  missing = [key for key in required if not isinstance(value, Mapping) or key not in value]
+  if missing:
+    raise DamagedFileError(f"{path}: no {', '.join(map(repr, missing))} at its top level; the file is damaged "
+                           f"or was written by something else. {remedy}")
+  problem = check_seed_statistics(value)
+  if problem:
+    raise DamagedFileError(f"{path}: {problem}; the file was edited or damaged. {remedy}")
+  return value
+
+
+def read_jsonl(path: str, remedy: str) -> list[tuple[int, Any]]:
+  """(line number, value) of each non-blank line of a JSON-lines file; a torn last line is dropped with a
+  warning.
+
+  An append-only log whose writer crashed in the middle of a write ends in a partial line: that line is
+  expected and carries nothing the run needs, so it is left out (logging a warning). A line that cannot be
+  read anywhere else is damage.
+
+  Raises:
+    DamagedFileError: a line before the last is not UTF-8 JSON (naming the file, the line and ``remedy``).
+  """
+  with open(path, "rb") as f:
+    lines = [(number, line) for number, line in enumerate(f.read().split(b"\n"), 1) if line.strip()]
+  values = []
+  for index, (number, line) in enumerate(lines):
+    try:
+      values.append((number, _parse_json(line, path, remedy, line_number=number)))
+    except DamagedFileError:
+      if index < len(lines) - 1:
+        raise
+      logging.warning("%s, line %d: a partial last line (a write cut off by a crash) is left out: %r", path,
+                      number, line[:80])
+  return values
+
+
+def check_seed_statistics(tree: Any, where: str = "") -> str | None:
+  """The first `seed_statistics` dict in ``tree`` whose summary disagrees with its own "values" (described,
+  with its key path), or None when all agree: a stored mean, std, min, max or n is never trusted."""
+  if isinstance(tree, Mapping):
+    if {"mean", "std", "min", "max", "n", "values"} <= set(tree) and isinstance(tree["values"], list):
+      values = [as_number(v) for v in tree["values"]]
+      if any(v is None for v in values):
+        return f"{where or 'the top level'}: its values {tree['values']!r} are not all numbers"
+      expected = seed_statistics(values)
+      for name in ("mean", "std", "min", "max", "n"):
+        stored, recomputed = as_number(tree[name]), expected[name]
+        same = (stored is None and recomputed is None) or (
+            stored is not None and recomputed is not None and (
+                math.isclose(stored, recomputed, rel_tol=1e-9, abs_tol=1e-12)
+                or (math.isnan(stored) and math.isnan(recomputed))))
+        if not same:
+          return (f"{where}: the stored {name} {tree[name]!r} disagrees with its own values {tree['values']!r} "
+                  f"({name} {recomputed!r})")
+    for key, value in tree.items():
+      problem = check_seed_statistics(value, f"{where}.{key}" if where else str(key))
+      if problem:
+        return problem
+  elif isinstance(tree, list):
+    for index, value in enumerate(tree):
+      problem = check_seed_statistics(value, f"{where}[{index}]")
+      if problem:
+        return problem
+  return None
 
 
 def flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:

@@ -301,8 +301,8 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
   """Resumes from `<workdir>/checkpoints` if it holds a checkpoint, trains to the end, evaluates, saves.
 
   The run goes to last_step = min(total_steps, config.halt_after_steps) (total_steps when that is 0).
-  `<workdir>/config.json` is written once the checkpoint (if any) has been accepted, so a refused rerun
-  leaves the workdir as it was. Step metrics stay on the devices until a logging step (every
+  `<workdir>/config.json` is written once the checkpoint (if any) and the metrics file have been accepted,
+  so a refused rerun leaves the workdir as it was. Step metrics stay on the devices until a logging step (every
   config.log_every_steps steps and the last), when they are fetched together and written to
   `<workdir>/metrics.jsonl` one record per step; the last record of the interval also gets
   `throughput_name` = interval steps * units_per_step / interval seconds and the clipping statistics of
@@ -349,13 +349,14 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
       os.path.join(workdir, "checkpoints"), max_to_keep=config.max_checkpoints_to_keep)
   try:
     restored = manager.restore_latest(state.as_dict(), signature)
+    if restored is not None:
+      checkpoint.check_halt_after_steps(config.halt_after_steps, int(restored[0]["step"]), manager.directory)
   except checkpoint.CheckpointError:
     manager.close()
     raise
   if restored is not None:
     state = type(state)(**restored[0])
     logging.info("Resumed from step %d of %s", int(state.step), manager.directory)
-  _write_config(config, workdir)
   start_step = int(state.step)
   # Whether the optimizer has clipping statistics (a pmap returning {} fails across processes).
   has_clip_stats = bool(jax.eval_shape(acclip_optax.clip_stats, state))
@@ -364,6 +365,7 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main,
                                     resume_step=start_step if restored is not None else None,
                                     tensorboard=config.tensorboard)
+  _write_config(config, workdir)  # last: a rerun refused on reading the checkpoint or the metrics changes nothing
   last_step = min(total_steps, config.halt_after_steps) if config.halt_after_steps else total_steps
   progress = metrics_lib.progress_bar(last_step, initial=start_step, enabled=is_main)
 

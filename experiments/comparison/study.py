@@ -260,8 +260,8 @@ def _pretrain(settings: ComparisonSettings, out_dir: str, optimizer: str, learni
     config_json["vocab_file"] = "sha256:" + input_pipeline.vocab_sha256(config.vocab_file)
   result_path = os.path.join(workdir, RUN_RESULT_FILENAME)
   if os.path.exists(result_path):
-    with open(result_path) as f:
-      saved = json.load(f)
+    saved = results.read_json(result_path, required=("config", "final", "wall_s"), remedy=(
+        "Delete it to redo that run (its checkpoint, if any, resumes it), or restore it from a copy."))
     recorded = saved.get("config", {})
     differing = sorted(key for key in set(recorded) | set(config_json)
                        if key not in NOT_COMPARED_FOR_REUSE and recorded.get(key) != config_json.get(key))
@@ -277,7 +277,9 @@ def _pretrain(settings: ComparisonSettings, out_dir: str, optimizer: str, learni
     os.remove(result_path)
   # A run stopped by a preemption notice resumes from its checkpoint: its wall time is the segments' sum.
   preempted_path = os.path.join(workdir, PREEMPTED_WALL_FILENAME)
-  before_s = results.read_json(preempted_path)["wall_s"] if os.path.exists(preempted_path) else 0.0
+  before_s = results.read_json(preempted_path, required=("wall_s",), remedy=(
+      "Delete it: the run's recorded wall time then counts only the segments from here on."))["wall_s"] if (
+          os.path.exists(preempted_path)) else 0.0
   start = time.perf_counter()
   try:
     final = dict(train.train_and_evaluate(config, workdir))
