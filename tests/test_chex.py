@@ -1,4 +1,5 @@
-"""Every public transformation and alias under chex's variants, as users test their optimizers.
+"""Every public transformation and alias (the one list, `transformations_under_test.py`) under chex's
+variants, as users test their optimizers.
 
 `chex.variants` runs each test with the update as written, under `jax.jit`, on a device
 (`jax.device_put` of the inputs) and under `jax.pmap` over the 4 fake CPU devices (inputs broadcast,
@@ -13,23 +14,9 @@ import optax
 from absl.testing import parameterized
 
 import acclip_optax
+from transformations_under_test import TRANSFORMATIONS_UNDER_TEST
 
-PUBLIC = {
-    "scale_by_acclip": lambda: acclip_optax.scale_by_acclip(),
-    "scale_by_acclip_bias_corrected": lambda: acclip_optax.scale_by_acclip(bias_correction=True),
-    "scale_by_acclip_ports": lambda: acclip_optax.scale_by_acclip_ports(),
-    "clip_by_coordinate": lambda: acclip_optax.clip_by_coordinate(1.0),
-    "clip_by_global_norm": lambda: acclip_optax.clip_by_global_norm(1.0),
-    "acclip": lambda: acclip_optax.acclip(0.1, weight_decay=1e-2),
-    "acclip_ports": lambda: acclip_optax.acclip_ports(1e-3, weight_decay=1e-2),
-    "cclip": lambda: acclip_optax.cclip(0.1, acclip_optax.clip_threshold_schedule(1.0, 1.5), momentum=0.9),
-    "gclip": lambda: acclip_optax.gclip(0.1, 1.0, momentum=0.9, nesterov=True),
-    "zclip": lambda: acclip_optax.zclip(warmup_steps=2, max_norm=10.0),
-    "adagc": lambda: acclip_optax.adagc(warmup_steps=2),
-    "autoclip": lambda: acclip_optax.autoclip(history=2),
-    "spam": lambda: acclip_optax.spam(1e-3, reset_interval=2, warmup_steps=1, grad_accu_steps=1,
-                                      weight_decay=1e-2),
-}
+PUBLIC = {name: under_test.make for name, under_test in TRANSFORMATIONS_UNDER_TEST.items()}
 NUM_STEPS = 3
 
 
@@ -88,14 +75,13 @@ class TransformationVariantsTest(chex.TestCase):
     chex.assert_tree_all_finite(new_params)
 
 
-def test_readme_chex_example_runs():
+def test_docs_chex_example_runs():
   import os  # pylint: disable=g-import-not-at-top
   import unittest  # pylint: disable=g-import-not-at-top
-  readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
-  section = readme.split("### Testing an optimizer that uses acclip_optax with chex", 1)[1]
-  code = section.split("```python", 1)[1].split("```", 1)[0]
-  namespace = {"__name__": "readme_example"}
-  exec(compile(code, "README.md", "exec"), namespace)  # pylint: disable=exec-used
+  guide = os.path.join(os.path.dirname(__file__), "..", "docs", "testing_with_chex.md")
+  code = open(guide, encoding="utf-8").read().split("```python", 1)[1].split("```", 1)[0]
+  namespace = {"__name__": "docs_chex_example"}
+  exec(compile(code, "docs/testing_with_chex.md", "exec"), namespace)  # pylint: disable=exec-used
   suite = unittest.defaultTestLoader.loadTestsFromTestCase(namespace["MyOptimizerTest"])
   result = unittest.TextTestRunner(verbosity=0).run(suite)
   assert result.testsRun == 5 and result.wasSuccessful(), result.failures + result.errors
