@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import optax
 
-from acclip_optax._validation import check_in_range, check_same_tree
+from acclip_optax._validation import check_floating_leaves, check_in_range, check_same_tree
 from acclip_optax.transform import (
     Threshold, clip_by_coordinate, clip_by_global_norm, scale_by_acclip, scale_by_acclip_ports)
 
@@ -118,14 +118,19 @@ def _clipped_sgd(clip: optax.GradientTransformation, learning_rate: optax.Scalar
 
 
 def _checked_trace(momentum: float | jax.Array, nesterov: bool) -> optax.GradientTransformation:
-  """`optax.trace` that refuses updates not shaped like its momentum (optax would broadcast them)."""
+  """`optax.trace` that refuses integer params and updates not shaped like its momentum (optax would
+  broadcast them)."""
   trace = optax.trace(decay=momentum, nesterov=nesterov)
+
+  def init_fn(params):
+    check_floating_leaves("params", params)
+    return trace.init(params)
 
   def update_fn(updates, state, params=None):
     check_same_tree("updates", updates, "the optimizer state (made by init)", state.trace)
     return trace.update(updates, state, params)
 
-  return optax.GradientTransformation(trace.init, update_fn)
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def cclip(learning_rate: optax.ScalarOrSchedule, threshold: Threshold, momentum: float | None = None,

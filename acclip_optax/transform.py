@@ -142,8 +142,11 @@ def _real_dtype(dtype: Any) -> Any:
 
 
 def _real_zeros_like(params: optax.Params) -> optax.Params:
-  """Zeros shaped like the params in their real dtype (the EMAs of |g|^alpha and |g|^2 are real)."""
-  return jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _real_dtype(jnp.result_type(p))), params)
+  """Zeros shaped and sharded like the params, in their real dtype (the EMAs of |g|^alpha and |g|^2 are real).
+
+  `zeros_like` keeps each param's sharding (`zeros(shape, dtype)` would replicate a sharded model's state).
+  """
+  return jax.tree.map(lambda p: jnp.zeros_like(p, dtype=_real_dtype(jnp.result_type(p))), params)
 
 
 def _abs_squared(g: jax.Array) -> jax.Array:

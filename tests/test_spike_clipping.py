@@ -1,6 +1,7 @@
-"""ZClip, AdaGC, AutoClip and SPAM: float64 NumPy references written from the formulas, invariants, and
-(marker `oracle`, run with `pytest -m oracle` when torch, zclip and pytorch-optimizer are installed) the
-reference implementations themselves."""
+"""ZClip, AdaGC, AutoClip, SPAM, Stable-SPAM and skip-step: float64 NumPy references written from the
+formulas, invariants, and (marker `oracle`, run with `pytest -m oracle` when torch, zclip and
+pytorch-optimizer are installed) the reference implementations themselves. The checks every public
+transformation gets (composition, donation, inject_hyperparams, ...) are in `test_shared_checks.py`."""
 import math
 
 import jax
@@ -10,7 +11,8 @@ import optax
 import pytest
 
 import acclip_optax
-from acclip_optax import adagc, autoclip, scale_by_spam, spam, zclip
+from acclip_optax import (
+    adagc, autoclip, scale_by_spam, scale_by_stable_spam, skip_step_on_spikes, spam, stable_spam, zclip)
 
 SHAPES = {"kernel": (4, 3), "bias": (5,)}
 NUM_STEPS = 60
@@ -139,6 +141,66 @@ def spam_reference(grads, b1=0.9, b2=0.999, eps=1e-6, theta=5000.0, reset_interv
   return outputs
 
 
+def stable_spam_reference(grads, b1=0.9, b2=0.999, gamma1=0.7, gamma2=0.9, max_decay=0.999, reset_interval=1000,
+                          eps=1e-8, momentum_decay_steps=None, momentum_decay_floor=0.5):
+  gamma1 = b1 if gamma1 is None else gamma1
+  names = list(grads[0])
+  m, v = {n: 0.0 for n in names}, {n: 0.0 for n in names}
+  max_ema, norm_ema, norm_sq_ema = {n: 0.0 for n in names}, {n: 0.0 for n in names}, {n: 0.0 for n in names}
+  k, outputs = 0, []
+  for t, g in enumerate(grads, start=1):
+    scale = 1.0
+    if momentum_decay_steps is not None:
+      period = momentum_decay_steps + 1
+      c = lambda j: 1 + math.cos(math.pi * j / period)
+      f = momentum_decay_floor
+      scale = f + (1 - f) * c(t + 1) / c(1) if t < momentum_decay_steps else f
+    beta1, gamma = b1 * scale, gamma1 * scale
+    if t % reset_interval == 0:
+      m, v, k = {n: 0.0 for n in names}, {n: 0.0 for n in names}, 1
+    else:
+      k += 1
+    out = {}
+    for name in names:
+      leaf = g[name].copy()
+      largest = float(np.max(np.abs(leaf)))
+      max_ema[name] = max_decay * max_ema[name] + (1 - max_decay) * largest
+      threshold = max_ema[name] / (1 - max_decay ** t)
+      spike = np.abs(leaf) > threshold
+      leaf[spike] = leaf[spike] / largest * threshold
+      norm = float(np.linalg.norm(leaf))
+      if norm == 0:
+        out[name] = np.zeros_like(leaf)
+        continue
+      norm_ema[name] = gamma * norm_ema[name] + (1 - gamma) * norm
+      norm_sq_ema[name] = gamma2 * norm_sq_ema[name] + (1 - gamma2) * norm ** 2
+      leaf = leaf / norm * (norm_ema[name] / (1 - gamma ** t)) / (
+          math.sqrt(norm_sq_ema[name] / (1 - gamma2 ** t)) + eps)
+      m[name] = beta1 * m[name] + (1 - beta1) * leaf
+      v[name] = b2 * v[name] + (1 - b2) * leaf ** 2
+      out[name] = (m[name] / (1 - beta1 ** k)) / (np.sqrt(v[name] / (1 - b2 ** k)) + eps)
+    outputs.append(out)
+  return outputs
+
+
+def skip_step_reference(grads, losses=None, window=128, sigma=6.0):
+  """Which steps skip_step_on_spikes skips: each norm (and loss) against the mean and sample std of the last
+  `window` finite ones before it, once there are max(2, window // 2 - 1) of them."""
+  history, skipped = [], []
+  for k, g in enumerate(grads):
+    values = [global_norm(g)] + ([] if losses is None else [losses[k]])
+    recent = history[-window:]
+    skip = False
+    if len(recent) >= max(2, window // 2 - 1):
+      for i, value in enumerate(values):
+        column = np.array([h[i] for h in recent])
+        skip |= not value - column.mean() <= sigma * column.std(ddof=1)
+    skipped.append(skip)
+    if all(math.isfinite(x) for x in values):
+      history.append(values)
+  return skipped
+
+
 @pytest.mark.parametrize("kwargs", [dict(warmup_steps=10), dict(warmup_steps=5, max_norm=15.0, z_threshold=2.0)])
 def test_zclip_matches_its_float64_reference(x64, kwargs):
   del x64
@@ -172,6 +234,38 @@ def test_spam_matches_its_float64_reference(x64, kwargs):
   outputs, state = run(scale_by_spam(**kwargs), grads)
   assert_close(outputs, spam_reference(grads, **kwargs), rtol=1e-10)
   assert float(acclip_optax.clip_stats(state)["clip_fraction"]) >= 0.0
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(reset_interval=25, gamma1=None, max_decay=0.9, momentum_decay_steps=40,
+                                                  momentum_decay_floor=0.3)])
+def test_stable_spam_matches_its_float64_reference(x64, kwargs):
+  del x64
+  grads = spiky_grads(seed=10)
+  grads[12]["bias"] = np.zeros_like(grads[12]["bias"])  # an all-zero tensor keeps its statistics
+  outputs, state = run(scale_by_stable_spam(**kwargs), grads)
+  assert_close(outputs, stable_spam_reference(grads, **kwargs), rtol=1e-10)
+  assert int(state.count) == NUM_STEPS
+
+
+@pytest.mark.parametrize("window, sigma, with_loss", [(16, 3.0, False), (10, 2.0, True), (4, 1.0, True)])
+def test_skip_step_skips_the_steps_of_its_float64_reference(x64, window, sigma, with_loss):
+  del x64
+  grads = spiky_grads(seed=11)
+  losses = list(np.random.default_rng(12).normal(3.0, 0.1, size=NUM_STEPS))
+  losses[50] = 30.0  # a loss spike on a step whose gradient is quiet
+  losses[55] = float("nan")
+  tx = skip_step_on_spikes(optax.sgd(0.1), window=window, sigma=sigma)
+  params = {k: jnp.zeros(v.shape) for k, v in grads[0].items()}
+  state, update = tx.init(params), jax.jit(tx.update)
+  skipped = []
+  for g, loss in zip(grads, losses):
+    extra = dict(loss=jnp.asarray(loss)) if with_loss else {}
+    _, state = update(jax.tree.map(jnp.asarray, g), state, params, **extra)
+    skipped.append(bool(state.skipped))
+  expected = skip_step_reference(grads, losses if with_loss else None, window, sigma)
+  assert skipped == expected
+  assert any(expected) and int(state.skip_count) == sum(expected)
+  assert float(acclip_optax.clip_stats(state)["skip_count"]) == sum(expected)
 
 
 # ---- invariants -----------------------------------------------------------------------------------
@@ -233,35 +327,60 @@ def test_spam_resets_its_moments_and_warms_up():
   assert sizes[5] > sizes[4]  # the warm-up after the reset grows the step back
 
 
-@pytest.mark.parametrize("make", [lambda: zclip(warmup_steps=3), lambda: adagc(warmup_steps=3),
-                                  lambda: autoclip(history=4), lambda: spam(1e-3, weight_decay=0.1)])
-def test_composes_with_optax_wrappers_and_jit(make):
-  params = {"w": jnp.ones(3), "b": jnp.zeros(2)}
-  grads = {"w": jnp.full(3, 2.0), "b": jnp.full(2, jnp.nan)}
-  tx = optax.apply_if_finite(optax.chain(make(), optax.sgd(0.1)), max_consecutive_errors=3)
-  state = tx.init(params)
-  updates, new_state = jax.jit(tx.update)(grads, state, params)
-  assert all(bool(jnp.all(u == 0)) for u in jax.tree.leaves(updates))  # the NaN step is skipped
-  accumulated = optax.MultiSteps(optax.chain(make(), optax.sgd(0.1)), every_k_schedule=2)
-  state = accumulated.init(params)
-  for _ in range(4):
-    _, state = jax.jit(accumulated.update)({"w": jnp.ones(3), "b": jnp.ones(2)}, state, params)
-  injected = optax.inject_hyperparams(lambda learning_rate: optax.chain(make(), optax.sgd(learning_rate)))(0.1)
-  _, state = jax.jit(injected.update)({"w": jnp.ones(3), "b": jnp.ones(2)}, injected.init(params), params)
-  del new_state
+def test_stable_spam_ignores_the_gradient_scale():
+  """AdaClip's threshold and AdaGN's norm statistics scale with the gradient, and Adam undoes what is left:
+  at eps = 0, gradients x1000 give the same updates."""
+  grads = spiky_grads(seed=13)
+  outputs, _ = run(scale_by_stable_spam(eps=0.0), grads)
+  scaled, _ = run(scale_by_stable_spam(eps=0.0), [{k: 1000.0 * v for k, v in g.items()} for g in grads])
+  assert_close(scaled, outputs, rtol=1e-4)
 
 
-@pytest.mark.parametrize("make", [lambda: zclip(warmup_steps=2), lambda: adagc(warmup_steps=2),
-                                  lambda: autoclip(history=3), lambda: spam(1e-3)])
-def test_state_can_be_donated(make):
-  """A train step donates its optimizer state: no buffer may appear twice in it."""
-  tx = make()
-  params = {"w": jnp.ones(3), "b": jnp.zeros(2)}
-  step = jax.jit(lambda g, s, p: tx.update(g, s, p), donate_argnums=(1,))
-  state = tx.init(params)
-  for _ in range(4):
-    _, state = step({"w": jnp.ones(3), "b": jnp.ones(2)}, state, params)
-  assert int(jax.tree.leaves(state)[0]) == 4
+def test_stable_spam_cuts_a_spike_to_its_running_maximum():
+  grads = steady(40)
+  grads[30] = {"w": np.array([0.2, 0.2, 100.0, 0.2, 0.2, 0.2]), "b": grads[30]["b"]}
+  _, before = run(scale_by_stable_spam(), grads[:30])
+  _, state = run(scale_by_stable_spam(), grads[:31])
+  assert float(acclip_optax.clip_stats(state)["clip_fraction"]) == pytest.approx(1 / 8)
+  # the spike enters the norm statistics at the bias-corrected running maximum (about 3.4), not at 100
+  running_max = float(state.max_ema["w"]) / (1 - 0.999 ** 31)
+  assert running_max < 4.0
+  clipped_norm = math.sqrt(5 * 0.2 ** 2 + running_max ** 2)
+  assert float(state.norm_ema["w"]) == pytest.approx(0.7 * float(before.norm_ema["w"]) + 0.3 * clipped_norm, rel=1e-5)
+
+
+def test_stable_spam_resets_its_moments():
+  grads = [{"w": np.full(3, 1.0) * (1 + 0.1 * (k % 3))} for k in range(12)]
+  _, before = run(scale_by_stable_spam(reset_interval=5), grads[:9])
+  _, after = run(scale_by_stable_spam(reset_interval=5), grads[:10])
+  single, _ = run(scale_by_stable_spam(reset_interval=5), grads[:10])
+  assert float(np.asarray(before.mu["w"])[0]) > 0
+  # step 10 restarts Adam from m = v = 0: its direction is the bias-corrected first step, +-1
+  np.testing.assert_allclose(single[9]["w"], np.ones(3), rtol=1e-5)
+  assert float(np.asarray(after.nu["w"])[0]) == pytest.approx(0.001 * float(np.asarray(after.mu["w"])[0] / 0.1) ** 2,
+                                                              rel=1e-4)
+
+
+def test_skip_step_leaves_the_inner_state_and_the_params_alone():
+  grads = steady(40)
+  grads[30] = {k: 100 * v for k, v in grads[30].items()}
+  tx = skip_step_on_spikes(optax.adam(0.1), window=16)
+  outputs, state = run(tx, grads[:30])
+  spike_outputs, spike_state = run(tx, grads[:31])
+  assert all(np.all(u == 0) for u in spike_outputs[30].values())
+  chex_equal = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  assert chex_equal(spike_state.inner_state, state.inner_state)
+  assert int(spike_state.skip_count) == 1 and float(spike_state.skipped) == 1.0
+  # the steps before the spike are Adam's own
+  adam_outputs, _ = run(optax.adam(0.1), grads[:30])
+  assert_close(outputs, adam_outputs, rtol=1e-6)
+
+
+def test_clip_stats_sees_through_a_skip_step():
+  tx = skip_step_on_spikes(optax.chain(zclip(warmup_steps=2), optax.adamw(1e-3)), window=4)
+  _, state = run(tx, steady(5))
+  assert sorted(acclip_optax.clip_stats(state)) == ["clip_threshold", "clipped", "global_norm", "skip_count",
+                                                     "skipped"]
 
 
 @pytest.mark.parametrize("make, message", [
@@ -270,6 +389,11 @@ def test_state_can_be_donated(make):
     (lambda: adagc(beta=float("nan")), "beta=nan"), (lambda: autoclip(percentile=101.0), "percentile=101.0"),
     (lambda: autoclip(history=0), "history=0"), (lambda: spam(1e-3, reset_interval=0), "reset_interval=0"),
     (lambda: spam(1e-3, theta=-1.0), "theta=-1.0"), (lambda: spam(1e-3, weight_decay=-0.1), "weight_decay=-0.1"),
+    (lambda: stable_spam(1e-3, gamma2=1.0), "gamma2=1.0"), (lambda: stable_spam(1e-3, max_decay=-0.5), "max_decay=-0.5"),
+    (lambda: stable_spam(1e-3, reset_interval=0), "reset_interval=0"),
+    (lambda: stable_spam(1e-3, momentum_decay_steps=0), "momentum_decay_steps=0"),
+    (lambda: skip_step_on_spikes(optax.sgd(0.1), window=1), "window=1"),
+    (lambda: skip_step_on_spikes(optax.sgd(0.1), sigma=-1.0), "sigma=-1.0"),
 ])
 def test_bad_hyperparameters_name_themselves(make, message):
   with pytest.raises(ValueError, match=message.replace(".", r"\.")):
@@ -362,25 +486,25 @@ def test_oracle_spam(x64, kwargs):
   assert difference < 1e-10
 
 
-@pytest.mark.parametrize("make", [lambda: optax.inject_hyperparams(zclip)(), lambda: optax.inject_hyperparams(adagc)(),
-                                  lambda: optax.inject_hyperparams(autoclip)(history=4),
-                                  lambda: optax.inject_hyperparams(spam)(1e-3, weight_decay=0.1)])
-def test_every_hyperparameter_can_be_injected(make):
-  """inject_hyperparams turns the step counts into arrays (concrete in init, traced in a jitted update)."""
-  tx = make()
-  params = {"w": jnp.ones(3)}
-  state = tx.init(params)
-  update = jax.jit(tx.update)
-  for k in range(3):
-    updates, state = update({"w": jnp.full(3, k + 1.0)}, state, params)
-  assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
-
-
-@pytest.mark.parametrize("make", [zclip, adagc, autoclip, lambda: scale_by_spam()])
-def test_complex_updates_are_refused(make):
-  tx = make()
-  with pytest.raises(TypeError, match=r"params\['w'\] is complex"):
-    tx.init({"w": jnp.zeros(3, jnp.complex64)})
+@pytest.mark.oracle
+@pytest.mark.parametrize("kwargs", [dict(), dict(update_proj_gap=40, weight_decay=0.1, t_max=60, eta_min=0.3,
+                                             gamma1=-1.0, theta=0.99)])
+def test_oracle_stable_spam(x64, kwargs):
+  """The reference in its default (non-foreach) path, with an all-zero tensor at two steps."""
+  del x64
+  pytest.importorskip("pytorch_optimizer")
+  from pytorch_optimizer import StableSPAM  # pylint: disable=g-import-not-at-top
+  grads, params = spiky_grads(seed=7, num_steps=130), _initial_params()
+  for step in (12, 70):
+    grads[step]["bias"] = np.zeros_like(grads[step]["bias"])
+  theirs = _torch_trajectory(params, grads, lambda p: StableSPAM(p, lr=1e-2, **kwargs))
+  ours_kwargs = dict(reset_interval=kwargs.get("update_proj_gap", 1000), weight_decay=kwargs.get("weight_decay", 0.0),
+                     momentum_decay_steps=kwargs.get("t_max"), momentum_decay_floor=kwargs.get("eta_min", 0.5),
+                     gamma1=None if kwargs.get("gamma1") == -1.0 else 0.7, max_decay=kwargs.get("theta", 0.999))
+  ours, _ = run(stable_spam(1e-2, **ours_kwargs), grads, params, apply_updates=True)
+  difference = _largest_relative_difference(ours, theirs)
+  print(f"stable_spam ({kwargs or 'defaults'}): largest relative difference {difference:.2e}")
+  assert difference < 1e-10
 
 
 def test_adagc_with_eps_zero_leaves_a_zero_tensor_at_zero():
