@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from experiments.common import results
+from experiments.common import figures, results
 
 METRICS_FILENAME = "metrics.jsonl"
 
@@ -139,43 +139,45 @@ class _NoProgress:
 
 def plot_loss_curves(runs: Mapping[str, str], out_path: str,
                      metric_names: Sequence[str] = ("train_loss", "eval_loss"),
-                     smoothing: int = 1, title: str = "") -> str:
-  """Plots metric curves of one or several runs and saves a PNG.
+                     smoothing: int = 1, title: str = "",
+                     rows: Sequence[tuple[str, Sequence[str]]] | None = None,
+                     colors: Mapping[str, str] | None = None) -> str:
+  """Plots metric curves of one or several runs, one column of panels per metric, and saves a PNG.
 
   Args:
     runs: label -> metrics JSONL path.
     out_path: the PNG to write.
-    metric_names: the metrics to draw, one line style each (solid, dashed, ...).
-    smoothing: a moving-average window (in records) applied to every curve; 1 draws the raw values.
+    metric_names: the metrics to draw, one column of panels each (they share the y axis).
+    smoothing: a moving-average window (in records) applied to every curve at least that long; 1 draws the
+      raw values.
     title: the figure title.
+    rows: (title, labels) of each row of panels, the title heading the row's legend (e.g.
+      `figures.split_by_family`); default one row of every run.
+    colors: label -> colour (e.g. `figures.OPTIMIZER_COLORS`); default matplotlib's colour cycle per row.
 
   Returns:
     out_path.
   """
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
-  figure, axes = plt.subplots(figsize=(7, 4.5))
-  styles = ["-", "--", ":", "-."]
-  for color_index, (label, path) in enumerate(runs.items()):
-    records = read_metrics(path)
-    for style, name in zip(styles, metric_names):
-      steps, values = metric_series(records, name)
-      if not len(steps):
-        continue
-      if smoothing > 1 and len(values) >= smoothing:
-        values = np.convolve(values, np.ones(smoothing) / smoothing, mode="valid")
-        steps = steps[smoothing - 1:]
-      axes.plot(steps, values, style, color=f"C{color_index % 10}", label=f"{label} {name}")
-  axes.set_xlabel("step")
-  axes.set_ylabel(" / ".join(metric_names))
+  rows = rows or [("", list(runs))]
+  records = {label: read_metrics(path) for label, path in runs.items()}
+  figure = Figure(figsize=(4 * len(metric_names) + 1.5, 2.8 * len(rows) + 0.6), layout="constrained")
+  axes = figure.subplots(len(rows), len(metric_names), squeeze=False, sharex=True, sharey=True)
+  for row_axes, (row_title, labels) in zip(axes, rows):
+    for panel, name in zip(row_axes, metric_names):
+      for color_index, label in enumerate(labels):
+        steps, values = figures.moving_average(*metric_series(records[label], name), smoothing)
+        if len(steps):
+          color = colors[label] if colors is not None else f"C{color_index % 10}"
+          panel.plot(steps, values, color=color, linewidth=1.2, label=label)
+      panel.set_title(name.replace("_", " "), fontsize=9)
+      panel.grid(alpha=0.3)
+    figures.legend_outside(row_axes, title=row_title or None)
+  for panel in axes[-1]:
+    panel.set_xlabel("step")
   if title:
-    axes.set_title(title)
-  axes.grid(alpha=0.3)
-  axes.legend(fontsize=8)
-  figure.tight_layout()
+    figure.suptitle(title, fontsize=10)
   os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-  figure.savefig(out_path, dpi=120)
-  plt.close(figure)
+  figure.savefig(out_path, dpi=120, bbox_inches="tight")
   return out_path
