@@ -109,8 +109,8 @@ FIGURES = {"learning_rate_sweep": "learning_rate_sweep.png", "loss_by_token_freq
 
 
 def draw_figures(optimizers: Mapping[str, Mapping[str, Any]], out_dir: str) -> dict[str, str]:
-  """Draws `FIGURES` into `out_dir` (the frequency one only when Adam, its baseline, has bucket losses; a
-  stale one is removed) and returns those drawn, name -> file name."""
+  """Draws `FIGURES` into `out_dir` (the frequency one only when Adam, its baseline, and another optimizer
+  have bucket losses; a stale one is removed) and returns those drawn, name -> file name."""
   paths = {name: os.path.join(out_dir, file_name) for name, file_name in FIGURES.items()}
   drawn = {"learning_rate_sweep": os.path.basename(plots.plot_sweep(optimizers, paths["learning_rate_sweep"]))}
   if plots.plot_frequency_buckets(optimizers, paths["loss_by_token_frequency"]):

@@ -64,7 +64,8 @@ def report_lines(summary: Mapping[str, Any]) -> list[str]:
 
 def frequency_lines(optimizers: Mapping[str, Mapping[str, Any]], figure: str | None = None) -> list[str]:
   """The held-out MLM loss by training-set token frequency (mean ± std over seeds), one row per optimizer;
-  `figure`: the PNG that plots it against Adam, if one was drawn (it needs Adam's bucket losses)."""
+  `figure`: the PNG that plots it against Adam, if one was drawn (it needs Adam's bucket losses and
+  another optimizer's)."""
   with_buckets = {name: r for name, r in optimizers.items() if r.get("eval_loss_by_frequency")}
   if not with_buckets:
     return []
@@ -75,6 +76,6 @@ def frequency_lines(optimizers: Mapping[str, Mapping[str, Any]], figure: str | N
           "tokens; each bucket about a quarter of the training tokens, the last also every token never seen "
           "in training): mean ± std over the seeds at the best learning rate. "
           + (f"Figure: {figure} (each optimizer minus Adam)." if figure else
-             "No figure: it plots each optimizer minus Adam, and Adam has no bucket losses here."), "",
+             "No figure: it plots each other optimizer minus Adam, and needs Adam's bucket losses and another's."), "",
           markdown_table(headers, [[name] + [format_seed_statistics(s) for s in r["eval_loss_by_frequency"]]
                                    for name, r in with_buckets.items()]), ""]
