@@ -130,15 +130,16 @@ def plot_hill(x: np.ndarray, ks: np.ndarray | None = None, *, title: str | None 
       raise ValueError(f"plot_hill: need at least 4 samples, got {num_samples}.")
     ks = np.unique(np.geomspace(2, num_samples // 2, 50).astype(int))
   estimates = np.asarray(noise.tail_index_hill(x, np.asarray(ks)))
-  figure = Figure(figsize=(5, 3.5))
+  figure = Figure(figsize=(6.5, 3.5), layout="constrained")
   ax = figure.subplots()
-  ax.plot(ks, estimates, marker=".")
-  ax.axhline(2.0, color="gray", linestyle="--", linewidth=1, label="alpha = 2 (finite variance)")
+  ax.plot(ks, estimates, marker=".", label="Hill estimate")
+  ax.axhline(2.0, color="gray", linestyle="--", linewidth=1, label="alpha = 2\n(finite variance)")
   ax.set_xscale("log")
   ax.set_xlabel("k (number of largest values)")
   ax.set_ylabel("Hill estimate of alpha")
   ax.set_title(title or f"Hill plot, N = {num_samples}", fontsize=10)
-  ax.legend(fontsize=8)
+  # Outside the axes, where it cannot hide the estimate at any k.
+  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
   return _save(figure, path)
 
 
