@@ -1,10 +1,12 @@
 """acclip_optax: GClip, CClip and ACClip (Zhang et al., NeurIPS 2020) as composable Optax transformations,
-and the adaptive spike-clipping methods that followed (ZClip, AdaGC, AutoClip, SPAM)."""
+and the adaptive spike-clipping methods that followed (ZClip, AdaGC, AutoClip, SPAM, Stable-SPAM,
+skip-step)."""
 from acclip_optax import noise
 from acclip_optax.alias import acclip, acclip_ports, cclip, gclip
 from acclip_optax.schedule import clip_threshold_schedule, strongly_convex_lr_schedule
 from acclip_optax.spike_clipping import (
-    AdaGCState, AutoClipState, SpamState, ZClipState, adagc, autoclip, scale_by_spam, spam, zclip)
+    AdaGCState, AutoClipState, SkipStepState, SpamState, StableSpamState, ZClipState, adagc, autoclip,
+    scale_by_spam, scale_by_stable_spam, skip_step_on_spikes, spam, stable_spam, zclip)
 from acclip_optax.stats import clip_stats
 from acclip_optax.transform import (
     ACClipThresholdRule,
@@ -25,12 +27,17 @@ __all__ = [
     "ACClipThresholdRule",
     "AdaGCState",
     "AutoClipState",
+    "SkipStepState",
     "SpamState",
+    "StableSpamState",
     "ZClipState",
     "adagc",
     "autoclip",
     "scale_by_spam",
+    "scale_by_stable_spam",
+    "skip_step_on_spikes",
     "spam",
+    "stable_spam",
     "zclip",
     "ClipByCoordinateState",
     "ClipByGlobalNormState",

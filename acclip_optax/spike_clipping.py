@@ -4,6 +4,10 @@
 * `adagc`: AdaGC (Wang et al. 2025): per-tensor thresholds from an EMA of each tensor's clipped norm.
 * `autoclip`: AutoClip (Seetharaman et al. 2020): a percentile of the history of global norms.
 * `spam`: SPAM (Huang et al., ICLR 2025): Adam with spike-aware coordinate clipping and momentum resets.
+* `stable_spam`: Stable-SPAM (Huang et al. 2025): SPAM's successor, with a clipping threshold that follows
+  the gradients' running maxima and the update scaled by running gradient-norm statistics.
+* `skip_step_on_spikes`: wraps any transformation and skips the step when the gradient norm or the loss is
+  `sigma` standard deviations above its recent mean (OLMo-core's and levanter's skip-step).
 
 Each follows the reference implementation named in its docstring, step for step (the tests compare
 parameter trajectories with them in float64). Like the rest of the library, each is an
@@ -23,8 +27,8 @@ from acclip_optax._validation import (
     check_in_range, check_real_floating_leaves, check_same_tree, concrete_value)
 
 __all__ = [
-    "AdaGCState", "AutoClipState", "SpamState", "ZClipState", "adagc", "autoclip", "scale_by_spam", "spam",
-    "zclip",
+    "AdaGCState", "AutoClipState", "SkipStepState", "SpamState", "StableSpamState", "ZClipState", "adagc",
+    "autoclip", "scale_by_spam", "scale_by_stable_spam", "skip_step_on_spikes", "spam", "stable_spam", "zclip",
 ]
 
 # torch.nn.utils.clip_grad_norm_ scales by max_norm / (norm + 1e-6): the references clip through it.
@@ -506,3 +510,336 @@ def spam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.9
   if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):  # a traced one may be nonzero
     parts.append(_decay_after_step(learning_rate, weight_decay, mask))
   return optax.chain(*parts)
+
+
+# ------------------------------------------------------------------------------------------ Stable-SPAM
+class StableSpamState(NamedTuple):
+  """State of `scale_by_stable_spam`.
+
+  Attributes:
+    count: int32, updates done.
+    mu, nu: Adam's moments, zeroed every `reset_interval` steps.
+    max_ema: per leaf, the EMA of the leaf's largest |g_i| (AdaClip's threshold before bias correction).
+    norm_ema, norm_sq_ema: per leaf, the EMAs of the clipped leaf's norm and squared norm (AdaGN).
+    clip_fraction: the fraction of coordinates the last update's AdaClip scaled down.
+  """
+  count: jax.Array
+  mu: optax.Updates
+  nu: optax.Updates
+  max_ema: optax.Updates
+  norm_ema: optax.Updates
+  norm_sq_ema: optax.Updates
+  clip_fraction: jax.Array
+
+
+def _stable_spam_momentum_scale(step: jax.Array, decay_steps: Any, floor: Any) -> jax.Array:
+  """s_k: the cosine decay of b1 and gamma1 (reference: `CosineDecay(1.0, t_max, eta_min)`).
+
+  s_k = f + (1 - f) c(k + 1) / c(1) for k < T and f after, c(j) = 1 + cos(pi j / (T + 1)), T =
+  `decay_steps`: torch's recursive `CosineAnnealingLR`, which the reference first steps at epoch 2 from
+  the value of epoch 1, telescopes to this (not to the closed form c(k + 1) / 2, as SPAM's warm-up does).
+  """
+  period = decay_steps + 1.0
+  cosine = floor + (1.0 - floor) * (1.0 + jnp.cos(jnp.pi * (step + 1.0) / period)) / (1.0 + jnp.cos(jnp.pi / period))
+  return jnp.where(step >= decay_steps, floor, cosine)
+
+
+def scale_by_stable_spam(b1: float = 0.9, b2: float = 0.999, gamma1: float | None = 0.7, gamma2: float = 0.9,
+                         max_decay: float = 0.999, reset_interval: int = 1000, eps: float = 1e-8,
+                         momentum_decay_steps: int | None = None,
+                         momentum_decay_floor: float = 0.5) -> optax.GradientTransformationExtraArgs:
+  r"""Stable-SPAM's direction (Huang et al. 2025): Adam after adaptive spike clipping and norm scaling.
+
+  At step t = 1, 2, ..., for each tensor (leaf) g with :math:`g_{max} = \max_i |g_i|` (r =
+  `reset_interval`, :math:`\theta` = `max_decay`, :math:`s_t` = 1 unless `momentum_decay_steps` is set):
+
+  .. math::
+    M \leftarrow \theta M + (1 - \theta) g_{max}, \quad \hat M = \frac{M}{1 - \theta^t}, \quad
+    \tilde g_i = \begin{cases} \frac{g_i}{g_{max}} \hat M & |g_i| > \hat M \\ g_i & \text{else}
+    \end{cases} \quad \text{(AdaClip)},
+
+    n = \|\tilde g\|, \quad \mu \leftarrow \gamma_1 s_t \mu + (1 - \gamma_1 s_t) n, \quad
+    \nu \leftarrow \gamma_2 \nu + (1 - \gamma_2) n^2, \quad
+    \hat g = \frac{\tilde g}{n} \cdot \frac{\mu / (1 - (\gamma_1 s_t)^t)}{\sqrt{\nu / (1 - \gamma_2^t)}
+    + \epsilon} \quad \text{(AdaGN)},
+
+    m, v \leftarrow 0 \text{ when } t \bmod r = 0, \quad m = \beta_1 s_t m + (1 - \beta_1 s_t) \hat g, \quad
+    v = \beta_2 v + (1 - \beta_2) \hat g^2, \quad
+    u = \frac{m / (1 - (\beta_1 s_t)^k)}{\sqrt{v / (1 - \beta_2^k)} + \epsilon},
+
+  where k counts the steps since the last reset, the reset step being k = 1 (k = t before the first). A
+  tensor whose clipped gradient is zero (n = 0) keeps its m, v, mu and nu and gets u = 0. With
+  `momentum_decay_steps` T, :math:`s_t = f + (1 - f)\,c(t + 1) / c(1)` for t < T and f =
+  `momentum_decay_floor` after, :math:`c(j) = 1 + \cos(\pi j / (T + 1))` (what the reference's
+  `CosineDecay` computes: torch's recursive `CosineAnnealingLR` started at its second epoch).
+
+  This is `pytorch_optimizer.StableSPAM` 4.1.0 (its default, non-foreach path) step for step, with its
+  defaults. Where it differs from the paper's Algorithm 1 we follow it: Adam's bias corrections restart
+  at each momentum reset while the AdaClip and AdaGN corrections use the global t; the optional cosine
+  decay of :math:`\beta_1` and :math:`\gamma_1` (its `t_max`, `eta_min`); and the skip of an all-zero
+  tensor. Names: the reference's `theta` (an EMA decay) is `max_decay` here, because `theta` is SPAM's
+  spike threshold in this module; its `update_proj_gap` is `reset_interval`, as in `scale_by_spam`; its
+  `gamma1=-1` (use :math:`\beta_1`) is ``gamma1=None``; `t_max` and `eta_min` are `momentum_decay_steps`
+  and `momentum_decay_floor`.
+
+  Args:
+    b1, b2: Adam's decays, in [0, 1).
+    gamma1: the decay of the EMA of the tensor norm, in [0, 1); None: `b1`.
+    gamma2: the decay of the EMA of the squared tensor norm, in [0, 1).
+    max_decay: the decay of the EMA of max |g_i|, in [0, 1).
+    reset_interval: steps between momentum resets, >= 1.
+    eps: added to the square roots, >= 0.
+    momentum_decay_steps: T of the cosine decay of b1 and gamma1, >= 1, or None (no decay).
+    momentum_decay_floor: f, the decay's final multiplier, in [0, 1].
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs` with a `StableSpamState`; its update is a direction (scale
+    it by the negative learning rate, as `stable_spam` does).
+
+  References:
+    Huang et al., "Stable-SPAM: How to Train in 4-Bit More Stably than 16-Bit Adam", arXiv 2502.17055, 2025.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from acclip_optax import scale_by_stable_spam
+    >>> tx = optax.chain(scale_by_stable_spam(), optax.scale_by_learning_rate(1e-3))
+    >>> updates, state = tx.update(jnp.ones(3), tx.init(jnp.zeros(3)))
+  """
+  for name, value in (("b1", b1), ("b2", b2), ("gamma2", gamma2), ("max_decay", max_decay)):
+    check_in_range(name, value, 0.0, 1.0)
+  if gamma1 is not None:
+    check_in_range("gamma1", gamma1, 0.0, 1.0)
+  norm_decay = b1 if gamma1 is None else gamma1
+  reset_interval = _check_steps("reset_interval", reset_interval, 1)
+  check_in_range("eps", eps, 0.0, math.inf)
+  if momentum_decay_steps is not None:
+    momentum_decay_steps = _check_steps("momentum_decay_steps", momentum_decay_steps, 1)
+  check_in_range("momentum_decay_floor", momentum_decay_floor, 0.0, 1.0, high_inclusive=True)
+
+  def init_fn(params):
+    check_real_floating_leaves("params", params)
+    scalar = lambda p: jnp.zeros([], jnp.promote_types(p.dtype, jnp.float32))
+    return StableSpamState(
+        count=jnp.zeros([], jnp.int32), mu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=p.dtype), params),
+        nu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=p.dtype), params), max_ema=jax.tree.map(scalar, params),
+        norm_ema=jax.tree.map(scalar, params), norm_sq_ema=jax.tree.map(scalar, params),
+        clip_fraction=jnp.zeros([], jnp.float32))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    check_real_floating_leaves("updates", updates)
+    check_same_tree("updates", updates, "the optimizer state (made by init)", state.mu)
+    dtype = _float_dtype(updates)
+    step = state.count + 1
+    t = step.astype(dtype)
+    momentum_scale = (jnp.ones([], dtype) if momentum_decay_steps is None else
+                      _stable_spam_momentum_scale(t, momentum_decay_steps, momentum_decay_floor).astype(dtype))
+    beta1, gamma = b1 * momentum_scale, norm_decay * momentum_scale
+    reset = step % reset_interval == 0
+    since_reset = jnp.where(step >= reset_interval, step % reset_interval + 1, step).astype(dtype)
+    adam_correction1 = 1 - beta1 ** since_reset
+    adam_correction2 = jnp.sqrt(1 - jnp.asarray(b2, dtype) ** since_reset)
+    max_correction = 1 - jnp.asarray(max_decay, dtype) ** t
+    norm_correction1 = 1 - gamma ** t
+    norm_correction2 = 1 - jnp.asarray(gamma2, dtype) ** t
+    leaves, treedef = jax.tree.flatten(updates)
+    mus, nus = treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu)
+    max_emas = treedef.flatten_up_to(state.max_ema)
+    norm_emas, norm_sq_emas = treedef.flatten_up_to(state.norm_ema), treedef.flatten_up_to(state.norm_sq_ema)
+    outputs = {name: [] for name in ("direction", "mu", "nu", "max_ema", "norm_ema", "norm_sq_ema")}
+    spike_counts, sizes = [], []
+    for g, mu, nu, max_ema, norm_ema, norm_sq_ema in zip(leaves, mus, nus, max_emas, norm_emas, norm_sq_emas):
+      g32 = g.astype(jnp.promote_types(g.dtype, jnp.float32))
+      largest = jnp.max(jnp.abs(g32), initial=0.0)
+      max_ema = max_ema + (1 - max_decay) * (largest.astype(max_ema.dtype) - max_ema)
+      threshold = (max_ema / max_correction).astype(g32.dtype)
+      spike = jnp.abs(g32) > threshold
+      clipped = jnp.where(spike, g32 / largest * threshold, g32)
+      norm = jnp.sqrt(jnp.sum(jnp.square(clipped))).astype(norm_ema.dtype)
+      active = norm > 0
+      norm_ema = jnp.where(active, norm_ema + (1 - gamma) * (norm - norm_ema), norm_ema)
+      norm_sq_ema = jnp.where(active, norm_sq_ema + (1 - gamma2) * (jnp.square(norm) - norm_sq_ema), norm_sq_ema)
+      norm_scale = (norm_ema / norm_correction1) / (jnp.sqrt(norm_sq_ema / norm_correction2) + eps)
+      normalized = clipped * (norm_scale / jnp.where(active, norm, 1.0)).astype(g32.dtype)
+      mu32 = jnp.where(reset, 0, mu.astype(g32.dtype))
+      nu32 = jnp.where(reset, 0, nu.astype(g32.dtype))
+      m = jnp.where(active, mu32 + (1 - beta1) * (normalized - mu32), mu32)
+      v = jnp.where(active, b2 * nu32 + (1 - b2) * jnp.square(normalized), nu32)
+      direction = (m / adam_correction1) / (jnp.sqrt(v) / adam_correction2 + eps)
+      outputs["direction"].append(jnp.where(active, direction, 0).astype(g.dtype))
+      outputs["mu"].append(m.astype(mu.dtype))
+      outputs["nu"].append(v.astype(nu.dtype))
+      outputs["max_ema"].append(max_ema)
+      outputs["norm_ema"].append(norm_ema)
+      outputs["norm_sq_ema"].append(norm_sq_ema)
+      spike_counts.append(jnp.sum(spike, dtype=jnp.int32))
+      sizes.append(g.size)
+    total = sum(sizes)
+    fraction = (sum(c.astype(jnp.float32) for c in spike_counts) / total) if total else jnp.zeros([], jnp.float32)
+    unflatten = {name: treedef.unflatten(values) for name, values in outputs.items()}
+    state = StableSpamState(count=optax.safe_increment(state.count), mu=unflatten["mu"], nu=unflatten["nu"],
+                            max_ema=unflatten["max_ema"], norm_ema=unflatten["norm_ema"],
+                            norm_sq_ema=unflatten["norm_sq_ema"], clip_fraction=fraction)
+    return unflatten["direction"], state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def stable_spam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
+                gamma1: float | None = 0.7, gamma2: float = 0.9, max_decay: float = 0.999,
+                reset_interval: int = 1000, eps: float = 1e-8, weight_decay: float = 0.0, mask: Any = None, *,
+                momentum_decay_steps: int | None = None,
+                momentum_decay_floor: float = 0.5) -> optax.GradientTransformationExtraArgs:
+  r"""Stable-SPAM (Huang et al. 2025) with decoupled weight decay, as `pytorch_optimizer.StableSPAM`.
+
+  .. math::
+    x \leftarrow x - \eta_k (u_k + \lambda x)
+
+  with :math:`u_k` from `scale_by_stable_spam` and :math:`\lambda` = `weight_decay` on the leaves `mask`
+  selects: the reference's decay :math:`x \leftarrow (1 - \eta_k \lambda) x` before its step.
+
+  Args:
+    learning_rate: :math:`\eta`, a float or a schedule.
+    b1, b2, gamma1, gamma2, max_decay, reset_interval, eps, momentum_decay_steps, momentum_decay_floor:
+      see `scale_by_stable_spam`.
+    weight_decay: :math:`\lambda`, >= 0.
+    mask: the leaves to decay (a pytree of booleans or a function of the params), None: all.
+
+  Returns:
+    ``chain(scale_by_stable_spam, [add_decayed_weights,] scale_by_learning_rate)``.
+
+  References:
+    Huang et al., "Stable-SPAM: How to Train in 4-Bit More Stably than 16-Bit Adam", arXiv 2502.17055, 2025.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from acclip_optax import stable_spam
+    >>> tx = stable_spam(1e-3)
+    >>> updates, state = tx.update(jnp.ones(3), tx.init(jnp.zeros(3)))
+  """
+  check_in_range("weight_decay", weight_decay, 0.0, math.inf)
+  parts = [scale_by_stable_spam(b1, b2, gamma1, gamma2, max_decay, reset_interval, eps, momentum_decay_steps,
+                                momentum_decay_floor)]
+  if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):  # a traced one may be nonzero
+    parts.append(optax.add_decayed_weights(weight_decay, mask))
+  parts.append(optax.scale_by_learning_rate(learning_rate))
+  return optax.chain(*parts)
+
+
+# ------------------------------------------------------------------------------------------- skip-step
+class SkipStepState(NamedTuple):
+  """State of `skip_step_on_spikes`.
+
+  Attributes:
+    count: int32, updates seen (skipped or not).
+    inner_state: the wrapped transformation's state (unchanged by a skipped step).
+    grad_norms, losses: ring buffers of the last `window` recorded global norms and losses.
+    num_recorded: int32, steps recorded in them (a step with a non-finite norm or loss is not recorded).
+    skip_count: int32, steps skipped so far.
+    skipped: 1.0 when the last step was skipped, else 0.0.
+  """
+  count: jax.Array
+  inner_state: optax.OptState
+  grad_norms: jax.Array
+  losses: jax.Array
+  num_recorded: jax.Array
+  skip_count: jax.Array
+  skipped: jax.Array
+
+
+def _is_outlier(value: jax.Array, history: jax.Array, num_valid: jax.Array, sigma: Any) -> jax.Array:
+  """value - mean > sigma * std over the first `num_valid` entries of `history` (std with ddof = 1).
+
+  A non-finite value is an outlier (the comparison with it is false, as in OLMo-core's test).
+  """
+  valid = jnp.arange(history.shape[0]) < num_valid
+  count = jnp.maximum(num_valid, 2).astype(history.dtype)
+  mean = jnp.sum(jnp.where(valid, history, 0)) / jnp.maximum(num_valid, 1).astype(history.dtype)
+  std = jnp.sqrt(jnp.sum(jnp.where(valid, jnp.square(history - mean), 0)) / (count - 1))
+  return ~(value - mean <= sigma * std)
+
+
+def skip_step_on_spikes(inner: optax.GradientTransformation, window: int = 128,
+                        sigma: float = 6.0) -> optax.GradientTransformationExtraArgs:
+  r"""Skip the step (zero update, inner state unchanged) when the gradient norm or the loss spikes.
+
+  With :math:`n_k = \|g_k\|`, the loss :math:`\ell_k` (when ``update(..., loss=...)`` is given it) and
+  :math:`\bar x, s_x` the mean and standard deviation (ddof = 1) of the last w = `window` recorded values:
+
+  .. math::
+    \text{skip}_k = \big(n_k - \bar n > \sigma s_n\big) \lor \big(\ell_k - \bar\ell > \sigma s_\ell\big),
+    \qquad (u_k, S_k) = \begin{cases} (0, S_{k-1}) & \text{skip}_k \\ \mathrm{inner}(g_k, S_{k-1}) &
+    \text{else} \end{cases}
+
+  tested once the window holds max(2, w // 2 - 1) earlier steps (before that no step is skipped). Every
+  step's norm and loss enter the window, skipped or not. As OLMo-core's `SkipStepOptimizer` (rolling
+  interval 128, sigma factor 6; a value that is not finite fails the test and is skipped) and levanter's
+  `SkipStepConfig`, with two differences: a non-finite norm or loss is not recorded (so one NaN does not
+  make every later mean NaN), and at least 2 earlier values are needed (OLMo-core's test starts at 1
+  when w < 6, where the ddof = 1 deviation of one value is NaN and every step is skipped). Before the test
+  starts a non-finite step passes; wrap the result in `optax.apply_if_finite` for those.
+
+  Pass the loss at every step or at none: without it, only the norm is tested. Other extra arguments go
+  to `inner`.
+
+  Args:
+    inner: the transformation to wrap (any `optax.GradientTransformation`).
+    window: w, the number of recent steps the statistics cover, >= 2.
+    sigma: the number of standard deviations above the mean that counts as a spike, >= 0.
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs` with a `SkipStepState`; `clip_stats` reports its
+    ``skip_count`` and ``skipped``.
+
+  References:
+    OLMo-core `olmo_core.optim.SkipStepOptimizer`; levanter `SkipStepConfig`. The OLMo 2 report (Team OLMo
+    et al., "2 OLMo 2 Furious", arXiv 2501.00656, 2025) describes skipping steps on loss and norm spikes.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from acclip_optax import skip_step_on_spikes
+    >>> tx = skip_step_on_spikes(optax.adamw(1e-3), window=16)
+    >>> state = tx.init(jnp.zeros(3))
+    >>> updates, state = tx.update(jnp.ones(3), state, jnp.zeros(3), loss=jnp.asarray(2.0))
+  """
+  window = _check_steps("window", window, 2)
+  check_in_range("sigma", sigma, 0.0, math.inf)
+  inner = optax.with_extra_args_support(inner)
+
+  def init_fn(params):
+    check_real_floating_leaves("params", params)
+    dtype = _float_dtype(params)
+    zero_count = lambda: jnp.zeros([], jnp.int32)  # a new buffer per leaf: a donated state may not repeat one
+    return SkipStepState(count=zero_count(), inner_state=inner.init(params), grad_norms=jnp.zeros([window], dtype),
+                         losses=jnp.zeros([window], dtype), num_recorded=zero_count(), skip_count=zero_count(),
+                         skipped=jnp.zeros([], dtype))
+
+  def update_fn(updates, state, params=None, *, loss=None, **extra_args):
+    check_real_floating_leaves("updates", updates)
+    dtype = state.grad_norms.dtype
+    size = state.grad_norms.shape[0]
+    norm = _global_norm(updates).astype(dtype)
+    loss = None if loss is None else jnp.asarray(loss).astype(dtype)
+    num_valid = jnp.minimum(state.num_recorded, size)
+    testing = num_valid >= max(2, size // 2 - 1)
+    spike = _is_outlier(norm, state.grad_norms, num_valid, sigma)
+    finite = jnp.isfinite(norm)
+    if loss is not None:
+      spike = spike | _is_outlier(loss, state.losses, num_valid, sigma)
+      finite = finite & jnp.isfinite(loss)
+    skip = testing & spike
+    inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+    updates = jax.tree.map(lambda u: jnp.where(skip, jnp.zeros_like(u), u), inner_updates)
+    inner_state = optax.tree.where(skip, state.inner_state, inner_state)
+    slot = state.num_recorded % size
+    record = lambda buffer, value: jnp.where(finite, buffer.at[slot].set(value), buffer)
+    state = SkipStepState(
+        count=optax.safe_increment(state.count), inner_state=inner_state,
+        grad_norms=record(state.grad_norms, norm),
+        losses=state.losses if loss is None else record(state.losses, loss),
+        num_recorded=jnp.where(finite, optax.safe_increment(state.num_recorded), state.num_recorded),
+        skip_count=jnp.where(skip, optax.safe_increment(state.skip_count), state.skip_count),
+        skipped=skip.astype(dtype))
+    return updates, state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -4,8 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
-from acclip_optax.spike_clipping import AdaGCState, AutoClipState, SpamState, ZClipState
+from acclip_optax.spike_clipping import (
+    AdaGCState, AutoClipState, SkipStepState, SpamState, StableSpamState, ZClipState)
 from acclip_optax.transform import (
     ClipByCoordinateState, ClipByGlobalNormState, ScaleByACClipPortsState, ScaleByACClipState,
     acclip_clip_fraction)
@@ -26,7 +28,23 @@ _STATS_BY_STATE = {
     AdaGCState: {"global_norm": lambda state: state.global_norm,
                  "clip_fraction": lambda state: state.clip_fraction},
     SpamState: {"clip_fraction": lambda state: state.clip_fraction},
+    StableSpamState: {"clip_fraction": lambda state: state.clip_fraction},
+    SkipStepState: {"skip_count": lambda state: state.skip_count.astype(jnp.float32),
+                    "skipped": lambda state: state.skipped},
 }
+
+
+def _is_clip_state(node: Any) -> bool:
+  return isinstance(node, tuple(_STATS_BY_STATE))
+
+
+def _clip_states(opt_state: Any):
+  """The states `_STATS_BY_STATE` knows, outermost first; a skip-step's inner state after the skip-step."""
+  for node in jax.tree.leaves(opt_state, is_leaf=_is_clip_state):
+    if _is_clip_state(node):
+      yield node
+      if isinstance(node, SkipStepState):
+        yield from _clip_states(node.inner_state)
 
 
 def clip_stats(opt_state: Any) -> dict[str, jax.Array]:
@@ -35,10 +53,12 @@ def clip_stats(opt_state: Any) -> dict[str, jax.Array]:
   Walks the state as a pytree, so it sees through `optax.chain`, `optax.inject_hyperparams`,
   `optax.masked`, `optax.MultiSteps`, `optax.apply_if_finite` and any nesting of them.
 
-  Keys: ``"clip_fraction"`` (ACClip, the ports' ACClip, CClip and SPAM: the fraction of coordinates
-  clipped at the last update; AdaGC: the fraction of tensors), ``"global_norm"`` (GClip, ZClip, AutoClip,
-  AdaGC: the pre-clip global norm), and for ZClip and AutoClip ``"clip_threshold"`` (the norm the update
-  was clipped to; ZClip: inf when it was not) and ``"clipped"`` (1.0 or 0.0). When a state holds several
+  Keys: ``"clip_fraction"`` (ACClip, the ports' ACClip, CClip, SPAM and Stable-SPAM: the fraction of
+  coordinates clipped at the last update; AdaGC: the fraction of tensors), ``"global_norm"`` (GClip, ZClip,
+  AutoClip, AdaGC: the pre-clip global norm), for ZClip and AutoClip ``"clip_threshold"`` (the norm the
+  update was clipped to; ZClip: inf when it was not) and ``"clipped"`` (1.0 or 0.0), and for
+  `skip_step_on_spikes` ``"skip_count"`` (steps skipped so far) and ``"skipped"`` (1.0 when the last step
+  was), then its inner transformation's. When a state holds several
   transformations with the same statistic, the first (outermost, leftmost) keeps the plain key and the
   others get ``"/1"``, ``"/2"``, ... in the order they appear.
 
@@ -58,12 +78,9 @@ def clip_stats(opt_state: Any) -> dict[str, jax.Array]:
     >>> sorted(clip_stats(opt.init(jnp.zeros(3))))
     ['clip_fraction']
   """
-  is_clip_state = lambda node: isinstance(node, tuple(_STATS_BY_STATE))
   stats: dict[str, jax.Array] = {}
   seen: dict[str, int] = {}
-  for node in jax.tree.leaves(opt_state, is_leaf=is_clip_state):
-    if not is_clip_state(node):
-      continue
+  for node in _clip_states(opt_state):
     for name, read in _STATS_BY_STATE[type(node)].items():
       key = name if name not in seen else f"{name}/{seen[name]}"
       seen[name] = seen.get(name, 0) + 1
