@@ -262,3 +262,101 @@ def test_a_stored_summary_that_disagrees_with_its_values_is_an_error(tmp_path):
     reproduce.run(str(tmp_path), parts=[])
   results.write_json(str(path), {"values": [1.0, float("nan")], **results.seed_statistics([1.0, float("nan")])})
   assert results.read_json(str(path))["mean"] == "nan"  # a diverged seed's NaN agrees with itself
+
+
+# ---------------------------------------------------------------------- 4. every setting checked up front
+# (field as the user writes it, a bad value, what the error says). Each driver's table covers every field
+# of its config but those in its NOT_CHECKED_UP_FRONT, which say why.
+BERT_BAD_SETTINGS = [
+    ("model.hidden_size", 0, "model.hidden_size=0 must be >= 1"),
+    ("model.num_layers", 0, "model.num_layers=0 must be >= 1"),
+    ("model.num_heads", 3, "model.hidden_size=32 must be divisible by model.num_heads=3"),
+    ("model.intermediate_size", 0, "model.intermediate_size=0 must be >= 1"),
+    ("model.max_position_embeddings", 16, "max_seq_len=32 exceeds model.max_position_embeddings=16"),
+    ("model.type_vocab_size", 0, "model.type_vocab_size=0 must be >= 1"),
+    ("model.dropout_rate", 1.5, r"model.dropout_rate=1.5 must lie in \[0, 1\)"),
+    ("model.attention_dropout_rate", -0.1, r"model.attention_dropout_rate=-0.1 must lie in \[0, 1\)"),
+    ("model.dtype", "float17", "model.dtype='float17' is not a floating-point dtype"),
+    ("max_documents", -5, r"max_documents=-5 must be >= 0 \(0: all\)"),
+    ("vocab_file", "/no/such/vocab.txt", "vocab_file='/no/such/vocab.txt' does not exist"),
+    ("vocab_size", 3, "vocab_size=3 must exceed the 5 special tokens"),
+    ("max_seq_len", 2, r"max_seq_len=2 must be >= 3"),
+    ("mask_prob", 0.0, r"mask_prob=0.0 must lie in \(0, 1\]"),
+    ("max_predictions_per_seq", 0, "max_predictions_per_seq=0 must be >= 1"),
+    ("eval_fraction", 1.0, r"eval_fraction=1.0 must lie in \(0, 1\)"),
+    ("validation_fraction", -0.1, r"validation_fraction=-0.1 must lie in \[0, 1\)"),
+    ("max_eval_sequences", -1, r"max_eval_sequences=-1 must be >= 0 \(0: all\)"),
+    ("optimizer", "adamax", "optimizer='adamax' is not one of"),
+    ("learning_rate", -1e-3, "learning_rate=-0.001 must be a finite number >= 0"),
+    ("warmup_steps", 7, r"warmup_steps=7 must lie in \[0, total_steps=6\]"),
+    ("learning_rate_decay", "step", "learning_rate_decay='step' is not one of"),
+    ("final_learning_rate_scale", -1.0, "final_learning_rate_scale=-1.0 must be a finite number >= 0"),
+    ("weight_decay", float("inf"), "weight_decay=inf must be a finite number >= 0"),
+    ("weight_decay_mode", "l2", "weight_decay_mode='l2' is not one of"),
+    ("grad_clip_norm", -1.0, "grad_clip_norm=-1.0 must be a finite number >= 0"),
+    ("b1", -0.5, r"b1=-0.5 is refused by optimizer 'adamw': b1=-0.5 must lie in \[0, 1\)"),
+    ("b2", 1.5, r"b2=1.5 is refused by optimizer 'adamw'"),
+    ("eps", -1e-6, "eps=-1e-06 is refused by optimizer 'adamw': eps=-1e-06 must be a finite number > 0"),
+    ("seed", -1, r"seed=-1 must lie in \[0, 2\*\*32\)"),
+    ("log_every_steps", 0, "log_every_steps=0 must be >= 1"),
+    ("eval_every_steps", -1, "eval_every_steps=-1 must be >= 0"),
+    ("checkpoint_every_steps", -1, "checkpoint_every_steps=-1 must be >= 0"),
+    ("max_checkpoints_to_keep", 0, "max_checkpoints_to_keep=0 must be >= 1"),
+    ("halt_after_steps", -2, "halt_after_steps=-2 must be >= 0"),
+    ("batch_size", 6, "batch_size=6 does not divide by the device count 4"),
+    ("eval_batch_size", 0, "eval_batch_size=0 must be >= 1"),
+    ("num_train_steps", 0, "num_train_steps=0 must be >= 1"),
+    # The optimizer-specific fields, each with the optimizer that reads it.
+    ("alpha", 0.0, "alpha=0.0 is refused by optimizer 'acclip': alpha=0.0 must lie in \\(0, inf\\)",
+     dict(optimizer="acclip")),
+    ("b2", 1.0, "b2=1.0 is refused by optimizer 'acclip'", dict(optimizer="acclip")),
+    ("clip_threshold", -1.0, "clip_threshold=-1.0 is refused by optimizer 'gclip': max_norm=-1.0 must be > 0",
+     dict(optimizer="gclip")),
+    ("momentum", 1.5, r"momentum=1.5 is refused by optimizer 'sgd': momentum=1.5 must lie in \[0, 1\)",
+     dict(optimizer="sgd")),
+]
+BERT_NOT_CHECKED_UP_FRONT = {
+    "corpus", "hf_config", "hf_data_files", "hf_split", "hf_text_field",  # checked as the corpus is read,
+    # which fails before anything is written
+    "lowercase", "bias_correction", "nesterov", "save_checkpoints", "stop_on_nonfinite", "tensorboard", "plot",
+    "distributed",  # booleans: the config's types refuse anything else
+    "coordinator_address", "num_processes", "process_id",  # checked by jax.distributed.initialize
+}
+
+
+def _config_fields(config, prefix=""):
+  fields = set()
+  for name, value in config.items():
+    fields |= _config_fields(value, f"{prefix}{name}.") if hasattr(value, "items") else {prefix + name}
+  return fields
+
+
+def test_the_bert_table_covers_every_field_of_its_config():
+  from test_bert import micro_config  # pylint: disable=g-import-not-at-top
+  tabled = {row[0] for row in BERT_BAD_SETTINGS}
+  assert tabled | BERT_NOT_CHECKED_UP_FRONT == _config_fields(micro_config())
+
+
+def _with_field(config, field, value):
+  *parents, name = field.split(".")
+  node = config
+  for parent in parents:
+    node = node[parent]
+  node[name] = value
+  return config
+
+
+@pytest.mark.parametrize("row", BERT_BAD_SETTINGS, ids=lambda row: f"{row[0]}={row[1]}")
+def test_every_bert_setting_is_checked_before_any_data_is_read(tmp_path, row):
+  from experiments.bert import train  # pylint: disable=g-import-not-at-top
+  from test_bert import micro_config  # pylint: disable=g-import-not-at-top
+  field, value, message, *others = row
+  train.check_config(micro_config())  # compiles and caches what every check shares: the timing is the check's
+  config = _with_field(micro_config(corpus=str(tmp_path / "corpus_never_read"), **(others[0] if others else {})),
+                       field, value)
+  workdir = tmp_path / "run"
+  start = time.perf_counter()
+  with pytest.raises((ValueError, FileNotFoundError), match=message):
+    train.train_and_evaluate(config, str(workdir))
+  assert time.perf_counter() - start < 5.0
+  assert not workdir.exists()  # nothing written, not even the folder

@@ -42,7 +42,7 @@ import numpy as np
 
 # The vocabulary half of the data API, re-exported so that drivers read everything from input_pipeline.
 from experiments.bert.vocabulary import (  # noqa: F401  pylint: disable=unused-import
-    SPECIAL_TOKENS, bert_tokenizer, load_tokenizer, prepare_vocab, train_wordpiece_vocab, vocab_sha256)
+    SPECIAL_TOKENS, bert_tokenizer, check_vocab_file, load_tokenizer, prepare_vocab, train_wordpiece_vocab, vocab_sha256)
 
 TEXT_SUFFIXES = (".txt", ".rst", ".md")
 _EVAL_SPLIT_SEED = 0  # the train/eval document split is fixed, whatever the training seed
@@ -70,6 +70,7 @@ def load_documents(corpus: str = "pydoc", *, hf_config: Optional[str] = None,
   else:
     documents = [_read_text_file(path) for path in _text_files(corpus)]
   documents = [d for d in documents if d.strip()]
+  check_limit("max_documents", max_documents)
   if max_documents:
     documents = documents[:max_documents]
   if not documents:
@@ -116,6 +117,46 @@ def _load_hf_documents(name, hf_config, data_files, split, text_field) -> list[s
   return list(dataset[text_field])
 
 
+def check_limit(name: str, value: Optional[int]) -> None:
+  """A cap on documents or sequences: 0 (or None) means all, a negative one would cut from the end."""
+  if value is not None and value < 0:
+    raise ValueError(f"{name}={value} must be >= 0 (0: all)")
+
+
+def check_fractions(eval_fraction: float, validation_fraction: float) -> None:
+  if not 0 < eval_fraction < 1:
+    raise ValueError(f"eval_fraction={eval_fraction} must lie in (0, 1)")
+  if not 0 <= validation_fraction < 1:
+    raise ValueError(f"validation_fraction={validation_fraction} must lie in [0, 1)")
+
+
+def check_max_seq_len(max_seq_len: int) -> None:
+  if max_seq_len < 3:
+    raise ValueError(f"max_seq_len={max_seq_len} must be >= 3 ([CLS], a token, [SEP])")
+
+
+def check_masking(mask_prob: float, max_predictions: int) -> None:
+  if not 0 < mask_prob <= 1:
+    raise ValueError(f"mask_prob={mask_prob} must lie in (0, 1]")
+  if max_predictions < 1:
+    raise ValueError(f"max_predictions_per_seq={max_predictions} must be >= 1 "
+                     "(0 masks nothing: the loss would be a silent 0)")
+
+
+def check_settings(config) -> None:
+  """The data fields of a config, checked before the corpus is read (the rules the functions below apply
+  when they run): ValueError naming the field."""
+  check_limit("max_documents", config.get("max_documents"))
+  check_limit("max_eval_sequences", config.get("max_eval_sequences"))
+  check_fractions(config.eval_fraction, config.get("validation_fraction", 0.0))
+  check_max_seq_len(config.max_seq_len)
+  check_masking(config.mask_prob, config.max_predictions_per_seq)
+  if config.vocab_file:
+    check_vocab_file(config.vocab_file)
+  elif config.vocab_size <= len(SPECIAL_TOKENS):
+    raise ValueError(f"vocab_size={config.vocab_size} must exceed the {len(SPECIAL_TOKENS)} special tokens")
+
+
 def split_documents(documents: Sequence[str], eval_fraction: float,
                     validation_fraction: float = 0.0) -> tuple[list[str], list[str], list[str]]:
   """(train, eval, validation) documents, split by a fixed shuffle of the documents.
@@ -128,10 +169,7 @@ def split_documents(documents: Sequence[str], eval_fraction: float,
   Raises:
     ValueError: fractions outside [0, 1) (eval: (0, 1)), or too few documents for every split to get one.
   """
-  if not 0 < eval_fraction < 1:
-    raise ValueError(f"eval_fraction={eval_fraction} must lie in (0, 1)")
-  if not 0 <= validation_fraction < 1:
-    raise ValueError(f"validation_fraction={validation_fraction} must lie in [0, 1)")
+  check_fractions(eval_fraction, validation_fraction)
   if len(documents) < 2:
     raise ValueError(f"the corpus has {len(documents)} document(s); at least 2 are needed to hold one "
                      "out for evaluation (a one-file corpus separates its documents by blank lines)")
@@ -153,8 +191,7 @@ def split_documents(documents: Sequence[str], eval_fraction: float,
 def pack_sequences(token_ids: Sequence[Sequence[int]], max_seq_len: int, *, cls_id: int, sep_id: int,
                    pad_id: int) -> np.ndarray:
   """Concatenates documents (with [SEP] between them) into int32 [N, max_seq_len] `[CLS] ... [SEP]` rows."""
-  if max_seq_len < 3:
-    raise ValueError(f"max_seq_len={max_seq_len} must be >= 3 ([CLS], a token, [SEP])")
+  check_max_seq_len(max_seq_len)
   stream = []
   for ids in token_ids:
     if len(ids):
@@ -316,6 +353,7 @@ def create_datasets(config, workdir: str) -> MlmData:
     return pack_sequences([e.ids for e in encodings], config.max_seq_len, cls_id=special["[CLS]"],
                           sep_id=special["[SEP]"], pad_id=special["[PAD]"])
 
+  check_limit("max_eval_sequences", config.get("max_eval_sequences"))
   max_rows = config.get("max_eval_sequences") or None
   eval_sequences = pack(eval_documents)[:max_rows]
   validation_sequences = pack(validation_documents)[:max_rows]

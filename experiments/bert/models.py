@@ -46,6 +46,18 @@ class BertConfig:
                  "max_position_embeddings", "type_vocab_size"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+    for name in ("dropout_rate", "attention_dropout_rate"):
+      if not 0 <= getattr(self, name) < 1:
+        raise ValueError(f"{name}={getattr(self, name)} must lie in [0, 1)")
+    for name in ("layer_norm_eps", "initializer_range"):
+      if not getattr(self, name) > 0:
+        raise ValueError(f"{name}={getattr(self, name)} must be > 0")
+    try:
+      floating = jnp.issubdtype(jnp.dtype(self.dtype), jnp.floating)
+    except TypeError:
+      floating = False
+    if not floating:
+      raise ValueError(f"dtype={self.dtype!r} is not a floating-point dtype (float32, bfloat16, float16)")
 
 
 def _dense(config: BertConfig, features: int, name: str) -> nn.Dense:

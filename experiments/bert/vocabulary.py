@@ -18,6 +18,8 @@ from typing import Mapping, Sequence
 import jax
 from jax.experimental import multihost_utils
 
+from experiments.common import results
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
@@ -174,6 +176,11 @@ def vocab_sha256(path: str) -> str:
     return hashlib.sha256(f.read()).hexdigest()
 
 
+def check_vocab_file(vocab_file: str) -> None:
+  if not os.path.isfile(vocab_file):
+    raise FileNotFoundError(f"vocab_file={vocab_file!r} does not exist")
+
+
 def prepare_vocab(config, workdir: str, train_documents: Sequence[str]) -> str:
   """The vocab.txt for this run: `config.vocab_file`, or one trained on the training split and cached.
 
@@ -186,15 +193,14 @@ def prepare_vocab(config, workdir: str, train_documents: Sequence[str]) -> str:
   vocab_path = os.path.join(workdir, "vocab.txt")
   info_path = os.path.join(workdir, "vocab_info.json")
   if config.vocab_file:
-    if not os.path.isfile(config.vocab_file):
-      raise FileNotFoundError(f"vocab_file={config.vocab_file!r} does not exist")
+    check_vocab_file(config.vocab_file)
     source = {"vocab_file_sha256": vocab_sha256(config.vocab_file), "lowercase": config.lowercase}
   else:
     source = {"trained_on": _fingerprint(train_documents, config.vocab_size, config.lowercase),
               "vocab_size": config.vocab_size, "lowercase": config.lowercase}
   if os.path.exists(info_path):
-    with open(info_path) as f:
-      cached = json.load(f)
+    cached = results.read_json(info_path, remedy="Delete it and vocab.txt: the run then makes its "
+                               "vocabulary again (the same one, from the same documents and settings).")
     if cached != source:
       raise ValueError(
           f"{vocab_path} was made from {cached}, but this run asks for {source} (a different corpus, "

@@ -41,7 +41,12 @@ usual BERT/ResNet rule; plain dicts of arrays fall back on the ndim test alone.
   defaults (acclip_optax.zclip, .adagc, .autoclip), in front of AdamW (b1, b2, eps, decoupled decay), the
   optimizer their authors pair them with;
 * `spam`: b1, b2, eps (acclip_optax.spam with its reference defaults otherwise; decoupled decay after the
-  step, as its reference).
+  step, as its reference);
+* `stable_spam`: b1, b2, eps (acclip_optax.stable_spam with its reference defaults otherwise; decoupled
+  decay, as its reference);
+* `skipstep`: AdamW (b1, b2, eps, decoupled decay) inside acclip_optax.skip_step_on_spikes (window 128,
+  sigma 6, OLMo-core's defaults): a step whose gradient norm or loss spikes is skipped. The train steps
+  pass the loss to the update (`update(..., loss=...)`); the other optimizers ignore it.
 
 The learning-rate scale says how large a step is at a given learning rate: `sgd` (lr times something of
 the gradient's size) or `adam` (about lr per coordinate); studies choose their learning-rate grids by it.
@@ -159,8 +164,19 @@ def _decay(weight_decay) -> dict[str, Any]:
   return dict(weight_decay=weight_decay, mask=weight_decay_mask)
 
 
+def _check_moments(b1=None, b2=None, eps=None, momentum=None) -> None:
+  """What optax's own constructors leave unchecked: decays in [0, 1), eps > 0 (it divides by sqrt(v) + eps,
+  and v stays 0 for a parameter whose gradient is always 0); None: the optimizer's default."""
+  for name, value in (("b1", b1), ("b2", b2), ("momentum", momentum)):
+    if value is not None and not 0 <= value < 1:
+      raise ValueError(f"{name}={value!r} must lie in [0, 1)")
+  if eps is not None and not (math.isfinite(eps) and eps > 0):
+    raise ValueError(f"eps={eps!r} must be a finite number > 0")
+
+
 def _adam_like(make: Callable, decays: bool) -> Callable:
   def construct(learning_rate, weight_decay, b1=None, b2=None, eps=None):
+    _check_moments(b1=b1, b2=b2, eps=eps)
     return make(learning_rate, **_optional(b1=b1, b2=b2, eps=eps), **(_decay(weight_decay) if decays else {}))
   return construct
 
@@ -177,6 +193,7 @@ def _acclip_ports(learning_rate, weight_decay, b1=None, b2=None, alpha=None, eps
 
 def _sgd(learning_rate, weight_decay, momentum=None, nesterov=False):
   del weight_decay
+  _check_moments(momentum=momentum)
   return optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov)
 
 
@@ -189,8 +206,15 @@ def _clipped_sgd(clip: Callable) -> Callable:
 
 def _before_adamw(clip: Callable) -> Callable:
   def construct(learning_rate, weight_decay, b1=None, b2=None, eps=None):
+    _check_moments(b1=b1, b2=b2, eps=eps)
     adamw = optax.adamw(learning_rate, **_optional(b1=b1, b2=b2, eps=eps), **_decay(weight_decay))
     return optax.chain(clip(), adamw)
+  return construct
+
+
+def _skip_step_on_spikes(make: Callable) -> Callable:
+  def construct(learning_rate, weight_decay, **fields):
+    return acclip_optax.skip_step_on_spikes(make(learning_rate, weight_decay, **fields))
   return construct
 
 
@@ -211,6 +235,10 @@ REGISTRY: Mapping[str, RegisteredOptimizer] = types.MappingProxyType({
     "adagc": RegisteredOptimizer(_before_adamw(acclip_optax.adagc), _ADAM_FIELDS, "adam", True),
     "autoclip": RegisteredOptimizer(_before_adamw(acclip_optax.autoclip), _ADAM_FIELDS, "adam", True),
     "spam": RegisteredOptimizer(_adam_like(acclip_optax.spam, decays=True), _ADAM_FIELDS, "adam", True),
+    "stable_spam": RegisteredOptimizer(_adam_like(acclip_optax.stable_spam, decays=True), _ADAM_FIELDS, "adam",
+                                       True),
+    "skipstep": RegisteredOptimizer(_skip_step_on_spikes(_adam_like(optax.adamw, decays=True)), _ADAM_FIELDS,
+                                    "adam", True),
 })
 
 
@@ -351,7 +379,7 @@ def _check_schedule_fields(fields: Mapping[str, Any]) -> None:
   for name, allowed in (("learning_rate_decay", LEARNING_RATE_DECAYS), ("weight_decay_mode", WEIGHT_DECAY_MODES)):
     if fields[name] not in allowed:
       raise ValueError(f"{name}={fields[name]!r} is not one of {', '.join(allowed)}")
-  for name in ("learning_rate", "weight_decay", "grad_clip_norm"):
+  for name in ("learning_rate", "weight_decay", "grad_clip_norm", "final_learning_rate_scale"):
     if not (math.isfinite(fields[name]) and fields[name] >= 0):
       raise ValueError(f"{name}={fields[name]} must be a finite number >= 0")
   if fields["warmup_steps"] < 0:
@@ -365,13 +393,26 @@ def check_optimizer_config(config) -> None:
   total_steps` is checked when the spec is built, once the run's length is known.)
 
   Raises:
-    ValueError: an unknown optimizer, decay or weight-decay mode; a learning rate, weight decay or
-      pre-clipping norm that is negative or not finite; a negative warm-up.
+    ValueError: an unknown optimizer, decay or weight-decay mode; a learning rate, weight decay,
+      pre-clipping norm or final learning-rate scale that is negative or not finite; a negative warm-up;
+      a field the optimizer's constructor refuses (named as the config spells it).
   """
   fields = default_optimizer_config()
   fields.update({name: config[name] for name in fields.keys() if name in config})
-  check_optimizer_name(fields.optimizer)
+  entry = check_optimizer_name(fields.optimizer)
   _check_schedule_fields(fields)
+  own = {name: fields[name] for name in entry.fields if fields[name] is not None}
+  # The constructor is the one list of rules; building it with one field at a time names the field as
+  # the config spells it (gclip calls clip_threshold max_norm), then all of them together.
+  for name, value in own.items():
+    try:
+      entry.constructor(1.0, 0.0, **{name: value})
+    except (ValueError, TypeError) as error:
+      raise ValueError(f"{name}={value!r} is refused by optimizer {fields.optimizer!r}: {error}") from error
+  try:
+    entry.constructor(1.0, 0.0, **own)
+  except (ValueError, TypeError) as error:
+    raise ValueError(f"optimizer {fields.optimizer!r} refuses {own}: {error}") from error
 
 
 def current_learning_rate(opt_state) -> jax.Array:
