@@ -42,6 +42,9 @@ from experiments.common import parallel
 from experiments.common import training_loop
 from experiments.common import workdir_lock
 
+AXIS = parallel.AXIS_NAME
+
+
 @flax.struct.dataclass
 class TrainState:
   """Everything a resumed run needs besides the data position (which is `step`)."""
@@ -64,14 +67,10 @@ def apply_model(model, params, batch, *, deterministic, rngs=None):
                      rngs=rngs)
 
 
-def train_grads(state: TrainState, batch: dict, *, model, axis_name) -> tuple[Any, dict]:
-  """One device's part of an update (see the module docstring): the gradient summed over `axis_name`.
-
-  Returns:
-    `classification.sum_over_devices`' (g, aux), which `classification.apply_gradients` turns into the update.
-  """
-  dropout_rng = parallel.device_rng(jax.random.wrap_key_data(state.rng), state.step, axis_name)
-  global_weight = jnp.maximum(jax.lax.psum(jnp.sum(batch["masked_weights"]), axis_name), 1.0)
+def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState, dict]:
+  """One pmapped update (see the module docstring); returns the new state and replicated metrics."""
+  dropout_rng = parallel.device_rng(jax.random.wrap_key_data(state.rng), state.step)
+  global_weight = jnp.maximum(jax.lax.psum(jnp.sum(batch["masked_weights"]), AXIS), 1.0)
 
   def loss_fn(params):
     logits = apply_model(model, params, batch, deterministic=False, rngs={"dropout": dropout_rng})
@@ -79,13 +78,16 @@ def train_grads(state: TrainState, batch: dict, *, model, axis_name) -> tuple[An
     return sums["loss_sum"] / global_weight, sums
 
   grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
-  return classification.sum_over_devices(grads, sums, global_weight, axis_name)
+  params, opt_state, metrics = classification.apply_gradients(tx, state.params, state.opt_state, grads, sums,
+                                                              global_weight)
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  return new_state, metrics
 
 
 NUM_FREQUENCY_BUCKETS = 4  # held-out loss by training-set token frequency (`MlmData.frequency_buckets`)
 
 
-def eval_step(params, batch, *, model, axis_name) -> dict[str, jax.Array]:
+def eval_step(params, batch, *, model) -> dict[str, jax.Array]:
   """`mlm_sums` over the masked positions and, per frequency bucket b of the label (batch["masked_buckets"]),
   bucket_loss_sums[b] = sum of w * CE over its positions and bucket_weight_sums[b] = sum of w."""
   logits = apply_model(model, params, batch, deterministic=True)
@@ -95,15 +97,14 @@ def eval_step(params, batch, *, model, axis_name) -> dict[str, jax.Array]:
   cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   sums["bucket_loss_sums"] = jnp.sum(cross_entropy[..., None] * in_bucket, axis=(0, 1))
   sums["bucket_weight_sums"] = jnp.sum(in_bucket, axis=(0, 1))
-  return jax.lax.psum(sums, axis_name)
+  return jax.lax.psum(sums, AXIS)
 
 
-def evaluate_mlm(eval_step_fn, params, batches, to_host, split: str = "eval") -> dict[str, float]:
-  """{split}_loss, {split}_accuracy and {split}_loss_bucket{b} (NaN for an empty bucket) over `batches`
-  (placed), with the parallelism's `to_host`."""
+def evaluate_mlm(eval_step_fn, params, batches, split: str = "eval") -> dict[str, float]:
+  """{split}_loss, {split}_accuracy and {split}_loss_bucket{b} (NaN for an empty bucket) over `batches`."""
   totals = None
   for batch in batches:
-    sums = jax.tree.map(lambda x: np.asarray(x, np.float64), to_host(eval_step_fn(params, batch)))
+    sums = jax.tree.map(lambda x: np.asarray(x, np.float64), training_loop.first_device(eval_step_fn(params, batch)))
     totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
   weight = max(float(totals["weight_sum"]), 1.0)
   results = {f"{split}_loss": float(totals["loss_sum"]) / weight,
@@ -114,13 +115,14 @@ def evaluate_mlm(eval_step_fn, params, batches, to_host, split: str = "eval") ->
 
 
 @dataclasses.dataclass(frozen=True)
-class CompiledSteps(training_loop.CompiledSteps):
+class CompiledSteps(training_loop.PmappedSteps):
   init_params: Any
 
 
 @functools.lru_cache(maxsize=8)
-def _init_params(model_config: models.BertConfig) -> Any:
-  """The jitted init of one architecture (it does not depend on the optimizer or the parallelism)."""
+def _model_steps(model_config: models.BertConfig) -> tuple[Any, Any]:
+  """The jitted init and the pmapped eval step of one architecture: neither depends on the optimizer, so a
+  comparison of many optimizers compiles them once."""
   model = models.BertForMaskedLM(model_config)
 
   def init_params(key, max_seq_len, max_predictions):
@@ -128,17 +130,17 @@ def _init_params(model_config: models.BertConfig) -> Any:
     positions = jnp.zeros((1, max_predictions), jnp.int32)
     return model.init(key, tokens, tokens, tokens, positions, deterministic=True)["params"]
 
-  return jax.jit(init_params, static_argnums=(1, 2))
+  return (jax.jit(init_params, static_argnums=(1, 2)),
+          jax.pmap(functools.partial(eval_step, model=model), axis_name=AXIS))
 
 
 @functools.lru_cache(maxsize=8)
-def compiled_steps(model_config: models.BertConfig, optimizer: optimizers.OptimizerSpec,
-                   parallelism: parallel.Parallelism) -> "CompiledSteps":
-  """The jitted init and compiled steps of one architecture, optimizer and parallelism (cached: pass
-  `spec.step_key()`; the eval step is compiled once per architecture and parallelism)."""
-  steps = training_loop.compile_steps(parallelism, train_grads, eval_step,
-                                      model=models.BertForMaskedLM(model_config), optimizer=optimizer)
-  return CompiledSteps(init_params=_init_params(model_config), **steps)
+def compiled_steps(model_config: models.BertConfig, optimizer: optimizers.OptimizerSpec) -> "CompiledSteps":
+  """The jitted init and pmapped steps of one architecture and optimizer (cached: pass `spec.step_key()`)."""
+  init_params, p_eval_step = _model_steps(model_config)
+  steps = training_loop.pmap_steps(train_step, eval_step, model=models.BertForMaskedLM(model_config),
+                                   optimizer=optimizer)
+  return CompiledSteps(init_params=init_params, train_step=steps["train_step"], eval_step=p_eval_step)
 
 
 def _run_signature(config, model_config: models.BertConfig, data: input_pipeline.MlmData,
@@ -221,8 +223,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model_config = models.BertConfig(vocab_size=data.vocab_size, **config.model)
   total_steps = config.num_train_steps
   optimizer = optimizers.OptimizerSpec.from_config(config, total_steps)
-  par = parallel.create(config)
-  compiled = compiled_steps(model_config, optimizer.step_key(), par)
+  compiled = compiled_steps(model_config, optimizer.step_key())
 
   root_key = jax.random.key(config.seed)
   params = compiled.init_params(jax.random.fold_in(root_key, 0), config.max_seq_len,
@@ -233,7 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   num_params = models.count_params(state.params)
   splits = ("eval", "validation") if len(data.validation_sequences) else ("eval",)
   buckets = data.frequency_buckets(NUM_FREQUENCY_BUCKETS)
-  split_batches = {split: [par.place_batch({**b, "masked_buckets": buckets[b["masked_labels"]]})
+  split_batches = {split: [parallel.shard_batch({**b, "masked_buckets": buckets[b["masked_labels"]]})
                            for b in data.eval_batches(config.eval_batch_size, eval_rows, split=split)]
                    for split in splits}
 
@@ -241,12 +242,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """eval_* and, with a validation split, validation_*: loss, accuracy, loss by frequency bucket."""
     results = {}
     for split, batches in split_batches.items():
-      results.update(evaluate_mlm(compiled.eval_step, state.params, batches, par.to_host, split))
+      results.update(evaluate_mlm(compiled.eval_step, state.params, batches, split))
     return results
 
   result = training_loop.train(
       config, workdir, state=state, signature=_run_signature(config, model_config, data, optimizer),
-      total_steps=total_steps, steps=compiled,
+      total_steps=total_steps, train_step=compiled.train_step,
       train_batch=lambda step: data.train_batch(step, config.batch_size, train_rows),
       evaluate=evaluate,
       throughput_name="tokens_per_s", units_per_step=config.batch_size * config.max_seq_len)

@@ -25,7 +25,6 @@ import numpy as np
 
 import acclip_optax
 from experiments.common import checkpoint
-from experiments.common import classification
 from experiments.common import metrics as metrics_lib
 from experiments.common import optimizers
 from experiments.common import parallel
@@ -115,38 +114,32 @@ def prepare_workdir(workdir: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class CompiledSteps:
-  """A model's train and eval steps compiled for one parallelism (drivers add their compiled init).
-
-  Attributes:
-    parallelism: the `parallel.PmapParallelism` or `parallel.MeshParallelism` that places states and batches
-      for these steps and fetches their values.
-    train_step: `(placed state, placed batch) -> (state, metrics with train_loss)`; donates its state.
-    eval_step: `(placed params or state, placed batch) -> sums over all devices`.
-  """
-  parallelism: Any
+class PmappedSteps:
+  """A model's train and eval steps, pmapped over the local devices; drivers add their compiled init."""
   train_step: Callable
   eval_step: Callable
 
 
-def compile_steps(parallelism: Any, train_grads: Callable, eval_step: Callable, *, model: Any,
-                  optimizer: optimizers.OptimizerSpec) -> dict[str, Any]:
-  """The fields of a CompiledSteps from a driver's per-device steps.
+def pmap_steps(train_step: Callable, eval_step: Callable, *, model: Any,
+               optimizer: optimizers.OptimizerSpec) -> dict[str, Callable]:
+  """The fields of a PmappedSteps: `train_step(state, batch, model=, tx=)`, `eval_step(x, batch, model=)`.
 
-  `train_grads(state, batch, *, model, axis_name) -> (g, aux)` ends with `classification.sum_over_devices`,
-  and `classification.apply_gradients` makes the update; `eval_step(x, batch, *, model, axis_name)` returns
-  sums over `axis_name`. tx is `optimizer.create()`; its own peak learning rate is irrelevant because the
-  update reads the peak learning rate from the optimizer state it is given, so one compiled step (cached by
-  `optimizer.step_key()`) serves a whole learning-rate sweep.
+  tx is `optimizer.create()`; its own peak learning rate is irrelevant because the update reads the peak
+  learning rate from the optimizer state it is given, so one compiled step (cached by
+  `optimizer.step_key()`) serves a whole learning-rate sweep. The train step donates its state.
   """
   tx = optimizer.create()
-  return {"parallelism": parallelism,
-          "train_step": parallelism.compile_train_step(functools.partial(train_grads, model=model),
-                                                       functools.partial(classification.apply_gradients, tx)),
-          "eval_step": parallelism.compile_eval_step(functools.partial(eval_step, model=model))}
+  return {"train_step": jax.pmap(functools.partial(train_step, model=model, tx=tx),
+                                 axis_name=parallel.AXIS_NAME, donate_argnums=(0,)),
+          "eval_step": jax.pmap(functools.partial(eval_step, model=model), axis_name=parallel.AXIS_NAME)}
 
 
-def all_finite(params: Any, loss: jax.Array) -> jax.Array:
+def first_device(tree: Any) -> Any:
+  """Host values of the first local device's copy (metrics and states are replicated)."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data[0]), tree)
+
+
+def _all_finite(params: Any, loss: jax.Array) -> jax.Array:
   """One bool: the loss and every floating-point parameter are finite.
 
   The parameters, not the whole state: an optimizer may keep an infinite value on purpose (ZClip's
@@ -155,6 +148,12 @@ def all_finite(params: Any, loss: jax.Array) -> jax.Array:
   checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves((params, loss))
             if jnp.issubdtype(leaf.dtype, jnp.inexact)]
   return jnp.all(jnp.stack(checks))
+
+
+# Runs on the devices where the replicated state lives; only its one scalar per device comes to the host.
+_all_finite_on_devices = jax.pmap(_all_finite)
+# The clipping statistics of a state's last update (acclip_optax.clip_stats), computed at logging steps only.
+_clip_stats_on_devices = jax.pmap(acclip_optax.clip_stats)
 
 
 class Preempted(SystemExit):
