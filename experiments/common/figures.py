@@ -67,6 +67,15 @@ def split_by_family(labels: Iterable[str], registry_name: Callable[[str], str] =
           for family, members in by_family.items() if members]
 
 
+def panel_grid(num_rows: int, num_columns: int, *, panel_width: float = 4.5, panel_height: float = 2.6,
+               sharey: bool | str = True):
+  """(figure, 2-D array of axes): `num_rows` x `num_columns` panels sharing the x axis (the y axis as
+  `sharey` says), in a constrained layout with room on the right for `legend_outside`."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  figure = Figure(figsize=(panel_width * num_columns + 1.5, panel_height * num_rows + 0.6), layout="constrained")
+  return figure, figure.subplots(num_rows, num_columns, squeeze=False, sharex=True, sharey=sharey)
+
+
 def legend_outside(axes_row: Sequence, title: str | None = None) -> None:
   """One legend for a row of panels, right of its last panel: every labelled artist of the row, once."""
   handles = {}

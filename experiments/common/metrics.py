@@ -158,12 +158,9 @@ def plot_loss_curves(runs: Mapping[str, str], out_path: str,
   Returns:
     out_path.
   """
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-
   rows = rows or [("", list(runs))]
   records = {label: read_metrics(path) for label, path in runs.items()}
-  figure = Figure(figsize=(4 * len(metric_names) + 1.5, 2.8 * len(rows) + 0.6), layout="constrained")
-  axes = figure.subplots(len(rows), len(metric_names), squeeze=False, sharex=True, sharey=True)
+  figure, axes = figures.panel_grid(len(rows), len(metric_names), panel_width=4.0, panel_height=2.8)
   for row_axes, (row_title, labels) in zip(axes, rows):
     for panel, name in zip(row_axes, metric_names):
       for color_index, label in enumerate(labels):

@@ -35,7 +35,8 @@ def plot_sweep(optimizers: Mapping[str, Mapping[str, Any]], path: str) -> str:
                    if trained(o, p["validation_loss"])]
   ceiling = max(finite_losses) if finite_losses else 1.0
   families = figures.split_by_family(optimizers)
-  figure, axes = _family_panels(len(families))
+  figure, axes = figures.panel_grid(len(families), 1, panel_width=6.0)
+  axes = axes[:, 0]
   for panel, (family, names) in zip(axes, families):
     for index, name in enumerate(names):
       result = optimizers[name]
@@ -56,14 +57,6 @@ def plot_sweep(optimizers: Mapping[str, Mapping[str, Any]], path: str) -> str:
   figure.suptitle("Learning-rate sweep (x: diverged, drawn at the largest other loss)", fontsize=10)
   figure.savefig(path, dpi=120, bbox_inches="tight")
   return path
-
-
-def _family_panels(num_rows: int):
-  """A figure with one full-width panel per family row, sharing both axes."""
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  figure = Figure(figsize=(7.5, 2.6 * num_rows + 0.6), layout="constrained")
-  axes = figure.subplots(num_rows, 1, squeeze=False, sharex=True, sharey=True)[:, 0]
-  return figure, axes
 
 
 def clip_series(records: Sequence[Mapping[str, Any]], optimizer: str,
@@ -96,7 +89,8 @@ def plot_clip_fractions(out_dir: str, optimizers: Mapping[str, Mapping[str, Any]
   if not series:
     return False
   families = figures.split_by_family(series)
-  figure, axes = _family_panels(len(families))
+  figure, axes = figures.panel_grid(len(families), 1, panel_width=6.0)
+  axes = axes[:, 0]
   for panel, (family, names) in zip(axes, families):
     for name in names:
       unit = "steps" if name in STEP_CLIPPERS else "tensors" if name == "adagc" else "coordinates"
@@ -148,7 +142,8 @@ def plot_frequency_buckets(optimizers: Mapping[str, Mapping[str, Any]], path: st
   if not len(base) or not names:
     return False
   families = figures.split_by_family(names)
-  figure, axes = _family_panels(len(families))
+  figure, axes = figures.panel_grid(len(families), 1, panel_width=6.0)
+  axes = axes[:, 0]
   for panel, (family, members) in zip(axes, families):
     width = 0.8 / len(members)
     for index, name in enumerate(members):

@@ -32,8 +32,7 @@ def _family_grid(methods, num_columns: int, panel_width: float = 4.5):
   """(figure, [(family, methods, row of axes)]) with a row of `num_columns` panels per family of `methods`;
   the panels of a column share their y axis, every panel the x axis."""
   families = figures.split_by_family(methods, _registry_name)
-  figure = Figure(figsize=(panel_width * num_columns + 1.5, 2.6 * len(families) + 0.5), layout="constrained")
-  axes = figure.subplots(len(families), num_columns, squeeze=False, sharex=True, sharey="col")
+  figure, axes = figures.panel_grid(len(families), num_columns, panel_width=panel_width, sharey="col")
   return figure, [(family, members, row) for (family, members), row in zip(families, axes)]
 
 
