@@ -21,7 +21,7 @@ from acclip_optax.transform import (
     scale_by_acclip_ports,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ACClipThresholdRule",

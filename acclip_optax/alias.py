@@ -46,6 +46,10 @@ def acclip(
   Returns:
     The optimizer ``chain(scale_by_acclip, add_decayed_weights, scale_by_learning_rate)``.
 
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194, Algorithm 1.
+
   Example:
     >>> import jax, jax.numpy as jnp, optax
     >>> from acclip_optax import acclip
@@ -92,6 +96,12 @@ def acclip_ports(
 
   Returns:
     The optimizer ``chain(scale_by_acclip_ports, add_decayed_weights, scale_by_learning_rate)``.
+
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194. The rule implemented here is that of the public PyTorch ports:
+    rivercold/ACClip-Pytorch (``mod=1``) and the MLPerf Training v2.0 Samsung BERT submission
+    (``optim/acclip.py``).
 
   Example:
     >>> import jax.numpy as jnp
@@ -146,6 +156,10 @@ def cclip(learning_rate: optax.ScalarOrSchedule, threshold: Threshold, momentum:
   Returns:
     ``chain(clip_by_coordinate, [trace], scale_by_learning_rate)``.
 
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194 (CClip: coordinate-wise clipping).
+
   Example:
     >>> import jax.numpy as jnp
     >>> from acclip_optax import cclip, clip_threshold_schedule
@@ -167,6 +181,10 @@ def gclip(learning_rate: optax.ScalarOrSchedule, max_norm: float | jax.Array | C
 
   Returns:
     ``chain(clip_by_global_norm, [trace], scale_by_learning_rate)``.
+
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194 (GClip under heavy-tailed noise).
 
   Example:
     >>> import jax.numpy as jnp

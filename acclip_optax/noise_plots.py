@@ -7,6 +7,10 @@
 
 Each function returns a `matplotlib.figure.Figure` and, given `path`, also saves it there. Figures are
 made without pyplot, so no global figure state or GUI backend is involved.
+
+References:
+  Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention Models?",
+  NeurIPS 2020, arXiv 1912.03194, Figure 1 (gradient-noise norm histograms against a Gaussian's).
 """
 from __future__ import annotations
 
@@ -55,6 +59,10 @@ def reference_noise_norms(noise_norms: np.ndarray, dimension: int, alpha: float,
 
   Returns:
     (gaussian_norms, stable_norms), each shaped like `noise_norms`.
+
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194, Figure 1 (gradient-noise norm histograms against a Gaussian's).
   """
   noise_norms = np.asarray(noise_norms, np.float64)
   if noise_norms.ndim != 1 or noise_norms.size < 2:
@@ -91,6 +99,10 @@ def plot_noise_histogram(noise_norms: np.ndarray, dimension: int, *, alpha: floa
 
   Returns:
     The figure.
+
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194, Figure 1 (gradient-noise norm histograms against a Gaussian's).
   """
   noise_norms = np.asarray(noise_norms, np.float64)
   if alpha is None:
@@ -123,6 +135,10 @@ def plot_hill(x: np.ndarray, ks: np.ndarray | None = None, *, title: str | None 
 
   Returns:
     The figure.
+
+  References:
+    Hill, "A Simple General Approach to Inference About the Tail of a Distribution", Annals of Statistics
+    3(5), 1975.
   """
   num_samples = np.asarray(x).shape[0]
   if ks is None:
@@ -154,6 +170,10 @@ def plot_variance_trace(variance_trace: np.ndarray, *, title: str | None = None,
 
   Returns:
     The figure.
+
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194.
   """
   variance_trace = np.asarray(variance_trace, np.float64)
   if variance_trace.ndim != 1 or variance_trace.size == 0:

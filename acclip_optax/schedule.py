@@ -25,6 +25,10 @@ def clip_threshold_schedule(bound: float | jax.Array, alpha: float) -> Callable[
   Returns:
     A schedule ``k -> bound * (k + 1) ** (1 / alpha)`` of the step count k = 0, 1, ...
 
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194 (GClip under heavy-tailed noise).
+
   Example:
     >>> from acclip_optax import clip_threshold_schedule
     >>> float(clip_threshold_schedule(2.0, alpha=2.0)(3))
@@ -48,6 +52,10 @@ def strongly_convex_lr_schedule(mu: float) -> Callable[[jax.Array], jax.Array]:
 
   Returns:
     A schedule ``k -> 4 / (mu * (k + 1))`` of the step count k = 0, 1, ...
+
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194 (GClip under heavy-tailed noise).
 
   Example:
     >>> from acclip_optax import strongly_convex_lr_schedule

@@ -78,6 +78,9 @@ class ZClipState(NamedTuple):
     global_norm: the last update's pre-clip global norm.
     clip_threshold: the norm the last update was clipped to (inf when it was not clipped).
     clipped: 1.0 when the last update was clipped, else 0.0.
+
+  References:
+    Kumar et al., "ZClip: Adaptive Spike Mitigation for LLM Pre-Training", arXiv 2504.02507, 2025.
   """
   count: jax.Array
   warmup_norms: jax.Array
@@ -118,6 +121,9 @@ def zclip(alpha: float = 0.97, z_threshold: float = 2.5, warmup_steps: int = 25,
 
   Returns:
     An `optax.GradientTransformationExtraArgs` with a `ZClipState`.
+
+  References:
+    Kumar et al., "ZClip: Adaptive Spike Mitigation for LLM Pre-Training", arXiv 2504.02507, 2025.
 
   Example:
     >>> import jax.numpy as jnp, optax
@@ -187,6 +193,10 @@ class AdaGCState(NamedTuple):
     gamma: per leaf, the EMA of the leaf's clipped norm (a float scalar per tensor).
     global_norm: the last update's pre-clip global norm.
     clip_fraction: the fraction of tensors the last update clipped.
+
+  References:
+    Wang et al., "AdaGC: Improving Training Stability for Large Language Model Pretraining", arXiv
+    2502.11034, 2025.
   """
   count: jax.Array
   gamma: optax.Updates
@@ -219,6 +229,10 @@ def adagc(lambda_abs: float = 1.0, lambda_rel: float = 1.05, beta: float = 0.98,
 
   Returns:
     An `optax.GradientTransformationExtraArgs` with an `AdaGCState`.
+
+  References:
+    Wang et al., "AdaGC: Improving Training Stability for Large Language Model Pretraining", arXiv
+    2502.11034, 2025.
 
   Example:
     >>> import jax.numpy as jnp, optax
@@ -284,6 +298,10 @@ class AutoClipState(NamedTuple):
     global_norm: the last update's pre-clip global norm.
     clip_threshold: the percentile the last update was clipped at.
     clipped: 1.0 when the last update was clipped, else 0.0.
+
+  References:
+    Seetharaman, Wichern, Pardo and Le Roux, "AutoClip: Adaptive Gradient Clipping for Source Separation
+    Networks", IEEE MLSP 2020, arXiv 2007.14469.
   """
   count: jax.Array
   norms: jax.Array
@@ -311,6 +329,10 @@ def autoclip(percentile: float = 10.0, history: int = 1000) -> optax.GradientTra
 
   Returns:
     An `optax.GradientTransformationExtraArgs` with an `AutoClipState`.
+
+  References:
+    Seetharaman, Wichern, Pardo and Le Roux, "AutoClip: Adaptive Gradient Clipping for Source Separation
+    Networks", IEEE MLSP 2020, arXiv 2007.14469.
 
   Example:
     >>> import jax.numpy as jnp, optax
@@ -357,6 +379,10 @@ class SpamState(NamedTuple):
     count: int32, updates done.
     mu, nu: Adam's moments, zeroed every `reset_interval` steps.
     clip_fraction: the fraction of coordinates the last update's spike clip changed.
+
+  References:
+    Huang et al., "SPAM: Spike-Aware Adam with Momentum Reset for Stable LLM Training", ICLR 2025, arXiv
+    2501.06842.
   """
   count: jax.Array
   mu: optax.Updates
@@ -405,6 +431,10 @@ def scale_by_spam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, theta: 
   Returns:
     An `optax.GradientTransformationExtraArgs` with a `SpamState`; its update is a direction (scale it by
     the negative learning rate, as `spam` does).
+
+  References:
+    Huang et al., "SPAM: Spike-Aware Adam with Momentum Reset for Stable LLM Training", ICLR 2025, arXiv
+    2501.06842.
   """
   for name, value in (("b1", b1), ("b2", b2)):
     check_in_range(name, value, 0.0, 1.0)
@@ -498,6 +528,10 @@ def spam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.9
   Returns:
     ``chain(scale_by_spam, scale_by_learning_rate[, decay after the step])``.
 
+  References:
+    Huang et al., "SPAM: Spike-Aware Adam with Momentum Reset for Stable LLM Training", ICLR 2025, arXiv
+    2501.06842.
+
   Example:
     >>> import jax.numpy as jnp
     >>> from acclip_optax import spam
@@ -519,7 +553,7 @@ class StableSpamState(NamedTuple):
   Attributes:
     count: int32, updates done.
     mu, nu: Adam's moments, zeroed every `reset_interval` steps.
-    max_ema: per leaf, the EMA of the leaf's largest |g_i| (AdaClip's threshold before bias correction).
+    max_ema: per leaf, the EMA of the leaf's largest ``|g_i|`` (AdaClip's threshold before bias correction).
     norm_ema, norm_sq_ema: per leaf, the EMAs of the clipped leaf's norm and squared norm (AdaGN).
     clip_fraction: the fraction of coordinates the last update's AdaClip scaled down.
   """
@@ -586,7 +620,7 @@ def scale_by_stable_spam(b1: float = 0.9, b2: float = 0.999, gamma1: float | Non
     b1, b2: Adam's decays, in [0, 1).
     gamma1: the decay of the EMA of the tensor norm, in [0, 1); None: `b1`.
     gamma2: the decay of the EMA of the squared tensor norm, in [0, 1).
-    max_decay: the decay of the EMA of max |g_i|, in [0, 1).
+    max_decay: the decay of the EMA of ``max |g_i|``, in [0, 1).
     reset_interval: steps between momentum resets, >= 1.
     eps: added to the square roots, >= 0.
     momentum_decay_steps: T of the cosine decay of b1 and gamma1, >= 1, or None (no decay).

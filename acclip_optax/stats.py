@@ -71,6 +71,11 @@ def clip_stats(opt_state: Any) -> dict[str, jax.Array]:
     `acclip_clip_fraction`), so call this where you log, e.g. every few hundred steps, rather than in every
     step: that keeps the update itself a single fused pass.
 
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194.
+    The method each state belongs to: see its transformation.
+
   Example:
     >>> import jax.numpy as jnp
     >>> from acclip_optax import acclip, clip_stats

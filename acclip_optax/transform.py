@@ -41,7 +41,11 @@ class ACClipThresholdRule(NamedTuple):
 
   A coordinate was clipped when ``(nu * nu_scale) ** (1 / alpha) < |mu * mu_scale| + eps``. Keeping these
   four scalars instead of a clip count keeps the update a single fused element-wise pass: a reduction
-  inside the update costs XLA its fusion (about 4x slower on CPU, see benchmarks/update_step.py).
+  inside the update costs XLA its fusion (measured in docs/benchmarks.md).
+
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194, Algorithm 1.
   """
   alpha: jax.Array
   eps: jax.Array
@@ -55,8 +59,12 @@ class ScaleByACClipState(NamedTuple):
   Attributes:
     count: int32 scalar, the number of updates done so far.
     mu: the momentum m_k (in `mu_dtype` when given).
-    nu: the EMA of |g|^alpha, i.e. tau_k^alpha.
+    nu: the EMA of ``|g| ** alpha``, i.e. ``tau_k ** alpha``.
     threshold_rule: the last clip test's scalars (read by `clip_stats`).
+
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194, Algorithm 1.
   """
   count: jax.Array
   mu: optax.Updates
@@ -65,7 +73,14 @@ class ScaleByACClipState(NamedTuple):
 
 
 class ScaleByACClipPortsState(NamedTuple):
-  """State of `scale_by_acclip_ports`: `ScaleByACClipState` plus `nu_sq`, the EMA of g^2."""
+  """State of `scale_by_acclip_ports`: `ScaleByACClipState` plus `nu_sq`, the EMA of g^2.
+
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194. The rule implemented here is that of the public PyTorch ports:
+    rivercold/ACClip-Pytorch (``mod=1``) and the MLPerf Training v2.0 Samsung BERT submission
+    (``optim/acclip.py``).
+  """
   count: jax.Array
   mu: optax.Updates
   nu: optax.Updates
@@ -74,13 +89,23 @@ class ScaleByACClipPortsState(NamedTuple):
 
 
 class ClipByCoordinateState(NamedTuple):
-  """State of `clip_by_coordinate`: the step `count` (for schedules) and the last `clip_fraction`."""
+  """State of `clip_by_coordinate`: the step `count` (for schedules) and the last `clip_fraction`.
+
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194 (CClip: coordinate-wise clipping).
+  """
   count: jax.Array
   clip_fraction: jax.Array
 
 
 class ClipByGlobalNormState(NamedTuple):
-  """State of `clip_by_global_norm`: the step `count` (for schedules) and the last pre-clip `global_norm`."""
+  """State of `clip_by_global_norm`: the step `count` (for schedules) and the last pre-clip `global_norm`.
+
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194 (GClip under heavy-tailed noise).
+  """
   count: jax.Array
   global_norm: jax.Array
 
@@ -220,6 +245,10 @@ def acclip_clip_fraction(state: ScaleByACClipState | ScaleByACClipPortsState) ->
 
   Returns:
     A float32 scalar in [0, 1] (0 before the first update: the momentum is zero).
+
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194, Algorithm 1.
   """
   rule = state.threshold_rule
   mus, nus = jax.tree.leaves(state.mu), jax.tree.leaves(state.nu)
@@ -273,6 +302,10 @@ def scale_by_acclip(
   Returns:
     An `optax.GradientTransformationExtraArgs` whose state is a `ScaleByACClipState`. The fraction of
     coordinates clipped (:math:`\tau_k < |m_k| + \epsilon`) is recomputed from it by `clip_stats`.
+
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194, Algorithm 1.
 
   Example:
     >>> import jax.numpy as jnp, optax
@@ -368,6 +401,12 @@ def scale_by_acclip_ports(
     An `optax.GradientTransformationExtraArgs` whose state is a `ScaleByACClipPortsState` (three
     params-sized buffers).
 
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194. The rule implemented here is that of the public PyTorch ports:
+    rivercold/ACClip-Pytorch (``mod=1``) and the MLPerf Training v2.0 Samsung BERT submission
+    (``optim/acclip.py``).
+
   Example:
     >>> import jax.numpy as jnp, optax
     >>> from acclip_optax import scale_by_acclip_ports
@@ -437,6 +476,10 @@ def clip_by_coordinate(threshold: Threshold) -> optax.GradientTransformationExtr
   Returns:
     An `optax.GradientTransformationExtraArgs` whose state is a `ClipByCoordinateState`; its
     ``clip_fraction`` is the fraction of coordinates with :math:`|g_i| > \tau_i` at the last update.
+
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194 (CClip: coordinate-wise clipping).
 
   Example:
     >>> import jax.numpy as jnp
@@ -517,6 +560,10 @@ def clip_by_global_norm(max_norm: float | jax.Array | Callable[[jax.Array], jax.
   Returns:
     An `optax.GradientTransformationExtraArgs` whose state is a `ClipByGlobalNormState`; its
     ``global_norm`` is :math:`\|g\|_2` of the last update's input (computed in at least float32).
+
+  References:
+    Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
+    Models?", NeurIPS 2020, arXiv 1912.03194 (GClip under heavy-tailed noise).
 
   Example:
     >>> import jax.numpy as jnp

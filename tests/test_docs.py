@@ -1,0 +1,172 @@
+"""The user documents against what they document: the README's headline table against the recorded summaries,
+its library example and the docstrings' examples run, and every public name documented."""
+from __future__ import annotations
+
+import doctest
+import importlib
+import inspect
+import json
+import os
+import re
+
+import pytest
+
+import acclip_optax
+from experiments.comparison import verdict as comparison_verdict
+from experiments.synthetic import verdict as synthetic_verdict
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+DOCS = os.path.join(ROOT, "docs")
+
+# The modules whose public names (their __all__) make up the API reference.
+PUBLIC_MODULES = ("acclip_optax", "acclip_optax.noise", "acclip_optax.noise_plots", "acclip_optax.schedule",
+                  "acclip_optax.stats", "acclip_optax.transform", "acclip_optax.alias",
+                  "acclip_optax.spike_clipping")
+
+# How the headline table names the registry's optimizers.
+DISPLAY_NAMES = {"adam": "Adam", "adamw": "AdamW", "acclip": "ACClip", "acclip_ports": "ports' ACClip",
+                 "gclip": "GClip", "zclip": "ZClip", "adagc": "AdaGC", "autoclip": "AutoClip", "spam": "SPAM"}
+
+
+def _read(*path: str) -> str:
+  with open(os.path.join(ROOT, *path), encoding="utf-8") as f:
+    return f.read()
+
+
+def _json(*path: str):
+  return json.loads(_read(*path))
+
+
+def _headline_rows() -> dict[str, dict[str, str]]:
+  """The README's results table, by research question ("RQ1" ...): its cells by column name."""
+  section = _read("README.md").split("\n## Results\n", 1)[1].split("\n## ", 1)[0]
+  lines = [line for line in section.splitlines() if line.startswith("|")]
+  header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+  rows = {}
+  for line in lines[2:]:
+    cells = dict(zip(header, (cell.strip() for cell in line.strip("|").split("|"))))
+    rows[cells["question"].split()[0]] = cells
+  return rows
+
+
+def _verdict_cell(verdict: str) -> str:
+  """A verdict as the table prints it; the rules' 'inconclusive at this scale' is 'inconclusive' there."""
+  return f"**{verdict.replace(' at this scale', '')}**"
+
+
+def _signed_percent(value: float) -> str:
+  return f"{'+' if value > 0 else '−'}{abs(value):.1f}%"
+
+
+def _seed_stats(stats) -> str:
+  return f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+
+
+def _quick_comparison_summary(quick):
+  """The quick BERT comparison's recorded numbers in the shape the verdict rules read."""
+  return {"optimizers": {name: {metric: record[metric] for metric in ("eval_loss", "eval_accuracy")
+                                if metric in record}
+                         for name, record in quick["bert_comparison"].items() if "eval_loss" in record}}
+
+
+def _expected_rows():
+  """Per research question: the verdicts and the key-number strings the recorded summaries give."""
+  quick = _json("docs", "results", "quick_summary.json")
+  synthetic = _json("docs", "synthetic_full", "summary.json")
+  bert = _json("docs", "bert_full_later", "results.json")
+  quick_bert = _quick_comparison_summary(quick)
+  rows = {}
+
+  rq1 = quick["rq1"]
+  rows["RQ1"] = (rq1["verdict"], "not run", [
+      f"BERT {rq1['tail_index_mohammadi']['bert']:.2f} vs ResNet {rq1['tail_index_mohammadi']['resnet']:.2f}",
+      f"{_signed_percent(rq1['sgd_minus_adam_percent']['bert'])} on BERT",
+      f"{_signed_percent(rq1['sgd_minus_adam_percent']['resnet'])} on ResNet"])
+
+  quick_p90, full_p90 = quick["rq2"]["p90"]["quadratic_kappa2"], synthetic["rq2"]["quadratic_kappa2"]
+  rows["RQ2"] = (quick["rq2"]["verdict"], synthetic_verdict.assess_rq2(synthetic)["verdict"], [
+      f"α = {synthetic['rq2']['alpha']:g}",
+      f"{quick_p90['sgd']:.3g} vs {quick_p90['gclip']:.3g} (quick)",
+      f"{full_p90['sgd_tuned_p90']:.3g} vs {full_p90['gclip_tuned_p90']:.3g} (full)"])
+
+  quick_slopes, full_slopes = quick["rq3"]["slope_vs_d"], synthetic["rq3"]["1.2"]
+  rows["RQ3"] = (quick["rq3"]["verdict"], synthetic_verdict.assess_rq3(synthetic)["verdict"], [
+      f"α = {quick['rq3']['alpha']:g}",
+      f"{quick_slopes['gclip']:.2f} vs {quick_slopes['cclip']:.2f} (quick)",
+      f"{full_slopes['gclip_tuned_slope_vs_d']:.3f} vs {full_slopes['cclip_tuned_slope_vs_d']:.3f} (full)"])
+
+  def loss(summary, name):
+    return _seed_stats(summary["optimizers"][name]["eval_loss"])
+
+  rows["RQ4"] = (comparison_verdict.assess_rq4(quick_bert)["verdict"],
+                 comparison_verdict.assess_rq4(bert)["verdict"], [
+      f"{loss(quick_bert, 'acclip')} vs {loss(quick_bert, 'adam')} (quick)",
+      f"{loss(bert, 'acclip')} vs {loss(bert, 'adam')} (full)"])
+
+  best = lambda summary, names: comparison_verdict._best(summary, names)  # pylint: disable=protected-access
+  quick_new, quick_adam = quick["rq5"]["best_later_method"], quick["rq5"]["better_adam"]
+  new_means = {name: quick_bert["optimizers"][name]["eval_loss"]["mean"]
+               for name in comparison_verdict.POST_PAPER_METHODS if name in quick_bert["optimizers"]}
+  assert new_means[quick_new] == min(new_means.values()), "quick_summary.json's best later method"
+  assert quick_adam == best(quick_bert, comparison_verdict.ADAM_BASELINES)
+  full_new, full_adam = (best(bert, comparison_verdict.POST_PAPER_METHODS),
+                         best(bert, comparison_verdict.ADAM_BASELINES))
+  rows["RQ5"] = (comparison_verdict.assess_rq5(quick_bert)["verdict"],
+                 comparison_verdict.assess_rq5(bert)["verdict"], [
+      f"{DISPLAY_NAMES[quick_new]} {loss(quick_bert, quick_new)} vs {DISPLAY_NAMES[quick_adam]} "
+      f"{loss(quick_bert, quick_adam)} (quick)",
+      f"{DISPLAY_NAMES[full_new]} {loss(bert, full_new)} vs {DISPLAY_NAMES[full_adam]} {loss(bert, full_adam)} "
+      "(full)"])
+  return quick, rows
+
+
+@pytest.mark.parametrize("question", ["RQ1", "RQ2", "RQ3", "RQ4", "RQ5"])
+def test_readme_headline_row_equals_the_recorded_summaries(question):
+  quick, expected = _expected_rows()
+  quick_verdict, full_verdict, numbers = expected[question]
+  row = _headline_rows()[question]
+  assert quick_verdict == quick[question.lower()]["verdict"], "the rule disagrees with the quick report"
+  assert row["quick"] == _verdict_cell(quick_verdict)
+  assert row["full"] == (full_verdict if full_verdict == "not run" else _verdict_cell(full_verdict))
+  for number in numbers:
+    assert number in row["key numbers"], f"{question}: {number!r} not in {row['key numbers']!r}"
+
+
+def test_readme_headline_rows_link_to_existing_results_pages():
+  for question, row in _headline_rows().items():
+    for target in re.findall(r"\]\((docs/results/[^)#]+)", row["details"]):
+      assert os.path.exists(os.path.join(ROOT, target)), f"{question} links to a missing {target}"
+
+
+def test_readme_library_example_runs(capsys):
+  code = _read("README.md").split("```python", 1)[1].split("```", 1)[0]
+  exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})  # pylint: disable=exec-used
+  assert "clip_fraction" in capsys.readouterr().out
+
+
+def _public_objects():
+  for module_name in PUBLIC_MODULES:
+    module = importlib.import_module(module_name)
+    for name in module.__all__:
+      yield f"{module_name}.{name}", getattr(module, name)
+
+
+@pytest.mark.parametrize("qualified_name, obj", list(_public_objects()), ids=lambda x: x if isinstance(x, str) else "")
+def test_public_name_has_a_docstring_with_references(qualified_name, obj):
+  doc = inspect.getdoc(obj)
+  assert doc and doc.strip(), f"{qualified_name} has no docstring"
+  if inspect.isfunction(obj):
+    assert "References:" in doc, f"{qualified_name}'s docstring has no References: section"
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_docstring_examples_run(module_name):
+  module = importlib.import_module(module_name)
+  finder, runner = doctest.DocTestFinder(exclude_empty=True), doctest.DocTestRunner(
+      optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+  names = set(module.__all__)
+  tests = [t for t in finder.find(module, module_name) if t.name.split(".")[-1] in names or t.name == module_name]
+  for test in tests:
+    runner.run(test)
+  result = runner.summarize(verbose=False)
+  assert result.failed == 0, f"{result.failed} of {result.attempted} doctest examples failed in {module_name}"
