@@ -83,4 +83,14 @@ TRANSFORMATIONS_UNDER_TEST: dict[str, UnderTest] = {
                                converge=_then(optax.scale(-0.01)), accepts_complex=False),
     "spam": UnderTest(acclip_optax.spam, dict(learning_rate=0.01, warmup_steps=2,
                                               weight_decay=1e-4), accepts_complex=False),
+    "scale_by_stable_spam": UnderTest(
+        acclip_optax.scale_by_stable_spam, dict(reset_interval=3, momentum_decay_steps=4, momentum_decay_floor=0.9),
+        converge=_then(optax.scale(-0.01)), accepts_complex=False),
+    "stable_spam": UnderTest(acclip_optax.stable_spam, dict(learning_rate=0.01, reset_interval=3, weight_decay=1e-4),
+                             accepts_complex=False),
+    # A wrapper (shapes are its inner transformation's business), around ACClip; a window whose ring buffer
+    # (6,) is shaped like no param of the sharding check, and short enough that a few steps reach the test.
+    "skip_step_on_spikes": UnderTest(acclip_optax.skip_step_on_spikes,
+                                     dict(inner=acclip_optax.acclip(learning_rate=0.02), window=6),
+                                     accepts_complex=False),
 }
