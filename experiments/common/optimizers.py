@@ -41,7 +41,12 @@ usual BERT/ResNet rule; plain dicts of arrays fall back on the ndim test alone.
   defaults (acclip_optax.zclip, .adagc, .autoclip), in front of AdamW (b1, b2, eps, decoupled decay), the
   optimizer their authors pair them with;
 * `spam`: b1, b2, eps (acclip_optax.spam with its reference defaults otherwise; decoupled decay after the
-  step, as its reference).
+  step, as its reference);
+* `stable_spam`: b1, b2, eps (acclip_optax.stable_spam with its reference defaults otherwise; decoupled
+  decay, as its reference);
+* `skipstep`: AdamW (b1, b2, eps, decoupled decay) inside acclip_optax.skip_step_on_spikes (window 128,
+  sigma 6, OLMo-core's defaults): a step whose gradient norm or loss spikes is skipped. The train steps
+  pass the loss to the update (`update(..., loss=...)`); the other optimizers ignore it.
 
 The learning-rate scale says how large a step is at a given learning rate: `sgd` (lr times something of
 the gradient's size) or `adam` (about lr per coordinate); studies choose their learning-rate grids by it.
@@ -207,6 +212,12 @@ def _before_adamw(clip: Callable) -> Callable:
   return construct
 
 
+def _skip_step_on_spikes(make: Callable) -> Callable:
+  def construct(learning_rate, weight_decay, **fields):
+    return acclip_optax.skip_step_on_spikes(make(learning_rate, weight_decay, **fields))
+  return construct
+
+
 _ADAM_FIELDS = ("b1", "b2", "eps")
 _SGD_FIELDS = ("momentum", "nesterov")
 REGISTRY: Mapping[str, RegisteredOptimizer] = types.MappingProxyType({
@@ -224,6 +235,10 @@ REGISTRY: Mapping[str, RegisteredOptimizer] = types.MappingProxyType({
     "adagc": RegisteredOptimizer(_before_adamw(acclip_optax.adagc), _ADAM_FIELDS, "adam", True),
     "autoclip": RegisteredOptimizer(_before_adamw(acclip_optax.autoclip), _ADAM_FIELDS, "adam", True),
     "spam": RegisteredOptimizer(_adam_like(acclip_optax.spam, decays=True), _ADAM_FIELDS, "adam", True),
+    "stable_spam": RegisteredOptimizer(_adam_like(acclip_optax.stable_spam, decays=True), _ADAM_FIELDS, "adam",
+                                       True),
+    "skipstep": RegisteredOptimizer(_skip_step_on_spikes(_adam_like(optax.adamw, decays=True)), _ADAM_FIELDS,
+                                    "adam", True),
 })
 
 
