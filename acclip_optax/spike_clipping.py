@@ -556,6 +556,9 @@ class StableSpamState(NamedTuple):
     max_ema: per leaf, the EMA of the leaf's largest ``|g_i|`` (AdaClip's threshold before bias correction).
     norm_ema, norm_sq_ema: per leaf, the EMAs of the clipped leaf's norm and squared norm (AdaGN).
     clip_fraction: the fraction of coordinates the last update's AdaClip scaled down.
+
+  References:
+    Huang et al., "Stable-SPAM: How to Train in 4-Bit More Stably than 16-Bit Adam", arXiv 2502.17055, 2025.
   """
   count: jax.Array
   mu: optax.Updates
@@ -771,6 +774,10 @@ class SkipStepState(NamedTuple):
     num_recorded: int32, steps recorded in them (a step with a non-finite norm or loss is not recorded).
     skip_count: int32, steps skipped so far.
     skipped: 1.0 when the last step was skipped, else 0.0.
+
+  References:
+    OLMo-core `olmo_core.optim.SkipStepOptimizer`; levanter `SkipStepConfig`. The OLMo 2 report (Team OLMo et
+    al., "2 OLMo 2 Furious", arXiv 2501.00656, 2025) describes skipping steps on loss and norm spikes.
   """
   count: jax.Array
   inner_state: optax.OptState

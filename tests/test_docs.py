@@ -155,8 +155,7 @@ def _public_objects():
 def test_public_name_has_a_docstring_with_references(qualified_name, obj):
   doc = inspect.getdoc(obj)
   assert doc and doc.strip(), f"{qualified_name} has no docstring"
-  if inspect.isfunction(obj):
-    assert "References:" in doc, f"{qualified_name}'s docstring has no References: section"
+  assert "References:" in doc, f"{qualified_name}'s docstring has no References: section"
 
 
 @pytest.mark.parametrize("module_name", PUBLIC_MODULES)
