@@ -42,8 +42,8 @@ import numpy as np
 
 from experiments.bert import input_pipeline as bert_input_pipeline
 from experiments.bert import models as bert_models
+from experiments.bert import pretrained as bert_pretrained
 from experiments.bert.train import TrainState  # one state for pre-training and fine-tuning
-from experiments.common import checkpoint
 from experiments.common import classification
 from experiments.common import metrics as metrics_lib
 from experiments.common import optimizers
@@ -54,18 +54,15 @@ from experiments.squad import evaluation
 from experiments.squad import input_pipeline
 from experiments.squad import models
 
-AXIS = parallel.AXIS_NAME
-
-
 def _apply_model(model, params, batch, *, deterministic, rngs=None):
   return model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
                      batch["attention_mask"], deterministic=deterministic, rngs=rngs)
 
 
-def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState, dict]:
-  """One pmapped update (see the module docstring); returns the new state and replicated metrics."""
-  dropout_rng = parallel.device_rng(jax.random.wrap_key_data(state.rng), state.step)
-  global_weight = jnp.maximum(jax.lax.psum(jnp.sum(batch["weights"]), AXIS), 1.0)
+def train_grads(state: TrainState, batch: dict, *, model, axis_name) -> tuple[Any, dict]:
+  """One device's part of an update (see the module docstring): the gradient summed over `axis_name`."""
+  dropout_rng = parallel.device_rng(jax.random.wrap_key_data(state.rng), state.step, axis_name)
+  global_weight = jnp.maximum(jax.lax.psum(jnp.sum(batch["weights"]), axis_name), 1.0)
 
   def loss_fn(params):
     start_logits, end_logits = _apply_model(model, params, batch, deterministic=False,
@@ -75,31 +72,31 @@ def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState
     return sums["loss_sum"] / global_weight, sums
 
   grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
-  params, opt_state, metrics = classification.apply_gradients(tx, state.params, state.opt_state, grads, sums,
-                                                              global_weight)
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  return classification.sum_over_devices(grads, sums, global_weight, axis_name)
 
 
-def eval_step(params, batch, *, model) -> dict[str, jax.Array]:
+def eval_step(params, batch, *, model, axis_name) -> dict[str, jax.Array]:
   """Start and end logits and the per-window span terms of one device's dev rows (no dropout).
 
   No cross-device sum: every process runs every dev window (decoding needs all the logits), so the totals
   are taken on the host (`predict`).
   """
+  del axis_name
   start_logits, end_logits = _apply_model(model, params, batch, deterministic=True)
   terms = models.span_terms(start_logits, end_logits, batch["start_positions"], batch["end_positions"])
   return {"start_logits": start_logits, "end_logits": end_logits, **terms}
 
 
 @dataclasses.dataclass(frozen=True)
-class _CompiledSteps(training_loop.PmappedSteps):
+class _CompiledSteps(training_loop.CompiledSteps):
   init_params: Any  # jitted `key -> params` of the whole model (compiled on first use: a run from scratch)
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_steps(model_config: bert_models.BertConfig,
-                    optimizer: optimizers.OptimizerSpec) -> _CompiledSteps:
-  """The jitted init and pmapped steps of one architecture and optimizer (cached: pass `spec.step_key()`)."""
+def _compiled_steps(model_config: bert_models.BertConfig, optimizer: optimizers.OptimizerSpec,
+                    parallelism: parallel.Parallelism) -> _CompiledSteps:
+  """The jitted init and compiled steps of one architecture, optimizer and parallelism (cached: pass
+  `spec.step_key()`)."""
   model = models.BertForQuestionAnswering(model_config)
 
   def init_params(key):
@@ -107,15 +104,17 @@ def _compiled_steps(model_config: bert_models.BertConfig,
     return model.init(key, tokens, tokens, tokens + 1, deterministic=True)["params"]
 
   return _CompiledSteps(init_params=jax.jit(init_params),
-                        **training_loop.pmap_steps(train_step, eval_step, model=model, optimizer=optimizer))
+                        **training_loop.compile_steps(parallelism, train_grads, eval_step, model=model,
+                                                      optimizer=optimizer, eval_per_row=True))
 
 
-def predict(eval_step_fn, params, data: input_pipeline.SquadData, batch_size: int) -> dict[str, np.ndarray]:
+def predict(steps: training_loop.CompiledSteps, params, data: input_pipeline.SquadData,
+            batch_size: int) -> dict[str, np.ndarray]:
   """`eval_step` over every dev window, in order, padding dropped.
 
   Args:
-    eval_step_fn: the pmapped `eval_step`.
-    params: the replicated parameters.
+    steps: the compiled steps (their `eval_step` and parallelism).
+    params: the placed parameters.
     data: the run's data.
     batch_size: dev rows per call on this process (a multiple of the local device count).
 
@@ -124,8 +123,8 @@ def predict(eval_step_fn, params, data: input_pipeline.SquadData, batch_size: in
   """
   outputs = []
   for batch in data.dev_batches(batch_size):
-    values = jax.device_get(eval_step_fn(params, parallel.shard_batch(batch)))
-    outputs.append({name: value.reshape((-1,) + value.shape[2:]) for name, value in values.items()})
+    par = steps.parallelism
+    outputs.append(par.rows_to_host(steps.eval_step(params, par.place_common_batch(batch))))
   num_windows = len(data.dev_features)
   return {name: np.concatenate([o[name] for o in outputs])[:num_windows] for name in outputs[0]}
 
@@ -142,49 +141,19 @@ class Pretrained(NamedTuple):
   vocab_sha256: str
 
 
-def _latest_checkpoint_meta(directory: str) -> tuple[int, dict]:
-  """(step, meta) of the newest checkpoint a pre-training run wrote, read without restoring the state."""
-  try:
-    with checkpoint.CheckpointManager(directory) as manager:
-      step, meta = manager.latest_meta()
-  except FileNotFoundError as error:
-    raise FileNotFoundError(f"No pre-training checkpoint under {directory!r}.") from error
-  if "model" not in meta.get("signature", {}):
-    raise checkpoint.CheckpointError(f"checkpoint step {step} in {directory} has no model signature; "
-                                     "it was not written by experiments.bert.train.")
-  return step, meta
-
-
-def _restore_encoder(directory: str, model_config: bert_models.BertConfig, optimizer: dict) -> Any:
-  """params['bert'] of the newest checkpoint, restored against the pre-training state's template.
-
-  The template is the MLM model's params and the optimizer state the run saved (its recorded settings);
-  `experiments.common.checkpoint` checks structure, shapes and dtypes.
-  """
-  tx = optimizers.OptimizerSpec.from_dict(optimizer).create()
-  abstract_state = {
-      "step": jax.ShapeDtypeStruct((), jnp.int32),
-      "params": bert_models.abstract_params(model_config),
-      "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))),
-  }
-  abstract_state["opt_state"] = jax.eval_shape(tx.init, abstract_state["params"])
-  template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract_state)
-  with checkpoint.CheckpointManager(directory) as manager:
-    state, _ = manager.restore_latest(template)
-  return state["params"]["bert"]
-
-
 def load_pretrained(config, pretrained_workdir: str | None) -> Pretrained:
   """The model config, tokenizer and (if any) pre-trained encoder params of a fine-tuning run.
 
   From a pre-training workdir: its `vocab.txt` (or config.vocab_file, which must be the same file) and the
-  model sizes recorded with its newest checkpoint, whose ``params['bert']`` is restored. Without one:
-  `config.vocab_file` and `config.model`, and no encoder params (random initialisation).
+  model sizes recorded with its newest checkpoint, whose ``params['bert']`` is restored
+  (`experiments.bert.pretrained`; a workdir `experiments.bert.hf_checkpoint import` wrote is one). Without
+  one: `config.vocab_file` and `config.model`, and no encoder params (random initialisation).
 
   Raises:
     FileNotFoundError: no vocabulary or no checkpoint.
     ValueError: the vocabulary does not match the checkpoint's (a `config.vocab_file` of another size or
-      contents, or a workdir whose vocab.txt changed since the checkpoint).
+      contents, or a workdir whose vocab.txt changed since the checkpoint), or config.lowercase is not the
+      casing the workdir's vocab_info.json records.
   """
   if not pretrained_workdir:
     if not config.vocab_file:
@@ -195,8 +164,14 @@ def load_pretrained(config, pretrained_workdir: str | None) -> Pretrained:
 
   vocab_path = config.vocab_file or os.path.join(pretrained_workdir, "vocab.txt")
   tokenizer = bert_input_pipeline.load_tokenizer(vocab_path, config.lowercase)
-  directory = os.path.join(pretrained_workdir, "checkpoints")
-  signature = _latest_checkpoint_meta(directory)[1]["signature"]
+  if os.path.isfile(os.path.join(pretrained_workdir, "vocab_info.json")):
+    pretrained_lowercase = bert_pretrained.vocabulary_lowercase(pretrained_workdir)
+    if pretrained_lowercase != config.lowercase:
+      casing = "lower-cased" if pretrained_lowercase else "cased"
+      raise ValueError(f"The pre-training workdir {pretrained_workdir!r} reads {casing} text; fine-tune "
+                       f"with --config.lowercase={pretrained_lowercase}.")
+  directory = bert_pretrained.checkpoint_dir(pretrained_workdir)
+  signature = bert_pretrained.latest_meta(directory)[1]["signature"]
   model_config = bert_models.BertConfig(**signature["model"])
   vocab_sha256 = bert_input_pipeline.vocab_sha256(vocab_path)
   if tokenizer.get_vocab_size() != model_config.vocab_size or vocab_sha256 != signature.get("vocab_sha256"):
@@ -204,7 +179,8 @@ def load_pretrained(config, pretrained_workdir: str | None) -> Pretrained:
         f"Vocabulary {vocab_path!r} ({tokenizer.get_vocab_size()} tokens) is not the one the checkpoint in "
         f"{directory!r} was trained with ({model_config.vocab_size} tokens, sha256 "
         f'{signature.get("vocab_sha256")}); fine-tune with the pre-training vocab.txt.')
-  encoder = _restore_encoder(directory, model_config, signature["optimizer"])
+  encoder = bert_pretrained.restore_params(directory, bert_models.abstract_params(model_config),
+                                           signature["optimizer"])["bert"]
   return Pretrained(model_config, tokenizer, encoder, vocab_sha256)
 
 
@@ -328,7 +304,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
   data = input_pipeline.create_datasets(config, pretrained.tokenizer)
   total_steps, warmup_steps = schedule_steps(config, len(data.train_features))
   optimizer = optimizers.OptimizerSpec.from_config(config, total_steps).replace(warmup_steps=warmup_steps)
-  compiled = _compiled_steps(pretrained.model_config, optimizer.step_key())
+  compiled = _compiled_steps(pretrained.model_config, optimizer.step_key(), parallel.create(config))
   state = _initial_state(compiled, config, optimizer, pretrained)
   train_rows = parallel.process_rows(config.batch_size)
   eval_rows = parallel.process_batch_size(config.eval_batch_size)
@@ -336,7 +312,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
 
   def evaluate(state) -> dict[str, float]:
     """eval_loss, eval_accuracy, dev_exact_match, dev_f1 of the dev windows (module docstring)."""
-    outputs = predict(compiled.eval_step, state.params, data, eval_rows)
+    outputs = predict(compiled, state.params, data, eval_rows)
     predictions.clear()
     predictions.update(evaluation.decode_predictions(
         data.dev_examples, data.dev_features, outputs["start_logits"], outputs["end_logits"],
@@ -348,7 +324,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
 
   result = training_loop.train(
       config, workdir, state=state, signature=_run_signature(config, pretrained, data, optimizer),
-      total_steps=total_steps, train_step=compiled.train_step,
+      total_steps=total_steps, steps=compiled,
       train_batch=lambda step: data.train_batch(step, config.batch_size, train_rows),
       evaluate=evaluate,
       throughput_name="tokens_per_s", units_per_step=config.batch_size * config.max_seq_len)
