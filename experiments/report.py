@@ -61,7 +61,8 @@ def environment() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The paper's claims (from shared/PAPER.md; the paper's exact table values are unknown, so none are quoted).
+# The paper's claims (Zhang et al., "Why are Adaptive Methods Good for Attention Models?", NeurIPS 2020; its
+# table values are not quoted).
 
 PAPER_CLAIMS = {
     "RQ1": ("Gradient noise in BERT pretraining is heavy-tailed, in ResNet/ImageNet concentrated "

@@ -1,4 +1,5 @@
-"""The BERT optimizer comparison (the paper's RQ4): a learning-rate sweep per optimizer, seeds, fine-tuning.
+"""The BERT optimizer comparison (RQ4: the paper's ACClip against Adam; RQ5: the clipping methods that followed it
+against the paper's rules and Adam(W)): a learning-rate sweep per optimizer, seeds, fine-tuning.
 
 Protocol, identical for every optimizer (only the optimizer and its peak learning rate change):
 

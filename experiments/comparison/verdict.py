@@ -1,5 +1,8 @@
-"""The comparison's research-question rule, RQ4: does ACClip beat Adam in BERT pretraining (held-out MLM
-loss and accuracy over seeds) and in SQuAD fine-tuning (EM/F1)? From the summary `study.run` returns.
+"""The comparison's research-question rules, from the summary `study.run` returns.
+
+RQ4 (`assess_rq4`): does the paper's ACClip beat Adam in BERT pretraining (held-out MLM loss and accuracy
+over seeds) and in SQuAD fine-tuning (EM/F1)? RQ5 (`assess_rq5`, beyond the paper): does the best of the
+clipping methods that followed it beat the paper's best rule and the better of Adam and AdamW?
 """
 from __future__ import annotations
 

@@ -3,12 +3,10 @@
     python -m experiments.comparison --out /tmp/comparison
     python -m experiments.reproduce --out /tmp/full --parts bert      # the same, inside the reproduction
 
-Expected time: 12 to 18 hours on 2 CPU cores (5 to 7 runs of 2000 steps per optimizer, 55 to 77 for the
-eleven; measured: 13-14 minutes per run with both cores, 22-30 minutes per run with two runs side by side on
-one core each); on one GPU: not measured. The paper's seven took 38 runs; the four later methods add 20 to 28.
-Rerunning the same command continues an interrupted comparison (finished runs are reused; a preempted run
-resumes from its checkpoint). Needs the Debian package python3.11-doc
-(about 12 MB of English prose).
+Expected time: 12 to 18 hours on 2 CPU cores (55 to 77 runs of 2000 steps, one at a time; a run takes
+13-14 minutes and uses both cores); on one GPU: not measured. Rerunning the same command continues an
+interrupted comparison (finished runs are reused; a preempted run resumes from its checkpoint). Needs the
+Debian package python3.11-doc.
 """
 import ml_collections
 
@@ -31,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
   # of the BERT config (whose b2 = 0.999, eps = 1e-6 are Adam's BERT recipe). Adam as torch.optim.Adam and
   # the paper's baseline: weight decay as L2 in the gradient (the factory's decoupled mode would make it
   # AdamW). ACClip, both rules: b2 = 0.99 and eps = 1e-5, the defaults of the paper's Algorithm 1 as used
-  # by the public ports (shared/PAPER.md).
+  # by the public ports (Zhang et al. 2020, Algorithm 1).
   # The paper's seven, then the spike-clipping methods that followed it (RQ5). CClip is left out, as in the
   # paper's BERT runs (non-adaptive coordinate clipping needs a per-coordinate threshold BERT does not give).
   config.optimizers = ("adam", "adamw", "acclip", "acclip_ports", "lamb", "sgd", "gclip", "zclip", "adagc",

@@ -3,8 +3,8 @@
     python -m experiments.comparison --out /tmp/comparison --quick
     python -m experiments.reproduce --out /tmp/quick --quick          # the whole reproduction
 
-Expected time: about 8 minutes on 2 CPU cores (measured 8.3 for the eleven optimizers: 200 steps of 16 x 64
-tokens per run, 3 learning rates per optimizer and 2 more seeds at the best). Its corpus is the standard library's pydoc_data.topics, present on
+Expected time: about 8 minutes on 2 CPU cores (200 steps of 16 x 64 tokens per run, 3 learning rates per
+optimizer and 2 more seeds at the best). Its corpus is the standard library's pydoc_data.topics, present on
 every machine.
 """
 import ml_collections
