@@ -9,6 +9,8 @@ models (2 layers, and BERT-base's shapes), through PyTorch and Flax checkpoints,
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -23,7 +25,8 @@ from experiments.squad import models as squad_models
 from experiments.squad import train as squad_train
 from experiments.squad.configs import tiny as squad_tiny
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "tests", "data")
 TINY = os.path.join(DATA, "hf_bert_tiny")  # a random HF BertForMaskedLM: 2 layers, hidden 32, vocabulary 512
 CASED_TOKENIZER = os.path.join(DATA, "hf_tokenizer_cased")
 REFERENCE = os.path.join(DATA, "hf_bert_tiny_reference.npz")
@@ -195,14 +198,18 @@ def test_unsupported_or_inconsistent_configs_are_clear_errors(tmp_path, key, val
 
 
 def test_squad_fine_tunes_from_an_imported_checkpoint_and_exports(imported_workdir, tmp_path):
+  """The user's commands: import, `experiments.squad.main --pretrained_workdir`, export."""
   workdir = imported_workdir[0]
-  config = squad_tiny.get_config()
-  config.update(train_file=SQUAD, dev_file=SQUAD, pretrained_workdir=workdir)
-  result = squad_train.finetune(config, str(tmp_path / "squad"))
+  command = [sys.executable, "-m", "experiments.squad.main", "--config", squad_tiny.__file__,
+             "--workdir", str(tmp_path / "squad"), "--pretrained_workdir", workdir,
+             f"--config.train_file={SQUAD}", f"--config.dev_file={SQUAD}"]
+  process = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+  assert process.returncode == 0, process.stderr[-3000:]
+  result = json.loads(process.stdout[process.stdout.index("{"):])
   assert (result["steps"], result["diverged"]) == (2, False)
   assert np.isfinite(result["train_loss"]) and 0 <= result["exact_match"] <= result["f1"] <= 100
   assert os.path.isfile(result["predictions_path"])
-  # The encoder it started from is the imported one; the fine-tuned model exports as BertForQuestionAnswering.
+  # The fine-tuned model (encoder and span head) exports as a BertForQuestionAnswering.
   summary = hf_checkpoint.export_checkpoint(str(tmp_path / "squad"), str(tmp_path / "hf_squad"))
   assert summary["architecture"] == "BertForQuestionAnswering"
   weights = load_file(str(tmp_path / "hf_squad" / "model.safetensors"))
@@ -210,7 +217,8 @@ def test_squad_fine_tunes_from_an_imported_checkpoint_and_exports(imported_workd
   params, unused = hf_checkpoint.params_from_hf(weights, hf_checkpoint.load_hf(TINY)[0], head="qa")
   assert unused == [] and params["qa_outputs"]["kernel"].shape == (32, 2)
   # Cased fine-tuning of an uncased import is refused.
-  config.lowercase = False
+  config = squad_tiny.get_config()
+  config.update(train_file=SQUAD, dev_file=SQUAD, lowercase=False)
   with pytest.raises(ValueError, match="reads lower-cased text; fine-tune with --config.lowercase=True"):
     squad_train.load_pretrained(config, workdir)
 
