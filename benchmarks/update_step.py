@@ -127,6 +127,9 @@ def candidates() -> dict[str, tuple[Callable, Callable]]:
       "autoclip + sgd": from_optax(optax.chain(acclip_optax.autoclip(), optax.sgd(1e-4))),
       "adagc + adamw": from_optax(optax.chain(acclip_optax.adagc(), optax.adamw(1e-4))),
       "spam": from_optax(acclip_optax.spam(1e-4)),
+      "stable_spam": from_optax(acclip_optax.stable_spam(1e-4)),
+      # Tested on the gradient norm only (the benchmark has no loss to pass as update(..., loss=...)).
+      "skip_step_on_spikes(adamw)": from_optax(acclip_optax.skip_step_on_spikes(optax.adamw(1e-4))),
   }
 
 

@@ -39,6 +39,9 @@ METHODS: Mapping[str, tuple[str, Mapping[str, Any]]] = types.MappingProxyType({
     "adagc": ("adagc", {}),
     "autoclip": ("autoclip", {}),
     "spam": ("spam", {}),
+    "stable_spam": ("stable_spam", {}),
+    # AdamW inside skip-step; the simulator passes f(x_k) as the loss it also tests.
+    "skipstep": ("skipstep", {}),
 })
 # Methods whose step sizes (and thresholds) the strongly convex theory prescribes.
 THEORY_METHODS = ("sgd", "gclip", "cclip")
@@ -162,7 +165,7 @@ def _simulate(problem, x0, noise_scale, lanes: Lanes, schedules: Schedules, *, m
     def step(carry, step_key):
       x, state = carry
       gradient = problem.gradient(x) + noise_scale * noise.sample_symmetric_stable(step_key, alpha, x.shape)
-      updates, state = optimizer.update(gradient, state, x)
+      updates, state = optimizer.update(gradient, state, x, loss=problem.value(x))
       x = optax.apply_updates(x, updates)
       return (x, state), (problem.value(x), jnp.linalg.norm(problem.gradient(x)))
 

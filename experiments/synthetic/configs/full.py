@@ -5,7 +5,8 @@
 Expected time: about 70 minutes on 2 CPU cores (measured 2026-12-02: 67 min of CPU, 73 min wall beside
 another run; the quadratics 50 min, the dimension study 22 min). AutoClip, whose per-step sort of its
 1000-norm history costs 50x another method here (see quick.py), is most of it; the seven paper methods
-alone took about 12 minutes.
+alone took about 12 minutes. Stable-SPAM and skip-step joined after that measurement (not timed in the full
+config).
 
 Learning-rate multipliers scale the theory's eta_k = 4/(mu (k+1+offset)) (quadratics) or are the constant
 step itself (Rosenbrock); clip multipliers scale the theory's threshold bound(alpha)(k+1)^(1/alpha) (see
@@ -20,9 +21,10 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.mode = "full"
   # The paper's methods, then the spike-clipping methods that followed it (ZClip, AdaGC, AutoClip in front
-  # of AdamW; SPAM), all by their registry entries (experiments.synthetic.problems.METHODS).
+  # of AdamW; SPAM, Stable-SPAM; AdamW inside skip-step), all by their registry entries
+  # (experiments.synthetic.problems.METHODS).
   config.methods = ("sgd", "sgd_momentum", "gclip", "cclip", "acclip", "acclip_ports", "adam", "zclip", "adagc",
-                    "autoclip", "spam")
+                    "autoclip", "spam", "stable_spam", "skipstep")
   config.alphas = (1.1, 1.3, 1.5, 1.7, 2.0)
   config.dimension = 10
   config.condition_numbers = (2.0, 100.0)
@@ -37,7 +39,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.clip_multipliers = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
   config.dims = (10, 100, 1000, 10000)
   config.dim_alphas = (1.2, 2.0)
-  config.dim_methods = ("gclip", "cclip", "acclip", "zclip", "adagc", "autoclip", "spam")
+  config.dim_methods = ("gclip", "cclip", "acclip", "zclip", "adagc", "autoclip", "spam", "stable_spam",
+                        "skipstep")
   config.dim_steps = 250
   config.dim_tune_seeds = 8
   config.dim_eval_seeds = 100

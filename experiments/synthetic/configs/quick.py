@@ -3,7 +3,8 @@ methods in the dimension and non-convex parts (each method and dimension costs o
 
     python -m experiments.synthetic --out /tmp/synthetic --quick
 
-Expected time: about 1 minute on 2 idle CPU cores (about 51 s of CPU).
+Expected time: 1 to 2 minutes on 2 idle CPU cores (51 s of CPU on an idle machine before Stable-SPAM and
+skip-step joined; with them, 104 s of CPU and 4 minutes of wall time on a machine busy with other jobs).
 """
 import ml_collections
 
