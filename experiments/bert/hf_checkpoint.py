@@ -440,4 +440,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-  print(json.dumps(main(sys.argv[1:]), indent=2))
+  try:
+    summary = main(sys.argv[1:])
+  except (FileNotFoundError, ValueError) as error:  # a bad folder or workdir: the message says which
+    raise SystemExit(f"error: {error}") from None
+  print(json.dumps(summary, indent=2))
