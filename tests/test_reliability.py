@@ -360,3 +360,77 @@ def test_every_bert_setting_is_checked_before_any_data_is_read(tmp_path, row):
     train.train_and_evaluate(config, str(workdir))
   assert time.perf_counter() - start < 5.0
   assert not workdir.exists()  # nothing written, not even the folder
+
+
+# -------------------------------------------------------------------------------------------- 2. full disk
+# What Orbax raises when TensorStore meets a full disk (seen on a 500 kB tmpfs), after it has begun the
+# step's temporary folder.
+_FULL_DISK_SCRIPT = r"""
+import os, sys
+import numpy as np
+import orbax.checkpoint as ocp
+import tqdm
+from experiments.common import checkpoint, workdir_lock
+
+def full_disk_save(self, step, *args, **kwargs):
+  folder = os.path.join(str(self.directory), f"{step}.orbax-checkpoint-tmp", "state.orbax-checkpoint-tmp", "d")
+  os.makedirs(folder)
+  open(os.path.join(folder, "8d2b03a3"), "wb").write(b"half a checkpoint")
+  raise ValueError(
+      'RESOURCE_EXHAUSTED: Error writing "params.w/0" in OCDBT database at local file "' + folder + '/": '
+      'Failed writing: "' + folder + '/8d2b03a3": Failed to write 97133 bytes to file 14: No space left on '
+      "device [os_error_code='28']")
+
+@workdir_lock.owns_workdir
+def run(config, workdir):
+  bar = tqdm.tqdm(total=2, desc="train")
+  manager = checkpoint.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  manager.save(1, {"w": np.ones(3, np.float32)}, {"data_position": 1})
+  bar.update(1)
+  ocp.CheckpointManager.save = full_disk_save
+  manager.save(2, {"w": np.ones(3, np.float32)}, {"data_position": 2})
+
+import ml_collections
+run(ml_collections.ConfigDict(), sys.argv[1])
+"""
+
+
+def test_a_full_disk_at_a_checkpoint_ends_with_one_line_naming_the_file_and_the_newest_good_checkpoint(tmp_path):
+  from experiments.common import checkpoint  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  process = subprocess.run([sys.executable, "-c", _FULL_DISK_SCRIPT, str(workdir)], capture_output=True,
+                           text=True, timeout=120, cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert process.returncode == 1
+  last_line = process.stderr.strip().splitlines()[-1]
+  folder = workdir / "checkpoints" / "2.orbax-checkpoint-tmp" / "state.orbax-checkpoint-tmp" / "d"
+  assert last_line == (
+      f"experiments.common.checkpoint.DiskFull: Writing checkpoint step 2 ({folder}/8d2b03a3) failed: no "
+      "space left on device. Free some space and rerun the same command: it resumes from the newest good "
+      f"checkpoint, step 1 in {workdir / 'checkpoints'}.")
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["1"]  # no *.orbax-checkpoint-tmp left behind
+  with checkpoint.CheckpointManager(str(workdir / "checkpoints")) as manager:
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    state, meta = manager.restore_latest({"w": np.zeros(3, np.float32)})
+  assert meta["data_position"] == 1 and state["w"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_full_disk_while_writing_metrics_names_the_file_and_where_a_rerun_resumes(halted_bert_run, tmp_path,
+                                                                                    monkeypatch):
+  import errno  # pylint: disable=g-import-not-at-top
+  from experiments.bert import train  # pylint: disable=g-import-not-at-top
+  from experiments.common import checkpoint  # pylint: disable=g-import-not-at-top
+  from experiments.common import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from test_bert import micro_config  # pylint: disable=g-import-not-at-top
+  workdir = _copy_run(halted_bert_run, tmp_path)
+
+  def full_disk(self, step, metrics):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.path)
+
+  monkeypatch.setattr(metrics_lib.MetricWriter, "write", full_disk)
+  with pytest.raises(checkpoint.DiskFull) as raised:
+    train.train_and_evaluate(micro_config(), workdir)
+  assert str(raised.value) == (
+      f"Writing {os.path.join(workdir, 'metrics.jsonl')} failed: no space left on device. Free some space and "
+      f"rerun the same command: it resumes from the newest good checkpoint, step 3 in "
+      f"{os.path.join(workdir, 'checkpoints')}.")
+  assert not os.path.exists(os.path.join(workdir, workdir_lock.LOCK_FILENAME))

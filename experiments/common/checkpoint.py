@@ -14,9 +14,12 @@ only the metadata of the newest checkpoint, to learn a run's settings before bui
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import re
+import shutil
 import sys
 from typing import Any, Callable, Mapping, Optional
 
@@ -36,6 +39,70 @@ def check_halt_after_steps(halt_after_steps: int, checkpoint_step: int, director
         f"halt_after_steps={halt_after_steps} is before checkpoint step {checkpoint_step} in {directory}, "
         f"where this run would resume; give halt_after_steps=0 (run to the end) or >= {checkpoint_step}, "
         "or use a new workdir")
+
+
+class DiskFull(OSError):
+  """The disk filled up while the run wrote a file (errno ENOSPC); the message names the file and the newest
+  good checkpoint, where a rerun resumes once there is space."""
+
+  def __str__(self) -> str:
+    return self.strerror
+
+
+_UNFINISHED_SUFFIX = ".orbax-checkpoint-tmp"
+
+
+def newest_step(directory: str) -> Optional[int]:
+  """The newest finished checkpoint's step in `directory` (None: none): Orbax writes a step into a
+  temporary folder and gives it its number only once it is complete."""
+  steps = [int(name) for name in (os.listdir(directory) if os.path.isdir(directory) else []) if name.isdigit()]
+  return max(steps, default=None)
+
+
+def _newest_text(directory: str) -> str:
+  """Where a rerun of the same command resumes."""
+  step = newest_step(directory)
+  if step is None:
+    return f"there is no checkpoint in {directory} yet, so it starts over"
+  return f"it resumes from the newest good checkpoint, step {step} in {directory}"
+
+
+def remove_unfinished_checkpoints(directory: str) -> list[str]:
+  """Deletes the temporary folders of checkpoints whose write did not finish; returns their paths."""
+  removed = []
+  for name in (os.listdir(directory) if os.path.isdir(directory) else []):
+    if _UNFINISHED_SUFFIX in name:
+      shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+      removed.append(os.path.join(directory, name))
+  return removed
+
+
+_NO_SPACE = re.compile(r"No space left on device|os_error_code='28'|ENOSPC")
+# TensorStore's words for the file (then the folder) it failed to write, most precise first.
+_FAILED_FILE = (re.compile(r'Failed writing: "([^"]+)"'), re.compile(r'local file "([^"]+)"'))
+
+
+def disk_full_error(error: BaseException, checkpoint_directory: str,
+                    what: Optional[str] = None) -> Optional[DiskFull]:
+  """A DiskFull naming the file and the newest good checkpoint in `checkpoint_directory` when `error` (or
+  an error it was raised from) is a full disk: an OSError with errno ENOSPC, or TensorStore's
+  RESOURCE_EXHAUSTED "No space left on device" as Orbax passes it on; None for any other error."""
+  while error is not None:
+    if isinstance(error, DiskFull):
+      return error
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+      path = error.filename
+      break
+    if _NO_SPACE.search(str(error)):
+      path = next((match.group(1) for match in (p.search(str(error)) for p in _FAILED_FILE) if match), None)
+      break
+    error = error.__cause__ or error.__context__
+  else:
+    return None
+  target = f"{what} ({path})" if what and path else what or path or "a file of the run"
+  return DiskFull(errno.ENOSPC, f"Writing {target} failed: no space left on device. "
+                                f"Free some space and rerun the same command: {_newest_text(checkpoint_directory)}.",
+                  path)
 
 
 def _leaf_description(tree: Any) -> dict[str, tuple]:
@@ -72,9 +139,35 @@ class CheckpointManager:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, meta: Mapping[str, Any]) -> None:
-    """Writes `state` (arrays) and `meta` (JSON-able) as checkpoint `step`."""
-    self._manager.save(
-        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta))))
+    """Writes `state` (arrays) and `meta` (JSON-able) as checkpoint `step`.
+
+    Raises:
+      DiskFull: the disk filled up during the write (naming the file and the newest good checkpoint); the
+        unfinished step's temporary folder is removed, the earlier checkpoints are untouched.
+      CheckpointError: any other failure to write (the same clean-up).
+    """
+    # A failed write's other writes finish into a closed event loop, as on a failed restore, some while
+    # the save is still running: their errors are noise, dropped from before the save, kept after a failure.
+    previous_hooks = sys.unraisablehook, sys.excepthook
+    _ignore_closed_event_loop_callbacks()
+    _ignore_closed_event_loop_errors()
+    try:
+      self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                       meta=ocp.args.JsonSave(dict(meta))))
+    except Exception as error:  # Orbax raises ValueError, OSError, ... from its writer threads
+      logging.getLogger("asyncio").addFilter(_drop_unretrieved_task_errors)
+      try:
+        self._manager.wait_until_finished()  # Orbax's threads may still write into the temporary folder
+      except Exception:  # pylint: disable=broad-except  (the same failure again)
+        pass
+      remove_unfinished_checkpoints(self.directory)
+      out_of_space = disk_full_error(error, self.directory, what=f"checkpoint step {step}")
+      if out_of_space is not None:
+        raise out_of_space from None
+      raise CheckpointError(f"cannot write checkpoint step {step} in {self.directory} "
+                            f"({type(error).__name__}: {error}); a rerun of the same command: "
+                            f"{_newest_text(self.directory)}") from error
+    sys.unraisablehook, sys.excepthook = previous_hooks
 
   def restore_latest(self, template: Any,
                      signature: Optional[Mapping[str, Any]] = None) -> Optional[tuple[Any, dict]]:
@@ -195,6 +288,19 @@ def _ignore_closed_event_loop_callbacks() -> Callable:
 
   sys.unraisablehook = hook
   return previous
+
+
+def _ignore_closed_event_loop_errors() -> None:
+  """Installs a `sys.excepthook` that drops "Event loop is closed" errors, which TensorStore's callbacks
+  print through it (without the unraisable-exception header) after a failed write; the rest reach the
+  previous hook."""
+  previous = sys.excepthook
+
+  def hook(error_type, error, trace) -> None:
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+      previous(error_type, error, trace)
+
+  sys.excepthook = hook
 
 
 def _drop_unretrieved_task_errors(record: logging.LogRecord) -> bool:

@@ -125,6 +125,14 @@ def progress_bar(total: int, initial: int = 0, enabled: bool = True, desc: str =
   return _NoProgress()
 
 
+def close_progress_bars() -> None:
+  """Closes every open tqdm bar: a run stopped by an error prints its bar before the error's traceback, not
+  after it (an open bar prints itself when it is garbage-collected at exit, below the traceback)."""
+  import tqdm  # pylint: disable=g-import-not-at-top
+  for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+    bar.close()
+
+
 class _NoProgress:
 
   def update(self, n: int = 1) -> None:

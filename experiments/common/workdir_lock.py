@@ -207,6 +207,8 @@ def owns_workdir(run: Callable) -> Callable:
 
   Process 0 of a multi-process run takes the lock (after `jax.distributed` is initialised, which needs the
   config); every process learns whether it did, so a refused run fails on all of them, not only on one.
+  A full disk met anywhere in the call (metrics, config.json, vocabulary) becomes `checkpoint.DiskFull`,
+  naming the file and the newest good checkpoint, as a checkpoint write that fills the disk does.
   """
   @functools.wraps(run)
   def locked(config, workdir: str, *args, **kwargs):
@@ -228,7 +230,17 @@ def owns_workdir(run: Callable) -> Callable:
     if error is not None:
       raise error
     with lock:
-      return run(config, workdir, *args, **kwargs)
+      try:
+        return run(config, workdir, *args, **kwargs)
+      except BaseException as failure:
+        from experiments.common import checkpoint  # pylint: disable=g-import-not-at-top
+        from experiments.common import metrics  # pylint: disable=g-import-not-at-top
+        metrics.close_progress_bars()  # now, so that the error is the last thing printed
+        full = checkpoint.disk_full_error(failure, os.path.join(lock.directory, "checkpoints")) if isinstance(
+            failure, Exception) else None
+        if full is None or full is failure:
+          raise
+        raise full from None  # a full disk anywhere in the run: say so, and where a rerun resumes
   return locked
 
 
