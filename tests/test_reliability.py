@@ -267,7 +267,46 @@ def test_a_stored_summary_that_disagrees_with_its_values_is_an_error(tmp_path):
 # ---------------------------------------------------------------------- 4. every setting checked up front
 # (field as the user writes it, a bad value, what the error says). Each driver's table covers every field
 # of its config but those in its NOT_CHECKED_UP_FRONT, which say why.
-BERT_BAD_SETTINGS = [
+# The loop's and the optimizer's fields, shared by every driver (an optimizer-specific field is given with an
+# optimizer that reads it).
+LOOP_AND_OPTIMIZER_BAD_SETTINGS = [
+    ("optimizer", "adamax", "optimizer='adamax' is not one of"),
+    ("learning_rate", -1e-3, "learning_rate=-0.001 must be a finite number >= 0"),
+    ("warmup_steps", -1, "warmup_steps=-1 must be >= 0"),
+    ("learning_rate_decay", "step", "learning_rate_decay='step' is not one of"),
+    ("final_learning_rate_scale", -1.0, "final_learning_rate_scale=-1.0 must be a finite number >= 0"),
+    ("weight_decay", float("inf"), "weight_decay=inf must be a finite number >= 0"),
+    ("weight_decay_mode", "l2", "weight_decay_mode='l2' is not one of"),
+    ("grad_clip_norm", -1.0, "grad_clip_norm=-1.0 must be a finite number >= 0"),
+    ("b1", -0.5, r"b1=-0.5 is refused by optimizer 'adamw': b1=-0.5 must lie in \[0, 1\)", dict(optimizer="adamw")),
+    ("b2", 1.5, r"b2=1.5 is refused by optimizer 'adamw'", dict(optimizer="adamw")),
+    ("eps", -1e-6, "eps=-1e-06 is refused by optimizer 'adamw': eps=-1e-06 must be a finite number > 0",
+     dict(optimizer="adamw")),
+    ("alpha", 0.0, "alpha=0.0 is refused by optimizer 'acclip': alpha=0.0 must lie in \\(0, inf\\)",
+     dict(optimizer="acclip")),
+    ("b2", 1.0, "b2=1.0 is refused by optimizer 'acclip'", dict(optimizer="acclip")),
+    ("clip_threshold", -1.0, "clip_threshold=-1.0 is refused by optimizer 'gclip': max_norm=-1.0 must be > 0",
+     dict(optimizer="gclip")),
+    ("momentum", 1.5, r"momentum=1.5 is refused by optimizer 'sgd': momentum=1.5 must lie in \[0, 1\)",
+     dict(optimizer="sgd")),
+    ("seed", -1, r"seed=-1 must lie in \[0, 2\*\*32\)"),
+    ("log_every_steps", 0, "log_every_steps=0 must be >= 1"),
+    ("eval_every_steps", -1, "eval_every_steps=-1 must be >= 0"),
+    ("checkpoint_every_steps", -1, "checkpoint_every_steps=-1 must be >= 0"),
+    ("max_checkpoints_to_keep", 0, "max_checkpoints_to_keep=0 must be >= 1"),
+    ("halt_after_steps", -2, "halt_after_steps=-2 must be >= 0"),
+    ("batch_size", 6, "batch_size=6 does not divide by the device count 4"),
+    ("eval_batch_size", 0, "eval_batch_size=0 must be >= 1"),
+    ("parallelism", "tpu", "parallelism='tpu' must be 'pmap' or 'mesh'"),
+    ("mesh_shape", (3, 1), r"mesh_shape=\(3, 1\) must be two sizes", dict(parallelism="mesh")),
+]
+# Fields no value of which is checked up front, and why.
+LOOP_AND_OPTIMIZER_NOT_CHECKED_UP_FRONT = {
+    "bias_correction", "nesterov", "save_checkpoints", "stop_on_nonfinite", "tensorboard", "plot",
+    "distributed",  # booleans: the config's types refuse anything else
+    "coordinator_address", "num_processes", "process_id",  # checked by jax.distributed.initialize
+}
+BERT_BAD_SETTINGS = LOOP_AND_OPTIMIZER_BAD_SETTINGS + [
     ("model.hidden_size", 0, "model.hidden_size=0 must be >= 1"),
     ("model.num_layers", 0, "model.num_layers=0 must be >= 1"),
     ("model.num_heads", 3, "model.hidden_size=32 must be divisible by model.num_heads=3"),
@@ -279,6 +318,7 @@ BERT_BAD_SETTINGS = [
     ("model.dtype", "float17", "model.dtype='float17' is not a floating-point dtype"),
     ("max_documents", -5, r"max_documents=-5 must be >= 0 \(0: all\)"),
     ("vocab_file", "/no/such/vocab.txt", "vocab_file='/no/such/vocab.txt' does not exist"),
+    ("init_from", "/no/such/workdir", "No pre-training checkpoint under '/no/such/workdir/checkpoints'"),
     ("vocab_size", 3, "vocab_size=3 must exceed the 5 special tokens"),
     ("max_seq_len", 2, r"max_seq_len=2 must be >= 3"),
     ("mask_prob", 0.0, r"mask_prob=0.0 must lie in \(0, 1\]"),
@@ -286,41 +326,50 @@ BERT_BAD_SETTINGS = [
     ("eval_fraction", 1.0, r"eval_fraction=1.0 must lie in \(0, 1\)"),
     ("validation_fraction", -0.1, r"validation_fraction=-0.1 must lie in \[0, 1\)"),
     ("max_eval_sequences", -1, r"max_eval_sequences=-1 must be >= 0 \(0: all\)"),
-    ("optimizer", "adamax", "optimizer='adamax' is not one of"),
-    ("learning_rate", -1e-3, "learning_rate=-0.001 must be a finite number >= 0"),
     ("warmup_steps", 7, r"warmup_steps=7 must lie in \[0, total_steps=6\]"),
-    ("learning_rate_decay", "step", "learning_rate_decay='step' is not one of"),
-    ("final_learning_rate_scale", -1.0, "final_learning_rate_scale=-1.0 must be a finite number >= 0"),
-    ("weight_decay", float("inf"), "weight_decay=inf must be a finite number >= 0"),
-    ("weight_decay_mode", "l2", "weight_decay_mode='l2' is not one of"),
-    ("grad_clip_norm", -1.0, "grad_clip_norm=-1.0 must be a finite number >= 0"),
-    ("b1", -0.5, r"b1=-0.5 is refused by optimizer 'adamw': b1=-0.5 must lie in \[0, 1\)"),
-    ("b2", 1.5, r"b2=1.5 is refused by optimizer 'adamw'"),
-    ("eps", -1e-6, "eps=-1e-06 is refused by optimizer 'adamw': eps=-1e-06 must be a finite number > 0"),
-    ("seed", -1, r"seed=-1 must lie in \[0, 2\*\*32\)"),
-    ("log_every_steps", 0, "log_every_steps=0 must be >= 1"),
-    ("eval_every_steps", -1, "eval_every_steps=-1 must be >= 0"),
-    ("checkpoint_every_steps", -1, "checkpoint_every_steps=-1 must be >= 0"),
-    ("max_checkpoints_to_keep", 0, "max_checkpoints_to_keep=0 must be >= 1"),
-    ("halt_after_steps", -2, "halt_after_steps=-2 must be >= 0"),
-    ("batch_size", 6, "batch_size=6 does not divide by the device count 4"),
-    ("eval_batch_size", 0, "eval_batch_size=0 must be >= 1"),
     ("num_train_steps", 0, "num_train_steps=0 must be >= 1"),
-    # The optimizer-specific fields, each with the optimizer that reads it.
-    ("alpha", 0.0, "alpha=0.0 is refused by optimizer 'acclip': alpha=0.0 must lie in \\(0, inf\\)",
-     dict(optimizer="acclip")),
-    ("b2", 1.0, "b2=1.0 is refused by optimizer 'acclip'", dict(optimizer="acclip")),
-    ("clip_threshold", -1.0, "clip_threshold=-1.0 is refused by optimizer 'gclip': max_norm=-1.0 must be > 0",
-     dict(optimizer="gclip")),
-    ("momentum", 1.5, r"momentum=1.5 is refused by optimizer 'sgd': momentum=1.5 must lie in \[0, 1\)",
-     dict(optimizer="sgd")),
 ]
-BERT_NOT_CHECKED_UP_FRONT = {
+BERT_NOT_CHECKED_UP_FRONT = LOOP_AND_OPTIMIZER_NOT_CHECKED_UP_FRONT | {
     "corpus", "hf_config", "hf_data_files", "hf_split", "hf_text_field",  # checked as the corpus is read,
     # which fails before anything is written
-    "lowercase", "bias_correction", "nesterov", "save_checkpoints", "stop_on_nonfinite", "tensorboard", "plot",
-    "distributed",  # booleans: the config's types refuse anything else
-    "coordinator_address", "num_processes", "process_id",  # checked by jax.distributed.initialize
+    "lowercase",  # a boolean
+}
+
+
+RESNET_BAD_SETTINGS = LOOP_AND_OPTIMIZER_BAD_SETTINGS + [
+    ("model", "resnet7", "model='resnet7' is not one of resnet18"),
+    ("num_filters", 0, "num_filters=0 must be >= 1"),
+    ("dtype", "float17", "dtype='float17' is not a floating-point dtype"),
+    ("dataset", "mnist", "dataset='mnist' is not one of"),
+    ("image_size", 0, "image_size=0 must be >= 1"),
+    ("max_train_examples", -1, r"max_train_examples=-1 must be >= 0 \(0: all\)"),
+    ("max_eval_examples", -1, r"max_eval_examples=-1 must be >= 0 \(0: all\)"),
+    ("base_learning_rate", -0.1, "base_learning_rate=-0.1 must be a finite number >= 0"),
+    ("warmup_epochs", -1.0, "warmup_epochs=-1.0 must be a finite number >= 0"),
+    ("num_epochs", float("nan"), "num_epochs=nan must be a finite number >= 0"),
+    ("num_train_steps", -1, "num_train_steps=-1, num_epochs=0.0: the run must have at least one step"),
+]
+RESNET_NOT_CHECKED_UP_FRONT = LOOP_AND_OPTIMIZER_NOT_CHECKED_UP_FRONT | {
+    "data_dir",  # searched as the data is read, which fails before anything is written
+    "small_images", "allow_digits_fallback", "augment",  # booleans
+}
+
+
+def _bert_config(**overrides):
+  from test_bert import micro_config  # pylint: disable=g-import-not-at-top
+  return micro_config(**overrides)
+
+
+def _resnet_config(**overrides):
+  from experiments.resnet.configs import tiny  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.update(allow_digits_fallback=False, data_dir="/no/such/data", **overrides)
+  return config
+
+
+DRIVERS = {  # name: (a good config with overrides, the table, the fields it need not cover)
+    "bert": (_bert_config, BERT_BAD_SETTINGS, BERT_NOT_CHECKED_UP_FRONT),
+    "resnet": (_resnet_config, RESNET_BAD_SETTINGS, RESNET_NOT_CHECKED_UP_FRONT),
 }
 
 
@@ -331,10 +380,10 @@ def _config_fields(config, prefix=""):
   return fields
 
 
-def test_the_bert_table_covers_every_field_of_its_config():
-  from test_bert import micro_config  # pylint: disable=g-import-not-at-top
-  tabled = {row[0] for row in BERT_BAD_SETTINGS}
-  assert tabled | BERT_NOT_CHECKED_UP_FRONT == _config_fields(micro_config())
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_the_table_covers_every_field_of_the_drivers_config(driver):
+  make_config, table, not_checked = DRIVERS[driver]
+  assert {row[0] for row in table} | not_checked == _config_fields(make_config())
 
 
 def _with_field(config, field, value):
@@ -346,18 +395,27 @@ def _with_field(config, field, value):
   return config
 
 
-@pytest.mark.parametrize("row", BERT_BAD_SETTINGS, ids=lambda row: f"{row[0]}={row[1]}")
-def test_every_bert_setting_is_checked_before_any_data_is_read(tmp_path, row):
-  from experiments.bert import train  # pylint: disable=g-import-not-at-top
-  from test_bert import micro_config  # pylint: disable=g-import-not-at-top
+def _train_and_evaluate(driver):
+  import importlib  # pylint: disable=g-import-not-at-top
+  return importlib.import_module(f"experiments.{driver}.train").train_and_evaluate
+
+
+@pytest.mark.parametrize("driver, row", [(driver, row) for driver, (_, table, _) in DRIVERS.items()
+                                         for row in table],
+                         ids=lambda value: value if isinstance(value, str) else f"{value[0]}={value[1]}")
+def test_every_setting_is_checked_before_any_data_is_read(tmp_path, driver, row):
+  import importlib  # pylint: disable=g-import-not-at-top
+  make_config, _, _ = DRIVERS[driver]
   field, value, message, *others = row
-  train.check_config(micro_config())  # compiles and caches what every check shares: the timing is the check's
-  config = _with_field(micro_config(corpus=str(tmp_path / "corpus_never_read"), **(others[0] if others else {})),
-                       field, value)
+  # What every check shares (JAX's start-up, tracing the model) is paid here, so the timing is the check's.
+  importlib.import_module(f"experiments.{driver}.train").check_config(make_config())
+  config = _with_field(make_config(**(others[0] if others else {})), field, value)
+  if driver == "bert":
+    config.corpus = str(tmp_path / "corpus_never_read")
   workdir = tmp_path / "run"
   start = time.perf_counter()
   with pytest.raises((ValueError, FileNotFoundError), match=message):
-    train.train_and_evaluate(config, str(workdir))
+    _train_and_evaluate(driver)(config, str(workdir))
   assert time.perf_counter() - start < 5.0
   assert not workdir.exists()  # nothing written, not even the folder
 

@@ -328,6 +328,17 @@ def _find_dataset(dataset: str, dirs: Sequence[str]) -> Optional[str]:
   return None
 
 
+def check_settings(config) -> None:
+  """The data fields of a config, checked before any data is read: ValueError naming the field."""
+  if config.dataset not in DATASETS:
+    raise ValueError(f"dataset={config.dataset!r} is not one of {', '.join(DATASETS)}")
+  if config.image_size < 1:
+    raise ValueError(f"image_size={config.image_size} must be >= 1")
+  for name in ("max_train_examples", "max_eval_examples"):
+    if config.get(name, 0) < 0:
+      raise ValueError(f"{name}={config[name]} must be >= 0 (0: all)")
+
+
 def create_datasets(config) -> ImageData:
   """Loads `config.dataset` (see the module docstring).
 
@@ -337,9 +348,8 @@ def create_datasets(config) -> ImageData:
   Raises:
     ValueError: an unknown dataset name; FileNotFoundError: the dataset is missing and the fallback is off.
   """
+  check_settings(config)
   dataset = config.dataset
-  if dataset not in DATASETS:
-    raise ValueError(f"dataset={dataset!r} is not one of {', '.join(DATASETS)}")
   if dataset == "fashion_mnist_subset":
     folder = FASHION_MNIST_SUBSET_DIR
   elif dataset != "digits":

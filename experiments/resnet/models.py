@@ -119,8 +119,15 @@ def create_model(name: str, *, num_classes: int, num_filters: int = 64, small_im
   """The ResNet called `name` (one of ARCHITECTURES); ValueError naming the choices otherwise."""
   if name not in ARCHITECTURES:
     raise ValueError(f"model={name!r} is not one of {', '.join(ARCHITECTURES)}")
-  if num_classes < 1 or num_filters < 1:
-    raise ValueError(f"num_classes={num_classes} and num_filters={num_filters} must be >= 1")
+  for arg, value in (("num_classes", num_classes), ("num_filters", num_filters)):
+    if value < 1:
+      raise ValueError(f"{arg}={value} must be >= 1")
+  try:
+    floating = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+  except TypeError:
+    floating = False
+  if not floating:
+    raise ValueError(f"dtype={dtype!r} is not a floating-point dtype (float32, bfloat16, float16)")
   stage_sizes, block_cls = ARCHITECTURES[name]
   return ResNet(stage_sizes=stage_sizes, block_cls=block_cls, num_classes=num_classes,
                 num_filters=num_filters, small_images=small_images, axis_name=axis_name,

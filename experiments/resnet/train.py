@@ -153,6 +153,32 @@ def model_spec(config, data: input_pipeline.ImageData) -> ModelSpec:
                    small_images=config.small_images, dtype=config.dtype, image_shape=data.image_shape)
 
 
+def check_config(config) -> None:
+  """Every ResNet setting, before any data is read: ValueError naming the field as the config spells it.
+
+  The loop's and the optimizer's own fields are checked by `training_loop.initialize`; here the schedule's
+  length, the data fields (`input_pipeline.check_settings`), the model (built, with its abstract
+  parameters, for 10 classes at config.image_size) and the optimizer's state on those parameters.
+  """
+  for name in ("num_epochs", "warmup_epochs"):
+    if not (math.isfinite(config[name]) and config[name] >= 0):
+      raise ValueError(f"{name}={config[name]} must be a finite number >= 0")
+  if config.num_train_steps < 0 or not (config.num_train_steps or config.num_epochs):
+    raise ValueError(f"num_train_steps={config.num_train_steps}, num_epochs={config.num_epochs}: the run "
+                     "must have at least one step")
+  base = config.get("base_learning_rate")
+  if base is not None and not (math.isfinite(base) and base >= 0):
+    raise ValueError(f"base_learning_rate={base} must be a finite number >= 0 (or None: learning_rate)")
+  input_pipeline.check_settings(config)
+  spec = ModelSpec(name=config.model, num_classes=10, num_filters=config.num_filters,
+                   small_images=config.small_images, dtype=config.dtype,
+                   image_shape=(config.image_size, config.image_size, 3))
+  images = jax.ShapeDtypeStruct((1,) + spec.image_shape, jnp.float32)
+  variables = jax.eval_shape(lambda x: spec.create().init(jax.random.key(0), x, train=False), images)
+  optimizer = optimizers.OptimizerSpec.from_config(config, max(config.num_train_steps, config.warmup_steps, 1))
+  jax.eval_shape(optimizer.create().init, variables["params"])
+
+
 def _run_signature(config, spec: ModelSpec, data: input_pipeline.ImageData,
                    optimizer: optimizers.OptimizerSpec) -> dict:
   """Settings a checkpoint must share with the run that resumes it."""
@@ -181,6 +207,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   start_time = time.time()
   workdir = training_loop.initialize(config, workdir)
+  check_config(config)
 
   data = input_pipeline.create_datasets(config)
   train_rows = parallel.process_rows(config.batch_size)
