@@ -355,6 +355,42 @@ RESNET_NOT_CHECKED_UP_FRONT = LOOP_AND_OPTIMIZER_NOT_CHECKED_UP_FRONT | {
 }
 
 
+SQUAD_BAD_SETTINGS = LOOP_AND_OPTIMIZER_BAD_SETTINGS + [
+    ("train_file", "", "Set config.train_file"),
+    ("dev_file", "/no/such/dev-v1.1.json", "dev_file='/no/such/dev-v1.1.json' does not exist"),
+    ("vocab_file", "/no/such/vocab.txt", "vocab_file='/no/such/vocab.txt' does not exist"),
+    ("model.hidden_size", 0, "model.hidden_size=0 must be >= 1"),
+    ("model.num_layers", 0, "model.num_layers=0 must be >= 1"),
+    ("model.num_heads", 3, "model.hidden_size=128 must be divisible by model.num_heads=3"),
+    ("model.intermediate_size", 0, "model.intermediate_size=0 must be >= 1"),
+    ("model.max_position_embeddings", 0, "model.max_position_embeddings=0 must be >= 1"),
+    ("model.type_vocab_size", 0, "model.type_vocab_size=0 must be >= 1"),
+    ("model.dropout_rate", 1.5, r"model.dropout_rate=1.5 must lie in \[0, 1\)"),
+    ("model.attention_dropout_rate", -0.1, r"model.attention_dropout_rate=-0.1 must lie in \[0, 1\)"),
+    ("model.dtype", "float17", "model.dtype='float17' is not a floating-point dtype"),
+    ("max_seq_len", 10, "max_seq_len=10 leaves no room for context after a question of max_query_len=16"),
+    ("doc_stride", 0, "max_query_len=16 and doc_stride=0 must be >= 1"),
+    ("max_query_len", 0, "max_query_len=0 and doc_stride=16 must be >= 1"),
+    ("max_answer_length", 0, "max_answer_length=0 must be >= 1"),
+    ("warmup_fraction", 1.5, r"warmup_fraction=1.5 must lie in \[0, 1\]"),
+    ("num_epochs", float("nan"), "num_epochs=nan must be a finite number >= 0"),
+    ("num_train_steps", 0, "num_train_steps=0 and num_epochs=0.0: set one of them > 0", dict(num_epochs=0.0)),
+]
+SQUAD_NOT_CHECKED_UP_FRONT = LOOP_AND_OPTIMIZER_NOT_CHECKED_UP_FRONT | {
+    "pretrained_workdir",  # read (vocabulary, checkpoint) before the SQuAD files, failing before anything
+    # is written in the workdir
+    "lowercase",  # a boolean
+}
+
+
+def _squad_config(**overrides):
+  from experiments.squad.configs import tiny  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  squad_file = os.path.join(REPO, "tests", "data", "squad_v1_tiny.json")
+  config.update(train_file=squad_file, dev_file=squad_file, **overrides)
+  return config
+
+
 def _bert_config(**overrides):
   from test_bert import micro_config  # pylint: disable=g-import-not-at-top
   return micro_config(**overrides)
@@ -370,6 +406,7 @@ def _resnet_config(**overrides):
 DRIVERS = {  # name: (a good config with overrides, the table, the fields it need not cover)
     "bert": (_bert_config, BERT_BAD_SETTINGS, BERT_NOT_CHECKED_UP_FRONT),
     "resnet": (_resnet_config, RESNET_BAD_SETTINGS, RESNET_NOT_CHECKED_UP_FRONT),
+    "squad": (_squad_config, SQUAD_BAD_SETTINGS, SQUAD_NOT_CHECKED_UP_FRONT),
 }
 
 
@@ -397,7 +434,8 @@ def _with_field(config, field, value):
 
 def _train_and_evaluate(driver):
   import importlib  # pylint: disable=g-import-not-at-top
-  return importlib.import_module(f"experiments.{driver}.train").train_and_evaluate
+  module = importlib.import_module(f"experiments.{driver}.train")
+  return module.finetune if driver == "squad" else module.train_and_evaluate
 
 
 @pytest.mark.parametrize("driver, row", [(driver, row) for driver, (_, table, _) in DRIVERS.items()

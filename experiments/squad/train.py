@@ -45,6 +45,7 @@ from experiments.bert import models as bert_models
 from experiments.bert import pretrained as bert_pretrained
 from experiments.bert.train import TrainState  # one state for pre-training and fine-tuning
 from experiments.common import classification
+from experiments.common import config_checks
 from experiments.common import metrics as metrics_lib
 from experiments.common import optimizers
 from experiments.common import parallel
@@ -205,10 +206,23 @@ def _check_workdir(workdir: str, pretrained_workdir: str | None) -> None:
 
 
 def check_config(config) -> None:
-  """The SQuAD settings `training_loop.initialize` does not check; ValueError naming the field."""
+  """Every SQuAD setting, before any data is read: ValueError (FileNotFoundError for a missing file) naming
+  the field as the config spells it.
+
+  The loop's and the optimizer's own fields are checked by `training_loop.initialize`; here the files, the
+  schedule, the windows (`input_pipeline.check_window_settings`), the from-scratch encoder's `model` sizes
+  (built, with abstract parameters, whether or not a pre-training workdir replaces them) and the
+  optimizer's state on those parameters.
+  """
   for name in ("train_file", "dev_file"):
     if not config[name]:
       raise ValueError(f"Set config.{name} (SQuAD v1.1 {name[:-5]}-v1.1.json).")
+    if not os.path.isfile(config[name]):
+      raise FileNotFoundError(f"{name}={config[name]!r} does not exist")
+  if config.vocab_file:
+    bert_input_pipeline.check_vocab_file(config.vocab_file)
+  if not (math.isfinite(config.num_epochs) and config.num_epochs >= 0):
+    raise ValueError(f"num_epochs={config.num_epochs} must be a finite number >= 0")
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     raise ValueError(f"num_train_steps={config.num_train_steps} and num_epochs={config.num_epochs}: set one "
                      "of them > 0")
@@ -220,6 +234,10 @@ def check_config(config) -> None:
   if config.max_answer_length < 1:
     raise ValueError(f"max_answer_length={config.max_answer_length} must be >= 1")
   input_pipeline.check_window_settings(config.max_seq_len, config.doc_stride, config.max_query_len)
+  model_config = config_checks.build(lambda: bert_models.BertConfig(vocab_size=1, **config.model), "model",
+                                     config.model.keys())
+  params = config_checks.build(lambda: bert_models.abstract_params(model_config), "model", config.model.keys())
+  jax.eval_shape(optimizers.OptimizerSpec.from_config(config, 1).create().init, params)
 
 
 def schedule_steps(config, num_train_windows: int) -> tuple[int, int]:
