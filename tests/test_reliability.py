@@ -112,6 +112,22 @@ def test_the_lock_of_a_killed_process_is_taken_over_with_a_warning(tmp_path, cap
   assert os.listdir(directory) == []
 
 
+def test_a_lock_whose_pid_now_belongs_to_a_later_process_is_stale(lock_held_by_another_process, tmp_path,
+                                                                   caplog):
+  _, live_pid = lock_held_by_another_process
+  directory = str(tmp_path / "other")
+  with open(f"/proc/{live_pid}/stat") as f:
+    live_start = int(f.read().rsplit(")", 1)[1].split()[19])
+  _write_lock(directory, pid=live_pid, start_ticks=live_start - 1)  # the holder started before: not it
+  with caplog.at_level(logging.WARNING):
+    with workdir_lock.WorkdirLock(directory):
+      pass
+  assert "no longer runs" in caplog.text
+  _write_lock(directory, pid=live_pid, start_ticks=live_start)
+  with pytest.raises(workdir_lock.WorkdirInUse, match=f"in use by process {live_pid}"):
+    workdir_lock.WorkdirLock(directory).acquire()
+
+
 def test_another_hosts_lock_is_stale_only_once_it_stops_being_refreshed(tmp_path, caplog):
   directory = str(tmp_path / "run")
   path = _write_lock(directory, host="lost-machine", pid=os.getpid())

@@ -5,7 +5,8 @@ a JSON object with the holder's process id, host name and start time. A second p
 the directory fails at once with `WorkdirInUse`, naming the holder. A lock whose holder is gone is stale
 and is taken over with a warning:
 
-* on the same host, the holder's process id no longer runs (it was killed with `kill -9`, or crashed);
+* on the same host, the holder's process id no longer runs (it was killed with `kill -9`, or crashed), or
+  now belongs to a process that started later;
 * on another host (a shared filesystem), the holder stopped refreshing the file: a live holder touches it
   every `HEARTBEAT_S` seconds, and one untouched for `STALE_AFTER_S` belongs to a lost machine.
 
@@ -33,8 +34,23 @@ class WorkdirInUse(RuntimeError):
   """Another live process holds the directory's lock."""
 
 
-def _process_runs(pid: int) -> bool:
-  """Whether a process with this id exists on this host (a zombie, already dead, counts as gone)."""
+def _start_ticks(pid: int) -> Optional[int]:
+  """When the process started, in clock ticks since boot (Linux's /proc/<pid>/stat); None elsewhere.
+
+  With the pid it tells the lock's holder from a later process that was given the same pid.
+  """
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return int(f.read().rsplit(")", 1)[1].split()[19])
+  except (OSError, IndexError, ValueError):
+    return None
+
+
+def _process_runs(pid: int, start_ticks: Optional[int] = None) -> bool:
+  """Whether the process with this id (and, when given, this start time) runs on this host; a zombie,
+  already dead, counts as gone, and so does a later process that reuses the pid."""
+  if start_ticks is not None and _start_ticks(pid) not in (None, start_ticks):
+    return False
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
@@ -94,7 +110,7 @@ class WorkdirLock:
       os.makedirs(self.directory)
       self._created_directory = True
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "start_time": time.time(),
-              "token": uuid.uuid4().hex}
+              "start_ticks": _start_ticks(os.getpid()), "token": uuid.uuid4().hex}
     while True:
       try:
         descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -138,7 +154,8 @@ class WorkdirLock:
     pid = holder.get("pid")
     if not holder:
       reason = "it is unreadable"
-    elif same_host and isinstance(pid, int) and pid != os.getpid() and not _process_runs(pid):
+    elif same_host and isinstance(pid, int) and pid != os.getpid() and not _process_runs(
+        pid, holder.get("start_ticks")):
       reason = f"{_describe(holder)} no longer runs"
     elif not same_host and age > STALE_AFTER_S:
       reason = f"{_describe(holder)} has not refreshed it for {age:.0f} s (a lost machine)"
