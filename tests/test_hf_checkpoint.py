@@ -21,6 +21,8 @@ from experiments.bert import hf_checkpoint
 from experiments.bert import input_pipeline
 from experiments.bert import models
 from experiments.bert import pretrained
+from experiments.bert import train as bert_train
+from experiments.bert.configs import tiny as bert_tiny
 from experiments.squad import models as squad_models
 from experiments.squad import train as squad_train
 from experiments.squad.configs import tiny as squad_tiny
@@ -56,7 +58,7 @@ def reference():
 
 @pytest.fixture(scope="module")
 def imported_workdir(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("imported"))
+  workdir = str(tmp_path_factory.mktemp("hf_bert_tiny_import"))
   summary = hf_checkpoint.main(["import", "--checkpoint", TINY, "--workdir", workdir])
   return workdir, summary
 
@@ -192,6 +194,46 @@ def test_unsupported_or_inconsistent_configs_are_clear_errors(tmp_path, key, val
     json.dump(hf_config, f)
   with pytest.raises(ValueError, match=message):
     hf_checkpoint.load_hf(str(folder))
+
+
+# --- continued pre-training from the imported checkpoint ---------------------------------------------------
+
+
+def _continued_pretraining_config(workdir, **overrides):
+  """configs/tiny.py with the imported model's sizes and vocabulary, 1 step on a slice of pydoc."""
+  config = bert_tiny.get_config()
+  config.model.update(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position_embeddings=64)
+  config.update(init_from=workdir, vocab_file=os.path.join(workdir, "vocab.txt"), max_documents=30,
+                max_seq_len=32, max_predictions_per_seq=5, batch_size=4, eval_batch_size=4, max_eval_sequences=4,
+                num_train_steps=1, warmup_steps=0, plot=False)
+  config.update(overrides)
+  return config
+
+
+def test_bert_driver_continues_pretraining_from_an_imported_checkpoint(imported_workdir, tmp_path):
+  """At learning rate 0 (and so no weight decay either), the run's final weights are the imported ones."""
+  workdir = imported_workdir[0]
+  result = bert_train.train_and_evaluate(_continued_pretraining_config(workdir, learning_rate=0.0),
+                                         str(tmp_path / "continued"))
+  assert (result["steps"], result["diverged"]) == (1, False) and np.isfinite(result["eval_loss"])
+  config = hf_checkpoint.load_hf(TINY)[0]
+  final = pretrained.restore_params(
+      pretrained.checkpoint_dir(str(tmp_path / "continued")), models.abstract_params(config),
+      pretrained.latest_meta(pretrained.checkpoint_dir(str(tmp_path / "continued")))[1]["signature"]["optimizer"])
+  jax.tree.map(np.testing.assert_array_equal, final, hf_checkpoint.load_hf(TINY)[1])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(model=dict(num_layers=1)), "holds a model with model.num_layers=2; this run has model.num_layers=1"),
+    (dict(vocab_file=""), "set vocab_file='.*hf_bert_tiny_import.*/vocab.txt'"),
+    (dict(lowercase=False), "reads lower-cased text: set lowercase=True"),
+])
+def test_continued_pretraining_names_what_does_not_fit(imported_workdir, overrides, message):
+  config = _continued_pretraining_config(imported_workdir[0])
+  config.model.update(overrides.pop("model", {}))
+  config.update(overrides)
+  with pytest.raises(ValueError, match=message):
+    bert_train.check_config(config)
 
 
 # --- SQuAD from the imported checkpoint -------------------------------------------------------------------

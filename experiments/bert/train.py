@@ -34,6 +34,7 @@ import optax
 
 from experiments.bert import input_pipeline
 from experiments.bert import models
+from experiments.bert import pretrained
 from experiments.common import classification
 from experiments.common import config_checks
 from experiments.common import metrics as metrics_lib
@@ -152,6 +153,7 @@ def _run_signature(config, model_config: models.BertConfig, data: input_pipeline
       "optimizer": optimizer.to_dict(),
       **{k: config[k] for k in ("seed", "batch_size", "num_train_steps", "max_seq_len", "mask_prob",
                                 "max_predictions_per_seq", "corpus")},
+      **({"init_from": os.path.abspath(config.init_from)} if config.init_from else {}),
   }
 
 
@@ -174,6 +176,37 @@ def check_config(config) -> None:
                                "model", config.model.keys())
   optimizer = optimizers.OptimizerSpec.from_config(config, config.num_train_steps)
   jax.eval_shape(optimizer.create().init, params)
+  if config.init_from:
+    check_init_from(config, model_config)
+
+
+# The model fields a run may set afresh when it continues another's weights: they do not change the weights.
+_TRAINING_FIELDS = ("vocab_size", "dropout_rate", "attention_dropout_rate", "dtype")
+
+
+def check_init_from(config, model_config: models.BertConfig) -> None:
+  """config.init_from's newest checkpoint fits this run: the same sizes, vocab_file and casing.
+
+  Raises:
+    FileNotFoundError: no checkpoint there.
+    ValueError: naming the fields (model.*, vocab_file, lowercase) to set to the checkpoint's values.
+  """
+  signature = pretrained.latest_meta(pretrained.checkpoint_dir(config.init_from))[1]["signature"]
+  saved = dataclasses.asdict(models.BertConfig(**signature["model"]))
+  ours = dataclasses.asdict(model_config)
+  differing = [name for name in saved if name not in _TRAINING_FIELDS and saved[name] != ours[name]]
+  if differing:
+    raise ValueError(f"init_from={config.init_from!r} holds a model with "
+                     f"{', '.join(f'model.{name}={saved[name]!r}' for name in differing)}; this run has "
+                     f"{', '.join(f'model.{name}={ours[name]!r}' for name in differing)}")
+  vocab_path = os.path.join(config.init_from, "vocab.txt")
+  if not config.vocab_file or input_pipeline.vocab_sha256(config.vocab_file) != signature["vocab_sha256"]:
+    raise ValueError(f"init_from={config.init_from!r} was trained with the vocabulary {vocab_path!r}: set "
+                     f"vocab_file={vocab_path!r} (vocab_file={config.vocab_file!r})")
+  lowercase = pretrained.vocabulary_lowercase(config.init_from)
+  if lowercase != config.lowercase:
+    raise ValueError(f"init_from={config.init_from!r} reads {'lower-cased' if lowercase else 'cased'} text: "
+                     f"set lowercase={lowercase}")
 
 
 def _bucket_description(data: input_pipeline.MlmData, buckets: np.ndarray) -> list[dict[str, float]]:
@@ -226,8 +259,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   compiled = compiled_steps(model_config, optimizer.step_key())
 
   root_key = jax.random.key(config.seed)
-  params = compiled.init_params(jax.random.fold_in(root_key, 0), config.max_seq_len,
-                                config.max_predictions_per_seq)
+  if config.init_from:  # continued pre-training (check_config checked the checkpoint against this run)
+    directory = pretrained.checkpoint_dir(config.init_from)
+    params = pretrained.restore_params(directory, models.abstract_params(model_config),
+                                       pretrained.latest_meta(directory)[1]["signature"]["optimizer"])
+  else:
+    params = compiled.init_params(jax.random.fold_in(root_key, 0), config.max_seq_len,
+                                  config.max_predictions_per_seq)
   state = jax.device_get(TrainState(
       step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.create().init(params),
       rng=jax.random.key_data(jax.random.fold_in(root_key, 1))))

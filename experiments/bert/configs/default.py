@@ -29,6 +29,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.vocab_file = ""  # a BERT vocab.txt; empty: train a WordPiece vocabulary of vocab_size
   config.vocab_size = 8192
   config.lowercase = True
+  # Continued pre-training: a pre-training workdir (a run of this driver, or a Hugging Face BERT that
+  # `python -m experiments.bert.hf_checkpoint import` wrote) whose newest weights start the run instead of a
+  # random initialisation. The model sizes, vocab_file (its vocab.txt) and lowercase must be its own; the
+  # optimizer, schedule and data order start afresh. Empty: random initialisation.
+  config.init_from = ""
   config.max_seq_len = 128
   config.mask_prob = 0.15
   config.max_predictions_per_seq = 20
