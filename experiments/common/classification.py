@@ -26,7 +26,9 @@ def apply_gradients(tx: optax.GradientTransformation, params: Any, opt_state: An
 
   Each device's loss term is loss_sum_d / denominator with the global denominator, so
 
-      g = psum_d grads_d,   params, opt_state <- tx(g)   (identical on every device)
+      g = psum_d grads_d,   params, opt_state <- tx(g, loss=psum_d loss_sum_d / denominator)
+
+  (identical on every device; the loss is an extra argument of the update, read by `skipstep`).
 
   Returns:
     (params, opt_state, metrics): metrics holds train_loss = psum loss_sum / denominator, train_accuracy
@@ -35,11 +37,13 @@ def apply_gradients(tx: optax.GradientTransformation, params: Any, opt_state: An
     costs a pass over two state buffers: about 20% of a tiny BERT step on CPU).
   """
   grads = jax.lax.psum(grads, parallel.AXIS_NAME)
-  updates, opt_state = tx.update(grads, opt_state, params)
-  params = optax.apply_updates(params, updates)
   sums = jax.lax.psum(sums, parallel.AXIS_NAME)
+  loss = sums["loss_sum"] / denominator
+  # The loss goes to the update as an extra argument: skip-step tests it, the others ignore it.
+  updates, opt_state = tx.update(grads, opt_state, params, loss=loss)
+  params = optax.apply_updates(params, updates)
   metrics = {
-      "train_loss": sums["loss_sum"] / denominator,
+      "train_loss": loss,
       "train_accuracy": sums["correct_sum"] / denominator,
       "grad_norm": optax.tree.norm(grads),
       "learning_rate": optimizers.current_learning_rate(opt_state),
