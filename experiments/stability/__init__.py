@@ -1,0 +1,1 @@
+"""The stability-margin study (RQ6): how far each spike-clipping method stretches the stable learning rate."""

@@ -1,0 +1,43 @@
+"""The full stability-margin study (RQ6): the full comparison's tiny BERT between its best learning rate and
+the collapse.
+
+    python -m experiments.stability --out /work/runs/stability_full
+
+Expected time: 4 to 5 hours on 2 CPU cores (20 runs of 2000 steps, 13-14 minutes each with both cores; one
+at a time). Rerunning the same command continues an interrupted study: finished runs are reused and a run a
+preemption notice (SIGTERM) stopped resumes from its checkpoint. Needs the Debian package python3.11-doc.
+
+The runs' validation losses at 0.001-0.03 for AdamW, the ports' ACClip, ZClip and SPAM are read from the
+full comparison's recorded summary (`recorded_summary`; those runs were not kept); the new runs fill the
+grid between the best learning rate (0.003 for all four) and the collapse (0.01), 0.01 again for its curves.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.mode = "full"
+  config.expected_time = ("4 to 5 hours on 2 CPU cores (20 runs, 13-14 minutes each with both cores); rerunning "
+                          "the same command continues an interrupted study")
+  # Every run is a run of this comparison config (experiments/comparison/configs/<comparison>.py): the same
+  # model, corpus, steps, warm-up, weight decay and per-optimizer fields; only the optimizer and its peak
+  # learning rate change.
+  config.comparison = "full"
+  config.overrides = {}  # run config fields set on top of the comparison's (the tests' tiny config shrinks it)
+  config.methods = ("adamw", "acclip_ports", "zclip", "spam", "stable_spam", "skipstep")
+  # Runs go in this order, learning rate by learning rate, so that a study stopped early has compared every
+  # method at the smaller learning rates.
+  config.learning_rates = {name: (0.005, 0.007, 0.01) for name in config.methods}
+  config.learning_rates.update(stable_spam=(0.003, 0.005, 0.007, 0.01), skipstep=(0.003, 0.005, 0.007, 0.01))
+  config.recorded_summary = "docs/bert_full_later/results.json"
+  config.seed = 0
+  config.checkpoint_runs = True  # a run of 13 minutes resumes after a preemption; the final one is diagnosed
+  # Collapse: in every held-out evaluation from `collapse_after` of the run on, the accuracy is within
+  # `collapse_margin` of the majority accuracy (one token predicted everywhere; see experiments.stability.study
+  # for why accuracy). Spike: a training loss above `spike_factor` times the median of the `spike_window`
+  # steps before it.
+  config.collapse_margin = 0.01
+  config.collapse_after = 0.5
+  config.spike_factor = 1.5
+  config.spike_window = 50
+  return config

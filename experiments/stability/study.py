@@ -1,0 +1,416 @@
+"""The stability-margin study (RQ6, a question of our own): how far does each method stretch the largest peak
+learning rate at which tiny BERT still trains?
+
+The spike-clipping methods are sold on stability (fewer loss spikes and divergences at aggressive settings),
+not on a lower loss at a tuned learning rate. Protocol, identical for every method:
+
+1. Every run is a run of the BERT comparison (`experiments.comparison`, the config named by `comparison`):
+   the same model, corpus, data order, steps, warm-up and decay, weight decay and per-optimizer fields, one
+   seed; only the method and its peak learning rate change. Runs go learning rate by learning rate (all
+   methods at the smallest first), each resumable, and the summary is rewritten after every run.
+2. Each run is judged from its own metrics: it **diverges** when its final validation loss is missing, not
+   finite or at least ln(vocabulary size) (as the comparison's sweep); it **collapses** when in every
+   held-out evaluation from `collapse_after` of the run on its accuracy is within `collapse_margin` of the
+   majority accuracy (the accuracy of predicting the most frequent held-out token at every masked position,
+   `constant_baselines`): the model predicts one token whatever the context; else it **trains**. Why
+   accuracy and not loss: the recorded full-mode runs at lr >= 0.01 all end at validation accuracy 0.035,
+   the share of the most frequent token, with losses of 6.01-6.05 that sit 0.25 above the unigram loss (the
+   best context-free predictor's, 5.77), and the quick runs' healthy losses (5.4-5.5) lie above their
+   unigram loss too, so no loss threshold separates the two at both sizes while the accuracy does. A learning
+   rate taken from the recorded summary (`recorded_summary`, runs not kept) is judged on its final
+   validation accuracy against the validation split's majority accuracy.
+3. Per method: the **margin** is the largest learning rate that trains. Per run: the loss spikes (a training
+   loss above `spike_factor` times the median of the `spike_window` steps before it; consecutive such steps
+   are one spike), the fraction of coordinates or steps clipped or of steps skipped, the held-out loss, and
+   what the collapse looked like (`describe_run`: did the accuracy first rise above the majority accuracy and
+   fall back, when, and what the loss and the gradient norm did).
+
+The rule that turns margins into RQ6's verdict lives in `experiments.stability.verdict`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from experiments.common import metrics
+from experiments.common import optimizers as optimizers_lib
+from experiments.common import results
+from experiments.common import study_cli
+from experiments.common import workdir_lock
+from experiments.comparison import study as comparison_study
+from experiments.comparison.sweep import is_diverged
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TRAINS, COLLAPSES, DIVERGES = "trains", "collapses", "diverges"
+SUMMARY_FILENAME = "summary.json"
+BASELINES_FILENAME = "baselines.json"
+# Points of each run's training-loss curve kept in the summary (block medians), for the figure and the docs.
+CURVE_POINTS = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class StabilitySettings:
+  """The study a config describes (configs/quick.py, configs/full.py; see the module docstring).
+
+  Attributes:
+    mode: the config's name.
+    expected_time: how long the config takes, in words.
+    comparison: the comparison config (experiments/comparison/configs/<name>.py) whose runs these are.
+    overrides: run config fields set on top of the comparison's (nested dicts merge).
+    methods: registry names, in the order their runs go.
+    learning_rates: method -> the peak learning rates run for it.
+    recorded_summary: a comparison results.json (relative to the repository) whose sweeps give more points
+      (final validation loss only); "" for none.
+    seed: the one seed of every run.
+    checkpoint_runs: every run keeps checkpoints (a preempted run resumes; the final one can be inspected).
+    collapse_margin: an accuracy margin; collapse_after: a fraction of the run; spike_factor, spike_window:
+      the definitions of the module docstring.
+  """
+  mode: str
+  expected_time: str
+  comparison: str
+  overrides: dict[str, Any]
+  methods: tuple[str, ...]
+  learning_rates: dict[str, tuple[float, ...]]
+  recorded_summary: str
+  seed: int
+  checkpoint_runs: bool
+  collapse_margin: float
+  collapse_after: float
+  spike_factor: float
+  spike_window: int
+
+  @classmethod
+  def from_config(cls, config: Mapping[str, Any]) -> "StabilitySettings":
+    """The settings of a config (a ConfigDict, or the dict a summary.json recorded).
+
+    Raises:
+      ValueError: an unknown field or method, a method without learning rates, a bad definition.
+    """
+    values = ml_collections.ConfigDict(dict(config)).to_dict()
+    unknown = sorted(set(values) - {field.name for field in dataclasses.fields(cls)})
+    if unknown:
+      raise ValueError(f"stability study config: unknown field(s) {unknown}")
+    values["methods"] = tuple(values["methods"])
+    values["learning_rates"] = {name: tuple(float(lr) for lr in lrs) for name, lrs in values["learning_rates"].items()}
+    settings = cls(**values)
+    bad = [name for name in settings.methods if name not in optimizers_lib.REGISTRY]
+    if bad or not settings.methods:
+      raise ValueError(f"methods={list(settings.methods)!r}: give one or more of {', '.join(optimizers_lib.REGISTRY)}")
+    missing = [name for name in settings.methods if not settings.learning_rates.get(name)]
+    if missing:
+      raise ValueError(f"learning_rates has none for {missing}")
+    if not (0 <= settings.collapse_margin < 1 and 0 <= settings.collapse_after < 1 and settings.spike_factor > 1
+            and settings.spike_window >= 1):
+      raise ValueError("need collapse_margin >= 0, 0 <= collapse_after < 1, spike_factor > 1, spike_window >= 1; "
+                       f"got {settings.collapse_margin}, {settings.collapse_after}, {settings.spike_factor}, "
+                       f"{settings.spike_window}")
+    return settings
+
+  def run_order(self) -> list[tuple[float, str]]:
+    """(learning rate, method) of every run: learning rates ascending, methods in config order."""
+    return [(lr, name) for lr in sorted({lr for lrs in self.learning_rates.values() for lr in lrs})
+            for name in self.methods if lr in self.learning_rates[name]]
+
+
+def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+  merged = dict(base)
+  for key, value in changes.items():
+    merged[key] = _merged(merged[key], value) if isinstance(value, Mapping) and isinstance(
+        merged.get(key), Mapping) else value
+  return merged
+
+
+def comparison_settings(settings: StabilitySettings) -> comparison_study.ComparisonSettings:
+  """The comparison whose runs the study's are: its config, the study's methods, overrides and checkpoints."""
+  config = study_cli.study_config("experiments.comparison", settings.comparison)
+  config.optimizers = settings.methods
+  compared = comparison_study.ComparisonSettings.from_config(config)
+  return dataclasses.replace(compared, overrides=_merged(compared.overrides, settings.overrides),
+                             seeds=(settings.seed,), checkpoint_runs=settings.checkpoint_runs)
+
+
+# ------------------------------------------------------------------------------------------- the baselines
+def constant_baselines(compared: comparison_study.ComparisonSettings, workdir: str) -> dict[str, Any]:
+  """What a model that ignores the context scores on the exact masked positions the runs are evaluated on.
+
+  Per split ("eval", "validation"): `majority_accuracy`, the accuracy of predicting the most frequent label
+  everywhere, and `unigram_loss`, the cross-entropy of the labels under the training tokens' frequencies
+  (add-one smoothed), the best loss a context-free predictor can expect. The batches are the driver's own
+  (`MlmData.eval_batches`: fixed masks, `max_eval_sequences`, zero-weight padding).
+  """
+  from experiments.bert import input_pipeline  # pylint: disable=g-import-not-at-top
+  config = comparison_study.run_config(compared, next(iter(compared.learning_rates)), 1.0, compared.seeds[0])
+  data = input_pipeline.create_datasets(config, workdir)
+  tokens = data.train_sequences[~np.isin(data.train_sequences, data.special_ids + (data.pad_id,))]
+  frequency = (np.bincount(tokens, minlength=data.vocab_size) + 1.0) / (len(tokens) + data.vocab_size)
+  baselines = {"train_tokens": int(len(tokens)), "vocab_size": int(data.vocab_size)}
+  for split in ("eval", "validation"):
+    if split == "validation" and not len(data.validation_sequences):
+      continue
+    batches = data.eval_batches(config.eval_batch_size, split=split)
+    labels = np.concatenate([b["masked_labels"].ravel() for b in batches])
+    weights = np.concatenate([b["masked_weights"].ravel() for b in batches]).astype(np.float64)
+    counts = np.bincount(labels, weights=weights, minlength=data.vocab_size)
+    baselines[split] = {"majority_accuracy": float(counts.max() / weights.sum()),
+                        "majority_token": int(counts.argmax()),
+                        "unigram_loss": float(-(weights * np.log(frequency[labels])).sum() / weights.sum()),
+                        "masked_tokens": float(weights.sum())}
+  return baselines
+
+
+def _cached_baselines(compared, out_dir: str) -> dict[str, Any]:
+  """`constant_baselines`, computed once per run config (the corpus takes seconds to tokenize) in out_dir."""
+  path = os.path.join(out_dir, BASELINES_FILENAME)
+  config = comparison_study.run_config(compared, next(iter(compared.learning_rates)), 1.0, compared.seeds[0])
+  key = {k: v for k, v in json.loads(config.to_json_best_effort()).items()
+         if k not in ("optimizer", "learning_rate", "save_checkpoints")}
+  if os.path.exists(path):
+    cached = results.read_json(path, required=("config",))
+    if cached["config"] == key:
+      return cached
+  value = dict(constant_baselines(compared, os.path.join(out_dir, "baselines")), config=key)
+  results.write_json(path, value)
+  return value
+
+
+# ------------------------------------------------------------------------------------------- one run
+def count_spikes(losses: Sequence[float], factor: float, window: int) -> dict[str, Any]:
+  """Spikes of a training-loss series: steps whose loss exceeds `factor` x the median of the `window` losses
+  before it (the first `window` steps are not judged); consecutive such steps make one spike.
+
+  Returns {"spikes": the number of spikes, "spike_steps": indices of their first steps, "spiking_steps"}.
+  A non-finite loss counts as spiking.
+  """
+  losses = np.asarray(losses, np.float64)
+  spiking = []
+  for index in range(window, len(losses)):
+    before = losses[index - window:index]
+    before = before[np.isfinite(before)]
+    if not np.isfinite(losses[index]) or (len(before) and losses[index] > factor * np.median(before)):
+      spiking.append(index)
+  starts = [index for position, index in enumerate(spiking) if position == 0 or spiking[position - 1] != index - 1]
+  return {"spikes": len(starts), "spike_steps": starts, "spiking_steps": len(spiking)}
+
+
+def _block_medians(steps: np.ndarray, values: np.ndarray, points: int) -> tuple[list[int], list[float]]:
+  if not len(steps):
+    return [], []
+  blocks = np.array_split(np.arange(len(steps)), min(points, len(steps)))
+  return ([int(steps[block[-1]]) for block in blocks],
+          [float(np.median(values[block])) for block in blocks])
+
+
+def intervention(records: Sequence[Mapping[str, Any]], steps: int) -> dict[str, Any] | None:
+  """What a method did to the updates, from the clip statistics its run logged (`acclip_optax.clip_stats`):
+  the mean logged fraction of coordinates clipped (ACClip, SPAM, Stable-SPAM), of steps clipped (ZClip,
+  AutoClip: the logged steps' `clipped`) or the fraction of all steps skipped (skip-step); None if none."""
+  def logged(key):
+    return [float(r[key]) for r in records if key in r and math.isfinite(float(r[key]))]
+  skip_counts = logged("skip_count")
+  if skip_counts:
+    return {"kind": "steps skipped", "fraction": skip_counts[-1] / max(steps, 1), "count": int(skip_counts[-1])}
+  for key, kind in (("clip_fraction", "coordinates clipped"), ("clipped", "steps clipped")):
+    values = logged(key)
+    if values:
+      return {"kind": kind, "fraction": float(np.mean(values))}
+  return None
+
+
+def describe_run(records: Sequence[Mapping[str, Any]], majority_accuracy: float, margin: float) -> dict[str, Any]:
+  """What a run's own metrics say about a collapse.
+
+  Returns the best held-out accuracy and its step; `learned`: whether it rose above the majority accuracy
+  by more than `margin`; `returned_step`: the first evaluation after that best one back within `margin` of
+  the majority accuracy (None: none); the lowest training loss (medians of 20-step blocks) and its step;
+  the gradient norm's largest value and step, and its median over the first and the last tenth of the
+  steps.
+  """
+  evals = [(r["step"], r["eval_accuracy"]) for r in records if "eval_accuracy" in r]
+  train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+  norms = [(r["step"], r["grad_norm"]) for r in records if "grad_norm" in r]
+  described: dict[str, Any] = {}
+  finite_evals = [(s, a) for s, a in evals if math.isfinite(a)]
+  if finite_evals:
+    best_step, best = max(finite_evals, key=lambda point: point[1])
+    back = [s for s, a in finite_evals if s > best_step and a <= majority_accuracy + margin]
+    described.update(best_eval_accuracy=best, best_eval_accuracy_step=best_step,
+                     learned=bool(best > majority_accuracy + margin), returned_step=back[0] if back else None)
+  if train:
+    steps, losses = (np.asarray(column, np.float64) for column in zip(*train))
+    block_steps, block_losses = _block_medians(steps, losses, max(1, len(steps) // 20))
+    finite = [(s, l) for s, l in zip(block_steps, block_losses) if math.isfinite(l)]
+    if finite:
+      low_step, low_loss = min(finite, key=lambda point: point[1])
+      described.update(lowest_train_loss=low_loss, lowest_train_step=low_step, final_train_loss=block_losses[-1])
+  if norms:
+    steps, values = (np.asarray(column, np.float64) for column in zip(*norms))
+    finite = np.isfinite(values)
+    if finite.any():
+      peak = int(np.argmax(np.where(finite, values, -np.inf)))
+      tenth = max(1, len(values) // 10)
+      described.update(max_grad_norm=float(values[peak]), max_grad_norm_step=int(steps[peak]),
+                       grad_norm_first_tenth=float(np.nanmedian(values[:tenth])),
+                       grad_norm_last_tenth=float(np.nanmedian(values[-tenth:])))
+  return described
+
+
+def judge_run(final: Mapping[str, Any], records: Sequence[Mapping[str, Any]], *, majority_accuracy: float,
+              divergence_loss: float, num_steps: int, settings: StabilitySettings) -> dict[str, Any]:
+  """A run's status (trains / collapses / diverges), spikes, clipping and the description of its curves."""
+  validation_loss = results.finite_or_none(final.get("validation_loss"))
+  evals = [(r["step"], r.get("eval_loss"), r["eval_accuracy"]) for r in records if "eval_accuracy" in r]
+  late = [accuracy for step, _, accuracy in evals if step >= settings.collapse_after * num_steps]
+  if final.get("diverged") or is_diverged(validation_loss, divergence_loss):
+    status = DIVERGES
+  elif late and all(accuracy <= majority_accuracy + settings.collapse_margin for accuracy in late):
+    status = COLLAPSES
+  else:
+    status = TRAINS
+  train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+  steps = np.asarray([s for s, _ in train], np.int64)
+  losses = np.asarray([l for _, l in train], np.float64)
+  curve_steps, curve_losses = _block_medians(steps, losses, CURVE_POINTS)
+  return {
+      "status": status,
+      "eval_loss": results.finite_or_none(final.get("eval_loss")),
+      "eval_accuracy": results.finite_or_none(final.get("eval_accuracy")),
+      "validation_loss": validation_loss,
+      "steps": int(final.get("steps", num_steps)),
+      **count_spikes(losses, settings.spike_factor, settings.spike_window),
+      "intervention": intervention(records, int(final.get("steps", num_steps))),
+      "description": describe_run(records, majority_accuracy, settings.collapse_margin),
+      "eval_curve": [[int(s), results.finite_or_none(l), results.finite_or_none(a)] for s, l, a in evals],
+      "train_curve": [curve_steps, curve_losses],
+  }
+
+
+def recorded_points(settings: StabilitySettings, majority_accuracy: float) -> dict[str, list[dict[str, Any]]]:
+  """method -> the points of the recorded comparison summary at learning rates this study does not run,
+  judged on the final validation loss (divergence) and accuracy (collapse, against the validation split's
+  `majority_accuracy`): no curves were kept."""
+  if not settings.recorded_summary:
+    return {}
+  path = os.path.join(REPO_ROOT, settings.recorded_summary)
+  recorded = results.read_json(path, required=("optimizers",))
+  points = {}
+  for name in settings.methods:
+    entry = recorded["optimizers"].get(name)
+    if not entry:
+      continue
+    divergence_loss = float(entry.get("divergence_loss", math.inf))
+    for point in entry["sweep"]:
+      lr, loss = float(point["learning_rate"]), results.finite_or_none(point["validation_loss"])
+      accuracy = results.finite_or_none(point.get("validation_accuracy"))
+      if lr in settings.learning_rates[name]:
+        continue
+      status = (DIVERGES if is_diverged(loss, divergence_loss) else
+                COLLAPSES if accuracy is not None and accuracy <= majority_accuracy + settings.collapse_margin
+                else TRAINS)
+      points.setdefault(name, []).append({"learning_rate": lr, "status": status, "validation_loss": loss,
+                                          "validation_accuracy": accuracy, "source": settings.recorded_summary})
+  return points
+
+
+def margins(points: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+  """method -> {"margin": the largest learning rate that trains (None: none), "first_failure": the smallest
+  larger one that does not, "monotone": no learning rate below the margin fails}."""
+  found = {}
+  for name, method_points in points.items():
+    ordered = sorted(method_points, key=lambda p: p["learning_rate"])
+    training = [p["learning_rate"] for p in ordered if p["status"] == TRAINS]
+    margin = max(training) if training else None
+    above = [p["learning_rate"] for p in ordered if margin is None or p["learning_rate"] > margin]
+    found[name] = {"margin": margin, "first_failure": min(above) if above else None,
+                   "monotone": margin is None or all(p["status"] == TRAINS for p in ordered
+                                                      if p["learning_rate"] <= margin)}
+  return found
+
+
+# ------------------------------------------------------------------------------------------- the study
+def setup_text(settings: StabilitySettings, compared: comparison_study.ComparisonSettings) -> str:
+  """The study's setup in words, every number read from the config its runs start from and the study's."""
+  from experiments.bert import input_pipeline  # pylint: disable=g-import-not-at-top
+  config = comparison_study.run_config(compared, settings.methods[0], 1.0, settings.seed)
+  model = config.model
+  grids = "; ".join(f"{name} {', '.join(f'{lr:g}' for lr in settings.learning_rates[name])}"
+                    for name in settings.methods)
+  return (f"The {settings.comparison} comparison's BERT ({model.num_layers} layers, hidden {model.hidden_size}, "
+          f"{config.vocab_size}-token vocabulary; {config.num_train_steps} steps of {config.batch_size} x "
+          f"{config.max_seq_len} tokens, warm-up {config.warmup_steps}, {config.learning_rate_decay} decay, "
+          f"weight decay {config.weight_decay:g}) on {input_pipeline.corpus_name(config.corpus)}, one seed "
+          f"({settings.seed}). Peak learning rates run: {grids}"
+          + (f"; more points (final validation loss only) from {settings.recorded_summary}"
+             if settings.recorded_summary else "")
+          + f". Collapse: in every held-out evaluation from {settings.collapse_after:.0%} of the run on, an accuracy "
+          f"within {settings.collapse_margin:g} of the majority accuracy (one token predicted everywhere); "
+          "diverged: a final validation loss not "
+          f"finite or above ln(vocabulary size); spike: a training loss above {settings.spike_factor:g} x the "
+          f"median of the {settings.spike_window} steps before it.")
+
+
+def _write(out_dir: str, summary: Mapping[str, Any]) -> dict[str, Any]:
+  """Draws the figures and writes summary.json and summary.md; returns the summary with its figures."""
+  from experiments.stability import plots  # pylint: disable=g-import-not-at-top
+  from experiments.stability import summary as summary_lib  # pylint: disable=g-import-not-at-top
+  summary = dict(summary, figures=plots.plot_figures(summary, out_dir))
+  results.write_json(os.path.join(out_dir, SUMMARY_FILENAME), summary)
+  with open(os.path.join(out_dir, "summary.md"), "w") as f:
+    f.write(summary_lib.summary_markdown(summary))
+  return summary
+
+
+@workdir_lock.owns_output_folder
+def run(out_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Runs the study a config describes into ``out_dir``; returns its summary (also summary.json there).
+
+  Rerunning into the same folder reuses every finished run and resumes a preempted one; summary.json and
+  summary.md are rewritten after every run (``"complete": false`` until the last), so a study stopped
+  part-way reports what it has.
+  """
+  start = time.perf_counter()
+  settings = StabilitySettings.from_config(config)
+  compared = comparison_settings(settings)
+  os.makedirs(out_dir, exist_ok=True)
+  vocab_path, corpus = comparison_study._shared_vocabulary(compared, os.path.join(out_dir, "vocabulary"))  # pylint: disable=protected-access
+  compared = dataclasses.replace(compared, overrides={**compared.overrides, "vocab_file": vocab_path,
+                                                      "save_checkpoints": settings.checkpoint_runs})
+  baselines = _cached_baselines(compared, out_dir)
+  first = comparison_study.run_config(compared, settings.methods[0], 1.0, settings.seed)
+  divergence_loss = math.log(int(first.vocab_size))
+  num_steps = int(first.num_train_steps)
+  points = recorded_points(settings, baselines["validation"]["majority_accuracy"])
+  runs: dict[str, dict[str, Any]] = {}
+  order = settings.run_order()
+  summary: dict[str, Any] = {}
+  for index, (lr, name) in enumerate(order):
+    run_result = comparison_study._pretrain(compared, out_dir, name, lr, settings.seed)  # pylint: disable=protected-access
+    path = os.path.join(out_dir, run_result["workdir"], metrics.METRICS_FILENAME)
+    judged = judge_run(run_result["final"], metrics.read_metrics(path) if os.path.exists(path) else [],
+                       majority_accuracy=baselines["eval"]["majority_accuracy"], divergence_loss=divergence_loss,
+                       num_steps=num_steps,
+                       settings=settings)
+    judged.update(method=name, learning_rate=lr, workdir=run_result["workdir"], wall_s=run_result["wall_s"])
+    runs[f"{name}/lr{lr:g}"] = judged
+    points.setdefault(name, []).append({"learning_rate": lr, "status": judged["status"],
+                                        "validation_loss": judged["validation_loss"], "source": "run"})
+    summary = {
+        "mode": settings.mode, "complete": index == len(order) - 1, "runs_done": index + 1, "runs_planned": len(order),
+        "config": config.to_dict(), "setup": setup_text(settings, compared),
+        "data_description": [comparison_study.corpus_text(corpus)], "baselines": baselines,
+        "divergence_loss": divergence_loss, "num_train_steps": num_steps, "runs": runs,
+        "points": {n: sorted(p, key=lambda point: point["learning_rate"]) for n, p in points.items()},
+        "grid": sorted({p["learning_rate"] for method_points in points.values() for p in method_points}),
+        "margins": margins(points), "wall_s": time.perf_counter() - start,
+        "run_wall_s": sum(r["wall_s"] for r in runs.values()),
+    }
+    summary = _write(out_dir, summary)
+  return summary

@@ -1,0 +1,59 @@
+"""The stability study's research-question rule (RQ6), used by its own summary.md and by the report.
+
+RQ6 is a question of our own, not the paper's: do the spike-clipping methods stretch the largest learning
+rate at which BERT trains (their margin, `study.margins`) beyond AdamW's? Margins are compared in steps of
+the study's learning-rate grid (every learning rate any method has a point at). One seed per point: a
+difference of one grid step can come from the seed alone, so only `GRID_STEPS_TO_SEPARATE` or more count.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from experiments.common import verdicts
+
+BASELINE = "adamw"
+# The methods whose papers claim stability (their rows make the overall verdict); others are context.
+STABILITY_METHODS = ("zclip", "spam", "stable_spam", "skipstep")
+GRID_STEPS_TO_SEPARATE = 2
+
+
+def margin_steps(summary: Mapping[str, Any], name: str) -> int | None:
+  """Grid steps between a method's margin and AdamW's (positive: larger); None when either is missing."""
+  grid = list(summary.get("grid", []))
+  found = summary.get("margins", {})
+  ours, baseline = found.get(name, {}).get("margin"), found.get(BASELINE, {}).get("margin")
+  if ours is None or baseline is None or ours not in grid or baseline not in grid:
+    return None
+  return grid.index(ours) - grid.index(baseline)
+
+
+def assess_rq6(summary: Mapping[str, Any]) -> dict[str, Any]:
+  """RQ6's verdict from the study's summary: one row per method against AdamW, the rule, the verdict.
+
+  A row is supported when the method's margin is at least `GRID_STEPS_TO_SEPARATE` grid steps above
+  AdamW's, not supported when that far below, inconclusive otherwise (one seed cannot separate margins one
+  step apart) or when a margin is missing.
+  """
+  found = summary.get("margins", {})
+  baseline = found.get(BASELINE, {}).get("margin")
+  rows = []
+  for name in found:
+    if name == BASELINE:
+      continue
+    steps = margin_steps(summary, name)
+    margin = found[name].get("margin")
+    ours = (f"margin {margin:g} vs AdamW {baseline:g} ({steps:+d} grid steps)" if steps is not None else
+            f"margin {margin if margin is not None else 'none'} vs AdamW {baseline if baseline is not None else 'none'}")
+    row = verdicts.verdict_row(
+        f"{name}: largest learning rate that trains, against AdamW's", ours,
+        "stretches the stable learning rate (its paper's claim of stability)",
+        verdicts.verdict_from_margin(steps, GRID_STEPS_TO_SEPARATE - 1),
+        f"supported if {GRID_STEPS_TO_SEPARATE} or more grid steps above AdamW's margin, not supported if that "
+        "far below; one step apart: one seed cannot separate them")
+    rows.append(row if name in STABILITY_METHODS else verdicts.context_row(row))
+  core = [row["verdict"] for row in rows if "[not in the overall verdict]" not in row["measure"]]
+  return {"rows": rows, "verdict": verdicts.combine_verdicts(core),
+          "overall_rule": "overall: unanimous verdict of the rows of the methods sold on stability (ZClip, SPAM, "
+                          "Stable-SPAM, skip-step; the rows marked [not in the overall verdict] are context), "
+                          "else inconclusive"}
