@@ -21,5 +21,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.learning_rates = {name: (0.003, 0.01) for name in config.methods}  # AdamW: best 0.003, 0.01 collapses
   config.recorded_summary = ""
   config.checkpoint_runs = False  # runs of seconds
+  config.overrides = {}
   config.spike_window = 20
   return config
