@@ -45,6 +45,9 @@ def parse_args(argv=None):
   parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                       help="CPU cores for both frameworks (default: all this process may use)")
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
+  parser.add_argument("--dtype", default="float32", help="our model's compute dtype (float32, bfloat16)")
+  parser.add_argument("--parallelism", default="pmap",
+                      help="comma-separated: pmap and/or mesh (jit over a (data, fsdp) mesh, all on data)")
   return parser.parse_args(argv)
 
 
@@ -129,22 +132,22 @@ def torch_step(model_config, batches, threads: int):
   return step
 
 
-def model_config_for(name: str, vocab_size: int, seq_len: int):
-  """The BERT sizes of `experiments/bert/configs/<name>.py`, with BERT's vocabulary size."""
+def model_config_for(name: str, vocab_size: int, seq_len: int, dtype: str = "float32"):
+  """The BERT sizes of `experiments/bert/configs/<name>.py`, with BERT's vocabulary size and `dtype`."""
   import importlib  # pylint: disable=g-import-not-at-top
   from experiments.bert import models  # pylint: disable=g-import-not-at-top
   try:
     module = importlib.import_module(f"experiments.bert.configs.{name}")
   except ModuleNotFoundError as error:
     raise ValueError(f"--configs: no BERT config named {name!r} in experiments/bert/configs") from error
-  sizes = dict(module.get_config().model)
+  sizes = dict(module.get_config().model, dtype=dtype)
   sizes["max_position_embeddings"] = max(sizes["max_position_embeddings"], seq_len)
   return models.BertConfig(vocab_size=vocab_size, **sizes)
 
 
-def our_step(model_config, batches, optimizer: str, predictions: int):
-  """A `step(batch_index)` of our pmapped `experiments.bert.train.train_step`, `predictions` per row."""
-  import functools  # pylint: disable=g-import-not-at-top
+def our_step(model_config, batches, optimizer: str, predictions: int, parallelism: str = "pmap"):
+  """A `step(batch_index)` of our compiled BERT train step (`experiments.bert.train.compiled_steps`, under
+  `parallelism`: "pmap" or "mesh" with all devices on "data"), `predictions` per row."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -156,20 +159,22 @@ def our_step(model_config, batches, optimizer: str, predictions: int):
 
   config = default.get_config()
   config.optimizer = optimizer
+  config.parallelism = parallelism
   total_steps = len(batches)
   config.warmup_steps = 1
-  tx = optimizers.OptimizerSpec.from_config(config, total_steps).create()
+  spec = optimizers.OptimizerSpec.from_config(config, total_steps)
+  tx = spec.create()
+  par = parallel.create(config)
   model = models.BertForMaskedLM(model_config)
   seq_len = batches[0]["input_ids"].shape[1]
   tokens = jnp.zeros((1, seq_len), jnp.int32)
   params = jax.jit(lambda key: model.init(key, tokens, tokens, tokens, tokens[:, :predictions],
                                           deterministic=True)["params"])(jax.random.key(0))
-  state = parallel.replicate(train.TrainState(
+  state = par.place_state(train.TrainState(
       step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
       rng=jax.random.key_data(jax.random.key(1))))
   del params
-  p_train_step = jax.pmap(functools.partial(train.train_step, model=model, tx=tx),
-                          axis_name=parallel.AXIS_NAME, donate_argnums=(0,))
+  p_train_step = train.compiled_steps(model_config, spec.step_key(), par).train_step
 
   def to_ours(batch):
     """Positions of the masked tokens first, padded (weight 0) to `predictions` per row."""
@@ -180,9 +185,9 @@ def our_step(model_config, batches, optimizer: str, predictions: int):
     ours = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
     ours.update(masked_positions=order.astype(np.int32), masked_labels=np.maximum(masked_labels, 0),
                 masked_weights=weights)
-    return parallel.shard_batch(ours)
+    return par.place_batch(ours)
 
-  our_batches = [jax.device_put(to_ours(batch)) for batch in batches]
+  our_batches = [to_ours(batch) for batch in batches]
 
   def step(index):
     nonlocal state
@@ -203,41 +208,47 @@ def main(argv=None) -> None:
   tokens_per_step = args.batch_size * args.seq_len
   # Ours gathers the masked positions before the vocabulary projection, as the original BERT does;
   # 'all positions' projects every token, as transformers.BertForMaskedLM does (the same FLOPs as PyTorch).
-  variants = (("adamw", f"{predictions} gathered", predictions), ("adamw", "all positions", args.seq_len),
-              ("acclip", f"{predictions} gathered", predictions))
+  # (optimizer, MLM head, predictions, parallelism): AdamW and ACClip under each parallelism; the
+  # all-positions head once, under the first.
+  parallelisms = args.parallelism.split(",")
+  gathered = f"{predictions} gathered"
+  variants = tuple((optimizer, gathered, predictions, par) for par in parallelisms for optimizer in ("adamw", "acclip"))
+  variants += (("adamw", "all positions", args.seq_len, parallelisms[0]),)
   rows = []
   for name in args.configs.split(","):
-    model_config = model_config_for(name, vocab_size, args.seq_len)
+    model_config = model_config_for(name, vocab_size, args.seq_len, args.dtype)
     batches = random_mlm_batches(args.warmup + args.steps, args.batch_size, args.seq_len, vocab_size)
     steps = {} if args.no_torch else {"torch": torch_step(model_config, batches, args.threads)}
     for variant in variants:
-      optimizer, _, head_predictions = variant
-      steps[variant] = our_step(model_config, batches, optimizer, head_predictions)
+      optimizer, _, head_predictions, parallelism = variant
+      steps[variant] = our_step(model_config, batches, optimizer, head_predictions, parallelism)
     seconds = interleaved_median_seconds(steps, len(batches), args.warmup, args.steps, args.settle)
     del steps
     torch_seconds = seconds.get("torch")
     for variant in variants:
-      rows.append((name, variant[0], variant[1], seconds[variant], torch_seconds))
-    print(f"  {name}: " + ", ".join(f"{k if isinstance(k, str) else ' '.join(k[:2])} "
+      rows.append((name, *variant[:2], variant[3], seconds[variant], torch_seconds))
+    print(f"  {name}: " + ", ".join(f"{k if isinstance(k, str) else ' '.join(k[:2] + k[3:])} "
                                    f"{tokens_per_step / v:,.0f} tokens/s" for k, v in seconds.items()),
           file=sys.stderr)
 
   device = jax.devices()[0]
-  print(f"\nBERT MLM train step, batch {args.batch_size} x seq {args.seq_len}, vocab {vocab_size}, "
+  print(f"\nBERT MLM train step ({args.dtype}), batch {args.batch_size} x seq {args.seq_len}, vocab {vocab_size}, "
         f"{args.threads} thread(s), {device.platform} ({device.device_kind}), median of {args.steps} steps "
         f"after {args.warmup} warm-up, {args.settle} settling step(s) before each\n")
-  print("| config | ours: optimizer | ours: MLM head | ours tokens/s | vs ours AdamW, same head | "
-        "PyTorch AdamW tokens/s | ours / PyTorch |")
-  print("|---|---|---|---:|---:|---:|---:|")
-  adamw_seconds = {(name, head): seconds for name, optimizer, head, seconds, _ in rows if optimizer == "adamw"}
-  for name, optimizer, head, seconds, torch_seconds in rows:
+  print("| config | ours: optimizer | ours: MLM head | parallelism | ours tokens/s | vs ours AdamW, same head "
+        "and parallelism | PyTorch AdamW tokens/s | ours / PyTorch |")
+  print("|---|---|---|---|---:|---:|---:|---:|")
+  adamw_seconds = {(name, head, par): seconds for name, optimizer, head, par, seconds, _ in rows
+                   if optimizer == "adamw"}
+  for name, optimizer, head, par, seconds, torch_seconds in rows:
     ours_rate = tokens_per_step / seconds
     if torch_seconds is None:
       torch_cell = ratio_cell = "n/a"
     else:
       torch_rate = tokens_per_step / torch_seconds
       torch_cell, ratio_cell = f"{torch_rate:,.0f}", f"{ours_rate / torch_rate:.2f}"
-    print(f"| {name} | {optimizer} | {head} | {ours_rate:,.0f} | {adamw_seconds[name, head] / seconds:.2f} | "
+    print(f"| {name} | {optimizer} | {head} | {par} | {ours_rate:,.0f} | "
+          f"{adamw_seconds[name, head, par] / seconds:.2f} | "
           f"{torch_cell} | {ratio_cell} |")
 
 

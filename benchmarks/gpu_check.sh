@@ -1,14 +1,30 @@
 #!/usr/bin/env bash
-# The GPU check: on one GPU, the optimizer-step benchmark and the BERT train-step benchmark (ours at tiny,
-# mini and base, batch 32 x 128; PyTorch rows when torch sees a CUDA device), printed as Markdown tables.
-# Budget: under 8 minutes in all (each benchmark has its own timeout below).
+# The GPU check, one command within 9 minutes on one GPU (each part has its own timeout below), every result
+# in a file under OUT (default gpu_results/):
+#   1. the optimizer-step benchmark (update_step.md);
+#   2. the BERT-base train step in bfloat16 for AdamW and ACClip under pmap and under the mesh path, batch
+#      32 x 128 (PyTorch rows when torch sees a CUDA device) (bert_step.md);
+#   3. a short comparison at BERT-base scale (experiments/comparison/configs/gpu.py) in OUT/comparison/.
 #
-#   bash benchmarks/gpu_check.sh            # from anywhere; runs in the repository root
+#   bash benchmarks/gpu_check.sh [OUT]          # from anywhere; runs in the repository root
+#   bash benchmarks/gpu_check.sh --tiny OUT     # the same protocol at tiny sizes, on any machine (a CPU test)
 #
 # Needs jax with its CUDA plugin, flax, optax, orbax-checkpoint, tokenizers and ml_collections; on a machine
 # without network, put wheels of what is missing in .whl/ (pip download ml_collections absl-py -d .whl).
 set -euo pipefail
+TINY=0
+if [ "${1:-}" = "--tiny" ]; then TINY=1; shift; fi
+OUT=$(realpath -m "${1:-gpu_results}")
 cd "$(dirname "$0")/.."
+if [ "$TINY" = 1 ]; then
+  BERT_SIZE=tiny COMPARISON=gpu_tiny
+  UPDATE_ARGS="--repeats 2 --warmup 1 --layers 1"
+  BERT_STEP_ARGS="--batch-size 8 --seq-len 32 --steps 2 --warmup 1 --settle 0"
+else
+  BERT_SIZE=base COMPARISON=gpu
+  UPDATE_ARGS="--repeats 20 --warmup 3"
+  BERT_STEP_ARGS="--batch-size 32 --seq-len 128 --steps 20 --warmup 3"
+fi
 PYTHON=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # PyTorch shares the GPU in bert_step.py
@@ -19,22 +35,27 @@ for module in ml_collections absl; do
   fi
 done
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-"$PYTHON" - <<'EOF'
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+GPU_CHECK_TINY=$TINY "$PYTHON" - <<'EOF'
+import os
 import jax
 devices = jax.devices()
 print(f"jax {jax.__version__}: {devices}")
-if devices[0].platform != "gpu":
-  raise SystemExit("gpu_check.sh: JAX sees no GPU; install jax[cuda] first")
+if devices[0].platform != "gpu" and os.environ["GPU_CHECK_TINY"] != "1":
+  raise SystemExit("gpu_check.sh: JAX sees no GPU; install jax[cuda] first (or run --tiny)")
 EOF
 
 torch_flag=--no-torch
-if "$PYTHON" -c "import torch, transformers; assert torch.cuda.is_available()" 2>/dev/null; then
+if [ "$TINY" = 0 ] && "$PYTHON" -c "import torch, transformers; assert torch.cuda.is_available()" 2>/dev/null; then
   torch_flag=
 fi
 
-echo; echo "## benchmarks/update_step.py (BERT-base-shaped tree, 12 layers)"
-timeout 150 "$PYTHON" benchmarks/update_step.py --repeats 20 --warmup 3
-echo; echo "## benchmarks/bert_step.py (tiny, mini, base; batch 32 x 128)"
-timeout 300 "$PYTHON" benchmarks/bert_step.py --configs tiny,mini,base --batch-size 32 --seq-len 128 \
-  --steps 20 --warmup 3 $torch_flag
+mkdir -p "$OUT"
+echo; echo "## benchmarks/update_step.py (BERT-base-shaped tree, 12 layers)" | tee "$OUT/update_step.md"
+timeout 90 "$PYTHON" benchmarks/update_step.py $UPDATE_ARGS | tee -a "$OUT/update_step.md"
+echo; echo "## benchmarks/bert_step.py ($BERT_SIZE, bfloat16, pmap and mesh)" | tee "$OUT/bert_step.md"
+timeout 180 "$PYTHON" benchmarks/bert_step.py --configs "$BERT_SIZE" --dtype bfloat16 --parallelism pmap,mesh \
+  $BERT_STEP_ARGS $torch_flag | tee -a "$OUT/bert_step.md"
+echo; echo "## experiments.comparison --config $COMPARISON ($BERT_SIZE: AdamW, ACClip paper and ports' rule)"
+timeout 270 "$PYTHON" -m experiments.comparison --config "$COMPARISON" --out "$OUT/comparison"
+echo "Results: $OUT/update_step.md, $OUT/bert_step.md, $OUT/comparison/ (results.json, report)"

@@ -17,6 +17,7 @@ from experiments.bert import models
 from experiments.bert import train
 from experiments.bert.configs import tiny
 from experiments.common import checkpoint
+from experiments.common import classification
 from experiments.common import metrics as metrics_lib
 from experiments.common import optimizers
 from experiments.common import parallel
@@ -381,8 +382,11 @@ def _single_step_setup(dropout_rate=0.0):
 
 
 def _run_on_devices(devices, model, tx, state, batch, steps=2):
-  step_fn = jax.pmap(functools.partial(train.train_step, model=model, tx=tx),
-                     axis_name=parallel.AXIS_NAME, devices=devices)
+  def step(state, batch):
+    grads, aux = train.train_grads(state, batch, model=model, axis_name=parallel.AXIS_NAME)
+    return classification.apply_gradients(tx, state, grads, aux)
+
+  step_fn = jax.pmap(step, axis_name=parallel.AXIS_NAME, devices=devices)
   state = jax.tree.map(lambda x: jnp.stack([x] * len(devices)), state)
   sharded = parallel.shard_batch(batch, len(devices))
   losses = []

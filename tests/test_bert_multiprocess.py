@@ -104,3 +104,23 @@ def test_two_processes_match_one_process_through_a_preemption(tmp_path):
   np.testing.assert_allclose(series["two"][1], series["one"][1], rtol=1e-5)
   for output in resumed:  # every process ends with the same global metrics
     np.testing.assert_allclose(output["eval_loss"], reference["eval_loss"], rtol=1e-5)
+
+
+def test_two_processes_on_a_mesh_match_one_process(tmp_path):
+  """2 processes x 2 devices with mesh (2, 2): each process feeds its rows into one global array sharded over
+  (data, fsdp), the state is sharded across the processes, and the losses are those of 1 process x 4 devices
+  under pmap."""
+  documents = input_pipeline.load_documents("pydoc")
+  train_documents, *_ = input_pipeline.split_documents(documents, 0.05)
+  config = _config(input_pipeline.train_wordpiece_vocab(train_documents, 512, str(tmp_path / "vocab.txt")))
+  mesh_config = config.copy_and_resolve_references()
+  mesh_config.update(parallelism="mesh", mesh_shape=(2, 2), checkpoint_every_steps=2)
+  outputs = _run_workers(PREEMPTED_WORKER, mesh_config, str(tmp_path / "mesh"), [["0"], ["0"]])
+  assert [(r["devices"], r["local"], r["steps"]) for r in outputs] == [(4, 2, 4), (4, 2, 4)]
+  reference = train.train_and_evaluate(config, str(tmp_path / "one_process"))
+  series = {name: metrics_lib.metric_series(metrics_lib.read_metrics(path), "train_loss")
+            for name, path in [("mesh", outputs[0]["metrics_path"]), ("one", reference["metrics_path"])]}
+  np.testing.assert_array_equal(series["mesh"][0], series["one"][0])
+  np.testing.assert_allclose(series["mesh"][1], series["one"][1], rtol=1e-5)
+  for output in outputs:
+    np.testing.assert_allclose(output["eval_loss"], reference["eval_loss"], rtol=1e-5)

@@ -98,7 +98,7 @@ def test_trajectory_paused_at_its_stops_equals_one_uninterrupted_run(tmp_path):
   assert [(stop, run.get("start_step"), run.get("steps")) for stop, _, run in stops] == [
       (0, None, None), (1, 0, 1), (2, 1, 2)]
   whole = training.train(workload, spec, seed=1, batch_size=8, workdir=str(tmp_path / "whole"))
-  jax.tree.map(np.testing.assert_array_equal, stops[-1][1], training_loop.first_device(whole["state"]).params)
+  jax.tree.map(np.testing.assert_array_equal, stops[-1][1], training.PARALLELISM.to_host(whole["state"]).params)
   assert stops[-1][2]["train_loss_last10"] == whole["train_loss_last10"]  # the losses before the pause count
   assert stops[-1][2]["eval_loss"] == whole["eval_loss"] and np.isfinite(whole["eval_loss"])
   assert not whole["diverged"] and whole["steps"] == 2

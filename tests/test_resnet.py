@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from experiments.common import metrics as metrics_lib
 from experiments.common import optimizers
 from experiments.common import parallel
 from experiments.resnet import input_pipeline
@@ -156,7 +157,7 @@ def test_pmapped_step_syncs_batch_norm_across_replicas(idx_dir):
   opt_config = ml_collections.ConfigDict(config.to_dict())
   opt_config.learning_rate = train.peak_learning_rate(config)
   optimizer = optimizers.OptimizerSpec.from_config(opt_config, 2)
-  compiled = train.compiled_steps(spec, optimizer.step_key())
+  compiled = train.compiled_steps(spec, optimizer.step_key(), parallel.PmapParallelism())
   variables = compiled.init_variables(jax.random.key(0))
   tx = optimizer.create()
   state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
@@ -196,3 +197,19 @@ def test_learning_rate_scales_with_batch():
   config.base_learning_rate = None
   config.learning_rate = 0.05
   assert train.peak_learning_rate(config) == 0.05
+
+
+@pytest.mark.parametrize("mesh_shape", [(2, 2)])
+def test_mesh_path_equals_pmap_with_batch_norm_over_the_global_batch(idx_dir, tmp_path, mesh_shape):
+  """jit over a (data, fsdp) mesh: BatchNorm averages over both axes, so the statistics, losses and
+  evaluation are the pmap run's."""
+  config = _step_config(idx_dir)
+  config.update(num_train_steps=4, save_checkpoints=False)
+  pmap = train.train_and_evaluate(config, str(tmp_path / "pmap"))
+  config.update(parallelism="mesh", mesh_shape=mesh_shape)
+  mesh = train.train_and_evaluate(config, str(tmp_path / "mesh"))
+  losses = {name: [r["train_loss"] for r in metrics_lib.read_metrics(result["metrics_path"]) if "train_loss" in r]
+            for name, result in [("pmap", pmap), ("mesh", mesh)]}
+  assert len(losses["pmap"]) == 4
+  np.testing.assert_allclose(losses["mesh"], losses["pmap"], rtol=1e-5)
+  np.testing.assert_allclose(mesh["eval_loss"], pmap["eval_loss"], rtol=1e-5)

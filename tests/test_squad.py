@@ -435,3 +435,14 @@ def test_finetuning_into_the_pretraining_workdir_is_refused(pretrained_workdir, 
     train.finetune(_squad_config(), os.path.join(pretrained_workdir, inside), pretrained_workdir)
   assert open(metrics_path).read() == before
   assert not os.path.exists(os.path.join(pretrained_workdir, "squad"))
+
+
+def test_mesh_finetuning_equals_pmap(pretrained_workdir, finetuned, tmp_path):
+  """The jit + mesh path (mesh (2, 2): params and state sharded over fsdp) gives the pmap run's numbers."""
+  workdir, result = finetuned
+  mesh = train.finetune(_squad_config(parallelism="mesh", mesh_shape=(2, 2)), str(tmp_path), pretrained_workdir)
+  losses = {name: [r["train_loss"] for r in _records(path) if "train_loss" in r]
+            for name, path in [("pmap", workdir), ("mesh", str(tmp_path))]}
+  np.testing.assert_allclose(losses["mesh"], losses["pmap"], rtol=1e-5)
+  np.testing.assert_allclose(mesh["eval_loss"], result["eval_loss"], rtol=1e-5)
+  assert (mesh["exact_match"], mesh["f1"]) == (result["exact_match"], result["f1"])

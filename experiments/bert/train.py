@@ -1,7 +1,8 @@
 """BERT masked-language-model pre-training: `train_and_evaluate(config, workdir) -> dict`.
 
-Data parallel with `jax.pmap` over all devices of all processes. One step, on each device d holding a
-slice B_d of the global batch B:
+Data parallel over all devices of all processes, with `jax.pmap` (the default) or `jax.jit` over a (data,
+fsdp) mesh (`config.parallelism = "mesh"`, experiments.common.parallel; the same numbers). One step, on each
+device d holding a slice B_d of the global batch B:
 
     local_loss_d = sum_{masked (i, p) in B_d} CE(logits_ip, label_ip) / sum_{masked (i, p) in B} 1
     g = psum_d grad(local_loss_d)       # = the gradient of the global masked-token mean, on every device
@@ -13,8 +14,8 @@ index). Metrics (loss, MLM accuracy, learning rate, gradient norm, clip statisti
 accuracy) go to `<workdir>/metrics.jsonl`; checkpoints to `<workdir>/checkpoints`; a loss plot to
 `<workdir>/loss.png`.
 
-Compile once: the pmapped steps are cached per (model architecture, optimizer settings except the peak
-learning rate, schedule length), and the peak learning rate lives in the optimizer state, so a sweep that
+Compile once: the compiled steps are cached per (model architecture, optimizer settings except the peak
+learning rate, schedule length, parallelism), and the peak learning rate lives in the optimizer state, so a sweep that
 calls `train_and_evaluate` many times in one process over learning rates and seeds compiles once.
 """
 from __future__ import annotations
@@ -43,9 +44,6 @@ from experiments.common import parallel
 from experiments.common import training_loop
 from experiments.common import workdir_lock
 
-AXIS = parallel.AXIS_NAME
-
-
 @flax.struct.dataclass
 class TrainState:
   """Everything a resumed run needs besides the data position (which is `step`)."""
@@ -68,10 +66,14 @@ def apply_model(model, params, batch, *, deterministic, rngs=None):
                      rngs=rngs)
 
 
-def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState, dict]:
-  """One pmapped update (see the module docstring); returns the new state and replicated metrics."""
-  dropout_rng = parallel.device_rng(jax.random.wrap_key_data(state.rng), state.step)
-  global_weight = jnp.maximum(jax.lax.psum(jnp.sum(batch["masked_weights"]), AXIS), 1.0)
+def train_grads(state: TrainState, batch: dict, *, model, axis_name) -> tuple[Any, dict]:
+  """One device's part of an update (see the module docstring): the gradient summed over `axis_name`.
+
+  Returns:
+    `classification.sum_over_devices`' (g, aux), which `classification.apply_gradients` turns into the update.
+  """
+  dropout_rng = parallel.device_rng(jax.random.wrap_key_data(state.rng), state.step, axis_name)
+  global_weight = jnp.maximum(jax.lax.psum(jnp.sum(batch["masked_weights"]), axis_name), 1.0)
 
   def loss_fn(params):
     logits = apply_model(model, params, batch, deterministic=False, rngs={"dropout": dropout_rng})
@@ -79,16 +81,13 @@ def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState
     return sums["loss_sum"] / global_weight, sums
 
   grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
-  params, opt_state, metrics = classification.apply_gradients(tx, state.params, state.opt_state, grads, sums,
-                                                              global_weight)
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-  return new_state, metrics
+  return classification.sum_over_devices(grads, sums, global_weight, axis_name)
 
 
 NUM_FREQUENCY_BUCKETS = 4  # held-out loss by training-set token frequency (`MlmData.frequency_buckets`)
 
 
-def eval_step(params, batch, *, model) -> dict[str, jax.Array]:
+def eval_step(params, batch, *, model, axis_name) -> dict[str, jax.Array]:
   """`mlm_sums` over the masked positions and, per frequency bucket b of the label (batch["masked_buckets"]),
   bucket_loss_sums[b] = sum of w * CE over its positions and bucket_weight_sums[b] = sum of w."""
   logits = apply_model(model, params, batch, deterministic=True)
@@ -98,14 +97,15 @@ def eval_step(params, batch, *, model) -> dict[str, jax.Array]:
   cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   sums["bucket_loss_sums"] = jnp.sum(cross_entropy[..., None] * in_bucket, axis=(0, 1))
   sums["bucket_weight_sums"] = jnp.sum(in_bucket, axis=(0, 1))
-  return jax.lax.psum(sums, AXIS)
+  return jax.lax.psum(sums, axis_name)
 
 
-def evaluate_mlm(eval_step_fn, params, batches, split: str = "eval") -> dict[str, float]:
-  """{split}_loss, {split}_accuracy and {split}_loss_bucket{b} (NaN for an empty bucket) over `batches`."""
+def evaluate_mlm(eval_step_fn, params, batches, to_host, split: str = "eval") -> dict[str, float]:
+  """{split}_loss, {split}_accuracy and {split}_loss_bucket{b} (NaN for an empty bucket) over `batches`
+  (placed), with the parallelism's `to_host`."""
   totals = None
   for batch in batches:
-    sums = jax.tree.map(lambda x: np.asarray(x, np.float64), training_loop.first_device(eval_step_fn(params, batch)))
+    sums = jax.tree.map(lambda x: np.asarray(x, np.float64), to_host(eval_step_fn(params, batch)))
     totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
   weight = max(float(totals["weight_sum"]), 1.0)
   results = {f"{split}_loss": float(totals["loss_sum"]) / weight,
@@ -116,14 +116,13 @@ def evaluate_mlm(eval_step_fn, params, batches, split: str = "eval") -> dict[str
 
 
 @dataclasses.dataclass(frozen=True)
-class CompiledSteps(training_loop.PmappedSteps):
+class CompiledSteps(training_loop.CompiledSteps):
   init_params: Any
 
 
 @functools.lru_cache(maxsize=8)
-def _model_steps(model_config: models.BertConfig) -> tuple[Any, Any]:
-  """The jitted init and the pmapped eval step of one architecture: neither depends on the optimizer, so a
-  comparison of many optimizers compiles them once."""
+def _init_params(model_config: models.BertConfig) -> Any:
+  """The jitted init of one architecture (it does not depend on the optimizer or the parallelism)."""
   model = models.BertForMaskedLM(model_config)
 
   def init_params(key, max_seq_len, max_predictions):
@@ -131,17 +130,17 @@ def _model_steps(model_config: models.BertConfig) -> tuple[Any, Any]:
     positions = jnp.zeros((1, max_predictions), jnp.int32)
     return model.init(key, tokens, tokens, tokens, positions, deterministic=True)["params"]
 
-  return (jax.jit(init_params, static_argnums=(1, 2)),
-          jax.pmap(functools.partial(eval_step, model=model), axis_name=AXIS))
+  return jax.jit(init_params, static_argnums=(1, 2))
 
 
 @functools.lru_cache(maxsize=8)
-def compiled_steps(model_config: models.BertConfig, optimizer: optimizers.OptimizerSpec) -> "CompiledSteps":
-  """The jitted init and pmapped steps of one architecture and optimizer (cached: pass `spec.step_key()`)."""
-  init_params, p_eval_step = _model_steps(model_config)
-  steps = training_loop.pmap_steps(train_step, eval_step, model=models.BertForMaskedLM(model_config),
-                                   optimizer=optimizer)
-  return CompiledSteps(init_params=init_params, train_step=steps["train_step"], eval_step=p_eval_step)
+def compiled_steps(model_config: models.BertConfig, optimizer: optimizers.OptimizerSpec,
+                   parallelism: parallel.Parallelism) -> "CompiledSteps":
+  """The jitted init and compiled steps of one architecture, optimizer and parallelism (cached: pass
+  `spec.step_key()`; the eval step is compiled once per architecture and parallelism)."""
+  steps = training_loop.compile_steps(parallelism, train_grads, eval_step,
+                                      model=models.BertForMaskedLM(model_config), optimizer=optimizer)
+  return CompiledSteps(init_params=_init_params(model_config), **steps)
 
 
 def _run_signature(config, model_config: models.BertConfig, data: input_pipeline.MlmData,
@@ -256,7 +255,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model_config = models.BertConfig(vocab_size=data.vocab_size, **config.model)
   total_steps = config.num_train_steps
   optimizer = optimizers.OptimizerSpec.from_config(config, total_steps)
-  compiled = compiled_steps(model_config, optimizer.step_key())
+  par = parallel.create(config)
+  compiled = compiled_steps(model_config, optimizer.step_key(), par)
 
   root_key = jax.random.key(config.seed)
   if config.init_from:  # continued pre-training (check_config checked the checkpoint against this run)
@@ -272,7 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   num_params = models.count_params(state.params)
   splits = ("eval", "validation") if len(data.validation_sequences) else ("eval",)
   buckets = data.frequency_buckets(NUM_FREQUENCY_BUCKETS)
-  split_batches = {split: [parallel.shard_batch({**b, "masked_buckets": buckets[b["masked_labels"]]})
+  split_batches = {split: [par.place_batch({**b, "masked_buckets": buckets[b["masked_labels"]]})
                            for b in data.eval_batches(config.eval_batch_size, eval_rows, split=split)]
                    for split in splits}
 
@@ -280,12 +280,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """eval_* and, with a validation split, validation_*: loss, accuracy, loss by frequency bucket."""
     results = {}
     for split, batches in split_batches.items():
-      results.update(evaluate_mlm(compiled.eval_step, state.params, batches, split))
+      results.update(evaluate_mlm(compiled.eval_step, state.params, batches, par.to_host, split))
     return results
 
   result = training_loop.train(
       config, workdir, state=state, signature=_run_signature(config, model_config, data, optimizer),
-      total_steps=total_steps, train_step=compiled.train_step,
+      total_steps=total_steps, steps=compiled,
       train_batch=lambda step: data.train_batch(step, config.batch_size, train_rows),
       evaluate=evaluate,
       throughput_name="tokens_per_s", units_per_step=config.batch_size * config.max_seq_len)

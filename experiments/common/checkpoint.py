@@ -107,7 +107,8 @@ def disk_full_error(error: BaseException, checkpoint_directory: str,
 
 def _leaf_description(tree: Any) -> dict[str, tuple]:
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {jax.tree_util.keystr(path): (tuple(np.shape(leaf)), np.dtype(np.result_type(leaf)).name)
+  return {jax.tree_util.keystr(path): (tuple(np.shape(leaf)), np.dtype(
+              leaf.dtype if hasattr(leaf, "dtype") else np.result_type(leaf)).name)
           for path, leaf in flat}
 
 
@@ -197,8 +198,10 @@ class CheckpointManager:
             f"(checkpoint: { {k: (saved or {}).get(k) for k in differences} }, "
             f"this run: { {k: expected.get(k) for k in differences} }). "
             "Use a new workdir or the original settings.")
+    # A ShapeDtypeStruct with a sharding (the mesh path's template) restores each shard onto its device.
     abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype) if hasattr(x, "dtype") else x, template)
+        lambda x: x if isinstance(x, jax.ShapeDtypeStruct) else
+        jax.ShapeDtypeStruct(np.shape(x), x.dtype) if hasattr(x, "dtype") else x, template)
     previous_hook = _ignore_closed_event_loop_callbacks()
     try:
       state = self._manager.restore(
@@ -220,7 +223,8 @@ class CheckpointManager:
           f"{where} does not match this run's state at {differences[:5]} "
           f"(expected {[expected_leaves.get(k) for k in differences[:5]]}, "
           f"found {[restored_leaves.get(k) for k in differences[:5]]})")
-    return jax.device_get(state), meta
+    sharded = any(getattr(x, "sharding", None) is not None for x in jax.tree.leaves(template))
+    return (state if sharded else jax.device_get(state)), meta
 
   def latest_meta(self) -> tuple[int, dict]:
     """(step, meta) of the newest checkpoint, reading only its JSON metadata (not the state).

@@ -8,8 +8,6 @@ import jax.numpy as jnp
 import optax
 
 from experiments.common import optimizers
-from experiments.common import parallel
-from experiments.common import training_loop
 
 
 def weighted_sums(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> dict[str, jax.Array]:
@@ -20,45 +18,57 @@ def weighted_sums(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> d
           "weight_sum": jnp.sum(weights)}
 
 
-def apply_gradients(tx: optax.GradientTransformation, params: Any, opt_state: Any, grads: Any,
-                    sums: dict[str, jax.Array], denominator: jax.Array) -> tuple[Any, Any, dict]:
-  """Inside a pmapped train step: one update from this device's gradients and `weighted_sums`.
+def sum_over_devices(grads: Any, sums: dict[str, jax.Array], denominator: jax.Array, axis_name: Any,
+                     **state_updates: Any) -> tuple[Any, dict[str, Any]]:
+  """The end of a per-device gradient step: the gradients and `weighted_sums` summed over `axis_name`.
 
-  Each device's loss term is loss_sum_d / denominator with the global denominator, so
-
-      g = psum_d grads_d,   params, opt_state <- tx(g, loss=psum_d loss_sum_d / denominator)
-
-  (identical on every device; the loss is an extra argument of the update, read by `skipstep`).
+  Each device's loss term is loss_sum_d / denominator with the global denominator, so g = psum_d grads_d is
+  the gradient of the global batch's mean, the same on every device.
 
   Returns:
-    (params, opt_state, metrics): metrics holds train_loss = psum loss_sum / denominator, train_accuracy
-    (the same for correct_sum), grad_norm (of g) and learning_rate. The clipping statistics are not
-    computed here, in every step, but by the training loop at its logging steps (ACClip's clip fraction
-    costs a pass over two state buffers: about 20% of a tiny BERT step on CPU).
+    (g, aux) for `apply_gradients`: aux holds the summed sums, the denominator and `state_updates` (state
+    fields other than params and opt_state that the step changes, e.g. BatchNorm statistics).
   """
-  grads = jax.lax.psum(grads, parallel.AXIS_NAME)
-  sums = jax.lax.psum(sums, parallel.AXIS_NAME)
+  return jax.lax.psum(grads, axis_name), {"sums": jax.lax.psum(sums, axis_name), "denominator": denominator,
+                                          "state_updates": state_updates}
+
+
+def apply_gradients(tx: optax.GradientTransformation, state: Any, grads: Any,
+                    aux: dict[str, Any]) -> tuple[Any, dict[str, jax.Array]]:
+  """One update of `state` (a struct with step, params and opt_state) from `sum_over_devices`' output.
+
+  The update gets the batch's mean loss as an extra argument (``tx.update(g, opt_state, params, loss=...)``,
+  read by `skipstep`).
+
+  Returns:
+    (state, metrics): metrics holds train_loss = loss_sum / denominator, train_accuracy (the same for
+    correct_sum), grad_norm (of g) and learning_rate. The clipping statistics are not computed here, in
+    every step, but by the training loop at its logging steps (ACClip's clip fraction costs a pass over two
+    state buffers: about 20% of a tiny BERT step on CPU).
+  """
+  sums, denominator = aux["sums"], aux["denominator"]
   loss = sums["loss_sum"] / denominator
   # The loss goes to the update as an extra argument: skip-step tests it, the others ignore it.
-  updates, opt_state = tx.update(grads, opt_state, params, loss=loss)
-  params = optax.apply_updates(params, updates)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params, loss=loss)
+  params = optax.apply_updates(state.params, updates)
   metrics = {
       "train_loss": loss,
       "train_accuracy": sums["correct_sum"] / denominator,
       "grad_norm": optax.tree.norm(grads),
       "learning_rate": optimizers.current_learning_rate(opt_state),
   }
-  return params, opt_state, metrics
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state, **aux["state_updates"]), metrics
 
 
-def evaluate(eval_step: Callable[[Any, Any], dict], replicated: Any,
-             batches: Iterable[Any]) -> dict[str, float]:
+def evaluate(eval_step: Callable[[Any, Any], dict], placed: Any, batches: Iterable[Any],
+             to_host: Callable[[Any], Any]) -> dict[str, float]:
   """Weighted mean loss and accuracy over `batches`.
 
   Args:
-    eval_step: the pmapped `(replicated, sharded batch) -> weighted_sums psum-ed over devices`.
-    replicated: what eval_step takes first (parameters, or a whole state).
-    batches: the sharded evaluation batches.
+    eval_step: the compiled `(placed, placed batch) -> weighted_sums summed over devices`.
+    placed: what eval_step takes first (parameters, or a whole state), placed on the devices.
+    batches: the placed evaluation batches.
+    to_host: the parallelism's fetch of device values.
 
   Returns:
     {"eval_loss": loss_sum / weight_sum, "eval_accuracy": correct_sum / weight_sum} over all batches
@@ -66,7 +76,7 @@ def evaluate(eval_step: Callable[[Any, Any], dict], replicated: Any,
   """
   totals = {"loss_sum": 0.0, "correct_sum": 0.0, "weight_sum": 0.0}
   for batch in batches:
-    sums = training_loop.first_device(eval_step(replicated, batch))
+    sums = to_host(eval_step(placed, batch))
     for name in totals:
       totals[name] += float(sums[name])
   weight = max(totals["weight_sum"], 1.0)

@@ -1,8 +1,10 @@
-"""The run the pmap drivers share: resume, train with buffered metric writes, evaluate, checkpoint.
+"""The run the drivers share: resume, train with buffered metric writes, evaluate, checkpoint.
 
-A driver builds its model, data, compiled steps and fresh state, hands the pieces that differ between
-models to `train`, and turns the `LoopResult` into its return dict (`LoopResult.summary` holds the keys
-every driver returns).
+A driver writes its steps per device (`compile_steps`), builds its model, data and fresh state, hands the
+pieces that differ between models to `train`, and turns the `LoopResult` into its return dict
+(`LoopResult.summary` holds the keys every driver returns). How the steps run on many devices
+(`config.parallelism`: "pmap", the default, or "mesh") is the business of the `parallel` object the steps
+were compiled for; the loop is the same for both.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import numpy as np
 
 import acclip_optax
 from experiments.common import checkpoint
+from experiments.common import classification
 from experiments.common import metrics as metrics_lib
 from experiments.common import optimizers
 from experiments.common import parallel
@@ -50,6 +53,8 @@ def default_loop_config() -> ml_collections.ConfigDict:
   config.stop_on_nonfinite = True
   config.tensorboard = False
   config.plot = True
+  config.parallelism = "pmap"  # or "mesh": jax.jit over a (data, fsdp) mesh (experiments.common.parallel)
+  config.mesh_shape = ml_collections.config_dict.placeholder(tuple)  # (data, fsdp); None: all devices on data
   config.distributed = False
   config.coordinator_address = ml_collections.config_dict.placeholder(str)
   config.num_processes = ml_collections.config_dict.placeholder(int)
@@ -93,6 +98,7 @@ def check_loop_config(config) -> None:
       raise ValueError(f"{name}={config[name]} must be >= 0 (0 turns it off)")
   parallel.process_batch_size(config.batch_size)
   parallel.process_batch_size(config.eval_batch_size)
+  parallel.create(config)  # parallelism and mesh_shape
 
 
 def prepare_workdir(workdir: str) -> str:
@@ -114,32 +120,39 @@ def prepare_workdir(workdir: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class PmappedSteps:
-  """A model's train and eval steps, pmapped over the local devices; drivers add their compiled init."""
+class CompiledSteps:
+  """A model's train and eval steps compiled for one parallelism (drivers add their compiled init).
+
+  Attributes:
+    parallelism: the `parallel.PmapParallelism` or `parallel.MeshParallelism` that places states and batches
+      for these steps and fetches their values.
+    train_step: `(placed state, placed batch) -> (state, metrics with train_loss)`; donates its state.
+    eval_step: `(placed params or state, placed batch) -> sums over all devices`.
+  """
+  parallelism: Any
   train_step: Callable
   eval_step: Callable
 
 
-def pmap_steps(train_step: Callable, eval_step: Callable, *, model: Any,
-               optimizer: optimizers.OptimizerSpec) -> dict[str, Callable]:
-  """The fields of a PmappedSteps: `train_step(state, batch, model=, tx=)`, `eval_step(x, batch, model=)`.
+def compile_steps(parallelism: Any, train_grads: Callable, eval_step: Callable, *, model: Any,
+                  optimizer: optimizers.OptimizerSpec, eval_per_row: bool = False) -> dict[str, Any]:
+  """The fields of a CompiledSteps from a driver's per-device steps.
 
-  tx is `optimizer.create()`; its own peak learning rate is irrelevant because the update reads the peak
-  learning rate from the optimizer state it is given, so one compiled step (cached by
-  `optimizer.step_key()`) serves a whole learning-rate sweep. The train step donates its state.
+  `train_grads(state, batch, *, model, axis_name) -> (g, aux)` ends with `classification.sum_over_devices`,
+  and `classification.apply_gradients` makes the update; `eval_step(x, batch, *, model, axis_name)` returns
+  sums over `axis_name` (or, with `eval_per_row`, values per row: `parallelism.compile_row_step`). tx is `optimizer.create()`; its own peak learning rate is irrelevant because the
+  update reads the peak learning rate from the optimizer state it is given, so one compiled step (cached by
+  `optimizer.step_key()`) serves a whole learning-rate sweep.
   """
   tx = optimizer.create()
-  return {"train_step": jax.pmap(functools.partial(train_step, model=model, tx=tx),
-                                 axis_name=parallel.AXIS_NAME, donate_argnums=(0,)),
-          "eval_step": jax.pmap(functools.partial(eval_step, model=model), axis_name=parallel.AXIS_NAME)}
+  return {"parallelism": parallelism,
+          "train_step": parallelism.compile_train_step(functools.partial(train_grads, model=model),
+                                                       functools.partial(classification.apply_gradients, tx)),
+          "eval_step": (parallelism.compile_row_step if eval_per_row else parallelism.compile_eval_step)(
+              functools.partial(eval_step, model=model))}
 
 
-def first_device(tree: Any) -> Any:
-  """Host values of the first local device's copy (metrics and states are replicated)."""
-  return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data[0]), tree)
-
-
-def _all_finite(params: Any, loss: jax.Array) -> jax.Array:
+def all_finite(params: Any, loss: jax.Array) -> jax.Array:
   """One bool: the loss and every floating-point parameter are finite.
 
   The parameters, not the whole state: an optimizer may keep an infinite value on purpose (ZClip's
@@ -148,12 +161,6 @@ def _all_finite(params: Any, loss: jax.Array) -> jax.Array:
   checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves((params, loss))
             if jnp.issubdtype(leaf.dtype, jnp.inexact)]
   return jnp.all(jnp.stack(checks))
-
-
-# Runs on the devices where the replicated state lives; only its one scalar per device comes to the host.
-_all_finite_on_devices = jax.pmap(_all_finite)
-# The clipping statistics of a state's last update (acclip_optax.clip_stats), computed at logging steps only.
-_clip_stats_on_devices = jax.pmap(acclip_optax.clip_stats)
 
 
 class Preempted(SystemExit):
@@ -241,7 +248,7 @@ class LoopResult:
   """What `train` leaves to the driver.
 
   Attributes:
-    state: the replicated state after the last step.
+    state: the state after the last step, placed on the devices by the run's parallelism.
     start_step: the step the run resumed from (0 for a new run).
     step: optimizer updates done (the data position).
     history: the train records of the whole run in step order, those written before a resume included
@@ -297,30 +304,107 @@ def _write_config(config, workdir: str) -> None:
   os.replace(path + ".tmp", path)
 
 
+class _MetricLog:
+  """Step metrics kept on the devices until a logging step, then fetched together and written.
+
+  One record per step goes to the metrics file and `history`; the last record of an interval also gets the
+  interval's throughput (`throughput_name` = interval steps * units_per_step / interval seconds) and the
+  clipping statistics of that step's update (`acclip_optax.clip_stats`), computed only there.
+  """
+
+  def __init__(self, writer: metrics_lib.MetricWriter, history: list[dict], progress: Any, parallelism: Any,
+               clip_stats: Callable | None, throughput_name: str, units_per_step: int):
+    self.writer, self.history, self.progress, self.parallelism = writer, history, progress, parallelism
+    self.clip_stats, self.throughput_name, self.units_per_step = clip_stats, throughput_name, units_per_step
+    self.pending: list[tuple[int, Any]] = []
+    self.interval_start = time.time()
+
+  def add(self, step: int, metrics: Mapping[str, jax.Array]) -> None:
+    self.pending.append((step, metrics))
+    self.progress.update(1)
+
+  def flush(self, state: Any) -> bool:
+    """Writes the buffered steps' metrics; False if a loss among them was not finite."""
+    if not self.pending:
+      return True
+    fetched = self.parallelism.to_host([m for _, m in self.pending])
+    throughput = len(self.pending) * self.units_per_step / max(time.time() - self.interval_start, 1e-9)
+    stats = self.parallelism.to_host(self.clip_stats(state)) if self.clip_stats else {}
+    finite = True
+    for (step, _), values in zip(self.pending, fetched):
+      record = {name: float(value) for name, value in values.items()}
+      if step == self.pending[-1][0]:
+        record[self.throughput_name] = throughput
+        record.update({name: float(value) for name, value in stats.items()})
+      self.writer.write(step, record)
+      self.history.append(record)
+      finite = finite and math.isfinite(record["train_loss"])
+    self.progress.set_postfix(loss=f"{self.history[-1]['train_loss']:.3f}")
+    self.pending.clear()
+    self.interval_start = time.time()
+    return finite
+
+
+class _Checkpoints:
+  """Saves finite states only, so a diverged run never replaces its good checkpoints.
+
+  A checkpoint holds `parallelism.checkpoint_state(state).as_dict()` (one host copy under pmap; the sharded
+  arrays themselves under a mesh, which Orbax writes where they live) with meta
+  {"data_position": step, "signature": signature}.
+  """
+
+  def __init__(self, manager: checkpoint.CheckpointManager, parallelism: Any, signature: Mapping[str, Any],
+               enabled: bool):
+    self.manager, self.parallelism, self.signature, self.enabled = manager, parallelism, signature, enabled
+    self._all_finite = parallelism.on_devices(all_finite)
+
+  def save(self, step: int, state: Any, loss: jax.Array) -> bool:
+    """Checkpoints a finite state; returns False (and writes nothing) for a non-finite one."""
+    if not self.enabled:
+      return True
+    if not bool(self.parallelism.to_host(self._all_finite(state.params, loss))):
+      logging.warning("Step %d: the loss or the state is not finite; no checkpoint written", step)
+      return False
+    self.manager.save(step, self.parallelism.checkpoint_state(state).as_dict(),
+                      {"data_position": step, "signature": self.signature})
+    return True
+
+
+def _restore(manager: checkpoint.CheckpointManager, config, state: Any, signature: Mapping[str, Any],
+             parallelism: Any) -> tuple[Any, bool]:
+  """(the state to start from, placed on the devices; whether it came from a checkpoint)."""
+  try:
+    restored = manager.restore_latest(parallelism.restore_template(state.as_dict()), signature)
+    if restored is not None:
+      checkpoint.check_halt_after_steps(config.halt_after_steps, int(np.asarray(restored[0]["step"])),
+                                        manager.directory)
+  except checkpoint.CheckpointError:
+    manager.close()
+    raise
+  if restored is None:
+    return parallelism.place_state(state), False
+  logging.info("Resumed from step %d of %s", int(np.asarray(restored[0]["step"])), manager.directory)
+  return parallelism.place_state(type(state)(**restored[0])), True
+
+
 def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], total_steps: int,
-          train_step: Callable[[Any, Any], tuple[Any, Mapping[str, jax.Array]]],
-          train_batch: Callable[[int], Any], evaluate: Callable[[Any], dict[str, float]],
+          steps: CompiledSteps, train_batch: Callable[[int], Any], evaluate: Callable[[Any], dict[str, float]],
           throughput_name: str, units_per_step: int) -> LoopResult:
   """Resumes from `<workdir>/checkpoints` if it holds a checkpoint, trains to the end, evaluates, saves.
 
   The run goes to last_step = min(total_steps, config.halt_after_steps) (total_steps when that is 0).
   `<workdir>/config.json` is written once the checkpoint (if any) and the metrics file have been accepted,
-  so a refused rerun leaves the workdir as it was. Step metrics stay on the devices until a logging step (every
-  config.log_every_steps steps and the last), when they are fetched together and written to
-  `<workdir>/metrics.jsonl` one record per step; the last record of the interval also gets
-  `throughput_name` = interval steps * units_per_step / interval seconds and the clipping statistics of
-  that step's update (`acclip_optax.clip_stats`), computed only there. Evaluation
-  (config.eval_every_steps) and checkpoints (config.checkpoint_every_steps, only when
-  config.save_checkpoints) run at their intervals before last_step and once at the end; a checkpoint holds
-  `first_device(state).as_dict()` with meta {"data_position": step, "signature": signature}. A run that
-  resumes at last_step (it already ended there) evaluates once more but writes nothing.
+  so a refused rerun leaves the workdir as it was. Step metrics stay on the devices until a logging step
+  (every config.log_every_steps steps and the last; `_MetricLog`). Evaluation (config.eval_every_steps) and
+  checkpoints (config.checkpoint_every_steps, only when config.save_checkpoints; `_Checkpoints`) run at
+  their intervals before last_step and once at the end. A run that resumes at last_step (it already ended
+  there) evaluates once more but writes nothing.
 
   Divergence: a checkpoint is written only for a state whose last loss and parameters are all finite (one
-  scalar computed on the devices, fetched when saving, which syncs anyway), so a diverged run never
-  replaces its good checkpoints. A non-finite train loss at a logging step, or non-finite parameters at a
-  checkpoint step, stops the run when config.stop_on_nonfinite (no final evaluation or checkpoint; a state
-  found non-finite only at the final save has been evaluated, and is not saved), and the newest checkpoint
-  on disk is then the last finite state; the log names it.
+  scalar computed on the devices, fetched when saving, which syncs anyway). A non-finite train loss at a
+  logging step, or non-finite parameters at a checkpoint step, stops the run when config.stop_on_nonfinite
+  (no final evaluation or checkpoint; a state found non-finite only at the final save has been evaluated,
+  and is not saved), and the newest checkpoint on disk is then the last finite state; the log names it.
 
   Preemption: SIGTERM (`PreemptionNotice`) stops the run after the current step, which is checkpointed
   (if finite) without an evaluation, and raises `Preempted`; a rerun resumes there and continues exactly.
@@ -333,10 +417,9 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
       replaces it.
     signature: the run's settings a checkpoint must share to be resumed (see checkpoint.CheckpointManager).
     total_steps: the schedule's length.
-    train_step: the pmapped `(state, sharded batch) -> (state, replicated metrics with train_loss)`.
-    train_batch: `step -> this process's rows of the global batch` for the update after `step` updates;
-      sharded over the local devices here.
-    evaluate: `replicated state -> {name: float}`, written at the step it ran.
+    steps: the compiled steps and their parallelism, which places the state and each batch.
+    train_batch: `step -> this process's rows of the global batch` for the update after `step` updates.
+    evaluate: `placed state -> {name: float}`, written at the step it ran.
     throughput_name: the throughput record's name, e.g. "tokens_per_s".
     units_per_step: what one step processes in those units (tokens, images).
 
@@ -348,106 +431,60 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
     Preempted: a SIGTERM arrived while the run trained (it is checkpointed).
   """
   is_main = parallel.is_main_process()
+  par = steps.parallelism
   manager = checkpoint.CheckpointManager(
       os.path.join(workdir, "checkpoints"), max_to_keep=config.max_checkpoints_to_keep)
-  try:
-    restored = manager.restore_latest(state.as_dict(), signature)
-    if restored is not None:
-      checkpoint.check_halt_after_steps(config.halt_after_steps, int(restored[0]["step"]), manager.directory)
-  except checkpoint.CheckpointError:
-    manager.close()
-    raise
-  if restored is not None:
-    state = type(state)(**restored[0])
-    logging.info("Resumed from step %d of %s", int(state.step), manager.directory)
-  start_step = int(state.step)
   # Whether the optimizer has clipping statistics (a pmap returning {} fails across processes).
   has_clip_stats = bool(jax.eval_shape(acclip_optax.clip_stats, state))
-  state = parallel.replicate(state)
-
-  writer = metrics_lib.MetricWriter(workdir, enabled=is_main,
-                                    resume_step=start_step if restored is not None else None,
+  state, resumed = _restore(manager, config, state, signature, par)
+  start_step = int(par.to_host(state.step))
+  writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start_step if resumed else None,
                                     tensorboard=config.tensorboard)
   _write_config(config, workdir)  # last: a rerun refused on reading the checkpoint or the metrics changes nothing
   last_step = min(total_steps, config.halt_after_steps) if config.halt_after_steps else total_steps
-  progress = metrics_lib.progress_bar(last_step, initial=start_step, enabled=is_main)
 
   history = [r for r in writer.kept_records if "train_loss" in r]
   evaluated_before = any("eval_loss" in r and r["step"] == start_step for r in writer.kept_records)
-  pending: list[tuple[int, dict]] = []
+  progress = metrics_lib.progress_bar(last_step, initial=start_step, enabled=is_main)
+  log = _MetricLog(writer, history, progress, par, par.on_devices(acclip_optax.clip_stats) if has_clip_stats
+                   else None, throughput_name, units_per_step)
+  checkpoints = _Checkpoints(manager, par, signature, config.save_checkpoints)
   eval_metrics: dict[str, float] = {}
-  diverged = False
-  interval_start, interval_steps = time.time(), 0
+  diverged = preempted = False
 
-  def flush() -> bool:
-    """Fetches the buffered step metrics, writes them; False if a loss was not finite.
-
-    The last record also gets the interval's throughput and the clipping statistics of the state's last
-    update (`acclip_optax.clip_stats`: clip_fraction, global_norm), computed here rather than in every step.
-    """
-    nonlocal interval_start, interval_steps
-    fetched = jax.device_get([first_device(m) for _, m in pending])
-    throughput = interval_steps * units_per_step / max(time.time() - interval_start, 1e-9)
-    clip_stats = first_device(_clip_stats_on_devices(state)) if pending and has_clip_stats else {}
-    finite = True
-    for (step, _), values in zip(pending, fetched):
-      record = {name: float(value) for name, value in values.items()}
-      if step == pending[-1][0]:
-        record[throughput_name] = throughput
-        record.update({name: float(value) for name, value in clip_stats.items()})
-      writer.write(step, record)
-      history.append(record)
-      finite = finite and math.isfinite(record["train_loss"])
-    if fetched:
-      progress.set_postfix(loss=f"{history[-1]['train_loss']:.3f}")
-    pending.clear()
-    interval_start, interval_steps = time.time(), 0
-    return finite
-
-  def save(step: int, loss: jax.Array) -> bool:
-    """Checkpoints a finite state; for a non-finite one writes the pending metrics and returns False."""
-    if not config.save_checkpoints:
-      return True
-    if not bool(first_device(_all_finite_on_devices(state.params, loss))):
-      flush()
-      logging.warning("Step %d: the loss or the state is not finite; no checkpoint written", step)
-      return False
-    manager.save(step, first_device(state).as_dict(), {"data_position": step, "signature": signature})
-    return True
+  def due(every: int, step: int) -> bool:
+    return bool(every) and step % every == 0 and step < last_step
 
   step = start_step
-  preempted = False  # stopped by a preemption notice before last_step
   with PreemptionNotice() as notice:
     while step < last_step:
-      state, step_metrics = train_step(state, parallel.shard_batch(train_batch(step)))
+      state, step_metrics = steps.train_step(state, par.place_batch(train_batch(step)))
       step += 1
-      interval_steps += 1
-      pending.append((step, step_metrics))
-      progress.update(1)
+      log.add(step, step_metrics)
       if step % config.log_every_steps == 0 or step == last_step:
-        if not flush() and config.stop_on_nonfinite:
-          diverged = True
-          break
-      if config.eval_every_steps and step % config.eval_every_steps == 0 and step < last_step:
+        diverged = not log.flush(state) and config.stop_on_nonfinite
+      if not diverged and due(config.eval_every_steps, step):
         eval_metrics = evaluate(state)
         writer.write(step, eval_metrics)
-      if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and step < last_step:
-        if not save(step, step_metrics["train_loss"]) and config.stop_on_nonfinite:
-          diverged = True
-          break
+      if not diverged and due(config.checkpoint_every_steps, step):
+        if not checkpoints.save(step, state, step_metrics["train_loss"]):
+          log.flush(state)
+          diverged = config.stop_on_nonfinite
+      if diverged:
+        break
       if notice.reached() and step < last_step:  # at last_step: finish the run, then stop the process
         preempted = True
         break
-    flush()
+    log.flush(state)
     progress.close()
 
     if preempted:  # save at once and leave the evaluation to the rerun: a notice leaves seconds
-      save(step, step_metrics["train_loss"])  # refuses a non-finite state: the rerun resumes an older one
+      checkpoints.save(step, state, step_metrics["train_loss"])  # a non-finite state: the rerun resumes an older one
     elif not diverged:
       eval_metrics = evaluate(state)
       if step > start_step or not evaluated_before:
         writer.write(step, eval_metrics)
-      if step > start_step and not save(step, step_metrics["train_loss"]):
+      if step > start_step and not checkpoints.save(step, state, step_metrics["train_loss"]):
         diverged = config.stop_on_nonfinite
     manager.wait_until_finished()
     checkpoint_step = manager.latest_step()

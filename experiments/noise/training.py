@@ -6,7 +6,7 @@ slice B_d of the batch B,
 
     g = psum_d grad(sum_{i in B_d} w_i CE_i / sum_{i in B} w_i),   params, opt_state <- optimizer(g)
 
-(`classification.weighted_sums` and `classification.apply_gradients`). The train step is compiled once per
+(`classification.sum_over_devices` and `classification.apply_gradients`). The train step is compiled once per
 (model, `OptimizerSpec.step_key()`): the peak learning rate lives in the optimizer state, so one compiled
 step serves every learning rate and seed of a sweep, and the trajectory shares it with the sweep runs of
 its optimizer when train_steps == sweep_steps. The eval step is compiled once per model.
@@ -26,6 +26,7 @@ from typing import Any, Iterator, Sequence
 import ml_collections
 
 from experiments.common import optimizers
+from experiments.common import parallel
 from experiments.common import training_loop
 from experiments.noise import workloads
 
@@ -42,20 +43,22 @@ def optimizer(base: ml_collections.ConfigDict, decay: str, total_steps: int) -> 
 
 
 _EVAL_STEPS: dict[tuple, Any] = {}  # (eval_step, model) -> its first pmapped version
+PARALLELISM = parallel.PmapParallelism()
 
 
 @functools.lru_cache(maxsize=16)
-def _pmapped_steps(train_step, eval_step, model, optimizer_key: optimizers.OptimizerSpec
-                   ) -> training_loop.PmappedSteps:
-  steps = training_loop.pmap_steps(train_step, eval_step, model=model, optimizer=optimizer_key)
+def _pmapped_steps(train_grads, eval_step, model, optimizer_key: optimizers.OptimizerSpec
+                   ) -> training_loop.CompiledSteps:
+  steps = training_loop.compile_steps(PARALLELISM, train_grads, eval_step, model=model, optimizer=optimizer_key)
   # The evaluation does not depend on the optimizer: one compiled eval step per model.
-  return training_loop.PmappedSteps(train_step=steps["train_step"],
-                                    eval_step=_EVAL_STEPS.setdefault((eval_step, model), steps["eval_step"]))
+  return training_loop.CompiledSteps(
+      parallelism=PARALLELISM, train_step=steps["train_step"],
+      eval_step=_EVAL_STEPS.setdefault((eval_step, model), steps["eval_step"]))
 
 
-def compiled_steps(workload: workloads.Workload, spec: optimizers.OptimizerSpec) -> training_loop.PmappedSteps:
+def compiled_steps(workload: workloads.Workload, spec: optimizers.OptimizerSpec) -> training_loop.CompiledSteps:
   """The workload's pmapped train and eval steps for `spec`, cached by (model, `spec.step_key()`)."""
-  return _pmapped_steps(workload.train_step, workload.eval_step, workload.model, spec.step_key())
+  return _pmapped_steps(workload.train_grads, workload.eval_step, workload.model, spec.step_key())
 
 
 def train(workload: workloads.Workload, spec: optimizers.OptimizerSpec, *, seed: int, batch_size: int,
@@ -79,7 +82,7 @@ def train(workload: workloads.Workload, spec: optimizers.OptimizerSpec, *, seed:
   result = training_loop.train(
       config, training_loop.prepare_workdir(workdir), state=workload.initial_state(seed, spec),
       signature={"workload": workload.name, "seed": seed, "batch_size": batch_size, "optimizer": spec.to_dict()},
-      total_steps=spec.total_steps, train_step=steps.train_step,
+      total_steps=spec.total_steps, steps=steps,
       train_batch=lambda step: workload.train_batch(seed, step, batch_size),
       evaluate=lambda state: workload.evaluate(steps.eval_step, state),
       throughput_name=workload.throughput_name, units_per_step=batch_size * workload.units_per_example)
@@ -106,4 +109,4 @@ def trajectory(workload: workloads.Workload, spec: optimizers.OptimizerSpec, *, 
     if result["diverged"] or result["steps"] != stop:
       raise RuntimeError(f"noise study: the {workload.name} trajectory ({spec.name}, peak learning rate "
                          f"{spec.learning_rate}) diverged before step {stop}; lower its learning rate")
-    yield stop, training_loop.first_device(result["state"]).params, result
+    yield stop, PARALLELISM.to_host(result["state"]).params, result

@@ -8,7 +8,7 @@
 * ResNet-18 (experiments.resnet, narrow, 3x3 stem) on Fashion-MNIST, BatchNorm in training mode, no
   augmentation. Loss: the batch mean cross-entropy.
 
-Training uses the drivers' pmapped `train_step` and `eval_step` (`experiments.bert.train`,
+Training uses the drivers' per-device `train_grads` and `eval_step`, pmapped, (`experiments.bert.train`,
 `experiments.resnet.train`) and their `TrainState`s; the noise measurement uses `Workload.loss`, the same loss
 on one device (`acclip_optax.noise.gradient_noise` differentiates it per minibatch).
 """
@@ -41,8 +41,8 @@ class Workload:
   Attributes:
     name: "bert" or "resnet".
     model: the Flax module the pmapped steps apply (hashable: it keys the compiled-step cache).
-    train_step: the driver's `train_step(state, batch, *, model, tx) -> (state, metrics)`.
-    eval_step: the driver's `eval_step(x, batch, *, model) -> psum-ed weighted sums`.
+    train_grads: the driver's per-device `train_grads(state, batch, *, model, axis_name) -> (g, aux)`.
+    eval_step: the driver's `eval_step(x, batch, *, model, axis_name) -> psum-ed weighted sums`.
     initial_state: `(seed, optimizer spec) -> host TrainState` at step 0 (initialisation from
       `jax.random.key(seed)`, the optimizer state of `optimizer.create()`).
     evaluate: `(pmapped eval_step, replicated state) -> {"eval_loss", "eval_accuracy"}` over the held-out
@@ -57,7 +57,7 @@ class Workload:
   """
   name: str
   model: Any
-  train_step: Callable
+  train_grads: Callable
   eval_step: Callable
   initial_state: Callable[[int, optimizers.OptimizerSpec], Any]
   evaluate: Callable[[Callable, Any], dict[str, float]]
@@ -138,9 +138,10 @@ def bert_workload(config, out_dir: str) -> Workload:
     return sums["loss_sum"] / jnp.maximum(sums["weight_sum"], 1.0)
 
   return Workload(
-      name="bert", model=model, train_step=train.train_step, eval_step=train.eval_step,
+      name="bert", model=model, train_grads=train.train_grads, eval_step=train.eval_step,
       initial_state=initial_state,
-      evaluate=lambda eval_step, state: classification.evaluate(eval_step, state.params, eval_batches),
+      evaluate=lambda eval_step, state: classification.evaluate(eval_step, state.params, eval_batches,
+                                                                parallel.PmapParallelism().to_host),
       loss=loss, train_batch=_seeded(data), group_of=bert_parameter_group, groups=BERT_GROUPS,
       trajectory_optimizer=ml_collections.ConfigDict(dict(optimizer="adam",
                                                           learning_rate=config.bert_learning_rate)),
@@ -185,9 +186,10 @@ def resnet_workload(config) -> Workload:
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]))
 
   return Workload(
-      name="resnet", model=spec.create(axis_name=parallel.AXIS_NAME), train_step=train.train_step,
+      name="resnet", model=spec.create(axis_name=parallel.AXIS_NAME), train_grads=train.train_grads,
       eval_step=train.eval_step, initial_state=initial_state,
-      evaluate=lambda eval_step, state: classification.evaluate(eval_step, state, eval_batches),
+      evaluate=lambda eval_step, state: classification.evaluate(eval_step, state, eval_batches,
+                                                                parallel.PmapParallelism().to_host),
       loss=loss, train_batch=_seeded(data), group_of=models.parameter_group, groups=RESNET_GROUPS,
       trajectory_optimizer=ml_collections.ConfigDict(dict(optimizer="sgd", momentum=0.9,
                                                           learning_rate=config.resnet_learning_rate)),

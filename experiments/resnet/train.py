@@ -1,7 +1,8 @@
 """ResNet image classification: `train_and_evaluate(config, workdir) -> dict`.
 
-Data parallel with `jax.pmap` over all devices of all processes. One step, on each device d holding a slice
-B_d of the global batch B (|B| = config.batch_size):
+Data parallel over all devices of all processes, with `jax.pmap` (the default) or `jax.jit` over a (data, fsdp)
+mesh (`config.parallelism = "mesh"`, experiments.common.parallel; the same numbers). One step, on each device d
+holding a slice B_d of the global batch B (|B| = config.batch_size):
 
     local_loss_d = sum_{i in B_d} CE(logits_i, label_i) / |B|
     BatchNorm:   batch mean/variance pmean-ed over devices (the model's axis_name), so the running
@@ -44,9 +45,6 @@ from experiments.common import workdir_lock
 from experiments.resnet import input_pipeline
 from experiments.resnet import models
 
-AXIS = parallel.AXIS_NAME
-
-
 @flax.struct.dataclass
 class TrainState:
   """Everything a resumed run needs besides the data position (which is `step`)."""
@@ -78,9 +76,10 @@ class ModelSpec:
 classification_sums = classification.weighted_sums
 
 
-def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState, dict]:
-  """One pmapped update (module docstring); returns the new state and replicated metrics."""
-  global_count = jax.lax.psum(jnp.asarray(batch["label"].shape[0], jnp.float32), AXIS)
+def train_grads(state: TrainState, batch: dict, *, model, axis_name) -> tuple[Any, dict]:
+  """One device's part of an update (module docstring): the gradient summed over `axis_name` and the new
+  BatchNorm statistics (over the global batch: `model` averages them over the same axis)."""
+  global_count = jax.lax.psum(jnp.asarray(batch["label"].shape[0], jnp.float32), axis_name)
 
   def loss_fn(params):
     logits, new_model_state = model.apply(
@@ -90,30 +89,29 @@ def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState
     return sums["loss_sum"] / global_count, (sums, new_model_state["batch_stats"])
 
   grads, (sums, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-  params, opt_state, metrics = classification.apply_gradients(tx, state.params, state.opt_state, grads, sums,
-                                                              global_count)
-  return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                       opt_state=opt_state), metrics
+  return classification.sum_over_devices(grads, sums, global_count, axis_name, batch_stats=batch_stats)
 
 
-def eval_step(state: TrainState, batch: dict, *, model) -> dict[str, jax.Array]:
+def eval_step(state: TrainState, batch: dict, *, model, axis_name) -> dict[str, jax.Array]:
   logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["image"],
                        train=False)
-  return jax.lax.psum(classification_sums(logits, batch["label"], batch["weight"]), AXIS)
+  return jax.lax.psum(classification_sums(logits, batch["label"], batch["weight"]), axis_name)
 
 
 @dataclasses.dataclass(frozen=True)
-class CompiledSteps(training_loop.PmappedSteps):
+class CompiledSteps(training_loop.CompiledSteps):
   init_variables: Any
 
 
 @functools.lru_cache(maxsize=8)
-def compiled_steps(spec: ModelSpec, optimizer: optimizers.OptimizerSpec) -> CompiledSteps:
-  """The jitted init and pmapped steps of one model and optimizer (cached: pass `spec.step_key()`)."""
+def compiled_steps(spec: ModelSpec, optimizer: optimizers.OptimizerSpec,
+                   parallelism: parallel.Parallelism) -> CompiledSteps:
+  """The jitted init and compiled steps of one model, optimizer and parallelism (cached: pass
+  `spec.step_key()`)."""
   return CompiledSteps(
       init_variables=compile_init(spec),
-      **training_loop.pmap_steps(train_step, eval_step, model=spec.create(axis_name=AXIS),
-                                 optimizer=optimizer))
+      **training_loop.compile_steps(parallelism, train_grads, eval_step,
+                                    model=spec.create(axis_name=parallelism.axis_name), optimizer=optimizer))
 
 
 # XLA's optimised compile of ResNet's init (dozens of truncated-normal initialisers) takes ~40 s on CPU,
@@ -218,21 +216,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   config.warmup_steps = warmup_steps
   spec = model_spec(config, data)
   optimizer = optimizers.OptimizerSpec.from_config(config, total_steps)
-  compiled = compiled_steps(spec, optimizer.step_key())
+  par = parallel.create(config)
+  compiled = compiled_steps(spec, optimizer.step_key(), par)
 
   variables = compiled.init_variables(jax.random.key(config.seed))
   state = jax.device_get(TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                                     batch_stats=variables["batch_stats"],
                                     opt_state=optimizer.create().init(variables["params"])))
   num_params = models.count_params(state.params)
-  eval_batches = [parallel.shard_batch(b) for b in data.eval_batches(
+  eval_batches = [par.place_batch(b) for b in data.eval_batches(
       config.eval_batch_size, eval_rows, config.get("max_eval_examples", 0))]
 
   result = training_loop.train(
       config, workdir, state=state, signature=_run_signature(config, spec, data, optimizer), total_steps=total_steps,
-      train_step=compiled.train_step,
+      steps=compiled,
       train_batch=lambda step: data.train_batch(step, config.batch_size, train_rows),
-      evaluate=lambda state: classification.evaluate(compiled.eval_step, state, eval_batches),
+      evaluate=lambda state: classification.evaluate(compiled.eval_step, state, eval_batches, par.to_host),
       throughput_name="images_per_s", units_per_step=config.batch_size)
 
   loss_plot = None

@@ -1,6 +1,7 @@
 """SQuAD v1.1 fine-tuning of a pre-trained BERT encoder: `finetune(config, workdir, pretrained_workdir)`.
 
-Data parallel with `jax.pmap` over all devices of all processes, with the convention of
+Data parallel over all devices of all processes (`jax.pmap`, or `jax.jit` over a (data, fsdp) mesh with
+`config.parallelism = "mesh"`), with the convention of
 experiments/bert/train.py. One step, on each device d holding a slice B_d of the global batch B of windows
 (every training row has weight w_i = 1):
 
@@ -21,7 +22,7 @@ every dev window and gives
 and the final evaluation's answers go to `<workdir>/predictions.json` ({qid: answer}, as the official
 evaluation script reads). Dropout keys come from (run key, step, global device index). The length is
 config.num_train_steps, or config.num_epochs passes over the training windows when that is <= 0, with a
-warm-up over config.warmup_fraction of it. The pmapped steps are cached per (model architecture, optimizer
+warm-up over config.warmup_fraction of it. The compiled steps are cached per (model architecture, parallelism, optimizer
 settings except the peak learning rate), so fine-tuning runs in one process that differ only by learning rate
 or seed compile once.
 """
@@ -55,18 +56,15 @@ from experiments.squad import evaluation
 from experiments.squad import input_pipeline
 from experiments.squad import models
 
-AXIS = parallel.AXIS_NAME
-
-
 def _apply_model(model, params, batch, *, deterministic, rngs=None):
   return model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
                      batch["attention_mask"], deterministic=deterministic, rngs=rngs)
 
 
-def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState, dict]:
-  """One pmapped update (see the module docstring); returns the new state and replicated metrics."""
-  dropout_rng = parallel.device_rng(jax.random.wrap_key_data(state.rng), state.step)
-  global_weight = jnp.maximum(jax.lax.psum(jnp.sum(batch["weights"]), AXIS), 1.0)
+def train_grads(state: TrainState, batch: dict, *, model, axis_name) -> tuple[Any, dict]:
+  """One device's part of an update (see the module docstring): the gradient summed over `axis_name`."""
+  dropout_rng = parallel.device_rng(jax.random.wrap_key_data(state.rng), state.step, axis_name)
+  global_weight = jnp.maximum(jax.lax.psum(jnp.sum(batch["weights"]), axis_name), 1.0)
 
   def loss_fn(params):
     start_logits, end_logits = _apply_model(model, params, batch, deterministic=False,
@@ -76,31 +74,31 @@ def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState
     return sums["loss_sum"] / global_weight, sums
 
   grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
-  params, opt_state, metrics = classification.apply_gradients(tx, state.params, state.opt_state, grads, sums,
-                                                              global_weight)
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  return classification.sum_over_devices(grads, sums, global_weight, axis_name)
 
 
-def eval_step(params, batch, *, model) -> dict[str, jax.Array]:
+def eval_step(params, batch, *, model, axis_name) -> dict[str, jax.Array]:
   """Start and end logits and the per-window span terms of one device's dev rows (no dropout).
 
   No cross-device sum: every process runs every dev window (decoding needs all the logits), so the totals
   are taken on the host (`predict`).
   """
+  del axis_name
   start_logits, end_logits = _apply_model(model, params, batch, deterministic=True)
   terms = models.span_terms(start_logits, end_logits, batch["start_positions"], batch["end_positions"])
   return {"start_logits": start_logits, "end_logits": end_logits, **terms}
 
 
 @dataclasses.dataclass(frozen=True)
-class _CompiledSteps(training_loop.PmappedSteps):
+class _CompiledSteps(training_loop.CompiledSteps):
   init_params: Any  # jitted `key -> params` of the whole model (compiled on first use: a run from scratch)
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_steps(model_config: bert_models.BertConfig,
-                    optimizer: optimizers.OptimizerSpec) -> _CompiledSteps:
-  """The jitted init and pmapped steps of one architecture and optimizer (cached: pass `spec.step_key()`)."""
+def _compiled_steps(model_config: bert_models.BertConfig, optimizer: optimizers.OptimizerSpec,
+                    parallelism: parallel.Parallelism) -> _CompiledSteps:
+  """The jitted init and compiled steps of one architecture, optimizer and parallelism (cached: pass
+  `spec.step_key()`)."""
   model = models.BertForQuestionAnswering(model_config)
 
   def init_params(key):
@@ -108,15 +106,17 @@ def _compiled_steps(model_config: bert_models.BertConfig,
     return model.init(key, tokens, tokens, tokens + 1, deterministic=True)["params"]
 
   return _CompiledSteps(init_params=jax.jit(init_params),
-                        **training_loop.pmap_steps(train_step, eval_step, model=model, optimizer=optimizer))
+                        **training_loop.compile_steps(parallelism, train_grads, eval_step, model=model,
+                                                      optimizer=optimizer, eval_per_row=True))
 
 
-def predict(eval_step_fn, params, data: input_pipeline.SquadData, batch_size: int) -> dict[str, np.ndarray]:
+def predict(steps: training_loop.CompiledSteps, params, data: input_pipeline.SquadData,
+            batch_size: int) -> dict[str, np.ndarray]:
   """`eval_step` over every dev window, in order, padding dropped.
 
   Args:
-    eval_step_fn: the pmapped `eval_step`.
-    params: the replicated parameters.
+    steps: the compiled steps (their `eval_step` and parallelism).
+    params: the placed parameters.
     data: the run's data.
     batch_size: dev rows per call on this process (a multiple of the local device count).
 
@@ -125,8 +125,8 @@ def predict(eval_step_fn, params, data: input_pipeline.SquadData, batch_size: in
   """
   outputs = []
   for batch in data.dev_batches(batch_size):
-    values = jax.device_get(eval_step_fn(params, parallel.shard_batch(batch)))
-    outputs.append({name: value.reshape((-1,) + value.shape[2:]) for name, value in values.items()})
+    par = steps.parallelism
+    outputs.append(par.rows_to_host(steps.eval_step(params, par.place_common_batch(batch))))
   num_windows = len(data.dev_features)
   return {name: np.concatenate([o[name] for o in outputs])[:num_windows] for name in outputs[0]}
 
@@ -323,7 +323,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
   data = input_pipeline.create_datasets(config, pretrained.tokenizer)
   total_steps, warmup_steps = schedule_steps(config, len(data.train_features))
   optimizer = optimizers.OptimizerSpec.from_config(config, total_steps).replace(warmup_steps=warmup_steps)
-  compiled = _compiled_steps(pretrained.model_config, optimizer.step_key())
+  compiled = _compiled_steps(pretrained.model_config, optimizer.step_key(), parallel.create(config))
   state = _initial_state(compiled, config, optimizer, pretrained)
   train_rows = parallel.process_rows(config.batch_size)
   eval_rows = parallel.process_batch_size(config.eval_batch_size)
@@ -331,7 +331,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
 
   def evaluate(state) -> dict[str, float]:
     """eval_loss, eval_accuracy, dev_exact_match, dev_f1 of the dev windows (module docstring)."""
-    outputs = predict(compiled.eval_step, state.params, data, eval_rows)
+    outputs = predict(compiled, state.params, data, eval_rows)
     predictions.clear()
     predictions.update(evaluation.decode_predictions(
         data.dev_examples, data.dev_features, outputs["start_logits"], outputs["end_logits"],
@@ -343,7 +343,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
 
   result = training_loop.train(
       config, workdir, state=state, signature=_run_signature(config, pretrained, data, optimizer),
-      total_steps=total_steps, train_step=compiled.train_step,
+      total_steps=total_steps, steps=compiled,
       train_batch=lambda step: data.train_batch(step, config.batch_size, train_rows),
       evaluate=evaluate,
       throughput_name="tokens_per_s", units_per_step=config.batch_size * config.max_seq_len)

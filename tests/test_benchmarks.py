@@ -1,0 +1,42 @@
+"""The scale scripts run end to end at their smallest sizes: the memory table (BERT mini on 8 fake devices,
+checked against the arithmetic) and the GPU check's one command (`gpu_check.sh --tiny`, on the CPU)."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(command, timeout):
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)  # each script sets up the devices it needs
+  result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  return result.stdout
+
+
+def test_memory_table_at_mini_matches_the_arithmetic():
+  output = _run([sys.executable, "benchmarks/memory.py", "--sizes", "mini", "--optimizers", "acclip",
+                 "--dtypes", "bfloat16"], timeout=600)
+  rows = [line.split("|")[1:-1] for line in output.splitlines() if line.startswith("| mini")]
+  assert [row[4].strip() for row in rows] == ["(8, 1)", "(1, 8)"]
+  for row in rows:
+    arithmetic, compiled = (float(x) for x in row[7].split(" of "))
+    assert abs(arithmetic - compiled) <= 0.001  # the compiled step's arguments are the params and state
+    assert all(int(n) > 0 for n in row[10].split(" / "))
+  replicated, sharded = (float(row[5]) + float(row[6]) for row in rows)
+  assert abs(sharded - replicated / 8) < 0.1 * replicated  # FSDP holds about 1/8 of the state per device
+
+
+def test_gpu_check_runs_end_to_end_at_tiny_sizes(tmp_path):
+  out = tmp_path / "gpu_results"
+  _run(["bash", "benchmarks/gpu_check.sh", "--tiny", str(out)], timeout=600)
+  bert_step = (out / "bert_step.md").read_text()
+  for optimizer in ("adamw", "acclip"):
+    for parallelism in ("pmap", "mesh"):
+      assert re.search(rf"\| tiny \| {optimizer} \| \d+ gathered \| {parallelism} \| [\d,]+ \|", bert_step), bert_step
+  assert "| acclip" in (out / "update_step.md").read_text()
+  summary = json.loads((out / "comparison" / "results.json").read_text())
+  assert sorted(summary["optimizers"]) == ["acclip", "acclip_ports", "adamw"]
