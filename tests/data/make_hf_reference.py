@@ -3,6 +3,14 @@
     pip install torch==2.13.0 "transformers>=4.40,<5"      # the CPU torch build
     python tests/data/make_hf_reference.py                  # from the repository root
 
+transformers 4.x pins older tokenizers and huggingface-hub than `datasets` wants. To keep the project's
+environment intact, install them apart and put them first on the path only for this script and the oracle
+tests:
+    pip install --no-deps --target /tmp/hfref torch==2.13.0 transformers==4.57.6 huggingface-hub==0.36.2 \
+        tokenizers==0.22.2
+    PYTHONPATH=/tmp/hfref:. python tests/data/make_hf_reference.py
+    PYTHONPATH=/tmp/hfref:. pytest tests/test_hf_checkpoint.py -m oracle -n0 -s
+
 Writes, under tests/data/:
 
 * hf_bert_tiny/: a randomly initialised `transformers.BertForMaskedLM` (2 layers, hidden 32, 4 heads,
