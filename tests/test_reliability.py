@@ -151,6 +151,19 @@ def test_a_live_holder_keeps_its_lock_fresh(tmp_path, monkeypatch):
     assert time.time() - os.stat(lock.path).st_mtime < 10
 
 
+def test_a_lock_that_cannot_be_written_leaves_nothing_behind(tmp_path, monkeypatch):
+  import errno  # pylint: disable=g-import-not-at-top
+
+  def full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(workdir_lock.json, "dump", full_disk)
+  directory = tmp_path / "new"
+  with pytest.raises(ValueError, match=f"workdir='{directory}' cannot be used: No space left on device"):
+    workdir_lock.WorkdirLock(str(directory)).acquire()
+  assert not directory.exists()
+
+
 def test_a_refused_run_leaves_no_folder_it_created(tmp_path):
   directory = tmp_path / "new" / "run"
   with pytest.raises(RuntimeError, match="boom"):

@@ -102,7 +102,7 @@ class WorkdirLock:
     try:
       self._lock()
     except OSError as error:
-      self.release()
+      self._remove_created_directory()
       raise ValueError(f"{self.what}={self.directory!r} cannot be used: {error.strerror or error}") from error
 
   def _lock(self) -> None:
@@ -117,8 +117,12 @@ class WorkdirLock:
       except FileExistsError:
         self._take_over_if_stale()
         continue
-      with os.fdopen(descriptor, "w") as f:
-        json.dump(holder, f)
+      try:
+        with os.fdopen(descriptor, "w") as f:
+          json.dump(holder, f)
+      except OSError:  # e.g. a full disk: leave no half-written lock
+        os.remove(self.path)
+        raise
       break
     self._token = holder["token"]
     self._stop.clear()
@@ -205,11 +209,15 @@ class WorkdirLock:
     if holder and holder.get("token") == self._token:
       os.remove(self.path)
     self._token = None
+    self._remove_created_directory()
+
+  def _remove_created_directory(self) -> None:
     if self._created_directory:
       try:
         os.rmdir(self.directory)  # only if empty: a run refused before it wrote anything leaves no trace
       except OSError:
         pass
+      self._created_directory = False
 
   def __enter__(self) -> "WorkdirLock":
     self.acquire()
