@@ -169,3 +169,47 @@ def test_docstring_examples_run(module_name):
     runner.run(test)
   result = runner.summarize(verbose=False)
   assert result.failed == 0, f"{result.failed} of {result.attempted} doctest examples failed in {module_name}"
+
+
+def _page_table(page: str, heading: str) -> list[dict[str, str]]:
+  """The first table after `heading` on a docs/results page, as rows of cells by column name."""
+  section = _read("docs", "results", page).split(heading, 1)[1]
+  lines = []
+  for line in section.splitlines():
+    if line.startswith("|"):
+      lines.append(line)
+    elif lines:
+      break
+  header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+  return [dict(zip(header, (cell.strip().strip("*") for cell in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+# How the results pages name the registry's optimizers in their tables.
+PAGE_NAMES = {"AutoClip + AdamW": "autoclip", "ZClip + AdamW": "zclip", "AdaGC + AdamW": "adagc", "SPAM": "spam",
+              "AdamW": "adamw", "ACClip (ports' rule)": "acclip_ports", "LAMB": "lamb", "SGD (momentum 0.9)": "sgd",
+              "GClip": "gclip", "Adam (coupled L2)": "adam", "ACClip (paper's rule)": "acclip", "CClip": "cclip",
+              "Adam": "adam", "SGD": "sgd"}
+
+
+def test_bert_comparison_page_full_table_equals_the_recorded_summary():
+  optimizers = _json("docs", "bert_full_later", "results.json")["optimizers"]
+  rows = _page_table("bert_comparison.md", "\n## Full\n")
+  assert {PAGE_NAMES[row["optimizer"]] for row in rows} == set(optimizers)
+  for row in rows:
+    record = optimizers[PAGE_NAMES[row["optimizer"]]]
+    assert row["held-out MLM loss"] == _seed_stats(record["eval_loss"]), row["optimizer"]
+    accuracy = record["eval_accuracy"]
+    assert row["held-out MLM accuracy"] == f"{accuracy['mean']:.3f} ± {accuracy['std']:.3f}", row["optimizer"]
+    assert float(row["best lr"]) == record["best_learning_rate"], row["optimizer"]
+
+
+def test_synthetic_page_full_table_equals_the_recorded_summary():
+  strongly_convex = _json("docs", "synthetic_full", "summary.json")["strongly_convex"]
+  columns = {"α = 1.1, κ = 2": ("quadratic_kappa2", "1.1"), "α = 1.1, κ = 100": ("quadratic_kappa100", "1.1"),
+             "α = 2, κ = 2": ("quadratic_kappa2", "2"), "α = 2, κ = 100": ("quadratic_kappa100", "2")}
+  rows = _page_table("synthetic.md", "\n## Every method at α = 1.1 and α = 2\n")
+  assert len(rows) == 10
+  for row in rows:
+    for column, (problem, alpha) in columns.items():
+      p90 = strongly_convex[problem][alpha][PAGE_NAMES[row["method"]]]["tuned"]["p90"]
+      assert row[column] == f"{p90:.3g}", (row["method"], column)
