@@ -2,11 +2,9 @@
 
     python -m experiments.synthetic --out /tmp/synthetic
 
-Expected time: about 70 minutes on 2 CPU cores (measured 2026-12-02: 67 min of CPU, 73 min wall beside
-another run; the quadratics 50 min, the dimension study 22 min). AutoClip, whose per-step sort of its
-1000-norm history costs 50x another method here (see quick.py), is most of it; the seven paper methods
-alone took about 12 minutes. Stable-SPAM and skip-step joined after that measurement (not timed in the full
-config).
+Expected time: more than 70 minutes on 2 CPU cores. The methods up to SPAM take about 70 (67 min of CPU:
+the quadratics 50, the dimension study 22), most of it AutoClip, whose per-step sort of its 1000-norm
+history costs 50x another method here; the time Stable-SPAM and skip-step add is not measured.
 
 Learning-rate multipliers scale the theory's eta_k = 4/(mu (k+1+offset)) (quadratics) or are the constant
 step itself (Rosenbrock); clip multipliers scale the theory's threshold bound(alpha)(k+1)^(1/alpha) (see

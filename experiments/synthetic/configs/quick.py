@@ -3,8 +3,7 @@ methods in the dimension and non-convex parts (each method and dimension costs o
 
     python -m experiments.synthetic --out /tmp/synthetic --quick
 
-Expected time: 1 to 2 minutes on 2 idle CPU cores (51 s of CPU on an idle machine before Stable-SPAM and
-skip-step joined; with them, 104 s of CPU and 4 minutes of wall time on a machine busy with other jobs).
+Expected time: 1 to 2 minutes on 2 idle CPU cores (104 s of CPU).
 """
 import ml_collections
 
