@@ -23,7 +23,9 @@ not on a lower loss at a tuned learning rate. Protocol, identical for every meth
    loss above `spike_factor` times the median of the `spike_window` steps before it; consecutive such steps
    are one spike), the fraction of coordinates or steps clipped or of steps skipped, the held-out loss, and
    what the collapse looked like (`describe_run`: did the accuracy first rise above the majority accuracy and
-   fall back, when, and what the loss and the gradient norm did).
+   fall back, when, and what the loss and the gradient norm did) and, for a run that kept its checkpoint,
+   what its final model does (`diagnose`: whether its predictions depend on the input, whether its tokens'
+   hidden vectors still differ, its attention-logit scale, LayerNorm scales and embeddings).
 
 The rule that turns margins into RQ6's verdict lives in `experiments.stability.verdict`.
 """
@@ -348,7 +350,7 @@ def setup_text(settings: StabilitySettings, compared: comparison_study.Compariso
           f"{config.max_seq_len} tokens, warm-up {config.warmup_steps}, {config.learning_rate_decay} decay, "
           f"weight decay {config.weight_decay:g}) on {input_pipeline.corpus_name(config.corpus)}, one seed "
           f"({settings.seed}). Peak learning rates run: {grids}"
-          + (f"; more points (final validation loss only) from {settings.recorded_summary}"
+          + (f"; more points (final validation loss and accuracy only) from {settings.recorded_summary}"
              if settings.recorded_summary else "")
           + f". Collapse: in every held-out evaluation from {settings.collapse_after:.0%} of the run on, an accuracy "
           f"within {settings.collapse_margin:g} of the majority accuracy (one token predicted everywhere); "
@@ -366,6 +368,22 @@ def _write(out_dir: str, summary: Mapping[str, Any]) -> dict[str, Any]:
   with open(os.path.join(out_dir, "summary.md"), "w") as f:
     f.write(summary_lib.summary_markdown(summary))
   return summary
+
+
+DIAGNOSIS_FILENAME = "diagnosis.json"
+
+
+def _cached_diagnosis(out_dir: str, run: Mapping[str, Any], compared, majority_token: int) -> dict[str, Any] | None:
+  """`diagnose.diagnose_runs` of one finished run, kept in its workdir (None: it kept no checkpoint)."""
+  from experiments.stability import diagnose  # pylint: disable=g-import-not-at-top
+  path = os.path.join(out_dir, run["workdir"], DIAGNOSIS_FILENAME)
+  if os.path.exists(path):
+    return results.read_json(path)
+  found = diagnose.diagnose_runs(out_dir, {"run": run}, lambda name, lr: comparison_study.run_config(
+      compared, name, lr, compared.seeds[0]), majority_token).get("run")
+  if found is not None:
+    results.write_json(path, found)
+  return found
 
 
 @workdir_lock.owns_output_folder
@@ -399,6 +417,8 @@ def run(out_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
                        num_steps=num_steps,
                        settings=settings)
     judged.update(method=name, learning_rate=lr, workdir=run_result["workdir"], wall_s=run_result["wall_s"])
+    if settings.checkpoint_runs:
+      judged["diagnosis"] = _cached_diagnosis(out_dir, judged, compared, baselines["eval"]["majority_token"])
     runs[f"{name}/lr{lr:g}"] = judged
     points.setdefault(name, []).append({"learning_rate": lr, "status": judged["status"],
                                         "validation_loss": judged["validation_loss"], "source": "run"})

@@ -86,6 +86,27 @@ def collapse_lines(summary: Mapping[str, Any]) -> list[str]:
   return [f"Majority accuracy (held-out) {format_fixed(majority, 3)}. Per collapsed or diverged run:", ""] + lines
 
 
+DIAGNOSIS_HEADERS = ["run", "status", "context dependence (KL, nats)", "majority-token predictions",
+                     "distinct predictions", "token spread, embeddings -> last layer", "attention logit bound (max)",
+                     "smallest LayerNorm scale", "embedding top-direction share", "output-bias entropy"]
+
+
+def diagnosis_rows(summary: Mapping[str, Any]) -> list[list[Any]]:
+  """One row per run that kept its checkpoint (`diagnose`), from its final model."""
+  rows = []
+  for key, run in summary["runs"].items():
+    found = run.get("diagnosis")
+    if not found:
+      continue
+    spread = found["position_spread"]
+    rows.append([key, run["status"], f"{found['context_dependence']:.3g}",
+                 format_fixed(found["majority_prediction_share"], 3), found["distinct_predictions"],
+                 f"{spread[0]:.3g} -> {spread[-1]:.3g}", f"{max(found['attention_logit_bound']):.3g}",
+                 f"{min(found['layer_norm_scale'].values()):.3g}", format_fixed(found["word_embedding_top_share"], 3),
+                 format_fixed(found["output_bias_entropy"], 2)])
+  return rows
+
+
 def report_lines(summary: Mapping[str, Any]) -> list[str]:
   """The tables the reproduction's report shows under RQ6."""
   held_out = summary["baselines"]["eval"]
@@ -98,7 +119,15 @@ def report_lines(summary: Mapping[str, Any]) -> list[str]:
     lines += [f"**Partial: {summary['runs_done']} of {summary['runs_planned']} runs done.**", ""]
   lines += [markdown_table(MARGIN_HEADERS, margin_rows(summary)), "",
             markdown_table(RUN_HEADERS, run_rows(summary)), ""]
-  return lines + collapse_lines(summary) + [""]
+  lines += collapse_lines(summary) + [""]
+  rows = diagnosis_rows(summary)
+  if rows:
+    lines += ["The final models (`experiments.stability.diagnose`: context dependence is the mean KL divergence "
+              "between each masked position's prediction and the average prediction, 0 when the input does not "
+              "matter; token spread is the mean distance of a token's hidden vector from the batch mean, relative "
+              "to the mean's norm, 0 when every token is the same vector):", "",
+              markdown_table(DIAGNOSIS_HEADERS, rows), ""]
+  return lines
 
 
 def summary_markdown(summary: Mapping[str, Any]) -> str:

@@ -19,4 +19,5 @@ def get_config() -> ml_collections.ConfigDict:
                           max_predictions_per_seq=5, eval_every_steps=6, log_every_steps=2,
                           max_eval_sequences=16)
   config.spike_window = 4
+  config.checkpoint_runs = True  # the final checkpoints are diagnosed, as in the full config
   return config

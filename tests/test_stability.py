@@ -1,0 +1,117 @@
+"""The stability-margin study (RQ6): its definitions on known cases, its verdict rule, and one end-to-end
+run of the tiny config (real BERT runs of a few steps) that must write every output and resume."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments.common import verdicts
+from experiments.stability import study
+from experiments.stability import summary as summary_lib
+from experiments.stability import verdict
+from experiments.stability.configs import tiny
+
+
+def settings(**changes):
+  config = tiny.get_config()
+  config.update(changes)
+  return study.StabilitySettings.from_config(config)
+
+
+def test_a_spike_is_a_loss_above_factor_times_the_running_median_and_consecutive_steps_are_one():
+  losses = [2.0] * 10 + [4.0, 3.5, 2.0, 2.0, float("nan"), 2.0]
+  spikes = study.count_spikes(losses, factor=1.5, window=5)
+  assert spikes["spikes"] == 2 and spikes["spike_steps"] == [10, 14] and spikes["spiking_steps"] == 3
+
+
+def records(accuracies, majority=0.05):
+  """Metrics of a 12-step run with evaluations at steps 4, 8, 12."""
+  rows = [{"step": step, "train_loss": 6.0, "grad_norm": 1.0 + step} for step in range(1, 13)]
+  return rows + [{"step": step, "eval_loss": 5.0, "eval_accuracy": accuracy}
+                 for step, accuracy in zip((4, 8, 12), accuracies)]
+
+
+@pytest.mark.parametrize("accuracies, final, status", [
+    ((0.2, 0.3, 0.35), {}, study.TRAINS),
+    ((0.2, 0.055, 0.05), {}, study.COLLAPSES),  # learned, then one token everywhere from the midpoint on
+    ((0.2, 0.2, 0.05), {}, study.TRAINS),  # one late evaluation above the majority accuracy: not collapsed
+    ((0.2, 0.3, 0.35), {"validation_loss": float("nan")}, study.DIVERGES),
+    ((0.2, 0.3, 0.35), {"validation_loss": 7.0}, study.DIVERGES),  # above ln(vocab): a finite blow-up
+])
+def test_a_run_trains_collapses_or_diverges(accuracies, final, status):
+  judged = study.judge_run({"validation_loss": 5.0, "eval_loss": 5.0, "steps": 12, **final}, records(accuracies),
+                           majority_accuracy=0.05, divergence_loss=6.2, num_steps=12, settings=settings())
+  assert judged["status"] == status
+  if status == study.COLLAPSES:
+    described = judged["description"]
+    assert described["learned"] and described["best_eval_accuracy_step"] == 4 and described["returned_step"] == 8
+    assert described["max_grad_norm"] == 13.0 and described["max_grad_norm_step"] == 12
+
+
+def test_the_intervention_is_read_from_the_logged_clip_stats():
+  assert study.intervention([{"step": 10, "skip_count": 3.0}, {"step": 20, "skip_count": 4.0}], 40) == {
+      "kind": "steps skipped", "fraction": 0.1, "count": 4}
+  assert study.intervention([{"step": 10, "clip_fraction": 0.1}, {"step": 20, "clip_fraction": 0.3}], 20)[
+      "fraction"] == pytest.approx(0.2)
+  assert study.intervention([{"step": 10, "clipped": 1.0}, {"step": 20, "clipped": 0.0}], 20)["kind"] == "steps clipped"
+  assert study.intervention([{"step": 10, "train_loss": 1.0}], 20) is None
+
+
+def test_the_margin_is_the_largest_learning_rate_that_trains():
+  points = {"adamw": [{"learning_rate": 0.001, "status": study.TRAINS}, {"learning_rate": 0.003, "status": study.TRAINS},
+                      {"learning_rate": 0.01, "status": study.COLLAPSES}],
+            "odd": [{"learning_rate": 0.001, "status": study.COLLAPSES}, {"learning_rate": 0.003, "status": study.TRAINS}],
+            "none": [{"learning_rate": 0.01, "status": study.DIVERGES}]}
+  found = study.margins(points)
+  assert found["adamw"] == {"margin": 0.003, "first_failure": 0.01, "monotone": True}
+  assert found["odd"]["margin"] == 0.003 and not found["odd"]["monotone"]
+  assert found["none"] == {"margin": None, "first_failure": 0.01, "monotone": True}
+
+
+def test_recorded_points_are_judged_on_their_final_validation_numbers(tmp_path):
+  path = tmp_path / "recorded.json"
+  path.write_text(json.dumps({"optimizers": {"adamw": {"divergence_loss": 8.3, "sweep": [
+      {"learning_rate": 0.003, "validation_loss": 4.1, "validation_accuracy": 0.33},
+      {"learning_rate": 0.01, "validation_loss": 6.05, "validation_accuracy": 0.035},  # also run: left out
+      {"learning_rate": 0.03, "validation_loss": 6.01, "validation_accuracy": 0.035},
+      {"learning_rate": 0.1, "validation_loss": None, "validation_accuracy": None}]}}}))
+  found = study.recorded_points(settings(recorded_summary=str(path)), majority_accuracy=0.0354)
+  assert [(p["learning_rate"], p["status"]) for p in found["adamw"]] == [
+      (0.003, study.TRAINS), (0.03, study.COLLAPSES), (0.1, study.DIVERGES)]
+
+
+@pytest.mark.parametrize("margin, expected", [(0.01, verdicts.SUPPORTED), (0.007, verdicts.INCONCLUSIVE),
+                                              (0.005, verdicts.INCONCLUSIVE), (0.001, verdicts.NOT_SUPPORTED)])
+def test_margins_two_grid_steps_apart_are_a_verdict_one_step_is_not(margin, expected):
+  grid = [0.001, 0.003, 0.005, 0.007, 0.01, 0.03]
+  summary = {"grid": grid, "margins": {"adamw": {"margin": 0.005}, "spam": {"margin": margin},
+                                       "acclip_ports": {"margin": 0.03}}}
+  assessed = verdict.assess_rq6(summary)
+  spam_row = next(row for row in assessed["rows"] if row["measure"].startswith("spam"))
+  assert spam_row["verdict"] == expected
+  assert assessed["verdict"] == expected  # the ports' ACClip's row is context
+  assert any("[not in the overall verdict]" in row["measure"] for row in assessed["rows"])
+
+
+def test_the_tiny_study_runs_reports_and_resumes(tmp_path, capsys):
+  out_dir = str(tmp_path / "stability")
+  summary = study.run(out_dir, tiny.get_config())
+  assert summary["complete"] and summary["runs_done"] == 3
+  assert set(summary["runs"]) == {"adamw/lr0.01", "adamw/lr0.3", "skipstep/lr0.01"}
+  assert all(run["status"] in (study.TRAINS, study.COLLAPSES, study.DIVERGES) for run in summary["runs"].values())
+  assert summary["runs"]["skipstep/lr0.01"]["intervention"]["kind"] == "steps skipped"
+  diagnosis = summary["runs"]["adamw/lr0.3"]["diagnosis"]  # the final checkpoint's model
+  assert diagnosis["step"] == 12 and diagnosis["context_dependence"] >= 0
+  assert len(diagnosis["position_spread"]) == 2 and len(diagnosis["attention_logit_bound"]) == 1
+  baseline = summary["baselines"]["eval"]
+  assert 0 < baseline["majority_accuracy"] < 1 and np.isfinite(baseline["unigram_loss"])
+  for name in ("summary.json", "summary.md", summary["figures"]["loss_curves"]):
+    assert os.path.getsize(os.path.join(out_dir, name)) > 0, name
+  text = open(os.path.join(out_dir, "summary.md")).read()
+  assert "## RQ6 verdict" in text and "majority accuracy" in text
+  assert summary_lib.report_lines(summary)[0] == summary["setup"]
+  capsys.readouterr()
+  again = study.run(out_dir, tiny.get_config())  # every run finished: reused, none redone
+  assert capsys.readouterr().out.count("finished before, reusing") == 3
+  assert {k: r["status"] for k, r in again["runs"].items()} == {k: r["status"] for k, r in summary["runs"].items()}
