@@ -13,6 +13,9 @@ from typing import Any, Callable, Iterable
 
 def spelled_as_in_config(message: str, prefix: str, names: Iterable[str]) -> str:
   """`message` with each `name=` of `names` written `prefix.name=`; prefixed by `prefix: ` when it names none."""
+  names = list(names)
+  if not names:
+    return f"{prefix}: {message}"
   pattern = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, sorted(names, key=len, reverse=True))) + r")=")
   renamed, count = pattern.subn(lambda match: f"{prefix}.{match.group(1)}=", message)
   return renamed if count else f"{prefix}: {message}"
