@@ -16,14 +16,14 @@ TINY=0
 if [ "${1:-}" = "--tiny" ]; then TINY=1; shift; fi
 OUT=$(realpath -m "${1:-gpu_results}")
 cd "$(dirname "$0")/.."
-if [ "$TINY" = 1 ]; then
-  BERT_SIZE=tiny COMPARISON=gpu_tiny
-  UPDATE_ARGS="--repeats 2 --warmup 1 --layers 1"
-  BERT_STEP_ARGS="--batch-size 8 --seq-len 32 --steps 2 --warmup 1 --settle 0"
-else
-  BERT_SIZE=base COMPARISON=gpu
-  UPDATE_ARGS="--repeats 20 --warmup 3"
-  BERT_STEP_ARGS="--batch-size 32 --seq-len 128 --steps 20 --warmup 3"
+if [ "$TINY" = 1 ]; then  # a CPU test of the protocol: small sizes, three update-step candidates, no budget
+  BERT_SIZE=tiny COMPARISON=gpu_tiny TIMEOUTS=(600 600 600)
+  UPDATE_ARGS=(--repeats 2 --warmup 1 --layers 1 --only "same-bytes kernel" optax.adam "acclip alpha=1")
+  BERT_STEP_ARGS=(--batch-size 8 --seq-len 32 --steps 2 --warmup 1 --settle 0)
+else  # seconds for each part: 9 minutes in all
+  BERT_SIZE=base COMPARISON=gpu TIMEOUTS=(90 180 270)
+  UPDATE_ARGS=(--repeats 20 --warmup 3)
+  BERT_STEP_ARGS=(--batch-size 32 --seq-len 128 --steps 20 --warmup 3)
 fi
 PYTHON=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -52,10 +52,10 @@ fi
 
 mkdir -p "$OUT"
 echo; echo "## benchmarks/update_step.py (BERT-base-shaped tree, 12 layers)" | tee "$OUT/update_step.md"
-timeout 90 "$PYTHON" benchmarks/update_step.py $UPDATE_ARGS | tee -a "$OUT/update_step.md"
+timeout "${TIMEOUTS[0]}" "$PYTHON" benchmarks/update_step.py "${UPDATE_ARGS[@]}" | tee -a "$OUT/update_step.md"
 echo; echo "## benchmarks/bert_step.py ($BERT_SIZE, bfloat16, pmap and mesh)" | tee "$OUT/bert_step.md"
-timeout 180 "$PYTHON" benchmarks/bert_step.py --configs "$BERT_SIZE" --dtype bfloat16 --parallelism pmap,mesh \
-  $BERT_STEP_ARGS $torch_flag | tee -a "$OUT/bert_step.md"
+timeout "${TIMEOUTS[1]}" "$PYTHON" benchmarks/bert_step.py --configs "$BERT_SIZE" --dtype bfloat16 \
+  --parallelism pmap,mesh "${BERT_STEP_ARGS[@]}" $torch_flag | tee -a "$OUT/bert_step.md"
 echo; echo "## experiments.comparison --config $COMPARISON ($BERT_SIZE: AdamW, ACClip paper and ports' rule)"
-timeout 270 "$PYTHON" -m experiments.comparison --config "$COMPARISON" --out "$OUT/comparison"
+timeout "${TIMEOUTS[2]}" "$PYTHON" -m experiments.comparison --config "$COMPARISON" --out "$OUT/comparison"
 echo "Results: $OUT/update_step.md, $OUT/bert_step.md, $OUT/comparison/ (results.json, report)"

@@ -8,8 +8,10 @@ unless the machine has 8), the train step of `experiments.bert.train` is compile
                 parameter count x bytes / fsdp for the sharded leaves, whole for the replicated ones)
     peak      = arguments + outputs - aliased (the donated state) + temporaries
 
-Temporaries grow linearly with the batch, so the two compiles give peak(b) = fixed + b * per_row, and the
+Temporaries grow linearly with the batch, so two compiles give peak(b) = fixed + b * per_row, and the
 largest per-device batch that fits in 16 GB (a TPU v3 core), 32 GB and 80 GB is floor((M - fixed) / per_row).
+The per-row slope (activations) does not depend on the optimizer: it is measured with the first optimizer of
+each (size, dtype, mesh) and reused for the others, which are compiled at the smaller batch only.
 XLA's CPU analysis is a proxy for the accelerator's (fusion and layouts differ); the parameter and state
 bytes are exact.
 
@@ -83,8 +85,7 @@ def measure(size: str, optimizer: str, dtype: str, mesh_shape: tuple[int, int],
           "peak": peak}
 
 
-def fitting_batches(small: dict, large: dict, small_batch: int, large_batch: int) -> list[int]:
-  per_row = (large["peak"] - small["peak"]) / (large_batch - small_batch)
+def fitting_batches(small: dict, per_row: float, small_batch: int) -> list[int]:
   fixed = small["peak"] - small_batch * per_row
   return [max(0, int((budget * 1e9 - fixed) // per_row)) if per_row > 0 else -1 for budget in MEMORY_BUDGETS_GB]
 
@@ -109,14 +110,17 @@ def main(argv=None) -> None:
   print("| size | params | optimizer | dtype | mesh (data, fsdp) | params | opt. state | state arithmetic | "
         "temporaries (batch {0}) | peak (batch {0}) | largest batch in 16 / 32 / 80 GB |".format(small_batch))
   print("|---|---|---|---|---|---|---|---|---|---|---|")
+  per_row = {}  # (size, dtype, mesh) -> peak bytes per row of the per-device batch
   for size in args.sizes.split(","):
     for optimizer in args.optimizers.split(","):
       for dtype in args.dtypes.split(","):
         for mesh in args.meshes.split(","):
           mesh_shape = tuple(int(n) for n in mesh.split("x"))
           small = measure(size, optimizer, dtype, mesh_shape, small_batch)
-          large = measure(size, optimizer, dtype, mesh_shape, large_batch)
-          fits = fitting_batches(small, large, small_batch, large_batch)
+          if (size, dtype, mesh) not in per_row:
+            large = measure(size, optimizer, dtype, mesh_shape, large_batch)
+            per_row[size, dtype, mesh] = (large["peak"] - small["peak"]) / (large_batch - small_batch)
+          fits = fitting_batches(small, per_row[size, dtype, mesh], small_batch)
           gb = lambda n: f"{n / 1e9:.3f}"  # pylint: disable=unnecessary-lambda-assignment
           print(f"| {size} | {small['num_params'] / 1e6:.1f}M | {optimizer} | {dtype} | {mesh_shape} | "
                 f"{gb(small['params'])} | {gb(small['opt_state'])} | {gb(small['params'] + small['opt_state'])} "
