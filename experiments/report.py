@@ -1,7 +1,7 @@
 """The reproduction's report.md: it presents the studies' results and the verdicts their rules computed.
 
 The verdicts come from each study's verdict.py (`experiments.noise.verdict`, `experiments.synthetic.verdict`,
-`experiments.comparison.verdict`) through `experiments.reproduce`; nothing here judges a number. Also the
+`experiments.comparison.verdict`, `experiments.stability.verdict`) through `experiments.reproduce`; nothing here judges a number. Also the
 environment a run records (packages, devices, commit).
 """
 from __future__ import annotations
@@ -76,6 +76,9 @@ PAPER_CLAIMS = {
     "RQ5": ("(Beyond the paper: no claim of its own.) The clipping methods that came after it - ZClip, AdaGC, "
             "AutoClip, SPAM - are what practitioners now use against loss spikes; do they beat its rules and "
             "Adam(W)?"),
+    "RQ6": ("(Beyond the paper: a question of our own.) The spike-clipping methods are sold on stability: "
+            "do ZClip, SPAM, Stable-SPAM and skip-step train at larger learning rates than AdamW before BERT "
+            "collapses?"),
 }
 
 RQ_TITLES = {
@@ -84,6 +87,7 @@ RQ_TITLES = {
     "RQ3": "RQ3: does coordinate-wise clipping remove the dimension dependence?",
     "RQ4": "RQ4: does ACClip beat Adam on BERT?",
     "RQ5": "RQ5: do the clipping methods that came after the paper beat its rules and Adam(W)?",
+    "RQ6": "RQ6: do the spike-clipping methods stretch the largest learning rate at which BERT trains?",
 }
 
 

@@ -1,11 +1,12 @@
 """One command reproduces the paper at small scale and writes a report.
 
-    python -m experiments.reproduce --out DIR [--quick] [--squad-dir D] [--parts synthetic,noise,bert]
+    python -m experiments.reproduce --out DIR [--quick] [--squad-dir D] [--parts synthetic,noise,bert,stability]
         [--weight-decay W] [--optimizers adam,acclip,...]
 
 runs, in order, the synthetic study (RQ2, RQ3; `experiments.synthetic.study.run`), the gradient-noise study
-(RQ1; `experiments.noise.study.run`) and the BERT optimizer comparison (RQ4; `experiments.comparison`),
-each in its own folder under DIR, then writes
+(RQ1; `experiments.noise.study.run`), the BERT optimizer comparison (RQ4, RQ5; `experiments.comparison`) and
+the stability-margin study (RQ6, our own question; `experiments.stability`), each in its own folder under DIR,
+then writes
 
     DIR/report.md       one table per research question with the paper's claim, our numbers and a verdict
                         computed by each study's rule (its verdict.py), the figures, environment and commands;
@@ -21,7 +22,8 @@ the BERT comparison: one weight decay for every optimizer (e.g. 0, to take decay
 the optimizers run.
 
 A mode is a config file: every part reads configs/quick.py (``--quick``) or configs/full.py of its study
-(`experiments.synthetic`, `experiments.noise`, `experiments.comparison`), and results.json records the
+(`experiments.synthetic`, `experiments.noise`, `experiments.comparison`, `experiments.stability`), and
+results.json records the
 configs used, so the report's mode and settings are read from them, never re-inferred.
 """
 from __future__ import annotations
@@ -45,14 +47,15 @@ from experiments.common import training_loop
 from experiments.common import verdicts
 from experiments.common import workdir_lock
 
-PARTS = ("synthetic", "noise", "bert")
+PARTS = ("synthetic", "noise", "bert", "stability")
 # Each part's study package: its configs/<mode>.py, its `study.run(out_dir, config)` and its verdict.py.
-STUDIES = {"synthetic": "experiments.synthetic", "noise": "experiments.noise", "bert": "experiments.comparison"}
+STUDIES = {"synthetic": "experiments.synthetic", "noise": "experiments.noise", "bert": "experiments.comparison",
+           "stability": "experiments.stability"}
 # Research question -> (part, the study's rule in its verdict.py, the summary key it reads or None for the
 # whole summary). A rule returns {"rows", "verdict", "overall_rule"}.
 QUESTIONS = {"RQ1": ("noise", "assess_rq1", "rq1"), "RQ2": ("synthetic", "assess_rq2", None),
              "RQ3": ("synthetic", "assess_rq3", None), "RQ4": ("bert", "assess_rq4", None),
-             "RQ5": ("bert", "assess_rq5", None)}
+             "RQ5": ("bert", "assess_rq5", None), "RQ6": ("stability", "assess_rq6", None)}
 
 
 def part_configs(mode: str, weight_decay: float | None = None,
@@ -216,7 +219,8 @@ def _comparison_flags(config: Mapping[str, Any], mode: str) -> str:
 def _config_differences(package: str) -> str:
   """'field: quick value (full: value)' for every field the study's configs/quick.py changes."""
   quick, full = study_cli.study_config(package, "quick"), study_cli.study_config(package, "full")
-  changed = [f"{name} {quick[name]} (full: {full[name]})" for name in quick.keys()
+  plain = lambda value: value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+  changed = [f"{name} {plain(quick[name])} (full: {plain(full[name])})" for name in quick.keys()
              if name not in ("mode", "expected_time") and quick[name] != full[name]]
   return "; ".join(changed) or "nothing"
 
@@ -229,6 +233,10 @@ def _extra_sections(out_dir: str, results: Mapping[str, Any]) -> dict[str, list[
   if bert.get("status") == "ok":
     sections["RQ4"] = comparison_summary.report_lines(bert["summary"])
     sections["RQ5"] = ["The comparison's tables are under RQ4 (same runs: same sweep, validation split, seeds)."]
+  stability = results["parts"].get("stability", {})
+  if stability.get("status") == "ok":
+    from experiments.stability import summary as stability_summary  # pylint: disable=g-import-not-at-top
+    sections["RQ6"] = stability_summary.report_lines(stability["summary"])
   mode = results["mode"]
   flag = " --quick" if mode == "quick" else ""
   bert_config = results["configs"]["bert"]
@@ -246,6 +254,7 @@ def _extra_sections(out_dir: str, results: Mapping[str, Any]) -> dict[str, list[
       f"    python -m experiments.synthetic --out {os.path.join(out_dir, 'synthetic')}{flag}",
       f"    python -m experiments.noise --out {os.path.join(out_dir, 'noise')}{flag}",
       f"    python -m experiments.reproduce --out {out_dir} --parts bert{bert_flags}",
+      f"    python -m experiments.stability --out {os.path.join(out_dir, 'stability')}{flag}",
       "",
   ]
   best = bert.get("summary", {}).get("optimizers", {}).get("acclip", {}) if bert.get("status") == "ok" else {}
@@ -262,9 +271,11 @@ def _extra_sections(out_dir: str, results: Mapping[str, Any]) -> dict[str, list[
            "results.json under `configs`). What the quick configs change:", "",
            f"- synthetic study: {_config_differences(STUDIES['synthetic'])}.",
            f"- noise study: {_config_differences(STUDIES['noise'])}.",
+           f"- stability study: {_config_differences(STUDIES['stability'])}.",
            f"- BERT comparison, quick: {quick_bert.description}. Full: {full_bert.description}.",
            "",
-           f"Expected time of the full mode: BERT comparison {full_bert.expected_time}; the synthetic and noise "
+           f"Expected time of the full mode: BERT comparison {full_bert.expected_time}; stability study "
+           f"{study_cli.study_config(STUDIES['stability'], 'full').expected_time}; the synthetic and noise "
            "studies: see their configs (`experiments/synthetic/configs/full.py`, "
            "`experiments/noise/configs/full.py`). The quick mode is budgeted at 15 minutes on 2 CPU cores; "
            "this run's wall times are in the table below.", ""]

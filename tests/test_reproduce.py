@@ -262,6 +262,37 @@ def _noise_stand_in(out_dir):
                  "sgd_minus_adam_relative": 0.0, "gap_in_seed_std": 0.0, "variance_growth_final": 1.0}}}
 
 
+def _stability_stand_in(out_dir):
+  """A stability summary in the study's layout, made by the study's own rules from fabricated runs (the
+  study itself runs end to end in test_stability.py): AdamW trains at 0.01 and collapses at 0.3."""
+  from experiments.stability import plots as stability_plots  # pylint: disable=g-import-not-at-top
+  from experiments.stability import study as stability  # pylint: disable=g-import-not-at-top
+  from experiments.stability.configs import tiny as stability_tiny  # pylint: disable=g-import-not-at-top
+  settings = stability.StabilitySettings.from_config(stability_tiny.get_config())
+  majority = 0.05
+
+  def records(final_accuracy):  # the accuracy rises to 0.2 by step 6, then ends at final_accuracy
+    return ([{"step": step, "train_loss": 6.0 - 0.1 * step, "grad_norm": 1.0} for step in range(1, 13)]
+            + [{"step": 6, "eval_loss": 5.0, "eval_accuracy": 0.2},
+               {"step": 12, "eval_loss": 5.5, "eval_accuracy": final_accuracy}])
+
+  runs, points = {}, {}
+  for name, lr, accuracy in (("adamw", 0.01, 0.3), ("adamw", 0.3, majority), ("skipstep", 0.01, 0.3)):
+    run = stability.judge_run({"validation_loss": 5.0, "eval_loss": 5.5, "eval_accuracy": accuracy, "steps": 12},
+                              records(accuracy), majority_accuracy=majority, divergence_loss=6.2, num_steps=12,
+                              settings=settings)
+    run.update(method=name, learning_rate=lr, workdir=f"runs/{name}/lr{lr:g}_seed0", wall_s=1.0)
+    runs[f"{name}/lr{lr:g}"] = run
+    points.setdefault(name, []).append({"learning_rate": lr, "status": run["status"], "validation_loss": 5.0,
+                                        "source": "run"})
+  summary = {"mode": "tiny", "complete": True, "runs_done": 3, "runs_planned": 3, "setup": "Stand-in runs.",
+             "data_description": [], "baselines": {"eval": {"majority_accuracy": majority, "unigram_loss": 5.2}},
+             "divergence_loss": 6.2, "num_train_steps": 12, "runs": runs, "points": points, "grid": [0.01, 0.3],
+             "margins": stability.margins(points), "wall_s": 3.0, "run_wall_s": 3.0}
+  summary["figures"] = stability_plots.plot_figures(summary, out_dir)
+  return summary
+
+
 def _tiny_bert_config():
   config = comparison_quick.get_config()
   config.mode = "tiny"
@@ -279,15 +310,18 @@ def _tiny_bert_config():
 def _tiny_configs(**changes):
   """Every part's config at the "tiny" mode (the stand-ins ignore theirs)."""
   from experiments.noise.configs import tiny as noise_tiny  # pylint: disable=g-import-not-at-top
+  from experiments.stability.configs import tiny as stability_tiny  # pylint: disable=g-import-not-at-top
   from experiments.synthetic.configs import tiny as synthetic_tiny  # pylint: disable=g-import-not-at-top
-  configs = {"synthetic": synthetic_tiny.get_config(), "noise": noise_tiny.get_config(), "bert": _tiny_bert_config()}
+  configs = {"synthetic": synthetic_tiny.get_config(), "noise": noise_tiny.get_config(), "bert": _tiny_bert_config(),
+             "stability": stability_tiny.get_config()}
   for part, fields in changes.items():
     configs[part].update(fields)
   return configs
 
 
 STAND_INS = {"synthetic": lambda out_dir, config: _synthetic_stand_in(out_dir),
-             "noise": lambda out_dir, config: _noise_stand_in(out_dir)}
+             "noise": lambda out_dir, config: _noise_stand_in(out_dir),
+             "stability": lambda out_dir, config: _stability_stand_in(out_dir)}
 
 
 @pytest.fixture(scope="module")
@@ -300,22 +334,24 @@ def tiny_reproduction(tmp_path_factory):
 
 def test_the_real_studies_feed_every_section(tmp_path):
   """The synthetic and noise studies themselves (at their tiny sizes), not stand-ins, through the report,
-  on a corpus that is not the default one: the report names what was loaded."""
+  on a corpus that is not the default one: the report names what was loaded. (The stability study, BERT
+  runs of its own, is a stand-in here and runs end to end in test_stability.py.)"""
   from pydoc_data.topics import topics  # pylint: disable=g-import-not-at-top
   corpus = tmp_path / "my_corpus.txt"
   corpus.write_text("\n\n".join(" ".join(topics[name].split()) for name in sorted(topics)[:16]))
   out_dir = tmp_path / "out"
   configs = _tiny_configs(bert=dict(corpus=str(corpus)), noise=dict(bert_corpus=str(corpus)))
-  results = reproduce.run(str(out_dir), configs=configs, command="pytest")
+  results = reproduce.run(str(out_dir), configs=configs, command="pytest",
+                          runners={"stability": STAND_INS["stability"]})
   tmp_path = out_dir
   assert {name: part["status"] for name, part in results["parts"].items()} == {
-      "synthetic": "ok", "noise": "ok", "bert": "ok"}
+      "synthetic": "ok", "noise": "ok", "bert": "ok", "stability": "ok"}
   outcomes = (verdicts.SUPPORTED, verdicts.NOT_SUPPORTED, verdicts.INCONCLUSIVE)
   for name in ("RQ1", "RQ2", "RQ3", "RQ4"):
     question = results["research_questions"][name]
     assert question["verdict"] in outcomes and question["rows"], name
   text = (tmp_path / "report.md").read_text()
-  assert text.count("**Verdict: ") == 5
+  assert text.count("**Verdict: ") == 6
   for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
     assert (tmp_path / path).stat().st_size > 0, path
   # The data each part loaded, as it recorded it: the corpus file (16 documents), the embedded image set.
@@ -335,18 +371,18 @@ def test_the_real_studies_feed_every_section(tmp_path):
 def test_every_part_ran(tiny_reproduction):
   _, results, _ = tiny_reproduction
   assert {name: part["status"] for name, part in results["parts"].items()} == {
-      "synthetic": "ok", "noise": "ok", "bert": "ok"}
+      "synthetic": "ok", "noise": "ok", "bert": "ok", "stability": "ok"}
 
 
 def test_report_has_every_section(tiny_reproduction):
   _, _, text = tiny_reproduction
-  for heading in ("## Summary", "## RQ1", "## RQ2", "## RQ3", "## RQ4", "## Commands", "## Quick and full modes",
+  for heading in ("## Summary", "## RQ1", "## RQ2", "## RQ3", "## RQ4", "## RQ6", "## Commands", "## Quick and full modes",
                   "## Environment"):
     assert heading in text, heading
   assert "SQuAD v1.1 fine-tuning: skipped (no --squad-dir given)." in text
   assert "python -m experiments.synthetic --out" in text and "python -m experiments.bert.main" in text
   assert "this run's configs, mode tiny, are no preset" in text and "--parts bert" in text
-  assert text.count("**Verdict: ") == 5
+  assert text.count("**Verdict: ") == 6
 
 
 def test_verdicts_follow_the_numbers(tiny_reproduction):
