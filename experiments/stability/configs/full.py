@@ -1,7 +1,7 @@
 """The full stability-margin study (RQ6): the full comparison's tiny BERT between its best learning rate and
 the collapse.
 
-    python -m experiments.stability --out /work/runs/stability_full
+    python -m experiments.stability --out /tmp/stability_full
 
 Expected time: 4 to 5 hours on 2 CPU cores (20 runs of 2000 steps, 13-14 minutes each with both cores; one
 at a time). Rerunning the same command continues an interrupted study: finished runs are reused and a run a
