@@ -1,6 +1,7 @@
 """ZClip, AdaGC, AutoClip, SPAM, Stable-SPAM and skip-step: float64 NumPy references written from the
 formulas, invariants, and (marker `oracle`, run with `pytest -m oracle` when torch, zclip and
-pytorch-optimizer are installed) the reference implementations themselves."""
+pytorch-optimizer are installed) the reference implementations themselves. The checks every public
+transformation gets (composition, donation, inject_hyperparams, ...) are in `test_shared_checks.py`."""
 import math
 
 import jax
@@ -382,37 +383,6 @@ def test_clip_stats_sees_through_a_skip_step():
                                                      "skipped"]
 
 
-@pytest.mark.parametrize("make", [lambda: zclip(warmup_steps=3), lambda: adagc(warmup_steps=3),
-                                  lambda: autoclip(history=4), lambda: spam(1e-3, weight_decay=0.1)])
-def test_composes_with_optax_wrappers_and_jit(make):
-  params = {"w": jnp.ones(3), "b": jnp.zeros(2)}
-  grads = {"w": jnp.full(3, 2.0), "b": jnp.full(2, jnp.nan)}
-  tx = optax.apply_if_finite(optax.chain(make(), optax.sgd(0.1)), max_consecutive_errors=3)
-  state = tx.init(params)
-  updates, new_state = jax.jit(tx.update)(grads, state, params)
-  assert all(bool(jnp.all(u == 0)) for u in jax.tree.leaves(updates))  # the NaN step is skipped
-  accumulated = optax.MultiSteps(optax.chain(make(), optax.sgd(0.1)), every_k_schedule=2)
-  state = accumulated.init(params)
-  for _ in range(4):
-    _, state = jax.jit(accumulated.update)({"w": jnp.ones(3), "b": jnp.ones(2)}, state, params)
-  injected = optax.inject_hyperparams(lambda learning_rate: optax.chain(make(), optax.sgd(learning_rate)))(0.1)
-  _, state = jax.jit(injected.update)({"w": jnp.ones(3), "b": jnp.ones(2)}, injected.init(params), params)
-  del new_state
-
-
-@pytest.mark.parametrize("make", [lambda: zclip(warmup_steps=2), lambda: adagc(warmup_steps=2),
-                                  lambda: autoclip(history=3), lambda: spam(1e-3)])
-def test_state_can_be_donated(make):
-  """A train step donates its optimizer state: no buffer may appear twice in it."""
-  tx = make()
-  params = {"w": jnp.ones(3), "b": jnp.zeros(2)}
-  step = jax.jit(lambda g, s, p: tx.update(g, s, p), donate_argnums=(1,))
-  state = tx.init(params)
-  for _ in range(4):
-    _, state = step({"w": jnp.ones(3), "b": jnp.ones(2)}, state, params)
-  assert int(jax.tree.leaves(state)[0]) == 4
-
-
 @pytest.mark.parametrize("make, message", [
     (lambda: zclip(alpha=1.0), "alpha=1.0"), (lambda: zclip(warmup_steps=0), "warmup_steps=0"),
     (lambda: zclip(max_norm=0.0), "max_norm=0.0"), (lambda: adagc(lambda_rel=0.0), "lambda_rel=0.0"),
@@ -514,27 +484,6 @@ def test_oracle_spam(x64, kwargs):
   difference = _largest_relative_difference(ours, theirs)
   print(f"spam ({kwargs or 'defaults'}): largest relative difference {difference:.2e}")
   assert difference < 1e-10
-
-
-@pytest.mark.parametrize("make", [lambda: optax.inject_hyperparams(zclip)(), lambda: optax.inject_hyperparams(adagc)(),
-                                  lambda: optax.inject_hyperparams(autoclip)(history=4),
-                                  lambda: optax.inject_hyperparams(spam)(1e-3, weight_decay=0.1)])
-def test_every_hyperparameter_can_be_injected(make):
-  """inject_hyperparams turns the step counts into arrays (concrete in init, traced in a jitted update)."""
-  tx = make()
-  params = {"w": jnp.ones(3)}
-  state = tx.init(params)
-  update = jax.jit(tx.update)
-  for k in range(3):
-    updates, state = update({"w": jnp.full(3, k + 1.0)}, state, params)
-  assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
-
-
-@pytest.mark.parametrize("make", [zclip, adagc, autoclip, lambda: scale_by_spam()])
-def test_complex_updates_are_refused(make):
-  tx = make()
-  with pytest.raises(TypeError, match=r"params\['w'\] is complex"):
-    tx.init({"w": jnp.zeros(3, jnp.complex64)})
 
 
 @pytest.mark.oracle
