@@ -226,10 +226,10 @@ class MeshParallelism:
 
   def place_state(self, state: Any) -> Any:
     def put(x, sharding):
-      if isinstance(x, jax.Array) and x.sharding == sharding:
-        return x
-      host = np.asarray(jax.device_get(x)) if not isinstance(x, jax.Array) or x.is_fully_addressable else x
-      return jax.make_array_from_callback(np.shape(host), sharding, lambda index: host[index])
+      if isinstance(x, jax.Array):  # a reshard; a no-op for an array Orbax restored into this sharding
+        return jax.device_put(x, sharding)
+      host = np.asarray(x)  # every process holds the whole value: each takes its devices' shards
+      return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
     return jax.tree.map(put, state, self.state_shardings(state))
 
   def place_batch(self, rows: Any) -> Any:
@@ -237,14 +237,14 @@ class MeshParallelism:
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(self._batch_sharding, np.asarray(x)), rows)
 
-  def _per_device(self, fn: Callable, num_args: int) -> Callable:
+  def _per_device(self, fn: Callable) -> Callable:
     """fn(x, batch) run on each device's rows (`jax.shard_map`): x replicated in, results replicated out."""
-    specs = (jax.sharding.PartitionSpec(),) * (num_args - 1) + (jax.sharding.PartitionSpec(MESH_AXES),)
+    specs = (jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec(MESH_AXES))
     return jax.shard_map(functools.partial(fn, axis_name=self.axis_name), mesh=self.mesh, in_specs=specs,
                          out_specs=jax.sharding.PartitionSpec(), check_vma=False)
 
   def compile_train_step(self, grads_fn: Callable, update_fn: Callable) -> Callable:
-    per_device = self._per_device(grads_fn, 2)
+    per_device = self._per_device(grads_fn)
 
     def step(state, batch):
       # Only what the gradients read enters the per-device part (not the optimizer state).
@@ -255,7 +255,7 @@ class MeshParallelism:
     return jax.jit(step, donate_argnums=(0,))
 
   def compile_eval_step(self, eval_fn: Callable) -> Callable:
-    return jax.jit(self._per_device(eval_fn, 2))
+    return jax.jit(self._per_device(eval_fn))
 
   def compile_row_step(self, row_fn: Callable) -> Callable:
     """`row_fn(x, batch, *, axis_name)` whose outputs are per row (not summed over devices)."""
