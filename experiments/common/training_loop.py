@@ -39,7 +39,8 @@ def default_loop_config() -> ml_collections.ConfigDict:
   seed; log_every_steps (metrics are fetched from the devices this often; every step is logged);
   eval_every_steps and checkpoint_every_steps (0: only at the end); save_checkpoints, max_checkpoints_to_keep;
   halt_after_steps (> 0: stop, with a checkpoint, after this many steps, as if preempted); stop_on_nonfinite
-  (stop at a NaN/inf loss and report the run as diverged); tensorboard; plot; and multi-host
+  (stop at a NaN/inf loss and report the run as diverged); tensorboard; plot; parallelism ("pmap" or
+  "mesh") and mesh_shape ((data, fsdp); see `parallel.create`); and multi-host
   `jax.distributed.initialize(coordinator_address, num_processes, process_id)` when `distributed`.
   """
   config = ml_collections.ConfigDict()
