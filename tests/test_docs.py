@@ -13,6 +13,7 @@ import pytest
 
 import acclip_optax
 from experiments.comparison import verdict as comparison_verdict
+from experiments.stability import verdict as stability_verdict
 from experiments.synthetic import verdict as synthetic_verdict
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -130,6 +131,17 @@ def test_readme_headline_row_equals_the_recorded_summaries(question):
   assert row["full"] == (full_verdict if full_verdict == "not run" else _verdict_cell(full_verdict))
   for number in numbers:
     assert number in row["key numbers"], f"{question}: {number!r} not in {row['key numbers']!r}"
+
+
+def test_readme_rq6_row_equals_the_quick_stability_summary():
+  summary = _json("docs", "stability_quick", "summary.json")
+  row = _headline_rows()["RQ6"]
+  assert row["quick"] == _verdict_cell(stability_verdict.assess_rq6(summary)["verdict"])
+  margins = {m["margin"] for m in summary["margins"].values()}
+  failures = {m["first_failure"] for m in summary["margins"].values()}
+  assert len(margins) == len(failures) == 1, "the row's sentence assumes one margin for every method"
+  assert (f"{margins.pop():g} for all {len(summary['margins'])} methods, every one collapses at {failures.pop():g}"
+          in row["key numbers"])
 
 
 def test_readme_headline_rows_link_to_existing_results_pages():
