@@ -212,7 +212,7 @@ def test_replicate_roundtrip_and_per_device_keys():
   tree = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "step": np.int32(5)}
   replicated = parallel.replicate(tree)
   assert replicated["w"].shape == (4, 2, 3)
-  host = parallel.unreplicate_to_host(replicated)
+  host = parallel.PmapParallelism().to_host(replicated)
   np.testing.assert_array_equal(host["w"], tree["w"])
   assert host["step"] == 5
   keys = jax.pmap(lambda k, s: jax.random.key_data(parallel.device_rng(jax.random.wrap_key_data(k), s)),

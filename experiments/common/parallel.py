@@ -62,12 +62,6 @@ def replicate(tree: Any) -> Any:
   return jax.tree.map(put, tree)
 
 
-def unreplicate_to_host(tree: Any) -> Any:
-  """The first device's copy of a replicated tree, as host NumPy arrays (for checkpoints and logs)."""
-  return jax.device_get(jax.tree.map(lambda x: x.addressable_shards[0].data[0]
-                                     if isinstance(x, jax.Array) else x[0], tree))
-
-
 def process_batch_size(global_batch_size: int) -> int:
   """Rows of the global batch that this process feeds; clear error when the division is not exact."""
   devices = jax.device_count()
