@@ -225,3 +225,58 @@ def test_synthetic_page_full_table_equals_the_recorded_summary():
     for column, (problem, alpha) in columns.items():
       p90 = strongly_convex[problem][alpha][PAGE_NAMES[row["method"]]]["tuned"]["p90"]
       assert row[column] == f"{p90:.3g}", (row["method"], column)
+
+
+def _agrees(recorded: float, measured: float) -> bool:
+  """`recorded` is `measured` rounded to the decimals it was written with."""
+  text = repr(float(recorded))
+  decimals = len(text.split(".")[1]) if "." in text and "e" not in text else 0
+  return abs(recorded - measured) <= 0.5 * 10.0 ** -decimals + 1e-12
+
+
+def test_quick_summary_equals_the_recorded_quick_run():
+  """quick_summary.json (the numbers the README quotes) against results.json of a recorded quick run on an
+  AVX-512 CPU: every verdict, the BERT and synthetic numbers equal, except where `rerun_on_avx512` lists what
+  that CPU gave (SGD's loss by token frequency, ResNet's noise numbers)."""
+  quick = _json("docs", "results", "quick_summary.json")
+  run = _json("docs", "results", "quick_avx512", "results.json")
+  assert run["mode"] == "quick"
+  assert {q.lower(): v["verdict"] for q, v in run["research_questions"].items() if q != "RQ6"} == {
+      q: quick[q]["verdict"] for q in ("rq1", "rq2", "rq3", "rq4", "rq5")}
+
+  optimizers = run["parts"]["bert"]["summary"]["optimizers"]
+  moved = quick["rerun_on_avx512"]["bert_comparison"]  # what the AVX-512 run gave where it differs
+  checked = 0
+  for name, record in quick["bert_comparison"].items():
+    record = {**record, **moved.get(name, {})}
+    measured = optimizers[name]
+    if "best_learning_rate" in record:
+      assert record["best_learning_rate"] == measured["best_learning_rate"], name
+    for metric in ("eval_loss", "eval_accuracy"):
+      for stat in record.get(metric, {}):
+        assert _agrees(record[metric][stat], measured[metric][stat]), (name, metric, stat)
+        checked += 1
+    for bucket, (rec, meas) in enumerate(zip(record["eval_loss_by_frequency"], measured["eval_loss_by_frequency"])):
+      for stat in rec:
+        assert _agrees(rec[stat], meas[stat]), (name, "eval_loss_by_frequency", bucket, stat)
+        checked += 1
+  assert checked > 50
+
+  noise = run["parts"]["noise"]["summary"]["rq1"]
+  rq1 = quick["rq1"]
+  assert _agrees(rq1["tail_index_mohammadi"]["bert"], noise["bert"]["alpha_mohammadi_pooled_final"])
+  assert _agrees(rq1["tail_index_hill"]["bert"], noise["bert"]["alpha_hill_pooled_final"])
+  assert _agrees(rq1["sgd_minus_adam_percent"]["bert"], 100 * noise["bert"]["sgd_minus_adam_relative"])
+  resnet = quick["rerun_on_avx512"]["rq1_resnet"]
+  assert _agrees(resnet["tail_index_mohammadi"], noise["resnet"]["alpha_mohammadi_pooled_final"])
+  assert _agrees(resnet["tail_index_hill"], noise["resnet"]["alpha_hill_pooled_final"])
+  assert _agrees(resnet["sgd_minus_adam_percent"], 100 * noise["resnet"]["sgd_minus_adam_relative"])
+
+  synthetic = run["parts"]["synthetic"]["summary"]
+  for problem, p90 in quick["rq2"]["p90"].items():
+    for method, value in p90.items():
+      assert _agrees(value, synthetic["rq2"][problem][f"{method}_tuned_p90"]), (problem, method)
+  for method, value in quick["rq3"]["slope_vs_d"].items():
+    assert _agrees(value, synthetic["rq3"][f"{quick['rq3']['alpha']:g}"][f"{method}_tuned_slope_vs_d"]), method
+  for alpha, value in quick["rq2"]["gclip_slopes"].items():
+    assert _agrees(value, synthetic["rates"]["by_alpha"][alpha]["gclip_theory_slope"]), alpha
