@@ -2,6 +2,7 @@
 run of the tiny config (real BERT runs of a few steps) that must write every output and resume."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -115,3 +116,19 @@ def test_the_tiny_study_runs_reports_and_resumes(tmp_path, capsys):
   again = study.run(out_dir, tiny.get_config())  # every run finished: reused, none redone
   assert capsys.readouterr().out.count("finished before, reusing") == 3
   assert {k: r["status"] for k, r in again["runs"].items()} == {k: r["status"] for k, r in summary["runs"].items()}
+
+  # --finished-only: a study whose first run has not finished reports the later ones, training nothing.
+  partial_dir = str(tmp_path / "partial")
+  shutil.copytree(out_dir, partial_dir)
+  first_result = os.path.join(partial_dir, summary["runs"]["adamw/lr0.01"]["workdir"], "run_result.json")
+  os.remove(first_result)
+  partial = study.run(partial_dir, tiny.get_config(), finished_only=True)
+  assert set(partial["runs"]) == {"adamw/lr0.3", "skipstep/lr0.01"}
+  assert not partial["complete"] and (partial["runs_done"], partial["runs_planned"]) == (2, 3)
+  assert not os.path.exists(first_result)  # nothing was trained
+  assert partial["runs"]["adamw/lr0.3"] == summary["runs"]["adamw/lr0.3"]
+  assert "Partial: 2 of 3 runs done" in open(os.path.join(partial_dir, "summary.md")).read()
+  for run in partial["runs"].values():
+    os.remove(os.path.join(partial_dir, run["workdir"], "run_result.json"))
+  with pytest.raises(ValueError, match="no run of this study has finished"):
+    study.run(partial_dir, tiny.get_config(), finished_only=True)

@@ -1,4 +1,5 @@
-"""CLI of the stability-margin study: ``python -m experiments.stability --out DIR [--quick | --config NAME]``.
+"""CLI of the stability-margin study: ``python -m experiments.stability --out DIR [--quick | --config NAME]
+[--finished-only]``.
 
 The mode is a config file, configs/NAME.py (full, quick, tiny; each docstring gives its expected time). See
 `experiments.stability.study`. Rerunning the same command into the same DIR continues the study.
@@ -18,8 +19,11 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m experiments.stability", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   study_cli.add_config_arguments(parser)
+  parser.add_argument("--finished-only", action="store_true",
+                      help="train nothing: summarize the runs in DIR that have finished, whatever their order")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-  summary = study.run(args.out, study_cli.study_config("experiments.stability", study_cli.config_name(args)))
+  summary = study.run(args.out, study_cli.study_config("experiments.stability", study_cli.config_name(args)),
+                      finished_only=args.finished_only)
   print(f"stability study ({summary['mode']}) done: {summary['runs_done']} runs; see {args.out}/summary.md")
   return 0
 

@@ -389,12 +389,16 @@ def _cached_diagnosis(out_dir: str, run: Mapping[str, Any], compared, majority_t
 
 
 @workdir_lock.owns_output_folder
-def run(out_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
+def run(out_dir: str, config: ml_collections.ConfigDict, *, finished_only: bool = False) -> dict[str, Any]:
   """Runs the study a config describes into ``out_dir``; returns its summary (also summary.json there).
 
   Rerunning into the same folder reuses every finished run and resumes a preempted one; summary.json and
   summary.md are rewritten after every run (``"complete": false`` until the last), so a study stopped
   part-way reports what it has.
+
+  finished_only: train nothing; summarize the runs that have finished (their `run_result.json`), whatever
+    their place in the run order (runs made out of order, for instance by `comparison.study` calls of other
+    processes into the same folder, are judged too).
   """
   start = time.perf_counter()
   settings = StabilitySettings.from_config(config)
@@ -411,7 +415,10 @@ def run(out_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
   runs: dict[str, dict[str, Any]] = {}
   order = settings.run_order()
   summary: dict[str, Any] = {}
-  for index, (lr, name) in enumerate(order):
+  for lr, name in order:
+    workdir = os.path.join(out_dir, "runs", comparison_study._run_name(name, lr, settings.seed))  # pylint: disable=protected-access
+    if finished_only and not os.path.exists(os.path.join(workdir, comparison_study.RUN_RESULT_FILENAME)):
+      continue
     run_result = comparison_study._pretrain(compared, out_dir, name, lr, settings.seed)  # pylint: disable=protected-access
     path = os.path.join(out_dir, run_result["workdir"], metrics.METRICS_FILENAME)
     judged = judge_run(run_result["final"], metrics.read_metrics(path) if os.path.exists(path) else [],
@@ -425,7 +432,7 @@ def run(out_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
     points.setdefault(name, []).append({"learning_rate": lr, "status": judged["status"],
                                         "validation_loss": judged["validation_loss"], "source": "run"})
     summary = {
-        "mode": settings.mode, "complete": index == len(order) - 1, "runs_done": index + 1, "runs_planned": len(order),
+        "mode": settings.mode, "complete": len(runs) == len(order), "runs_done": len(runs), "runs_planned": len(order),
         "config": config.to_dict(), "setup": setup_text(settings, compared),
         "data_description": [comparison_study.corpus_text(corpus)], "baselines": baselines,
         "divergence_loss": divergence_loss, "num_train_steps": num_steps, "runs": runs,
@@ -435,4 +442,7 @@ def run(out_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
         "run_wall_s": sum(r["wall_s"] for r in runs.values()),
     }
     summary = _write(out_dir, summary)
+  if not summary:
+    raise ValueError(f"{out_dir}: no run of this study has finished (no runs/*/{comparison_study.RUN_RESULT_FILENAME}); "
+                     "run it without --finished-only")
   return summary
