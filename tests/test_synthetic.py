@@ -89,6 +89,11 @@ def test_config_validation_and_cli_overrides():
   assert (config.eval_seeds, config.tune_seeds, config.num_steps, config.dims) == (12, 3, 30, (4, 8))
   assert config.mode == "quick" and config.clip_multipliers == quick.get_config().clip_multipliers
   assert quick.get_config().eval_seeds >= 100 and full.get_config().eval_seeds >= 100
+  config = cli.config_from_args(cli.parse_args(["--out", "x", "--methods", "sgd, gclip,stable_spam"]))
+  assert (config.methods, config.dim_methods, config.nonconvex_methods) == (
+      ("sgd", "gclip", "stable_spam"), ("gclip", "stable_spam"), ("sgd", "gclip"))
+  with pytest.raises(ValueError, match="lion"):
+    cli.config_from_args(cli.parse_args(["--out", "x", "--methods", "sgd,lion"]))
 
 
 def test_study_end_to_end_on_tiny_sizes(tmp_path):

@@ -1,7 +1,8 @@
 """CLI of the synthetic study: ``python -m experiments.synthetic --out DIR [--quick | --config NAME]``.
 
 The mode is a config file, configs/NAME.py (full, quick, tiny; each docstring gives its expected time).
---seeds/--steps/--dims shrink a run further.
+--seeds/--steps/--dims shrink a run further; --methods runs some of the config's methods only (the others'
+numbers do not change: every method sees the same random numbers).
 """
 from __future__ import annotations
 
@@ -21,11 +22,17 @@ def parse_args(argv):
   parser.add_argument("--seeds", type=int, help="evaluation seeds of every experiment (tuning seeds: a quarter, >= 2)")
   parser.add_argument("--steps", type=int, help="steps of every experiment")
   parser.add_argument("--dims", type=int, nargs="+", help="dimensions of the dimension study")
+  parser.add_argument("--methods", help="comma-separated: run only these of the config's methods, in each experiment "
+                      "that has them")
   return parser.parse_args(argv)
 
 
 def config_from_args(args) -> ml_collections.ConfigDict:
-  """The chosen config file's settings with --seeds, --steps and --dims applied."""
+  """The chosen config file's settings with --seeds, --steps, --dims and --methods applied.
+
+  Raises:
+    ValueError: --methods names a method the config does not run.
+  """
   config = study_cli.study_config("experiments.synthetic", study_cli.config_name(args))
   if args.seeds is not None:
     tune = max(2, args.seeds // 4)
@@ -34,6 +41,14 @@ def config_from_args(args) -> ml_collections.ConfigDict:
     config.update(num_steps=args.steps, dim_steps=args.steps, nonconvex_steps=args.steps)
   if args.dims is not None:
     config.dims = tuple(args.dims)
+  if args.methods is not None:
+    chosen = [name.strip() for name in args.methods.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(config.methods))
+    if unknown or not chosen:
+      raise ValueError(f"--methods {args.methods!r}: {unknown or 'nothing'} not among the config's methods "
+                       f"{', '.join(config.methods)}")
+    for field in ("methods", "dim_methods", "nonconvex_methods"):
+      config[field] = tuple(name for name in config[field] if name in chosen)
   return config
 
 
