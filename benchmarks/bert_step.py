@@ -86,8 +86,7 @@ def interleaved_median_seconds(steps: dict, num_batches: int, warmup: int, round
   turn, so a change in the load of a shared machine hits all of them alike. Before its timed step each
   candidate runs `settle` untimed steps: a step that directly follows a memory-hungry one (the
   all-positions head allocates and frees a 0.5 GB logits array at tiny) pays for that one's page
-  traffic, so without them the candidate timed after the all-positions AdamW measured slower than it is
-  (ACClip: 0.86-0.89x AdamW on tiny, against 1.0-1.04x when timed after a gathered-head step).
+  traffic, so without them the candidate timed after the all-positions AdamW measures slower than it is.
   """
   for step in steps.values():
     for index in range(warmup):

@@ -103,6 +103,16 @@ def with_clip_stats(optimizer: optax.GradientTransformation) -> tuple[Callable, 
   return init, step_with_stats
 
 
+def keeping_state_on_a_flag(optimizer: optax.GradientTransformation) -> optax.GradientTransformation:
+  """`optimizer` whose new state is selected against the old one by a scalar flag (never set here), as
+  `skip_step_on_spikes` keeps its inner state on a skipped step, without its gradient norm."""
+  def update(updates, state, params=None):
+    new_updates, new_state = optimizer.update(updates, state, params)
+    keep_old = jnp.isnan(params["nsp/bias"][0])  # a scalar the compiler cannot fold; false here
+    return new_updates, optax.tree.where(keep_old, state, new_state)
+  return optax.GradientTransformation(optimizer.init, update)
+
+
 def candidates() -> dict[str, tuple[Callable, Callable]]:
   """name -> (init(params) -> state, step(params, state, grads) -> (params, state))."""
   def from_optax(optimizer):
@@ -119,10 +129,16 @@ def candidates() -> dict[str, tuple[Callable, Callable]]:
       "acclip alpha=1 mu bf16": from_optax(acclip_optax.acclip(1e-4, mu_dtype=jnp.bfloat16)),
       "acclip_ports": from_optax(acclip_optax.acclip_ports(1e-4)),
       "optax.adam": from_optax(optax.adam(1e-4)),
+      "optax.adamw": from_optax(optax.adamw(1e-4)),
       "optax.sgd": from_optax(optax.sgd(1e-4)),
       # The spike-clipping methods; a global-norm method should cost sgd plus one read of the gradients,
       # which optax's own fixed-threshold clip shows.
       "optax.clip_by_global_norm + sgd": from_optax(optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(1e-4))),
+      # Skip-step's two parts apart: a global norm in front of AdamW ...
+      "optax.clip_by_global_norm + adamw": from_optax(
+          optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4))),
+      # ... and its other part: AdamW's new state selected against the old one.
+      "optax.adamw, state kept on a flag": from_optax(keeping_state_on_a_flag(optax.adamw(1e-4))),
       "zclip + sgd": from_optax(optax.chain(acclip_optax.zclip(), optax.sgd(1e-4))),
       "autoclip + sgd": from_optax(optax.chain(acclip_optax.autoclip(), optax.sgd(1e-4))),
       "adagc + adamw": from_optax(optax.chain(acclip_optax.adagc(), optax.adamw(1e-4))),

@@ -36,17 +36,16 @@ def get_config() -> ml_collections.ConfigDict:
                        "autoclip", "spam")
   config.optimizer_fields = {"adam": {"weight_decay_mode": "coupled"}, "acclip": {"b2": 0.99, "eps": 1e-5},
                              "acclip_ports": {"b2": 0.99, "eps": 1e-5}}
-  # Peak learning rates by the registry's learning-rate scale (placed by short probe runs of the quick model
-  # so that each grid brackets its optimizer's best value):
+  # Peak learning rates by the registry's learning-rate scale, each grid bracketing its optimizer's best value:
   # - Adam-scale optimizers divide by a second-moment estimate (Adam, AdamW, the ports' ACClip) or rescale
-  #   each layer's Adam step (LAMB, whose best lr sat a factor ~3 below Adam's): steps of about lr.
+  #   each layer's Adam step (LAMB): steps of about lr.
   # - SGD's optax momentum sums gradients (m = b1 m + g, size g / (1 - b1)); GClip is SGD with a global-norm
   #   clip, so both move by lr * g / (1 - b1) at most.
   # - The exception: the paper's ACClip averages them (m = b1 m + (1 - b1) g) and clips m to the running
   #   mean of |g|, biased low early on: steps of at most lr * |g|, a factor ~10 below SGD's at the same lr.
   config.learning_rate_grids = {"adam": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1), "sgd": (0.03, 0.1, 0.3, 1.0, 3.0)}
   config.learning_rate_grid_exceptions = {"acclip": (0.3, 1.0, 3.0, 10.0, 30.0)}
-  # Runs of 13-30 minutes keep checkpoints, so that a preempted one (SIGTERM) resumes where it stopped.
+  # Runs keep checkpoints, so that a preempted one (SIGTERM) resumes where it stopped.
   config.checkpoint_runs = True
   config.seeds = (0, 1, 2)  # the sweep runs with seeds[0]; the best learning rate is rerun with the others
   # SQuAD v1.1 fine-tuning (with --squad-dir): each pair of these, from the first seed's best-lr encoder.

@@ -6,7 +6,7 @@
 BERT-base (12 layers, hidden 768) in bfloat16 on pydoc_data.topics, 300 steps of 32 x 128 tokens, one seed,
 two peak learning rates per optimizer around the tiny study's best (AdamW and the ports' ACClip 0.003, the
 paper's ACClip 1.0; a model 70x larger may want lower ones: this is a first look, not a tuned comparison).
-Expected time: within the 9 minutes gpu_check.sh leaves it on one H100/H200-class GPU (not yet measured).
+Expected time: within the 270 s that gpu_check.sh gives it, on one H100/H200-class GPU (not yet measured).
 """
 import ml_collections
 

@@ -7,9 +7,9 @@ Expected time: 4 to 5 hours on 2 CPU cores (20 runs of 2000 steps, 13-14 minutes
 at a time). Rerunning the same command continues an interrupted study: finished runs are reused and a run a
 preemption notice (SIGTERM) stopped resumes from its checkpoint. Needs the Debian package python3.11-doc.
 
-The runs' validation losses at 0.001-0.03 for AdamW, the ports' ACClip, ZClip and SPAM are read from the
-full comparison's recorded summary (`recorded_summary`; those runs were not kept); the new runs fill the
-grid between the best learning rate (0.003 for all four) and the collapse (0.01), 0.01 again for its curves.
+The validation losses at 0.001-0.03 of AdamW, the ports' ACClip, ZClip and SPAM come from the full
+comparison's recorded summary (`recorded_summary`); the runs here fill the grid between those methods' best
+learning rate and the first one that collapses, which they run again for its curves.
 """
 import ml_collections
 

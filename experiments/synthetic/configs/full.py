@@ -2,9 +2,8 @@
 
     python -m experiments.synthetic --out /tmp/synthetic
 
-Expected time: more than 70 minutes on 2 CPU cores. The methods up to SPAM take about 70 (67 min of CPU:
-the quadratics 50, the dimension study 22), most of it AutoClip, whose per-step sort of its 1000-norm
-history costs 50x another method here; the time Stable-SPAM and skip-step add is not measured.
+Expected time: 75 to 90 minutes on 2 CPU cores, most of it AutoClip, whose per-step sort of its 1000-norm
+history costs 50x another method here.
 
 Learning-rate multipliers scale the theory's eta_k = 4/(mu (k+1+offset)) (quadratics) or are the constant
 step itself (Rosenbrock); clip multipliers scale the theory's threshold bound(alpha)(k+1)^(1/alpha) (see
