@@ -228,6 +228,20 @@ def test_synthetic_page_full_table_equals_the_recorded_summary():
       assert row[column] == f"{p90:.3g}", (row["method"], column)
 
 
+def test_synthetic_page_quick_table_equals_the_quick_summary():
+  p90 = _json("docs", "results", "quick_summary.json")["synthetic_p90"]
+  columns = {"α = 1.1, κ = 2": "kappa2_alpha1.1", "α = 1.1, κ = 100": "kappa100_alpha1.1",
+             "α = 2, κ = 2": "kappa2_alpha2", "α = 2, κ = 100": "kappa100_alpha2"}
+  section = _read("docs", "results", "synthetic.md").split("\nQuick ([quick_summary.json]", 1)[1]
+  lines = [line for line in section.split("\n\n", 2)[1].splitlines() if line.startswith("|")]
+  header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+  rows = [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
+  assert sorted(PAGE_NAMES[row["method"]] for row in rows) == sorted(p90)
+  for row in rows:
+    for column, key in columns.items():
+      assert float(row[column]) == p90[PAGE_NAMES[row["method"]]][key], (row["method"], column)
+
+
 def _agrees(recorded: float, measured: float) -> bool:
   """`recorded` is `measured` rounded to the decimals it was written with."""
   text = repr(float(recorded))
@@ -279,5 +293,11 @@ def test_quick_summary_equals_the_recorded_quick_run():
       assert _agrees(value, synthetic["rq2"][problem][f"{method}_tuned_p90"]), (problem, method)
   for method, value in quick["rq3"]["slope_vs_d"].items():
     assert _agrees(value, synthetic["rq3"][f"{quick['rq3']['alpha']:g}"][f"{method}_tuned_slope_vs_d"]), method
+  problems = {"kappa2": "quadratic_kappa2", "kappa100": "quadratic_kappa100"}
+  for method, values in quick["synthetic_p90"].items():
+    for key, value in values.items():
+      problem, alpha = key.split("_alpha")
+      measured = synthetic["strongly_convex"][problems[problem]][alpha][method]["tuned"]["p90"]
+      assert value == float(f"{measured:.3g}"), (method, key)
   for alpha, value in quick["rq2"]["gclip_slopes"].items():
     assert _agrees(value, synthetic["rates"]["by_alpha"][alpha]["gclip_theory_slope"]), alpha
