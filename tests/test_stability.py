@@ -132,3 +132,12 @@ def test_the_tiny_study_runs_reports_and_resumes(tmp_path, capsys):
     os.remove(os.path.join(partial_dir, run["workdir"], "run_result.json"))
   with pytest.raises(ValueError, match="no run of this study has finished"):
     study.run(partial_dir, tiny.get_config(), finished_only=True)
+
+
+def test_a_partial_summary_names_the_learning_rates_not_run_yet():
+  with open(os.path.join(os.path.dirname(__file__), "..", "docs", "stability_quick", "summary.json")) as f:
+    summary = json.load(f)
+  assert all(row[-1] == "" for row in summary_lib.margin_rows(summary))  # complete: no note
+  del summary["runs"]["zclip/lr0.01"]
+  notes = {row[0]: row[-1] for row in summary_lib.margin_rows(summary)}
+  assert notes["zclip"] == "not run yet: 0.01" and notes["adamw"] == ""

@@ -39,15 +39,22 @@ RUN_HEADERS = ["method", "peak lr", "status", "source", "held-out loss", "held-o
 
 
 def margin_rows(summary: Mapping[str, Any]) -> list[list[Any]]:
+  """One row per method; a partial study's note names the learning rates of the method not run yet (its
+  margin is then provisional)."""
   rows = []
+  planned = summary.get("config", {}).get("learning_rates", {})
   for name, found in summary["margins"].items():
+    pending = sorted(set(planned.get(name, ())) - {r["learning_rate"] for r in summary["runs"].values()
+                                                   if r["method"] == name})
+    notes = ([] if found["monotone"] else ["a smaller lr fails"]) + (
+        [f"not run yet: {', '.join(f'{lr:g}' for lr in pending)}"] if pending else [])
     steps = verdict.margin_steps(summary, name)
     at_margin = summary["runs"].get(f"{name}/lr{found['margin']:g}") if found["margin"] is not None else None
     rows.append([name, f"{found['margin']:g}" if found["margin"] is not None else "none",
                  f"{found['first_failure']:g}" if found["first_failure"] is not None else "none in the grid",
                  "—" if name == verdict.BASELINE else (f"{steps:+d}" if steps is not None else "—"),
                  format_fixed(at_margin["eval_loss"], 3) if at_margin else "—",
-                 at_margin["spikes"] if at_margin else "—", "" if found["monotone"] else "a smaller lr fails"])
+                 at_margin["spikes"] if at_margin else "—", "; ".join(notes)])
   return rows
 
 
