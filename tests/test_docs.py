@@ -144,6 +144,17 @@ def test_readme_rq6_row_equals_the_quick_stability_summary():
           in row["key numbers"])
 
 
+def test_readme_rq6_full_cell_equals_the_full_stability_summary():
+  summary = _json("docs", "stability_full", "summary.json")
+  cell = _verdict_cell(stability_verdict.assess_rq6(summary)["verdict"])
+  if not summary["complete"]:
+    cell += f" (partial: {summary['runs_done']} of {summary['runs_planned']} runs)"
+  assert _headline_rows()["RQ6"]["full"] == cell
+  margins = summary["margins"]
+  assert (f"AdamW trains at {margins['adamw']['margin']:g} and collapses at {margins['adamw']['first_failure']:g}"
+          in _headline_rows()["RQ6"]["key numbers"])
+
+
 def test_readme_headline_rows_link_to_existing_results_pages():
   for question, row in _headline_rows().items():
     for target in re.findall(r"\]\((docs/results/[^)#]+)", row["details"]):
