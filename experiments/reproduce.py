@@ -302,8 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "(default: the config's)")
   argv = sys.argv[1:] if argv is None else list(argv)
   args = parser.parse_args(argv)
-  parts = [] if args.report_only else [p.strip() for p in args.parts.split(",") if p.strip()]
-  optimizers = None if args.optimizers is None else [o.strip() for o in args.optimizers.split(",") if o.strip()]
+  parts = [] if args.report_only else study_cli.comma_list(args.parts)
+  optimizers = study_cli.comma_list(args.optimizers)
   mode = "quick" if args.quick else "full"
   configs = None  # --report-only: the configs the saved run recorded
   if parts:

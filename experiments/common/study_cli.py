@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+from typing import Optional
 
 import ml_collections
 
@@ -29,6 +30,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--out", required=True, help="output folder")
   parser.add_argument("--quick", action="store_true", help="the quick config (same as --config quick)")
   parser.add_argument("--config", default=None, help="configs/NAME.py of the study: full (default), quick, tiny")
+
+
+def comma_list(text: Optional[str]) -> Optional[list[str]]:
+  """The names in a comma-separated flag ("a, b,," -> ["a", "b"]); None when the flag was not given."""
+  return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
 
 
 def config_name(args: argparse.Namespace) -> str:

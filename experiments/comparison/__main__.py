@@ -21,7 +21,7 @@ def main(argv=None) -> int:
   parser.add_argument("--optimizers", default=None, help="comma-separated registry names (default: the config's)")
   parser.add_argument("--squad-dir", default=None, help="folder with train-v1.1.json and dev-v1.1.json")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-  optimizers = None if args.optimizers is None else [o.strip() for o in args.optimizers.split(",") if o.strip()]
+  optimizers = study_cli.comma_list(args.optimizers)
   try:
     config = study.with_flags(study_cli.study_config("experiments.comparison", study_cli.config_name(args)),
                               args.weight_decay, optimizers)

@@ -227,6 +227,11 @@ def _run_name(optimizer: str, learning_rate: float, seed: int) -> str:
   return f"{optimizer}/lr{learning_rate:g}_seed{seed}"
 
 
+def run_workdir(out_dir: str, optimizer: str, learning_rate: float, seed: int) -> str:
+  """The workdir of one pre-training run of a study writing to `out_dir`."""
+  return os.path.join(out_dir, "runs", _run_name(optimizer, learning_rate, seed))
+
+
 RUN_RESULT_FILENAME = "run_result.json"
 # Config fields that change no number a run reports: a finished run is reused whatever they were.
 # (save_checkpoints: runs before 2026-12 saved none when no SQuAD folder was given.)
@@ -254,7 +259,7 @@ def _pretrain(settings: ComparisonSettings, out_dir: str, optimizer: str, learni
   from experiments.bert import input_pipeline, train  # pylint: disable=g-import-not-at-top
   from experiments.common import training_loop  # pylint: disable=g-import-not-at-top
   name = _run_name(optimizer, learning_rate, seed)
-  workdir = os.path.join(out_dir, "runs", name)
+  workdir = run_workdir(out_dir, optimizer, learning_rate, seed)
   config = run_config(settings, optimizer, learning_rate, seed)
   config_json = json.loads(config.to_json_best_effort())
   if config.vocab_file:  # by contents: a moved output directory still matches

@@ -416,7 +416,7 @@ def run(out_dir: str, config: ml_collections.ConfigDict, *, finished_only: bool 
   order = settings.run_order()
   summary: dict[str, Any] = {}
   for lr, name in order:
-    workdir = os.path.join(out_dir, "runs", comparison_study._run_name(name, lr, settings.seed))  # pylint: disable=protected-access
+    workdir = comparison_study.run_workdir(out_dir, name, lr, settings.seed)
     if finished_only and not os.path.exists(os.path.join(workdir, comparison_study.RUN_RESULT_FILENAME)):
       continue
     run_result = comparison_study._pretrain(compared, out_dir, name, lr, settings.seed)  # pylint: disable=protected-access

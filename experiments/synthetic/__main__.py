@@ -42,7 +42,7 @@ def config_from_args(args) -> ml_collections.ConfigDict:
   if args.dims is not None:
     config.dims = tuple(args.dims)
   if args.methods is not None:
-    chosen = [name.strip() for name in args.methods.split(",") if name.strip()]
+    chosen = study_cli.comma_list(args.methods)
     unknown = sorted(set(chosen) - set(config.methods))
     if unknown or not chosen:
       raise ValueError(f"--methods {args.methods!r}: {unknown or 'nothing'} not among the config's methods "
