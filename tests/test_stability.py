@@ -9,7 +9,9 @@ import pytest
 
 from experiments.common import verdicts
 from experiments.stability import study
+from experiments.common import metrics
 from experiments.stability import summary as summary_lib
+from experiments.stability import trace as trace_lib
 from experiments.stability import verdict
 from experiments.stability.configs import tiny
 
@@ -132,6 +134,33 @@ def test_the_tiny_study_runs_reports_and_resumes(tmp_path, capsys):
     os.remove(os.path.join(partial_dir, run["workdir"], "run_result.json"))
   with pytest.raises(ValueError, match="no run of this study has finished"):
     study.run(partial_dir, tiny.get_config(), finished_only=True)
+
+  # The trace of a run is that run: the same losses and gradient norms step by step, and at its last
+  # checkpoint the same measurements as the study's diagnosis of the final model.
+  trace_dir = str(tmp_path / "trace")
+  trace = trace_lib.run(trace_dir, tiny.get_config(), "adamw", 0.3, until=12, every=6)
+  assert [p["step"] for p in trace["points"]] == [6, 12]
+  read = lambda d, workdir: [(r["step"], r["train_loss"], r["grad_norm"]) for r in metrics.read_metrics(
+      os.path.join(d, workdir, metrics.METRICS_FILENAME)) if "train_loss" in r]
+  assert read(trace_dir, trace["workdir"]) == read(out_dir, summary["runs"]["adamw/lr0.3"]["workdir"])
+  last = trace["points"][-1]
+  for key in ("context_dependence", "word_embedding_top_share", "position_spread", "attention_logit_bound"):
+    np.testing.assert_allclose(last[key], diagnosis[key], rtol=1e-6, err_msg=key)
+  assert last["max_grad_norm_since_previous"] == max(g for s, _, g in read(trace_dir, trace["workdir"]) if s > 6)
+  assert "| 12 |" in open(os.path.join(trace_dir, "trace.md")).read()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--method", "zclip", "--learning-rate", "0.01"], "not one of the study's methods"),
+    (["--method", "adamw", "--learning-rate", "-1"], "must be a positive number"),
+    (["--method", "adamw", "--learning-rate", "0.01", "--until", "4", "--every", "6"], "1 <= every <= until"),
+    (["--method", "adamw", "--learning-rate", "0.01", "--until", "13", "--every", "6"], "<= 12"),
+])
+def test_the_trace_names_a_bad_argument_before_it_reads_any_data(tmp_path, capsys, flags, message):
+  with pytest.raises(SystemExit) as exit_info:
+    trace_lib.main(["--out", str(tmp_path / "trace"), "--config", "tiny"] + flags)
+  assert exit_info.value.code == 2 and message in capsys.readouterr().err
+  assert not os.path.exists(tmp_path / "trace")
 
 
 def test_a_partial_summary_names_the_learning_rates_not_run_yet():

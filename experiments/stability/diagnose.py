@@ -29,13 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def final_params(workdir: str) -> tuple[int, Any] | None:
-  """(step, params) of the newest checkpoint under `workdir/checkpoints`, restored without a template; None
-  when the run kept none."""
+def final_params(workdir: str, step: int | None = None) -> tuple[int, Any] | None:
+  """(step, params) of the newest checkpoint under `workdir/checkpoints` (or of the one at `step`), restored
+  without a template; None when the run kept none."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from experiments.common import checkpoint  # pylint: disable=g-import-not-at-top
   directory = os.path.join(workdir, "checkpoints")
-  step = checkpoint.newest_step(directory)
+  step = checkpoint.newest_step(directory) if step is None else step
   if step is None:
     return None
   state = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(directory, str(step), "state")))
@@ -114,26 +114,36 @@ def activation_measures(params: Any, model_config: Any, batches: Sequence[Mappin
           "position_spread": [float(v) for v in np.mean(spreads, axis=0)]}
 
 
+def held_out_batches(config: Any, out_dir: str) -> tuple[list[dict[str, np.ndarray]], Any]:
+  """The held-out batches every run of a study is evaluated on, and the BERT model config of `config` (a
+  run's config), from the data prepared under `out_dir/baselines`."""
+  from experiments.bert import input_pipeline, models  # pylint: disable=g-import-not-at-top
+  data = input_pipeline.create_datasets(config, os.path.join(out_dir, "baselines"))
+  model_config = models.BertConfig(vocab_size=data.vocab_size, **config.model)
+  return list(data.eval_batches(config.eval_batch_size, split="eval")), model_config
+
+
+def diagnose_params(params: Any, model_config: Any, batches: Sequence[Mapping[str, np.ndarray]],
+                    majority_token: int) -> dict[str, Any]:
+  """Every measurement of the module docstring, of one model's parameters."""
+  return {**parameter_measures(params, model_config.num_heads),
+          **activation_measures(params, model_config, batches, majority_token)}
+
+
 def diagnose_runs(out_dir: str, runs: Mapping[str, Mapping[str, Any]], run_config: Any,
                   majority_token: int) -> dict[str, dict[str, Any]]:
   """run key -> the measurements of each run in `runs` that kept a checkpoint (others are left out).
 
   `run_config(method, learning_rate)` gives a run's BERT config (for the model and the held-out batches).
   """
-  from experiments.bert import input_pipeline, models  # pylint: disable=g-import-not-at-top
-  diagnosed, batches = {}, None
+  diagnosed, held_out = {}, None
   for key, run in runs.items():
-    workdir = os.path.join(out_dir, run["workdir"])
-    restored = final_params(workdir)
+    restored = final_params(os.path.join(out_dir, run["workdir"]))
     if restored is None:
       continue
     step, params = restored
-    config = run_config(run["method"], run["learning_rate"])
-    if batches is None:  # every run of a study evaluates on the same held-out batches
-      data = input_pipeline.create_datasets(config, os.path.join(out_dir, "baselines"))
-      batches = data.eval_batches(config.eval_batch_size, split="eval")
-      vocab_size = data.vocab_size
-    model_config = models.BertConfig(vocab_size=vocab_size, **config.model)
-    diagnosed[key] = {"step": step, **parameter_measures(params, model_config.num_heads),
-                      **activation_measures(params, model_config, batches, majority_token)}
+    if held_out is None:  # every run of a study evaluates on the same held-out batches
+      held_out = held_out_batches(run_config(run["method"], run["learning_rate"]), out_dir)
+    batches, model_config = held_out
+    diagnosed[key] = {"step": step, **diagnose_params(params, model_config, batches, majority_token)}
   return diagnosed
