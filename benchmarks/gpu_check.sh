@@ -16,12 +16,12 @@ TINY=0
 if [ "${1:-}" = "--tiny" ]; then TINY=1; shift; fi
 OUT=$(realpath -m "${1:-gpu_results}")
 cd "$(dirname "$0")/.."
-if [ "$TINY" = 1 ]; then  # a CPU test of the protocol: small sizes, three update-step candidates, no budget
-  BERT_SIZE=tiny COMPARISON=gpu_tiny TIMEOUTS=(600 600 600)
+if [ "$TINY" = 1 ]; then  # a CPU test of the protocol: small sizes, fewer candidates, no time budget
+  BERT_SIZE=tiny COMPARISON=gpu_tiny TIMEOUTS=(600 600 600) COMPARISON_ARGS=(--optimizers adamw,acclip)
   UPDATE_ARGS=(--repeats 2 --warmup 1 --layers 1 --only "same-bytes kernel" optax.adam "acclip alpha=1")
   BERT_STEP_ARGS=(--batch-size 8 --seq-len 32 --steps 2 --warmup 1 --settle 0)
 else  # seconds for each part: 9 minutes in all
-  BERT_SIZE=base COMPARISON=gpu TIMEOUTS=(90 180 270)
+  BERT_SIZE=base COMPARISON=gpu TIMEOUTS=(90 180 270) COMPARISON_ARGS=()
   UPDATE_ARGS=(--repeats 20 --warmup 3)
   BERT_STEP_ARGS=(--batch-size 32 --seq-len 128 --steps 20 --warmup 3)
 fi
@@ -56,6 +56,7 @@ timeout "${TIMEOUTS[0]}" "$PYTHON" benchmarks/update_step.py "${UPDATE_ARGS[@]}"
 echo; echo "## benchmarks/bert_step.py ($BERT_SIZE, bfloat16, pmap and mesh)" | tee "$OUT/bert_step.md"
 timeout "${TIMEOUTS[1]}" "$PYTHON" benchmarks/bert_step.py --configs "$BERT_SIZE" --dtype bfloat16 \
   --parallelism pmap,mesh "${BERT_STEP_ARGS[@]}" $torch_flag | tee -a "$OUT/bert_step.md"
-echo; echo "## experiments.comparison --config $COMPARISON ($BERT_SIZE: AdamW, ACClip paper and ports' rule)"
-timeout "${TIMEOUTS[2]}" "$PYTHON" -m experiments.comparison --config "$COMPARISON" --out "$OUT/comparison"
+echo; echo "## experiments.comparison --config $COMPARISON ${COMPARISON_ARGS[*]+${COMPARISON_ARGS[*]}} ($BERT_SIZE)"
+timeout "${TIMEOUTS[2]}" "$PYTHON" -m experiments.comparison --config "$COMPARISON" ${COMPARISON_ARGS[@]+"${COMPARISON_ARGS[@]}"} \
+  --out "$OUT/comparison"
 echo "Results: $OUT/update_step.md, $OUT/bert_step.md, $OUT/comparison/ (results.json, report)"

@@ -1,4 +1,4 @@
-"""The scale scripts run end to end at their smallest sizes: the memory table (BERT mini on 8 fake devices,
+"""The scale scripts run end to end at their smallest sizes: the memory table (BERT tiny on 8 fake devices,
 checked against the arithmetic) and the GPU check's one command (`gpu_check.sh --tiny`, on the CPU)."""
 import json
 import os
@@ -17,10 +17,10 @@ def _run(command, timeout):
   return result.stdout
 
 
-def test_memory_table_at_mini_matches_the_arithmetic():
-  output = _run([sys.executable, "benchmarks/memory.py", "--sizes", "mini", "--optimizers", "acclip",
+def test_memory_table_at_tiny_matches_the_arithmetic():
+  output = _run([sys.executable, "benchmarks/memory.py", "--sizes", "tiny", "--optimizers", "acclip",
                  "--dtypes", "bfloat16"], timeout=600)
-  rows = [line.split("|")[1:-1] for line in output.splitlines() if line.startswith("| mini")]
+  rows = [line.split("|")[1:-1] for line in output.splitlines() if line.startswith("| tiny")]
   assert [row[4].strip() for row in rows] == ["(8, 1)", "(1, 8)"]
   for row in rows:
     arithmetic, compiled = (float(x) for x in row[7].split(" of "))
@@ -39,4 +39,4 @@ def test_gpu_check_runs_end_to_end_at_tiny_sizes(tmp_path):
       assert re.search(rf"\| tiny \| {optimizer} \| \d+ gathered \| {parallelism} \| [\d,]+ \|", bert_step), bert_step
   assert "| acclip" in (out / "update_step.md").read_text()
   summary = json.loads((out / "comparison" / "results.json").read_text())
-  assert sorted(summary["optimizers"]) == ["acclip", "acclip_ports", "adamw"]
+  assert sorted(summary["optimizers"]) == ["acclip", "adamw"]  # --tiny runs two of the gpu config's three

@@ -56,9 +56,18 @@ def test_tail_indices_of_pooled_stable_coordinates(alpha):
 
 
 def test_study_runs_end_to_end_at_tiny_sizes(tmp_path):
+  """On a corpus that is not the default one: the data description (which the report prints) names what
+  was loaded."""
+  from pydoc_data.topics import topics  # pylint: disable=g-import-not-at-top
+  corpus = tmp_path / "my_corpus.txt"
+  corpus.write_text("\n\n".join(" ".join(topics[name].split()) for name in sorted(topics)[:16]))
   config = tiny.get_config()
+  config.bert_corpus = str(corpus)
   results = study.run(str(tmp_path), config)
   assert results["mode"] == "tiny" and results["config"] == json.loads(json.dumps(config.to_dict()))
+  bert_data, resnet_data = results["data_description"]
+  assert bert_data.startswith(f"bert: BERT-tiny MLM on the text file {corpus} (") and "pydoc_data" not in bert_data
+  assert resnet_data.startswith("resnet: ResNet-18") and "on fashion_mnist_subset (256 train and 2000 test images" in resnet_data
   assert json.loads(json.dumps(results)) == results  # JSON-able, as the report needs
   for name in results["files"]:
     assert os.path.getsize(tmp_path / name) > 0, name
