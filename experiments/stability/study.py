@@ -142,6 +142,16 @@ def comparison_settings(settings: StabilitySettings) -> comparison_study.Compari
                              seeds=(settings.seed,), checkpoint_runs=settings.checkpoint_runs)
 
 
+def prepared_comparison(settings: StabilitySettings, out_dir: str) -> tuple[
+    comparison_study.ComparisonSettings, dict[str, Any]]:
+  """(the comparison settings every run of a study writing to `out_dir` uses, what the corpus held): the
+  shared vocabulary, trained once into `out_dir/vocabulary`, and the study's checkpoint setting."""
+  compared = comparison_settings(settings)
+  vocab_path, corpus = comparison_study._shared_vocabulary(compared, os.path.join(out_dir, "vocabulary"))  # pylint: disable=protected-access
+  return dataclasses.replace(compared, overrides={**compared.overrides, "vocab_file": vocab_path,
+                                                  "save_checkpoints": settings.checkpoint_runs}), corpus
+
+
 # ------------------------------------------------------------------------------------------- the baselines
 def constant_baselines(compared: comparison_study.ComparisonSettings, workdir: str) -> dict[str, Any]:
   """What a model that ignores the context scores on the exact masked positions the runs are evaluated on.
@@ -402,11 +412,8 @@ def run(out_dir: str, config: ml_collections.ConfigDict, *, finished_only: bool 
   """
   start = time.perf_counter()
   settings = StabilitySettings.from_config(config)
-  compared = comparison_settings(settings)
   os.makedirs(out_dir, exist_ok=True)
-  vocab_path, corpus = comparison_study._shared_vocabulary(compared, os.path.join(out_dir, "vocabulary"))  # pylint: disable=protected-access
-  compared = dataclasses.replace(compared, overrides={**compared.overrides, "vocab_file": vocab_path,
-                                                      "save_checkpoints": settings.checkpoint_runs})
+  compared, corpus = prepared_comparison(settings, out_dir)
   baselines = _cached_baselines(compared, out_dir)
   first = comparison_study.run_config(compared, settings.methods[0], 1.0, settings.seed)
   divergence_loss = math.log(int(first.vocab_size))

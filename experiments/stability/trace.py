@@ -16,7 +16,6 @@ number of distinct tokens predicted on the held-out batches.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import math
 import os
@@ -35,8 +34,8 @@ TRACE_FILENAME = "trace.json"
 
 
 def check_arguments(config: ml_collections.ConfigDict, method: str, learning_rate: float, until: int,
-                    every: int) -> None:
-  """Fails at once, before any data is read, on arguments that cannot make a trace.
+                    every: int) -> study.StabilitySettings:
+  """The study's settings; fails at once, before any data is read, on arguments that cannot make a trace.
 
   Raises:
     ValueError: a method the study does not run, a learning rate that is not a positive number, or `every`
@@ -52,6 +51,7 @@ def check_arguments(config: ml_collections.ConfigDict, method: str, learning_rat
   if not 1 <= every <= until <= steps:
     raise ValueError(f"--every {every} and --until {until} must satisfy 1 <= every <= until <= {steps} "
                      "(the run's steps)")
+  return settings
 
 
 def trace_config(config: ml_collections.ConfigDict, out_dir: str, method: str, learning_rate: float,
@@ -62,11 +62,8 @@ def trace_config(config: ml_collections.ConfigDict, out_dir: str, method: str, l
   Raises:
     ValueError: see `check_arguments`.
   """
-  check_arguments(config, method, learning_rate, until, every)
-  settings = study.StabilitySettings.from_config(config)
-  compared = study.comparison_settings(settings)
-  vocab_path, _ = comparison_study._shared_vocabulary(compared, os.path.join(out_dir, "vocabulary"))  # pylint: disable=protected-access
-  compared = dataclasses.replace(compared, overrides={**compared.overrides, "vocab_file": vocab_path})
+  settings = check_arguments(config, method, learning_rate, until, every)
+  compared, _ = study.prepared_comparison(settings, out_dir)
   run_config = comparison_study.run_config(compared, method, learning_rate, settings.seed)
   run_config.update(save_checkpoints=True, checkpoint_every_steps=every,
                     max_checkpoints_to_keep=until // every + 1, halt_after_steps=until, plot=False)
