@@ -36,10 +36,11 @@ def toy_grads(step):
 
 
 # ------------------------------------------------------------------------------------------ optimizers
+@pytest.mark.parametrize("mode", optimizers.WEIGHT_DECAY_MODES)
 @pytest.mark.parametrize("name", optimizers.REGISTRY)
-def test_every_optimizer_builds_and_steps(name):
-  tx = optimizers.OptimizerSpec.from_config(
-      optimizer_config(optimizer=name, weight_decay=0.01, warmup_steps=2, grad_clip_norm=1.0), 10).create()
+def test_every_optimizer_builds_and_steps(name, mode):
+  tx = optimizers.OptimizerSpec.from_config(optimizer_config(
+      optimizer=name, weight_decay=0.01, weight_decay_mode=mode, warmup_steps=2, grad_clip_norm=1.0), 10).create()
   params = toy_params()
   state = tx.init(params)
   updates, state = jax.jit(tx.update)(toy_grads(0), state, params)
@@ -164,6 +165,39 @@ def test_sgd_coupled_l2_and_preclipping_match_numpy_reference():
     params = jax.tree.map(lambda p, v: p - lr * v, params, velocity)
     for a, b in zip(jax.tree.leaves(ours[step]), jax.tree.leaves(params)):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["sgd", "acclip", "acclip_ports", "spam"])
+def test_independent_decay_shrinks_by_the_schedule_not_the_learning_rate(name):
+  """x_k+1 = x_k + u_k - scale(k) * wd * mask * x_k, u_k the same optimizer's update without decay."""
+  wd, lr, warmup, total = 0.05, 0.3, 2, 6
+  fields = dict(optimizer=name, learning_rate=lr, warmup_steps=warmup, learning_rate_decay="linear")
+  decayed = run_steps(optimizers.OptimizerSpec.from_config(optimizer_config(
+      **fields, weight_decay=wd, weight_decay_mode="independent"), total).create(), num_steps=4)
+  plain_tx = optimizers.OptimizerSpec.from_config(optimizer_config(**fields), total).create()
+  mask = optimizers.weight_decay_mask(toy_params())
+  # Replay the undecayed optimizer on the decayed trajectory: same gradients, same state updates.
+  state = plain_tx.init(toy_params())
+  before = toy_params()
+  for step in range(4):
+    updates, state = plain_tx.update(toy_grads(step), state, before)
+    scale = reference_scale(step, warmup, total, "linear", 0.0)
+    for x, u, m, ours in zip(jax.tree.leaves(before), jax.tree.leaves(updates), jax.tree.leaves(mask),
+                             jax.tree.leaves(decayed[step])):
+      x, u = np.asarray(x, np.float64), np.asarray(u, np.float64)
+      np.testing.assert_allclose(ours, x + u - (scale * wd * x if m else 0.0), rtol=2e-5, atol=1e-6)
+    before = decayed[step]
+
+
+def test_independent_decay_at_lr_times_wd_equals_decoupled_adamw():
+  lr, wd = 0.02, 0.1
+  fields = dict(optimizer="adam", learning_rate=lr, warmup_steps=2, learning_rate_decay="cosine")
+  decoupled = run_steps(optimizers.OptimizerSpec.from_config(optimizer_config(
+      **fields, weight_decay=wd, weight_decay_mode="decoupled"), 6).create(), num_steps=5)
+  independent = run_steps(optimizers.OptimizerSpec.from_config(optimizer_config(
+      **fields, weight_decay=lr * wd, weight_decay_mode="independent"), 6).create(), num_steps=5)
+  for a, b in zip(jax.tree.leaves(decoupled), jax.tree.leaves(independent)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def spec(total_steps=10, **overrides):

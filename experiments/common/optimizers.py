@@ -7,6 +7,7 @@ its learning-rate scale; an immutable `OptimizerSpec` built once per run is the 
          , add_decayed_weights(weight_decay, mask)  # only for weight_decay_mode='coupled' (L2 in the gradient)
          , <named optimizer>(lr_k)                  # lr_k = peak_learning_rate * learning_rate_scale(k)
          , decoupled weight decay                   # -lr_k * weight_decay * x, for 'decoupled' mode
+         , independent weight decay                 # -scale(k) * weight_decay * x, for 'independent' mode
          )
 
 wrapped in `optax.inject_hyperparams`, so the state holds two hyperparameters:
@@ -21,6 +22,17 @@ wrapped in `optax.inject_hyperparams`, so the state holds two hyperparameters:
       d(u) = 1 - u (linear), (1 + cos(pi u)) / 2 (cosine), 1 (constant); f = final_learning_rate_scale.
 
 `current_learning_rate(opt_state)` reads lr_k back for logging.
+
+Weight decay, three ways (`weight_decay_mode`; `weight_decay = 0` is no decay in every mode):
+
+* "coupled": L2 in the gradient, g <- g + weight_decay * x, before the optimizer (torch.optim.Adam's
+  weight_decay); the optimizer's own normalisation then rescales it.
+* "decoupled": x <- x - lr_k * weight_decay * x after the optimizer (AdamW, Loshchilov & Hutter 2019): the
+  shrink per step is proportional to the peak learning rate.
+* "independent": x <- x - scale(k) * weight_decay * x after the optimizer (Wortsman et al. 2023, "Small-scale
+  proxies for large-scale Transformer training instabilities"): the schedule's shape but not the peak
+  learning rate, so the shrink per step is the same at every learning rate of a sweep. A decoupled run at
+  peak learning rate eta with decay lambda shrinks exactly as an independent one with decay eta * lambda.
 
 Weight decay is masked off biases and normalisation parameters (`weight_decay_mask`): a leaf is decayed when
 it has ndim > 1 and its name is neither `scale` nor ends in `bias`. In Flax that selects kernels and
@@ -66,7 +78,7 @@ import optax
 import acclip_optax
 
 LEARNING_RATE_DECAYS = ("linear", "cosine", "constant")
-WEIGHT_DECAY_MODES = ("decoupled", "coupled")
+WEIGHT_DECAY_MODES = ("decoupled", "coupled", "independent")
 LEARNING_RATE_SCALES = ("sgd", "adam")
 # The schedule and weight-decay fields every optimizer reads (the spec's own attributes).
 SCHEDULE_FIELDS = ("learning_rate", "warmup_steps", "learning_rate_decay", "final_learning_rate_scale",
@@ -325,11 +337,13 @@ class OptimizerSpec:
     """
     return dataclasses.replace(self, learning_rate=0.0)
 
-  def transformation(self, learning_rate: optax.ScalarOrSchedule, **hyperparameters
-                     ) -> optax.GradientTransformation:
+  def transformation(self, learning_rate: optax.ScalarOrSchedule, learning_rate_scale: Any = 1.0,
+                     **hyperparameters) -> optax.GradientTransformation:
     """The chain of the module docstring at `learning_rate` (a number, schedule or traced value).
 
-    `hyperparameters` override the spec's own (e.g. a traced or scheduled `clip_threshold`).
+    `learning_rate_scale` is the schedule's multiplier scale(k) that independent weight decay follows (a
+    number or traced value; `create` passes the one inside `learning_rate`). `hyperparameters` override the
+    spec's own (e.g. a traced or scheduled `clip_threshold`).
     """
     weight_decay = float(self.weight_decay)
     decoupled = self.weight_decay_mode == "decoupled" and weight_decay > 0
@@ -345,6 +359,8 @@ class OptimizerSpec:
     if decoupled and not builtin_decay:
       # The optimizer's update is already -lr * direction; adding -lr * wd * x is decoupled decay.
       parts.append(optax.add_decayed_weights(-learning_rate * weight_decay, mask=weight_decay_mask))
+    if self.weight_decay_mode == "independent" and weight_decay > 0:
+      parts.append(optax.add_decayed_weights(-learning_rate_scale * weight_decay, mask=weight_decay_mask))
     return optax.chain(*parts)
 
   def create(self) -> optax.GradientTransformation:
@@ -356,6 +372,7 @@ class OptimizerSpec:
       g <- g + weight_decay * mask * x                       if weight_decay_mode == 'coupled'
       u <- <optimizer>(g; lr_k)                              e.g. -lr_k * adam_direction
       u <- u - lr_k * weight_decay * mask * x                if 'decoupled' (built into adamw/acclip/lamb)
+      u <- u - scale(k) * weight_decay * mask * x            if 'independent'
 
     Returns:
       An `optax.GradientTransformation` whose state is an `inject_hyperparams` state holding
@@ -369,7 +386,7 @@ class OptimizerSpec:
         self.warmup_steps, self.total_steps, self.learning_rate_decay, self.final_learning_rate_scale)
 
     def build(peak_learning_rate, learning_rate_scale):
-      return self.transformation(peak_learning_rate * learning_rate_scale)
+      return self.transformation(peak_learning_rate * learning_rate_scale, learning_rate_scale)
 
     return optax.inject_hyperparams(build)(
         peak_learning_rate=float(self.learning_rate), learning_rate_scale=scale_schedule)
