@@ -86,12 +86,18 @@ GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
     ({0.3: 9.0, 1.0: 5.0, 3.0: 4.0, 10.0: 6.0, 30.0: 9.0}, [1.0, 3.0, 10.0]),
     # The best at the low end: one step down, then it is inside.
     ({0.3: 5.7, 1.0: 5.6, 3.0: 7.0, 10.0: float("nan"), 30.0: float("nan")}, [0.3, 1.0, 3.0, 10.0]),
-    # Loss keeps falling with the learning rate: up to the grid's end.
-    ({0.3: 9.0, 1.0: 8.0, 3.0: 7.0, 10.0: 6.0, 30.0: 5.0}, [1.0, 3.0, 10.0, 30.0]),
+    # Loss keeps falling with the learning rate: past the grid's end by MAX_EXTENSIONS (2) points.
+    ({0.3: 9.0, 1.0: 8.0, 3.0: 7.0, 10.0: 6.0, 30.0: 5.0, 100.0: 4.0, 300.0: 3.0},
+     [1.0, 3.0, 10.0, 30.0, 100.0, 300.0]),
+    # Past the end, a diverged point bounds the best: it is inside what ran.
+    ({0.3: 9.0, 1.0: 8.0, 3.0: 7.0, 10.0: 6.0, 30.0: 5.0, 100.0: float("nan")}, [1.0, 3.0, 10.0, 30.0, 100.0]),
+    # The best at the grid's low end: one point below it, on the grid's 1-3-10 ladder.
+    ({0.1: 5.5, 0.3: 5.0, 1.0: 6.0, 3.0: 7.0, 10.0: 8.0}, [0.1, 0.3, 1.0, 3.0, 10.0]),
     # Everything in the middle diverged: go down until something trains.
-    ({0.3: 5.0, 1.0: float("nan"), 3.0: float("inf"), 10.0: float("nan"), 30.0: 1.0}, [0.3, 1.0, 3.0, 10.0]),
-    # All diverged: every value at or below the middle three, nothing above.
-    ({lr: float("nan") for lr in GRID}, [0.3, 1.0, 3.0, 10.0]),
+    ({0.1: 5.5, 0.3: 5.0, 1.0: float("nan"), 3.0: float("inf"), 10.0: float("nan"), 30.0: 1.0},
+     [0.1, 0.3, 1.0, 3.0, 10.0]),
+    # All diverged: every value at or below the middle three, and two below the grid, nothing above.
+    ({lr: float("nan") for lr in GRID + (0.1, 0.03)}, [0.03, 0.1, 0.3, 1.0, 3.0, 10.0]),
 ])
 def test_sweep_extends_past_the_end_that_holds_the_best(losses, swept):
   ran, order = _sweep(GRID, losses)
@@ -99,20 +105,40 @@ def test_sweep_extends_past_the_end_that_holds_the_best(losses, swept):
   assert order[:3] == [1.0, 3.0, 10.0], "the middle three run first"
 
 
+def test_next_learning_rate_continues_the_grid():
+  assert sweep.next_learning_rate(0.003, -1, (0.003, 0.01, 0.03)) == 0.001
+  assert sweep.next_learning_rate(0.001, -1, (0.001, 0.003)) == 0.0003
+  assert sweep.next_learning_rate(30.0, 1, GRID) == 100.0
+  assert sweep.next_learning_rate(0.01, 1, (0.005, 0.0075, 0.01)) == pytest.approx(0.01 * 0.01 / 0.0075, rel=1e-5)
+  assert sweep.next_learning_rate(0.005, -1, (0.005,)) == pytest.approx(0.005 / math.sqrt(10), rel=1e-5)
+
+
+def test_at_edge_names_the_end_that_holds_the_best():
+  assert sweep.at_edge({0.001: 4.0, 0.003: 4.5, 0.01: 5.0}) == "low"
+  assert sweep.at_edge({0.001: 5.0, 0.003: 4.5, 0.01: 4.0}) == "high"
+  assert sweep.at_edge({0.001: 5.0, 0.003: 4.0, 0.01: 4.5}) is None
+  assert sweep.at_edge({0.001: 5.0, 0.003: 4.0, 0.01: float("nan")}) is None  # a diverged run bounds it
+  assert sweep.at_edge({0.001: float("nan")}) is None
+
+
 def test_sweep_treats_a_finite_blow_up_as_diverged():
-  losses = {0.3: 5.0, 1.0: float("nan"), 3.0: float("nan"), 10.0: 4e6, 30.0: 5.0}
-  assert _sweep(GRID, losses)[0] == [1.0, 3.0, 10.0, 30.0]  # without a threshold 4e6 counts as best: go up
-  assert _sweep(GRID, losses, divergence_loss=8.3)[0] == [0.3, 1.0, 3.0, 10.0]
+  losses = {0.1: 6.0, 0.3: 5.0, 1.0: float("nan"), 3.0: float("nan"), 10.0: 4e6, 30.0: 5.0, 100.0: float("nan")}
+  # Without a threshold 4e6 counts as best: go up.
+  assert _sweep(GRID, losses)[0] == [1.0, 3.0, 10.0, 30.0, 100.0]
+  assert _sweep(GRID, losses, divergence_loss=8.3)[0] == [0.1, 0.3, 1.0, 3.0, 10.0]
 
 
 def test_sweep_runs_a_short_grid_whole_and_rejects_bad_arguments():
-  assert _sweep((1e-2, 1e-3), {1e-3: 1.0, 1e-2: 2.0})[0] == [1e-3, 1e-2]
+  assert _sweep((1e-2, 1e-3), {1e-3: 1.0, 1e-2: 2.0, 3e-4: float("nan")})[0] == [3e-4, 1e-3, 1e-2]
+  assert _sweep((1e-2, 1e-3), {1e-3: 1.0, 1e-2: 2.0}, max_extensions=0)[0] == [1e-3, 1e-2]
   assert _sweep((3.0, 1.0, 2.0), {1.0: 1.0, 2.0: 0.5, 3.0: 2.0})[0] == [1.0, 2.0, 3.0]
-  assert _sweep(GRID, {lr: lr for lr in GRID}, min_points=1)[0] == [0.3, 1.0, 3.0]
+  assert _sweep(GRID, {lr: lr for lr in GRID + (0.1, 0.03)}, min_points=1)[0] == [0.03, 0.1, 0.3, 1.0, 3.0]
   with pytest.raises(ValueError, match="grid is empty"):
     sweep.sweep_learning_rates((), lambda lr: 0.0)
   with pytest.raises(ValueError, match="min_points"):
     sweep.sweep_learning_rates(GRID, lambda lr: 0.0, min_points=0)
+  with pytest.raises(ValueError, match="max_extensions"):
+    sweep.sweep_learning_rates(GRID, lambda lr: 0.0, max_extensions=-1)
 
 
 def test_seed_statistics_match_numpy_definitions():

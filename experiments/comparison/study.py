@@ -5,7 +5,8 @@ Protocol, identical for every optimizer (only the optimizer and its peak learnin
 
 1. Pretrain the same BERT config on the same corpus, data order, number of steps and warm-up, with seed
    ``seeds[0]`` at learning rates of the optimizer's grid (`sweep_learning_rates`: the middle three, then
-   one grid step further out while the best sits at an end of what ran). The best learning rate is the one
+   one grid step further out while the best sits at an end of what ran, past the grid's ends by up to
+   `sweep.MAX_EXTENSIONS` points; a best still at an end is marked `best_at_edge`). The best learning rate is the one
    with the lowest final MLM loss on the validation split; a run whose loss is not finite, or above ln(vocab
    size) (worse than a uniform prediction, the loss at initialisation), counts as diverged and is never
    chosen.
@@ -36,7 +37,7 @@ from experiments.common import optimizers as optimizers_lib
 from experiments.common import results
 from experiments.common import workdir_lock
 from experiments.comparison import plots
-from experiments.comparison.sweep import best_learning_rate, is_diverged, sweep_learning_rates
+from experiments.comparison.sweep import at_edge, best_learning_rate, is_diverged, sweep_learning_rates
 
 PYTHON_DOC_SOURCES = "/usr/share/doc/python3.11/html/_sources"
 
@@ -353,6 +354,8 @@ def _compare_optimizer(settings: ComparisonSettings, out_dir: str, optimizer: st
       "diverged_learning_rates": [lr for lr, loss in swept.items() if is_diverged(loss, divergence_loss)],
       "divergence_loss": divergence_loss,
       "best_learning_rate": best,
+      # "low"/"high": the best is the smallest/largest learning rate run, even after the sweep's extensions.
+      "best_at_edge": at_edge(swept, divergence_loss),
       "seeds": list(seed_runs),
       "eval_loss": results.seed_statistics([_final(r, TEST_LOSS) for r in seed_runs.values()]),
       "eval_accuracy": results.seed_statistics([_final(r, TEST_ACCURACY) for r in seed_runs.values()]),

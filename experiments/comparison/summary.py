@@ -9,10 +9,21 @@ from experiments.common.results import format_number, format_seed_statistics, ma
 
 def _best_text(result: Mapping[str, Any]) -> str:
   """The best learning rate, flagged when it sits at an end of its grid (the optimum may lie outside)."""
-  best, grid = result["best_learning_rate"], result.get("grid", result["learning_rates"])
+  best = result["best_learning_rate"]
   if best is None:
     return "— (all diverged)"
-  return f"{best:g}" + (" (grid edge)" if best in (min(grid), max(grid)) else "")
+  return f"{best:g}" + (" (grid edge)" if edge_of(result) else "")
+
+
+def edge_of(result: Mapping[str, Any]) -> str | None:
+  """"low"/"high" when an optimizer's best learning rate is the smallest/largest it ran (summaries from before
+  the sweep's extensions did not record it: judged against the learning rates run)."""
+  if "best_at_edge" in result:
+    return result["best_at_edge"]
+  best, swept = result["best_learning_rate"], result["learning_rates"]
+  if best is None or len(swept) < 2:
+    return None
+  return "low" if best == min(swept) else "high" if best == max(swept) else None
 
 
 def report_lines(summary: Mapping[str, Any]) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from experiments.comparison import summary as summary_lib
 from experiments.common.results import format_number, format_seed_statistics, is_finite_number
 from experiments.common.verdicts import (INCONCLUSIVE, combine_verdicts, context_row, verdict_from_margin,
                                          verdict_row)
@@ -30,9 +31,11 @@ def _seed_comparison(name: str, summary: Mapping[str, Any], metric: str, lower_i
     effect = (base["mean"] - ours["mean"]) if lower_is_better else (ours["mean"] - base["mean"])
   margin = _larger_std(ours, base)
   better = "lower" if lower_is_better else "higher"
+  at_edges = [n for n in (name, baseline) if n in optimizers and summary_lib.edge_of(optimizers[n])]
   label = {"eval_loss": "held-out MLM loss", "eval_accuracy": "held-out MLM accuracy"}.get(metric, metric)
   return verdict_row(f"{label}, {name} vs {baseline} (mean ± std over seeds)",
-              f"{name} {format_seed_statistics(ours)} vs {baseline} {format_seed_statistics(base)}",
+              f"{name} {format_seed_statistics(ours)} vs {baseline} {format_seed_statistics(base)}"
+              + (f" (best learning rate at the edge of the swept range: {', '.join(at_edges)})" if at_edges else ""),
               f"{name} {better}",
               verdict_from_margin(effect, margin),
               f"supported if {name} is {better} than {baseline} by more than the larger seed std of the two; "
