@@ -20,7 +20,7 @@ def edge_of(result: Mapping[str, Any]) -> str | None:
   the sweep's extensions did not record it: judged against the learning rates run)."""
   if "best_at_edge" in result:
     return result["best_at_edge"]
-  best, swept = result["best_learning_rate"], result["learning_rates"]
+  best, swept = result.get("best_learning_rate"), result.get("learning_rates", ())
   if best is None or len(swept) < 2:
     return None
   return "low" if best == min(swept) else "high" if best == max(swept) else None
