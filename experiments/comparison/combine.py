@@ -39,7 +39,7 @@ def _effective_overrides(settings: Mapping[str, Any]) -> dict[str, Any]:
   return {k: v for k, v in base.to_dict().items() if k not in OVERRIDES_NOT_COMPARED}
 
 
-def _optimizer_text(text: str | None) -> str | None:
+def optimizer_text(text: str | None) -> str | None:
   """The optimizer settings in words with the per-optimizer exceptions in name order (older versions
   listed them in the config's order)."""
   if not text or "; exceptions: " not in text:
@@ -56,7 +56,7 @@ def _setup(summary: Mapping[str, Any]) -> dict[str, Any]:
   settings = summary["settings"]
   setup = {"config_name": settings["config_name"], "corpus": settings["corpus"],
            "seeds": list(settings["seeds"]), "corpus loaded": summary.get("corpus"),
-           "optimizer settings": _optimizer_text(summary.get("optimizer_settings")),
+           "optimizer settings": optimizer_text(summary.get("optimizer_settings")),
            "optimizer fields": settings.get("optimizer_fields")}
   setup.update({f"overrides.{k}": v for k, v in _effective_overrides(settings).items()})
   return setup

@@ -37,7 +37,8 @@ from experiments.common import optimizers as optimizers_lib
 from experiments.common import results
 from experiments.common import workdir_lock
 from experiments.comparison import plots
-from experiments.comparison.sweep import at_edge, best_learning_rate, is_diverged, sweep_learning_rates
+from experiments.comparison.sweep import (MAX_EXTENSIONS, at_edge, best_learning_rate, is_diverged,
+                                         sweep_learning_rates)
 
 PYTHON_DOC_SOURCES = "/usr/share/doc/python3.11/html/_sources"
 
@@ -158,15 +159,16 @@ def with_flags(config: ml_collections.ConfigDict, weight_decay: float | None = N
   return config
 
 
-def setup_text(settings: ComparisonSettings) -> str:
-  """The comparison's setup in words, every number read from the config its runs start from."""
+def setup_text(settings: ComparisonSettings, with_decay: bool = True) -> str:
+  """The comparison's setup in words, every number read from the config its runs start from (with_decay:
+  ending with the weight decay every optimizer shares)."""
   from experiments.bert import input_pipeline  # pylint: disable=g-import-not-at-top
   config = run_config(settings, "adam", 1.0, settings.seeds[0])
   model = config.model
   sizes = sorted({len(grid) for grid in settings.learning_rates.values()})
-  grid_text = (f"{sizes[0]} learning rates per optimizer" if sizes == [3] else
-               f"a grid of {'/'.join(map(str, sizes))} learning rates per optimizer, swept from its middle 3 "
-               "outwards while the best sits at an end")
+  grid_text = (f"a grid of {'/'.join(map(str, sizes))} learning rates per optimizer, swept from its middle 3 "
+               f"outwards while the best sits at an end, past the grid's ends by up to {MAX_EXTENSIONS} "
+               "more each way")
   return (f"BERT with {model.num_layers} layers, hidden {model.hidden_size}, {model.num_heads} heads, "
           f"intermediate {model.intermediate_size}, a {config.vocab_size}-token WordPiece vocabulary; "
           f"{config.num_train_steps} steps of {config.batch_size} x {config.max_seq_len} tokens (warm-up "
@@ -174,7 +176,8 @@ def setup_text(settings: ComparisonSettings) -> str:
           f"{input_pipeline.corpus_name(config.corpus)} ({config.eval_fraction:.0%} of the documents held "
           f"out for the reported numbers and {config.validation_fraction:.0%} for choosing the learning "
           f"rate, at most {config.max_eval_sequences} sequences each); {grid_text}; seeds "
-          f"{', '.join(map(str, settings.seeds))}; weight decay {config.weight_decay:g} for every optimizer")
+          f"{', '.join(map(str, settings.seeds))}"
+          + (f"; weight decay {config.weight_decay:g} for every optimizer" if with_decay else ""))
 
 
 def run_config(settings: ComparisonSettings, optimizer: str, learning_rate: float, seed: int):
@@ -192,7 +195,7 @@ def run_config(settings: ComparisonSettings, optimizer: str, learning_rate: floa
   return config
 
 
-def _optimizer_settings_text(settings: ComparisonSettings) -> str:
+def optimizer_settings_text(settings: ComparisonSettings) -> str:
   """The optimizer hyperparameters every run shares, and the per-optimizer exceptions, in words."""
   base = run_config(settings, "adamw", 1.0, settings.seeds[0])
   exceptions = "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in fields.items())
@@ -404,7 +407,7 @@ def run(out_dir: str, config: ml_collections.ConfigDict, squad_dir: str | None =
       "setup": setup_text(settings),
       "corpus": corpus,
       "data_description": [corpus_text(corpus)],
-      "optimizer_settings": _optimizer_settings_text(settings),
+      "optimizer_settings": optimizer_settings_text(settings),
       "optimizers": optimizers,
       "figures": plots.plot_figures(out_dir, optimizers, num_train_steps),
       "finetune": (_finetune(out_dir, settings, optimizers, squad_dir) if squad_dir else

@@ -1,0 +1,28 @@
+"""The quick weight-decay factorial: the whole rule x decay grid on a smaller BERT than the quick comparison's.
+
+    python -m experiments.decay --out /tmp/decay --quick
+    python -m experiments.reproduce --out /tmp/quick --quick          # the whole reproduction
+
+Expected time: about 3 minutes on 2 CPU cores (16 cells, each a sweep of at least 3 learning rates and 2 more
+seeds at its best, 100 steps of 8 x 32 tokens on a 1-layer model; one compilation per cell). Its corpus is the
+standard library's pydoc_data.topics, present on every machine.
+"""
+import ml_collections
+
+from experiments.decay.configs import full
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = full.get_config()
+  config.mode = "quick"
+  config.expected_time = "about 3 minutes on 2 CPU cores"
+  config.comparison = "quick"
+  config.overrides = dict(model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2),
+                          vocab_size=512, num_train_steps=100, warmup_steps=10, batch_size=8, max_seq_len=32,
+                          max_predictions_per_seq=5, eval_every_steps=50, log_every_steps=10,
+                          max_eval_sequences=64)
+  config.cells = tuple((mode, rule) for mode in ("none", "independent", "coupled", "decoupled")
+                       for rule in config.rules)
+  config.recorded_summary = ""
+  config.recorded_cells = {}
+  return config
