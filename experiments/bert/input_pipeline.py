@@ -28,10 +28,17 @@ round(mask_prob * #maskable))) positions are drawn uniformly among the non-speci
 by [MASK] with probability 0.8, by a uniformly drawn non-special token with probability 0.1, and kept with
 probability 0.1. The loss averages over these positions only. The batch of step s is a function of
 (seed, s) only, so runs resume exactly and give the same batches on any number of processes.
+
+A fixed objective (`static_masking`, with `max_train_sequences` for a subset small enough for full-batch
+steps): every training sequence is masked once, by a fixed seed whatever the run's, and keeps that mask in
+every epoch, so the training loss is one fixed finite sum and a batch of all the training sequences is its
+exact gradient, with no sampling noise. The "train" split of `eval_batches` is then the training sequences
+with those masks: the objective itself.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import logging
 import os
@@ -47,6 +54,7 @@ from experiments.bert.vocabulary import (  # noqa: F401  pylint: disable=unused-
 TEXT_SUFFIXES = (".txt", ".rst", ".md")
 _EVAL_SPLIT_SEED = 0  # the train/eval document split is fixed, whatever the training seed
 _EVAL_MASK_SEED = 1  # so is the masking of the evaluation sequences
+_STATIC_MASK_SEED = 2  # and the one mask of each training sequence under static_masking
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")  # separates the documents of a one-file corpus
 
 
@@ -148,6 +156,7 @@ def check_settings(config) -> None:
   when they run): ValueError naming the field."""
   check_limit("max_documents", config.get("max_documents"))
   check_limit("max_eval_sequences", config.get("max_eval_sequences"))
+  check_limit("max_train_sequences", config.get("max_train_sequences"))
   check_fractions(config.eval_fraction, config.get("validation_fraction", 0.0))
   check_max_seq_len(config.max_seq_len)
   check_masking(config.mask_prob, config.max_predictions_per_seq)
@@ -270,6 +279,7 @@ class MlmData:
   max_predictions: int
   document_counts: dict[str, int] = dataclasses.field(default_factory=dict)
   corpus: str = "pydoc"
+  static_masking: bool = False
 
   def description(self) -> dict:
     """What was loaded, for reports: the corpus, its documents per split, the training tokens."""
@@ -305,24 +315,37 @@ class MlmData:
     buckets[counts == 0] = num_buckets - 1
     return buckets
 
+  @functools.cached_property
+  def static_masks(self) -> dict[str, np.ndarray]:
+    """Every training sequence masked once (`static_masking`), the same whatever the run's seed."""
+    return self._mask(self.train_sequences, np.random.default_rng(_STATIC_MASK_SEED))
+
   def train_batch(self, step: int, global_batch_size: int, rows: slice = slice(None)) -> dict:
     """The masked rows `rows` of the global training batch of `step` (a function of seed and step only)."""
     steps_per_epoch = self.steps_per_epoch(global_batch_size)
     epoch, index = divmod(step, steps_per_epoch)
     order = np.random.default_rng([self.seed, epoch]).permutation(len(self.train_sequences))
     ids = order[index * global_batch_size:(index + 1) * global_batch_size]
+    if self.static_masking:
+      return {name: value[ids][rows] for name, value in self.static_masks.items()}
     batch = self._mask(self.train_sequences[ids], np.random.default_rng([self.seed, epoch, index]))
     return {name: value[rows] for name, value in batch.items()}
 
   def eval_batches(self, global_batch_size: int, rows: slice = slice(None), *,
                    split: str = "eval") -> list[dict]:
-    """Fixed-masked batches of the "eval" or "validation" split; the last is padded with zero-weight rows."""
-    if split not in ("eval", "validation"):
-      raise ValueError(f"split={split!r} must be 'eval' or 'validation'")
-    sequences = self.eval_sequences if split == "eval" else self.validation_sequences
-    if not len(sequences):
-      raise ValueError(f"the {split} split holds no sequences (validation_fraction = 0 holds out none)")
-    batch = self._mask(sequences, np.random.default_rng(_EVAL_MASK_SEED))
+    """Fixed-masked batches of the "eval", "validation" or (static masking only) "train" split; the last is
+    padded with zero-weight rows."""
+    if split == "train":
+      if not self.static_masking:
+        raise ValueError("the train split is evaluated with static_masking only (else its masks change every step)")
+      batch, sequences = self.static_masks, self.train_sequences
+    elif split in ("eval", "validation"):
+      sequences = self.eval_sequences if split == "eval" else self.validation_sequences
+      if not len(sequences):
+        raise ValueError(f"the {split} split holds no sequences (validation_fraction = 0 holds out none)")
+      batch = self._mask(sequences, np.random.default_rng(_EVAL_MASK_SEED))
+    else:
+      raise ValueError(f"split={split!r} must be 'eval', 'validation' or 'train'")
     num_rows = len(sequences)
     padded_rows = -(-num_rows // global_batch_size) * global_batch_size
     fill = np.arange(padded_rows) % num_rows  # pad with repeats whose weights are zeroed
@@ -359,8 +382,9 @@ def create_datasets(config, workdir: str) -> MlmData:
   validation_sequences = pack(validation_documents)[:max_rows]
   vocab_size = tokenizer.get_vocab_size()
   special_ids = tuple(sorted(special.values()))
+  train_sequences = pack(train_documents)[:config.get("max_train_sequences") or None]
   return MlmData(
-      train_sequences=pack(train_documents), eval_sequences=eval_sequences,
+      train_sequences=train_sequences, eval_sequences=eval_sequences,
       validation_sequences=validation_sequences, vocab_path=vocab_path,
       vocab_size=vocab_size, pad_id=special["[PAD]"], mask_id=special["[MASK]"],
       special_ids=special_ids,
@@ -368,4 +392,4 @@ def create_datasets(config, workdir: str) -> MlmData:
       seed=config.seed, mask_prob=config.mask_prob, max_predictions=config.max_predictions_per_seq,
       document_counts={"train": len(train_documents), "eval": len(eval_documents),
                        "validation": len(validation_documents)},
-      corpus=config.corpus or "pydoc")
+      corpus=config.corpus or "pydoc", static_masking=bool(config.get("static_masking", False)))

@@ -153,6 +153,8 @@ def _run_signature(config, model_config: models.BertConfig, data: input_pipeline
       **{k: config[k] for k in ("seed", "batch_size", "num_train_steps", "max_seq_len", "mask_prob",
                                 "max_predictions_per_seq", "corpus")},
       **({"init_from": os.path.abspath(config.init_from)} if config.init_from else {}),
+      # Only when set, so that checkpoints written before these fields existed still resume.
+      **{k: config[k] for k in ("max_train_sequences", "static_masking") if config.get(k)},
   }
 
 
@@ -233,7 +235,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Returns:
     A dict: train_loss and train_accuracy (last step), train_loss_last10 (mean of the last 10 logged
     steps), eval_loss, eval_accuracy, validation_loss and validation_accuracy (only with a validation
-    split: config.validation_fraction > 0), steps (updates done), diverged (a non-finite loss or state
+    split: config.validation_fraction > 0), train_set_loss and train_set_accuracy (static_masking only: the
+    whole training objective), steps (updates done), diverged (a non-finite loss or state
     stopped the run), halted (stopped early by halt_after_steps), checkpoint_step (the newest on disk),
     wall_time_s, steps_per_s (of this call, set-up and compilation included), tokens_per_s (steady state:
     median over the logging intervals but the first), num_params, vocab_size, document_counts
@@ -270,17 +273,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.create().init(params),
       rng=jax.random.key_data(jax.random.fold_in(root_key, 1))))
   num_params = models.count_params(state.params)
-  splits = ("eval", "validation") if len(data.validation_sequences) else ("eval",)
+  splits = ("eval",) + (("validation",) if len(data.validation_sequences) else ()) + (
+      ("train",) if config.static_masking else ())
   buckets = data.frequency_buckets(NUM_FREQUENCY_BUCKETS)
   split_batches = {split: [par.place_batch({**b, "masked_buckets": buckets[b["masked_labels"]]})
                            for b in data.eval_batches(config.eval_batch_size, eval_rows, split=split)]
                    for split in splits}
 
   def evaluate(state) -> dict[str, float]:
-    """eval_* and, with a validation split, validation_*: loss, accuracy, loss by frequency bucket."""
+    """eval_* and, with a validation split, validation_* and, with static masking, train_set_* (the whole
+    training objective): loss, accuracy, loss by frequency bucket."""
     results = {}
     for split, batches in split_batches.items():
-      results.update(evaluate_mlm(compiled.eval_step, state.params, batches, par.to_host, split))
+      results.update(evaluate_mlm(compiled.eval_step, state.params, batches, par.to_host,
+                                  "train_set" if split == "train" else split))
     return results
 
   result = training_loop.train(

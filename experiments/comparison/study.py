@@ -46,6 +46,8 @@ PYTHON_DOC_SOURCES = "/usr/share/doc/python3.11/html/_sources"
 # validation documents; the reported numbers come from other, held-out documents.
 VALIDATION_LOSS, VALIDATION_ACCURACY = "validation_loss", "validation_accuracy"
 TEST_LOSS, TEST_ACCURACY = "eval_loss", "eval_accuracy"
+# With static masking (a fixed objective), the loss on the whole training set: an optimisation measure.
+TRAIN_SET_LOSS, TRAIN_SET_ACCURACY = "train_set_loss", "train_set_accuracy"
 
 
 def check_corpus(corpus: str) -> None:
@@ -87,6 +89,8 @@ class ComparisonSettings:
     expected_time: how long the config takes, in words (from the config).
     checkpoint_runs: every run keeps checkpoints, so a preempted run resumes (fine-tuning keeps those of the
       runs it starts from in any case).
+    selection_metric: the final metric a sweep minimises (the validation loss; an optimisation study the
+      training-set loss).
   """
   mode: str
   config_name: str
@@ -100,6 +104,7 @@ class ComparisonSettings:
   finetune_learning_rate_scale: float
   expected_time: str
   checkpoint_runs: bool = False
+  selection_metric: str = VALIDATION_LOSS
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> "ComparisonSettings":
@@ -126,7 +131,8 @@ class ComparisonSettings:
                finetune_overrides=dict(config["finetune_overrides"]),
                finetune_learning_rate_scale=float(config["finetune_learning_rate_scale"]),
                expected_time=config["expected_time"],
-               checkpoint_runs=bool(config.get("checkpoint_runs", False)))
+               checkpoint_runs=bool(config.get("checkpoint_runs", False)),
+               selection_metric=config.get("selection_metric", VALIDATION_LOSS))
 
   @property
   def description(self) -> str:
@@ -330,7 +336,7 @@ def _compare_optimizer(settings: ComparisonSettings, out_dir: str, optimizer: st
 
   def validation_loss(lr: float) -> float | None:
     runs[lr] = _pretrain(settings, out_dir, optimizer, lr, first_seed, keep_checkpoint=keep_checkpoints)
-    return _final(runs[lr], VALIDATION_LOSS)
+    return _final(runs[lr], settings.selection_metric)
 
   # A final loss above ln(vocab size) is worse than predicting every token uniformly: a blow-up, even if finite.
   divergence_loss = math.log(int(run_config(settings, optimizer, 1.0, first_seed).vocab_size))
@@ -353,7 +359,9 @@ def _compare_optimizer(settings: ComparisonSettings, out_dir: str, optimizer: st
       "learning_rates": list(sweep),
       "sweep": [{"learning_rate": lr, "validation_loss": _final(run, VALIDATION_LOSS),
                  "validation_accuracy": _final(run, VALIDATION_ACCURACY), "workdir": run["workdir"],
-                 "wall_s": run["wall_s"]} for lr, run in sweep.items()],
+                 "wall_s": run["wall_s"],
+                 **({settings.selection_metric: _final(run, settings.selection_metric)}
+                    if settings.selection_metric != VALIDATION_LOSS else {})} for lr, run in sweep.items()],
       "diverged_learning_rates": [lr for lr, loss in swept.items() if is_diverged(loss, divergence_loss)],
       "divergence_loss": divergence_loss,
       "best_learning_rate": best,
@@ -362,6 +370,9 @@ def _compare_optimizer(settings: ComparisonSettings, out_dir: str, optimizer: st
       "seeds": list(seed_runs),
       "eval_loss": results.seed_statistics([_final(r, TEST_LOSS) for r in seed_runs.values()]),
       "eval_accuracy": results.seed_statistics([_final(r, TEST_ACCURACY) for r in seed_runs.values()]),
+      **({key: results.seed_statistics([_final(r, key) for r in seed_runs.values()])
+          for key in (TRAIN_SET_LOSS, TRAIN_SET_ACCURACY)}
+         if seed_runs and all(TRAIN_SET_LOSS in r["final"] for r in seed_runs.values()) else {}),
       "mean_clip_fraction": results.seed_statistics(clip_fractions) if clip_fractions else None,
       # Held-out MLM loss by the label's training-set frequency (bucket 0 the most frequent tokens).
       "eval_loss_by_frequency": [results.seed_statistics([_final(r, f"{TEST_LOSS}_bucket{b}")

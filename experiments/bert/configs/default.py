@@ -40,6 +40,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_fraction = 0.05  # documents held out for evaluation (eval_loss, eval_accuracy)
   config.validation_fraction = 0.0  # more held out for choosing hyperparameters (validation_loss); 0: none
   config.max_eval_sequences = 512  # 0: all; caps the evaluation and validation sequences alike
+  config.max_train_sequences = 0  # 0: all; else the first N packed training sequences (a fixed subset)
+  # True: each training sequence keeps one mask (the objective is a fixed sum: a full batch has no noise),
+  # and evaluations report the loss on the whole training set (train_set_loss, train_set_accuracy).
+  config.static_masking = False
 
   # Optimizer (experiments.common.optimizers): BERT's recipe, AdamW with warm-up and linear decay.
   config.update(optimizers.default_optimizer_config())

@@ -1,0 +1,34 @@
+"""The full batch-size study (RQ8): the full comparison's tiny BERT on a fixed 256-sequence objective.
+
+    python -m experiments.batch_size --out /tmp/batch_size_full
+
+Expected time: about 6 hours on 2 CPU cores (16 cells, each a sweep of at least 3 learning rates and 2 more
+seeds at its best, 300 steps; a step of the full batch, 256 x 128 tokens, takes about 1.8 s, of batch 8 a
+few hundredths; one run at a time). Rerunning the same command continues an interrupted study. Needs the
+Debian package python3.11-doc.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.mode = "full"
+  config.expected_time = ("about 6 hours on 2 CPU cores (16 cells of at least 5 runs of 300 steps; the full batch "
+                          "takes about 1.8 s a step); rerunning the same command continues an interrupted study")
+  # Every run is a run of this comparison config (experiments/comparison/configs/<comparison>.py): the same
+  # model, corpus, seeds, learning-rate grids and per-optimizer fields; these fields on top.
+  config.comparison = "full"
+  # The fixed objective: the first 256 training sequences (32,768 token positions), each masked once, no
+  # dropout (a noise source of its own) and no weight decay (the objective is the training loss itself).
+  config.overrides = dict(max_train_sequences=256, static_masking=True,
+                          model=dict(dropout_rate=0.0, attention_dropout_rate=0.0), weight_decay=0.0,
+                          num_train_steps=300, warmup_steps=30, eval_every_steps=100, checkpoint_every_steps=100)
+  config.optimizers = ("sgd", "adam", "gclip", "acclip")
+  config.batch_sizes = (8, 32, 128, 256)  # the last: the full batch
+  # SGD and Adam at the smallest and the full batch first (they decide the verdict), then the rest.
+  first = [(8, "sgd"), (8, "adam"), (256, "sgd"), (256, "adam")]
+  config.cells = tuple(first + [(b, name) for b in config.batch_sizes for name in config.optimizers
+                                if (b, name) not in first])
+  config.num_minibatches = 64
+  config.num_coordinates = 2000
+  return config

@@ -1,0 +1,56 @@
+"""The batch-size study's figure: final training-set loss against batch size per optimizer, and the noise."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from experiments.common import figures
+
+FIGURE_FILENAME = "batch_size.png"
+
+
+def plot_figures(summary: Mapping[str, Any], out_dir: str) -> dict[str, str]:
+  """Draws the figure into `out_dir`; returns {"batch_size": its file name} (empty: no cell yet).
+
+  Left: each optimizer's final training-set loss (mean over the seeds, bar from the smallest to the largest
+  seed; hollow: best learning rate at an edge of its sweep) against the batch size, log scale, the last point
+  the full batch. Right: the median noise norm ||g_B - g|| at initialisation against the batch size.
+  """
+  cells = summary.get("cells", {})
+  if not cells:
+    return {}
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  figure, (loss_axes, noise_axes) = plt.subplots(1, 2, figsize=(9.0, 3.2))
+  for name in summary["config"]["optimizers"]:
+    color = figures.OPTIMIZER_COLORS.get(name, "black")
+    points = [(int(b), cell[name]) for b, cell in cells.items() if name in cell and cell[name].get("train_set_loss")]
+    points = [(b, cell) for b, cell in points if cell["train_set_loss"].get("mean") is not None]
+    if not points:
+      continue
+    sizes = [b for b, _ in points]
+    means = [cell["train_set_loss"]["mean"] for _, cell in points]
+    loss_axes.plot(sizes, means, "-", color=color, label=name)
+    for b, cell in points:
+      stats = cell["train_set_loss"]
+      loss_axes.vlines(b, stats["min"], stats["max"], color=color)
+      loss_axes.plot(b, stats["mean"], "o", color=color, markerfacecolor="white" if cell.get("best_at_edge") else color)
+  loss_axes.set_xscale("log", base=2)
+  loss_axes.set_xlabel("batch size (sequences; the last: the full batch)")
+  loss_axes.set_ylabel("final training-set MLM loss")
+  loss_axes.legend(fontsize=8)
+  measured = summary.get("noise", {}).get("by_batch_size", {})
+  sizes = [int(b) for b in measured if measured[b].get("noise_norm_median")]
+  if sizes:
+    noise_axes.plot(sizes, [measured[str(b)]["noise_norm_median"] for b in sizes], "o-", color="black")
+    noise_axes.set_xscale("log", base=2)
+    noise_axes.set_yscale("log")
+  noise_axes.set_xlabel("batch size (the full batch: zero noise, not drawn)")
+  noise_axes.set_ylabel("median ||g_B - g|| at initialisation")
+  figure.suptitle(f"The Adam-SGD gap against the batch ({summary['mode']})", fontsize=9)
+  path = os.path.join(out_dir, FIGURE_FILENAME)
+  figure.savefig(path, dpi=120, bbox_inches="tight")
+  plt.close(figure)
+  return {"batch_size": FIGURE_FILENAME}
