@@ -1,7 +1,8 @@
 """The reproduction's report.md: it presents the studies' results and the verdicts their rules computed.
 
 The verdicts come from each study's verdict.py (`experiments.noise.verdict`, `experiments.synthetic.verdict`,
-`experiments.comparison.verdict`, `experiments.stability.verdict`) through `experiments.reproduce`; nothing here judges a number. Also the
+`experiments.comparison.verdict`, `experiments.stability.verdict`, `experiments.decay.verdict`,
+`experiments.batch_size.verdict`) through `experiments.reproduce`; nothing here judges a number. Also the
 environment a run records (packages, devices, commit).
 """
 from __future__ import annotations
@@ -79,6 +80,11 @@ PAPER_CLAIMS = {
     "RQ6": ("(Beyond the paper: a question of our own.) The spike-clipping methods are sold on stability: "
             "do ZClip, SPAM, Stable-SPAM and skip-step train at larger learning rates than AdamW before BERT "
             "collapses?"),
+    "RQ7": ("(Beyond the paper: a question of our own.) In RQ4 the optimizers split by their weight decay, not "
+            "by clipping: what separates the paper's ACClip from Adam(W), the clip or the weight decay?"),
+    "RQ8": ("(The paper's mechanism, tested.) The paper explains Adam's lead over SGD on BERT by heavy-tailed "
+            "gradient noise; Kunstner et al. (2023) find the gap persists with full batches. Does the SGD-Adam "
+            "gap shrink as the batch grows to the whole objective?"),
 }
 
 RQ_TITLES = {
@@ -88,6 +94,8 @@ RQ_TITLES = {
     "RQ4": "RQ4: does ACClip beat Adam on BERT?",
     "RQ5": "RQ5: do the clipping methods that came after the paper beat its rules and Adam(W)?",
     "RQ6": "RQ6: do the spike-clipping methods stretch the largest learning rate at which BERT trains?",
+    "RQ7": "RQ7: the clip or the weight decay: what separates the paper's ACClip from Adam(W)?",
+    "RQ8": "RQ8: does the Adam-SGD gap on BERT shrink with the gradient noise (the batch size)?",
 }
 
 

@@ -1,11 +1,13 @@
 """One command reproduces the paper at small scale and writes a report.
 
-    python -m experiments.reproduce --out DIR [--quick] [--squad-dir D] [--parts synthetic,noise,bert,stability]
+    python -m experiments.reproduce --out DIR [--quick] [--squad-dir D]
+        [--parts synthetic,noise,bert,stability,decay,batch_size]
         [--weight-decay W] [--optimizers adam,acclip,...]
 
 runs, in order, the synthetic study (RQ2, RQ3; `experiments.synthetic.study.run`), the gradient-noise study
 (RQ1; `experiments.noise.study.run`), the BERT optimizer comparison (RQ4, RQ5; `experiments.comparison`) and
-the stability-margin study (RQ6, our own question; `experiments.stability`), each in its own folder under DIR,
+the stability-margin study (RQ6, our own question; `experiments.stability`), the weight-decay factorial (RQ7;
+`experiments.decay`) and the batch-size study (RQ8; `experiments.batch_size`), each in its own folder under DIR,
 then writes
 
     DIR/report.md       one table per research question with the paper's claim, our numbers and a verdict
@@ -22,7 +24,8 @@ the BERT comparison: one weight decay for every optimizer (e.g. 0, to take decay
 the optimizers run.
 
 A mode is a config file: every part reads configs/quick.py (``--quick``) or configs/full.py of its study
-(`experiments.synthetic`, `experiments.noise`, `experiments.comparison`, `experiments.stability`), and
+(`experiments.synthetic`, `experiments.noise`, `experiments.comparison`, `experiments.stability`,
+`experiments.decay`, `experiments.batch_size`), and
 results.json records the
 configs used, so the report's mode and settings are read from them, never re-inferred.
 """
@@ -47,15 +50,17 @@ from experiments.common import training_loop
 from experiments.common import verdicts
 from experiments.common import workdir_lock
 
-PARTS = ("synthetic", "noise", "bert", "stability")
+PARTS = ("synthetic", "noise", "bert", "stability", "decay", "batch_size")
 # Each part's study package: its configs/<mode>.py, its `study.run(out_dir, config)` and its verdict.py.
 STUDIES = {"synthetic": "experiments.synthetic", "noise": "experiments.noise", "bert": "experiments.comparison",
-           "stability": "experiments.stability"}
+           "stability": "experiments.stability", "decay": "experiments.decay",
+           "batch_size": "experiments.batch_size"}
 # Research question -> (part, the study's rule in its verdict.py, the summary key it reads or None for the
 # whole summary). A rule returns {"rows", "verdict", "overall_rule"}.
 QUESTIONS = {"RQ1": ("noise", "assess_rq1", "rq1"), "RQ2": ("synthetic", "assess_rq2", None),
              "RQ3": ("synthetic", "assess_rq3", None), "RQ4": ("bert", "assess_rq4", None),
-             "RQ5": ("bert", "assess_rq5", None), "RQ6": ("stability", "assess_rq6", None)}
+             "RQ5": ("bert", "assess_rq5", None), "RQ6": ("stability", "assess_rq6", None),
+             "RQ7": ("decay", "assess_rq7", None), "RQ8": ("batch_size", "assess_rq8", None)}
 
 
 def part_configs(mode: str, weight_decay: float | None = None,
@@ -233,10 +238,10 @@ def _extra_sections(out_dir: str, results: Mapping[str, Any]) -> dict[str, list[
   if bert.get("status") == "ok":
     sections["RQ4"] = comparison_summary.report_lines(bert["summary"])
     sections["RQ5"] = ["The comparison's tables are under RQ4 (same runs: same sweep, validation split, seeds)."]
-  stability = results["parts"].get("stability", {})
-  if stability.get("status") == "ok":
-    from experiments.stability import summary as stability_summary  # pylint: disable=g-import-not-at-top
-    sections["RQ6"] = stability_summary.report_lines(stability["summary"])
+  for question, part in (("RQ6", "stability"), ("RQ7", "decay"), ("RQ8", "batch_size")):
+    if results["parts"].get(part, {}).get("status") == "ok":
+      summary_lib = importlib.import_module(f"{STUDIES[part]}.summary")
+      sections[question] = summary_lib.report_lines(results["parts"][part]["summary"])
   mode = results["mode"]
   flag = " --quick" if mode == "quick" else ""
   bert_config = results["configs"]["bert"]
@@ -255,6 +260,8 @@ def _extra_sections(out_dir: str, results: Mapping[str, Any]) -> dict[str, list[
       f"    python -m experiments.noise --out {os.path.join(out_dir, 'noise')}{flag}",
       f"    python -m experiments.reproduce --out {out_dir} --parts bert{bert_flags}",
       f"    python -m experiments.stability --out {os.path.join(out_dir, 'stability')}{flag}",
+      f"    python -m experiments.decay --out {os.path.join(out_dir, 'decay')}{flag}",
+      f"    python -m experiments.batch_size --out {os.path.join(out_dir, 'batch_size')}{flag}",
       "",
   ]
   best = bert.get("summary", {}).get("optimizers", {}).get("acclip", {}) if bert.get("status") == "ok" else {}
@@ -272,10 +279,14 @@ def _extra_sections(out_dir: str, results: Mapping[str, Any]) -> dict[str, list[
            f"- synthetic study: {_config_differences(STUDIES['synthetic'])}.",
            f"- noise study: {_config_differences(STUDIES['noise'])}.",
            f"- stability study: {_config_differences(STUDIES['stability'])}.",
+           f"- weight-decay factorial: {_config_differences(STUDIES['decay'])}.",
+           f"- batch-size study: {_config_differences(STUDIES['batch_size'])}.",
            f"- BERT comparison, quick: {quick_bert.description}. Full: {full_bert.description}.",
            "",
            f"Expected time of the full mode: BERT comparison {full_bert.expected_time}; stability study "
-           f"{study_cli.study_config(STUDIES['stability'], 'full').expected_time}; the synthetic and noise "
+           f"{study_cli.study_config(STUDIES['stability'], 'full').expected_time}; weight-decay factorial "
+           f"{study_cli.study_config(STUDIES['decay'], 'full').expected_time}; batch-size study "
+           f"{study_cli.study_config(STUDIES['batch_size'], 'full').expected_time}; the synthetic and noise "
            "studies: see their configs (`experiments/synthetic/configs/full.py`, "
            "`experiments/noise/configs/full.py`). The quick mode is budgeted at 15 minutes on 2 CPU cores; "
            "this run's wall times are in the table below.", ""]

@@ -319,6 +319,40 @@ def _stability_stand_in(out_dir):
   return summary
 
 
+def _decay_stand_in(out_dir, config):
+  """A factorial summary in the study's layout (the study itself runs end to end in test_decay.py): ACClip
+  trails Adam by 0.2 in both modes, seed spread 0.05."""
+  from experiments.decay import plots as decay_plots  # pylint: disable=g-import-not-at-top
+  def cell(losses, lr):
+    return {"best_learning_rate": lr, "best_at_edge": None, "learning_rates": [lr], "source": "stand-in",
+            "eval_loss": results_lib.seed_statistics(losses),
+            "eval_accuracy": results_lib.seed_statistics([0.3, 0.31])}
+  summary = {"mode": "tiny", "complete": True, "cells_done": 4, "cells_planned": 4, "config": config.to_dict(),
+             "setup": "Stand-in cells.", "data_description": [],
+             "cells": {mode: {"adam": cell([5.0, 5.05], 0.01), "acclip": cell([5.2, 5.25], 1.0)}
+                       for mode in ("none", "decoupled")}}
+  summary["figures"] = decay_plots.plot_figures(summary, out_dir)
+  return summary
+
+
+def _batch_size_stand_in(out_dir, config):
+  """A batch-size summary in the study's layout (the study runs end to end in test_batch_size.py): the
+  SGD-Adam gap 1.0 at batch 4 and 1.2 at the full batch 16."""
+  from experiments.batch_size import plots as batch_size_plots  # pylint: disable=g-import-not-at-top
+  def cell(loss):
+    return {"best_learning_rate": 0.1, "best_at_edge": None, "learning_rates": [0.1],
+            "train_set_loss": results_lib.seed_statistics([loss, loss + 0.02]),
+            "eval_loss": results_lib.seed_statistics([5.0, 5.1])}
+  summary = {"mode": "tiny", "complete": True, "cells_done": 4, "cells_planned": 4, "config": config.to_dict(),
+             "setup": "Stand-in cells.", "data_description": [],
+             "noise": {"by_batch_size": {"4": {"noise_norm_median": 2.0, "noise_norm_max_over_median": 1.2,
+                                                "pooled": {"alpha_mohammadi": 1.8, "alpha_hill": 1.5}},
+                                          "16": {"noise_norm_median": 0.0, "note": "the full batch"}}},
+             "cells": {"4": {"sgd": cell(4.0), "adam": cell(3.0)}, "16": {"sgd": cell(3.2), "adam": cell(2.0)}}}
+  summary["figures"] = batch_size_plots.plot_figures(summary, out_dir)
+  return summary
+
+
 def _tiny_bert_config():
   config = comparison_quick.get_config()
   config.mode = "tiny"
@@ -338,8 +372,11 @@ def _tiny_configs(**changes):
   from experiments.noise.configs import tiny as noise_tiny  # pylint: disable=g-import-not-at-top
   from experiments.stability.configs import tiny as stability_tiny  # pylint: disable=g-import-not-at-top
   from experiments.synthetic.configs import tiny as synthetic_tiny  # pylint: disable=g-import-not-at-top
+  from experiments.decay.configs import tiny as decay_tiny  # pylint: disable=g-import-not-at-top
+  from experiments.batch_size.configs import tiny as batch_size_tiny  # pylint: disable=g-import-not-at-top
   configs = {"synthetic": synthetic_tiny.get_config(), "noise": noise_tiny.get_config(), "bert": _tiny_bert_config(),
-             "stability": stability_tiny.get_config()}
+             "stability": stability_tiny.get_config(), "decay": decay_tiny.get_config(),
+             "batch_size": batch_size_tiny.get_config()}
   for part, fields in changes.items():
     configs[part].update(fields)
   return configs
@@ -347,7 +384,8 @@ def _tiny_configs(**changes):
 
 STAND_INS = {"synthetic": lambda out_dir, config: _synthetic_stand_in(out_dir),
              "noise": lambda out_dir, config: _noise_stand_in(out_dir),
-             "stability": lambda out_dir, config: _stability_stand_in(out_dir)}
+             "stability": lambda out_dir, config: _stability_stand_in(out_dir),
+             "decay": _decay_stand_in, "batch_size": _batch_size_stand_in}
 
 
 @pytest.fixture(scope="module")
@@ -369,16 +407,16 @@ def test_the_real_studies_feed_every_section(tmp_path):
   out_dir = tmp_path / "out"
   configs = _tiny_configs(bert=dict(corpus=str(corpus)))
   results = reproduce.run(str(out_dir), configs=configs, command="pytest",
-                          runners={"noise": STAND_INS["noise"], "stability": STAND_INS["stability"]})
+                          runners={name: STAND_INS[name] for name in ("noise", "stability", "decay", "batch_size")})
   tmp_path = out_dir
   assert {name: part["status"] for name, part in results["parts"].items()} == {
-      "synthetic": "ok", "noise": "ok", "bert": "ok", "stability": "ok"}
+      "synthetic": "ok", "noise": "ok", "bert": "ok", "stability": "ok", "decay": "ok", "batch_size": "ok"}
   outcomes = (verdicts.SUPPORTED, verdicts.NOT_SUPPORTED, verdicts.INCONCLUSIVE)
   for name in ("RQ1", "RQ2", "RQ3", "RQ4"):
     question = results["research_questions"][name]
     assert question["verdict"] in outcomes and question["rows"], name
   text = (tmp_path / "report.md").read_text()
-  assert text.count("**Verdict: ") == 6
+  assert text.count("**Verdict: ") == 8
   for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
     assert (tmp_path / path).stat().st_size > 0, path
   # The data the comparison loaded, as it recorded it: the corpus file (16 documents).
@@ -395,18 +433,19 @@ def test_the_real_studies_feed_every_section(tmp_path):
 def test_every_part_ran(tiny_reproduction):
   _, results, _ = tiny_reproduction
   assert {name: part["status"] for name, part in results["parts"].items()} == {
-      "synthetic": "ok", "noise": "ok", "bert": "ok", "stability": "ok"}
+      "synthetic": "ok", "noise": "ok", "bert": "ok", "stability": "ok", "decay": "ok", "batch_size": "ok"}
 
 
 def test_report_has_every_section(tiny_reproduction):
   _, _, text = tiny_reproduction
-  for heading in ("## Summary", "## RQ1", "## RQ2", "## RQ3", "## RQ4", "## RQ6", "## Commands", "## Quick and full modes",
+  for heading in ("## Summary", "## RQ1", "## RQ2", "## RQ3", "## RQ4", "## RQ6", "## RQ7", "## RQ8", "## Commands",
+                  "## Quick and full modes",
                   "## Environment"):
     assert heading in text, heading
   assert "SQuAD v1.1 fine-tuning: skipped (no --squad-dir given)." in text
   assert "python -m experiments.synthetic --out" in text and "python -m experiments.bert.main" in text
   assert "this run's configs, mode tiny, are no preset" in text and "--parts bert" in text
-  assert text.count("**Verdict: ") == 6
+  assert text.count("**Verdict: ") == 8
 
 
 def test_verdicts_follow_the_numbers(tiny_reproduction):
@@ -417,6 +456,9 @@ def test_verdicts_follow_the_numbers(tiny_reproduction):
   assert rqs["RQ2"]["verdict"] == verdicts.SUPPORTED
   assert rqs["RQ3"]["verdict"] == verdicts.SUPPORTED
   assert rqs["RQ1"]["rows"][0]["verdict"] == verdicts.NOT_SUPPORTED
+  # ACClip trails Adam by four spreads in both decay modes; the SGD-Adam gap grows to the full batch.
+  assert rqs["RQ7"]["verdict"] == "the clip explains it"
+  assert rqs["RQ8"]["verdict"] == verdicts.NOT_SUPPORTED
   # RQ4 from the real tiny comparison: its first row quotes both optimizers' held-out losses.
   optimizers = results["parts"]["bert"]["summary"]["optimizers"]
   first = rqs["RQ4"]["rows"][0]

@@ -67,9 +67,19 @@ def test_the_margin_is_the_largest_learning_rate_that_trains():
             "odd": [{"learning_rate": 0.001, "status": study.COLLAPSES}, {"learning_rate": 0.003, "status": study.TRAINS}],
             "none": [{"learning_rate": 0.01, "status": study.DIVERGES}]}
   found = study.margins(points)
-  assert found["adamw"] == {"margin": 0.003, "first_failure": 0.01, "monotone": True}
+  assert found["adamw"] == {"margin": 0.003, "first_failure": 0.01, "monotone": True, "at_edge": False}
   assert found["odd"]["margin"] == 0.003 and not found["odd"]["monotone"]
-  assert found["none"] == {"margin": None, "first_failure": 0.01, "monotone": True}
+  assert found["none"] == {"margin": None, "first_failure": 0.01, "monotone": True, "at_edge": False}
+
+
+def test_a_margin_at_the_top_of_what_ran_asks_for_the_next_learning_rate_up():
+  points = {"adamw": [{"learning_rate": 0.01, "status": study.TRAINS}, {"learning_rate": 0.3, "status": study.TRAINS}],
+            "skipstep": [{"learning_rate": 0.01, "status": study.TRAINS},
+                         {"learning_rate": 0.3, "status": study.COLLAPSES}]}
+  found = study.margins(points)
+  assert found["adamw"]["at_edge"] and not found["skipstep"]["at_edge"]
+  assert study.extension_runs(settings(), points, {}) == [(1.0, "adamw")]  # 0.3 -> 1 on the 1-3-10 ladder
+  assert study.extension_runs(settings(), points, {"adamw": 2}) == []  # sweep.MAX_EXTENSIONS reached
 
 
 def test_recorded_points_are_judged_on_their_final_validation_numbers(tmp_path):

@@ -60,6 +60,7 @@ class BatchSizeSettings:
     batch_sizes: ascending; the last must be `max_train_sequences` (the full batch).
     cells: (batch size, optimizer) pairs in the order they run; every pair of the two lists.
     num_minibatches, num_coordinates: the noise measurement's minibatches and sampled coordinates.
+    seeds: the seeds of every cell; empty: the comparison's.
   """
   mode: str
   expected_time: str
@@ -70,6 +71,7 @@ class BatchSizeSettings:
   cells: tuple[tuple[int, str], ...]
   num_minibatches: int
   num_coordinates: int
+  seeds: tuple[int, ...] = ()
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> "BatchSizeSettings":
@@ -84,7 +86,8 @@ class BatchSizeSettings:
     if unknown:
       raise ValueError(f"batch-size study config: unknown field(s) {unknown}")
     values.update(optimizers=tuple(values["optimizers"]), batch_sizes=tuple(int(b) for b in values["batch_sizes"]),
-                  cells=tuple((int(b), str(name)) for b, name in values["cells"]))
+                  cells=tuple((int(b), str(name)) for b, name in values["cells"]),
+                  seeds=tuple(int(seed) for seed in values.get("seeds", ())))
     settings = cls(**values)
     bad = [name for name in settings.optimizers if name not in optimizers_lib.REGISTRY]
     if bad or not settings.optimizers:
@@ -119,6 +122,8 @@ def comparison_settings(settings: BatchSizeSettings) -> comparison_study.Compari
   """The comparison every cell belongs to: its config with the study's optimizers, overrides and measure."""
   config = study_cli.study_config("experiments.comparison", settings.comparison)
   config.optimizers = settings.optimizers
+  if settings.seeds:
+    config.seeds = settings.seeds
   compared = comparison_study.ComparisonSettings.from_config(config)
   return dataclasses.replace(compared, overrides=_merged(compared.overrides, settings.overrides),
                              selection_metric=comparison_study.TRAIN_SET_LOSS)

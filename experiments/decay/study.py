@@ -58,6 +58,7 @@ class DecaySettings:
     cells: (decay mode, rule) pairs run here, in order.
     recorded_summary: a comparison results.json (relative to the repository) holding `recorded_cells`; "" none.
     recorded_cells: decay mode -> {rule: the optimizer name in the recorded summary}.
+    seeds: the seeds of every cell; empty: the comparison's.
   """
   mode: str
   expected_time: str
@@ -68,6 +69,7 @@ class DecaySettings:
   cells: tuple[tuple[str, str], ...]
   recorded_summary: str
   recorded_cells: dict[str, dict[str, str]]
+  seeds: tuple[int, ...] = ()
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> "DecaySettings":
@@ -82,6 +84,7 @@ class DecaySettings:
       raise ValueError(f"decay study config: unknown field(s) {unknown}")
     values["rules"] = tuple(values["rules"])
     values["cells"] = tuple((str(mode), str(rule)) for mode, rule in values["cells"])
+    values["seeds"] = tuple(int(seed) for seed in values.get("seeds", ()))
     settings = cls(**values)
     bad = [name for name in settings.rules if name not in optimizers_lib.REGISTRY]
     if bad or not settings.rules:
@@ -119,6 +122,8 @@ def comparison_settings(settings: DecaySettings) -> comparison_study.ComparisonS
   """The comparison every cell belongs to: its config with the study's rules and overrides."""
   config = study_cli.study_config("experiments.comparison", settings.comparison)
   config.optimizers = settings.rules
+  if settings.seeds:
+    config.seeds = settings.seeds
   compared = comparison_study.ComparisonSettings.from_config(config)
   return dataclasses.replace(compared, overrides=_merged(compared.overrides, settings.overrides))
 

@@ -50,7 +50,7 @@ from experiments.common import results
 from experiments.common import study_cli
 from experiments.common import workdir_lock
 from experiments.comparison import study as comparison_study
-from experiments.comparison.sweep import is_diverged
+from experiments.comparison.sweep import MAX_EXTENSIONS, is_diverged, next_learning_rate
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAINS, COLLAPSES, DIVERGES = "trains", "collapses", "diverges"
@@ -336,7 +336,8 @@ def recorded_points(settings: StabilitySettings, majority_accuracy: float) -> di
 
 def margins(points: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
   """method -> {"margin": the largest learning rate that trains (None: none), "first_failure": the smallest
-  larger one that does not, "monotone": no learning rate below the margin fails}."""
+  larger one that does not, "monotone": no learning rate below the margin fails, "at_edge": the margin is the
+  largest learning rate the method has a point at (its true margin may lie beyond)}."""
   found = {}
   for name, method_points in points.items():
     ordered = sorted(method_points, key=lambda p: p["learning_rate"])
@@ -345,8 +346,21 @@ def margins(points: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict
     above = [p["learning_rate"] for p in ordered if margin is None or p["learning_rate"] > margin]
     found[name] = {"margin": margin, "first_failure": min(above) if above else None,
                    "monotone": margin is None or all(p["status"] == TRAINS for p in ordered
-                                                      if p["learning_rate"] <= margin)}
+                                                      if p["learning_rate"] <= margin),
+                   "at_edge": margin is not None and not above}
   return found
+
+
+def extension_runs(settings: StabilitySettings, points: Mapping[str, Sequence[Mapping[str, Any]]],
+                   extended: Mapping[str, int]) -> list[tuple[float, str]]:
+  """(learning rate, method) runs past the top of a method's learning rates while its margin sits there, at
+  most `sweep.MAX_EXTENSIONS` per method (`extended`: how many each has had)."""
+  runs = []
+  for name, found in margins(points).items():
+    if found["at_edge"] and extended.get(name, 0) < MAX_EXTENSIONS:
+      learning_rates = sorted({p["learning_rate"] for p in points[name]} | set(settings.learning_rates[name]))
+      runs.append((next_learning_rate(learning_rates[-1], 1, learning_rates), name))
+  return runs
 
 
 # ------------------------------------------------------------------------------------------- the study
@@ -398,13 +412,23 @@ def _cached_diagnosis(out_dir: str, run: Mapping[str, Any], compared, majority_t
   return found
 
 
+def _extend(settings: StabilitySettings, points, extended: dict[str, int], order: list) -> bool:
+  """Appends `extension_runs` to `order` (counting them in `extended`); whether there were any."""
+  more = extension_runs(settings, points, extended)
+  for lr, name in more:
+    extended[name] = extended.get(name, 0) + 1
+    order.append((lr, name))
+  return bool(more)
+
+
 @workdir_lock.owns_output_folder
 def run(out_dir: str, config: ml_collections.ConfigDict, *, finished_only: bool = False) -> dict[str, Any]:
   """Runs the study a config describes into ``out_dir``; returns its summary (also summary.json there).
 
   Rerunning into the same folder reuses every finished run and resumes a preempted one; summary.json and
   summary.md are rewritten after every run (``"complete": false`` until the last), so a study stopped
-  part-way reports what it has.
+  part-way reports what it has. After the config's runs, a method whose margin is the largest learning rate
+  it ran gets the next one up (`extension_runs`, at most `sweep.MAX_EXTENSIONS`), until it fails there.
 
   finished_only: train nothing; summarize the runs that have finished (their `run_result.json`), whatever
     their place in the run order (runs made out of order, for instance by `comparison.study` calls of other
@@ -421,8 +445,12 @@ def run(out_dir: str, config: ml_collections.ConfigDict, *, finished_only: bool 
   points = recorded_points(settings, baselines["validation"]["majority_accuracy"])
   runs: dict[str, dict[str, Any]] = {}
   order = settings.run_order()
+  extended: dict[str, int] = {}
   summary: dict[str, Any] = {}
-  for lr, name in order:
+  index = 0
+  while index < len(order) or (not finished_only and _extend(settings, points, extended, order)):
+    lr, name = order[index]
+    index += 1
     workdir = comparison_study.run_workdir(out_dir, name, lr, settings.seed)
     if finished_only and not os.path.exists(os.path.join(workdir, comparison_study.RUN_RESULT_FILENAME)):
       continue
@@ -439,7 +467,9 @@ def run(out_dir: str, config: ml_collections.ConfigDict, *, finished_only: bool 
     points.setdefault(name, []).append({"learning_rate": lr, "status": judged["status"],
                                         "validation_loss": judged["validation_loss"], "source": "run"})
     summary = {
-        "mode": settings.mode, "complete": len(runs) == len(order), "runs_done": len(runs), "runs_planned": len(order),
+        "mode": settings.mode,
+        "complete": len(runs) == len(order) and not extension_runs(settings, points, extended),
+        "runs_done": len(runs), "runs_planned": len(order),
         "config": config.to_dict(), "setup": setup_text(settings, compared),
         "data_description": [comparison_study.corpus_text(corpus)], "baselines": baselines,
         "divergence_loss": divergence_loss, "num_train_steps": num_steps, "runs": runs,

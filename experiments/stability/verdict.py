@@ -45,6 +45,9 @@ def assess_rq6(summary: Mapping[str, Any]) -> dict[str, Any]:
     margin = found[name].get("margin")
     ours = (f"margin {margin:g} vs AdamW {baseline:g} ({steps:+d} grid steps)" if steps is not None else
             f"margin {margin if margin is not None else 'none'} vs AdamW {baseline if baseline is not None else 'none'}")
+    edges = [n for n in (name, BASELINE) if found.get(n, {}).get("at_edge")]
+    if edges:
+      ours += f" (trains at the largest learning rate run: {', '.join(edges)}; the margin may lie beyond)"
     row = verdicts.verdict_row(
         f"{name}: largest learning rate that trains, against AdamW's", ours,
         "stretches the stable learning rate (its paper's claim of stability)",

@@ -18,4 +18,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.cells = ((4, "sgd"), (4, "adam"), (16, "sgd"), (16, "adam"))
   config.num_minibatches = 8
   config.num_coordinates = 50
+  config.seeds = (0, 1)
   return config

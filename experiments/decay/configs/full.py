@@ -47,4 +47,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.recorded_cells = {"coupled": {"adam": "adam"},
                            "decoupled": {"adam": "adamw", "acclip": "acclip", "acclip_ports": "acclip_ports",
                                          "sgd": "sgd"}}
+  config.seeds = ()  # the comparison's (0, 1, 2): the sweep with the first, the best rerun with the others
   return config

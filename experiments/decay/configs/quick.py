@@ -17,9 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.mode = "quick"
   config.expected_time = "about 3 minutes on 2 CPU cores"
   config.comparison = "quick"
-  config.overrides = dict(model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2),
-                          vocab_size=512, num_train_steps=100, warmup_steps=10, batch_size=8, max_seq_len=32,
-                          max_predictions_per_seq=5, eval_every_steps=50, log_every_steps=10,
+  config.overrides = dict(model=dict(hidden_size=64, intermediate_size=128, num_layers=1, num_heads=2),
+                          vocab_size=512, num_train_steps=150, warmup_steps=15, batch_size=16, max_seq_len=32,
+                          max_predictions_per_seq=5, eval_every_steps=75, log_every_steps=10,
                           max_eval_sequences=64)
   config.cells = tuple((mode, rule) for mode in ("none", "independent", "coupled", "decoupled")
                        for rule in config.rules)

@@ -14,4 +14,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.overrides = dict(config.overrides, num_train_steps=6, warmup_steps=1, eval_every_steps=3,
                           log_every_steps=2, max_eval_sequences=16, vocab_size=300)
   config.cells = (("none", "adam"), ("none", "acclip"), ("decoupled", "adam"), ("decoupled", "acclip"))
+  config.seeds = (0, 1)
   return config
