@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from experiments.common import results as results_lib
 from experiments.common.results import format_number, markdown_table
 
 # Packages whose versions decide the numbers (jaxlib holds XLA; the rest build the models and data).
@@ -175,8 +176,7 @@ def write_report(out_dir: str, results: Mapping[str, Any],
   lines += list(extra_sections.get("appendix", ()))
   lines += _environment_lines(results)
   path = os.path.join(out_dir, "report.md")
-  with open(path, "w") as f:
-    f.write("\n".join(lines).rstrip() + "\n")
+  results_lib.write_text(path, "\n".join(lines).rstrip() + "\n")
   return path
 
 

@@ -346,6 +346,7 @@ BERT_BAD_SETTINGS = LOOP_AND_OPTIMIZER_BAD_SETTINGS + [
     ("model.attention_dropout_rate", -0.1, r"model.attention_dropout_rate=-0.1 must lie in \[0, 1\)"),
     ("model.dtype", "float17", "model.dtype='float17' is not a floating-point dtype"),
     ("max_documents", -5, r"max_documents=-5 must be >= 0 \(0: all\)"),
+    ("max_train_sequences", -5, r"max_train_sequences=-5 must be >= 0 \(0: all\)"),
     ("vocab_file", "/no/such/vocab.txt", "vocab_file='/no/such/vocab.txt' does not exist"),
     ("init_from", "/no/such/workdir", "No pre-training checkpoint under '/no/such/workdir/checkpoints'"),
     ("vocab_size", 3, "vocab_size=3 must exceed the 5 special tokens"),
@@ -361,7 +362,7 @@ BERT_BAD_SETTINGS = LOOP_AND_OPTIMIZER_BAD_SETTINGS + [
 BERT_NOT_CHECKED_UP_FRONT = LOOP_AND_OPTIMIZER_NOT_CHECKED_UP_FRONT | {
     "corpus", "hf_config", "hf_data_files", "hf_split", "hf_text_field",  # checked as the corpus is read,
     # which fails before anything is written
-    "lowercase",  # a boolean
+    "lowercase", "static_masking",  # booleans
 }
 
 

@@ -11,8 +11,6 @@ import hashlib
 import heapq
 import json
 import os
-import shutil
-import tempfile
 from typing import Mapping, Sequence
 
 import jax
@@ -67,9 +65,7 @@ def train_wordpiece_vocab(documents: Sequence[str], vocab_size: int, out_path: s
   vocab = list(SPECIAL_TOKENS) + _wordpiece_merges(word_counts, vocab_size - len(SPECIAL_TOKENS))
   directory = os.path.dirname(os.path.abspath(out_path))
   os.makedirs(directory, exist_ok=True)
-  with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=directory, delete=False, suffix=".tmp") as f:
-    f.writelines(token + "\n" for token in vocab)
-  os.replace(f.name, out_path)
+  results.write_text(out_path, "".join(token + "\n" for token in vocab))
   return out_path
 
 
@@ -208,13 +204,11 @@ def prepare_vocab(config, workdir: str, train_documents: Sequence[str]) -> str:
   elif jax.process_index() == 0:
     if config.vocab_file:
       load_tokenizer(config.vocab_file, config.lowercase)  # validate before adopting it
-      shutil.copyfile(config.vocab_file, vocab_path + ".tmp")
-      os.replace(vocab_path + ".tmp", vocab_path)
+      with open(config.vocab_file, encoding="utf-8") as f:
+        results.write_text(vocab_path, f.read())
     else:
       train_wordpiece_vocab(train_documents, config.vocab_size, vocab_path, config.lowercase)
-    with open(info_path + ".tmp", "w") as f:
-      json.dump(source, f)
-    os.replace(info_path + ".tmp", info_path)
+    results.write_text(info_path, json.dumps(source))
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("bert_vocab_written")
   return vocab_path

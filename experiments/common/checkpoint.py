@@ -83,10 +83,11 @@ _FAILED_FILE = (re.compile(r'Failed writing: "([^"]+)"'), re.compile(r'local fil
 
 
 def disk_full_error(error: BaseException, checkpoint_directory: str,
-                    what: Optional[str] = None) -> Optional[DiskFull]:
+                    what: Optional[str] = None, where: Optional[str] = None) -> Optional[DiskFull]:
   """A DiskFull naming the file and the newest good checkpoint in `checkpoint_directory` when `error` (or
   an error it was raised from) is a full disk: an OSError with errno ENOSPC, or TensorStore's
-  RESOURCE_EXHAUSTED "No space left on device" as Orbax passes it on; None for any other error."""
+  RESOURCE_EXHAUSTED "No space left on device" as Orbax passes it on; None for any other error. `where`:
+  the path to name when the error names none."""
   while error is not None:
     if isinstance(error, DiskFull):
       return error
@@ -99,6 +100,7 @@ def disk_full_error(error: BaseException, checkpoint_directory: str,
     error = error.__cause__ or error.__context__
   else:
     return None
+  path = path or where
   target = f"{what} ({path})" if what and path else what or path or "a file of the run"
   return DiskFull(errno.ENOSPC, f"Writing {target} failed: no space left on device. "
                                 f"Free some space and rerun the same command: {_newest_text(checkpoint_directory)}.",
@@ -162,7 +164,8 @@ class CheckpointManager:
       except Exception:  # pylint: disable=broad-except  (the same failure again)
         pass
       remove_unfinished_checkpoints(self.directory)
-      out_of_space = disk_full_error(error, self.directory, what=f"checkpoint step {step}")
+      out_of_space = disk_full_error(error, self.directory, what=f"checkpoint step {step}",
+                                     where=os.path.join(self.directory, str(step)))
       if out_of_space is not None:
         raise out_of_space from None
       raise CheckpointError(f"cannot write checkpoint step {step} in {self.directory} "

@@ -10,6 +10,7 @@ interrupted run) are dropped so the file reads as one uninterrupted run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -51,9 +52,14 @@ class MetricWriter:
     os.makedirs(workdir, exist_ok=True)
     kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step] if (
         resume_step is not None and os.path.exists(self.path)) else []
+    if resume_step:
+      logged = len({r["step"] for r in kept if 1 <= r["step"] <= resume_step})
+      if logged < resume_step:
+        logging.warning("%s holds %d of the %d steps before the checkpoint it resumes from (step %d): the log "
+                        "lacks %d steps, which cannot be recovered; the run itself continues from its checkpoint",
+                        self.path, logged, resume_step, resume_step, resume_step - logged)
     self.kept_records = kept
-    with open(self.path, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in kept)
+    results.write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
     if tensorboard:
       self._tensorboard = _tensorboard_writer(os.path.join(workdir, "tensorboard"), resume_step)
 
@@ -63,8 +69,7 @@ class MetricWriter:
       return
     scalars = {k: _to_python_scalar(v) for k, v in metrics.items()}
     record = {"step": int(step), **{k: results.to_jsonable(v) for k, v in scalars.items()}}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    results.append_text(self.path, json.dumps(record) + "\n")
     if self._tensorboard is not None:
       # From `scalars`, not `record`, so that a NaN or infinite loss shows in TensorBoard too.
       for name, value in scalars.items():

@@ -7,6 +7,7 @@ reads those strings back as floats. None means "not measured".
 from __future__ import annotations
 
 import csv
+import contextlib
 import json
 import logging
 import math
@@ -53,12 +54,36 @@ def finite_or_none(value: Any) -> float | None:
   return float(value) if is_finite_number(value) else None
 
 
+def write_text(path: str, text: str) -> None:
+  """`text` to ``path`` atomically (a reader never sees half a file; an old file stays until the new one is
+  whole). Every file the project writes goes through here or `append_text`.
+
+  Raises:
+    OSError: naming ``path`` (a full disk among them: errno ENOSPC); no ``.tmp`` is left behind.
+  """
+  temporary = path + ".tmp"
+  try:
+    with open(temporary, "w", encoding="utf-8") as f:
+      f.write(text)
+    os.replace(temporary, path)
+  except OSError as error:
+    with contextlib.suppress(OSError):
+      os.remove(temporary)
+    raise OSError(error.errno, error.strerror, path) from error
+
+
+def append_text(path: str, text: str) -> None:
+  """Appends `text` to ``path``; an OSError names ``path`` (a write error alone does not)."""
+  try:
+    with open(path, "a", encoding="utf-8") as f:
+      f.write(text)
+  except OSError as error:
+    raise OSError(error.errno, error.strerror, path) from error
+
+
 def write_json(path: str, value: Any) -> None:
-  """`to_jsonable(value)` to ``path``, indented, written atomically (a reader never sees half a file)."""
-  with open(path + ".tmp", "w") as f:
-    json.dump(to_jsonable(value), f, indent=2)
-    f.write("\n")
-  os.replace(path + ".tmp", path)
+  """`to_jsonable(value)` to ``path``, indented, written atomically (`write_text`)."""
+  write_text(path, json.dumps(to_jsonable(value), indent=2) + "\n")
 
 
 class DamagedFileError(ValueError):

@@ -31,6 +31,7 @@ from experiments.common import classification
 from experiments.common import metrics as metrics_lib
 from experiments.common import optimizers
 from experiments.common import parallel
+from experiments.common import results
 
 
 def default_loop_config() -> ml_collections.ConfigDict:
@@ -299,10 +300,7 @@ def _write_config(config, workdir: str) -> None:
   """Writes `<workdir>/config.json` atomically (main process only)."""
   if not parallel.is_main_process():
     return
-  path = os.path.join(workdir, "config.json")
-  with open(path + ".tmp", "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
-  os.replace(path + ".tmp", path)
+  results.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
 
 
 class _MetricLog:

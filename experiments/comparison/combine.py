@@ -149,9 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   os.makedirs(args.out, exist_ok=True)
   combined["figures"] = draw_figures(combined["optimizers"], args.out)
   results.write_json(out_path, combined)
-  with open(markdown_path + ".tmp", "w") as f:
-    f.write("\n".join(summary_markdown(combined)).rstrip() + "\n")
-  os.replace(markdown_path + ".tmp", markdown_path)
+  results.write_text(markdown_path, "\n".join(summary_markdown(combined)).rstrip() + "\n")
   print(f"combined {', '.join(combined['optimizers'])} into {args.out}")
   return 0
 

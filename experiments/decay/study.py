@@ -193,8 +193,7 @@ def _write(out_dir: str, summary: Mapping[str, Any]) -> dict[str, Any]:
   from experiments.decay import summary as summary_lib  # pylint: disable=g-import-not-at-top
   summary = dict(summary, figures=plots.plot_figures(summary, out_dir))
   results.write_json(os.path.join(out_dir, SUMMARY_FILENAME), summary)
-  with open(os.path.join(out_dir, "summary.md"), "w") as f:
-    f.write(summary_lib.summary_markdown(summary))
+  results.write_text(os.path.join(out_dir, "summary.md"), summary_lib.summary_markdown(summary))
   return summary
 
 
