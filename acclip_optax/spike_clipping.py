@@ -13,6 +13,11 @@ Each follows the reference implementation named in its docstring, step for step 
 parameter trajectories with them in float64). Like the rest of the library, each is an
 `optax.GradientTransformationExtraArgs` with a NamedTuple state of arrays and an int32 `count`; buffers
 have a fixed size, so updates jit, and nothing syncs with the host. `clip_stats` reads their statistics.
+
+A gradient with a value that is not finite (NaN or inf, or a global norm that overflows) is the spike these
+methods exist for, and never enters their statistics: ZClip, AdaGC, AutoClip, SPAM and Stable-SPAM return a
+zero update for that step and keep their state as it was, counting the step in `nonfinite_count` (which
+`clip_stats` reports as ``nonfinite_steps``); `skip_step_on_spikes` skips it.
 """
 from __future__ import annotations
 
@@ -53,6 +58,16 @@ def _float_dtype(updates: optax.Updates) -> Any:
   return jnp.result_type(jnp.float32, *[leaf.dtype for leaf in jax.tree.leaves(updates)])
 
 
+def _skip_if_nonfinite(finite: jax.Array, updates: optax.Updates, state: Any, new_state: Any
+                       ) -> tuple[optax.Updates, Any]:
+  """(updates, new_state) for a finite gradient; else a zero update and `state` with its `nonfinite_count`
+  advanced (the statistics never see the bad gradient)."""
+  updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), updates)
+  kept = optax.tree.where(finite, new_state, state)
+  return updates, kept._replace(nonfinite_count=jnp.where(
+      finite, state.nonfinite_count, optax.safe_increment(state.nonfinite_count)))
+
+
 def _check_steps(name: str, value: Any, minimum: int) -> Any:
   """A step count as a Python int; a traced one (in `inject_hyperparams`' update) is returned unchecked.
 
@@ -78,6 +93,7 @@ class ZClipState(NamedTuple):
     global_norm: the last update's pre-clip global norm.
     clip_threshold: the norm the last update was clipped to (inf when it was not clipped).
     clipped: 1.0 when the last update was clipped, else 0.0.
+    nonfinite_count: int32, steps whose gradient was not finite (zero update, state otherwise kept).
 
   References:
     Kumar et al., "ZClip: Adaptive Spike Mitigation for LLM Pre-Training", arXiv 2504.02507, 2025.
@@ -89,6 +105,7 @@ class ZClipState(NamedTuple):
   global_norm: jax.Array
   clip_threshold: jax.Array
   clipped: jax.Array
+  nonfinite_count: jax.Array
 
 
 def zclip(alpha: float = 0.97, z_threshold: float = 2.5, warmup_steps: int = 25, max_norm: float | None = None,
@@ -145,11 +162,13 @@ def zclip(alpha: float = 0.97, z_threshold: float = 2.5, warmup_steps: int = 25,
     zero = lambda: jnp.zeros([], dtype)  # a new buffer per leaf: a donated state may not repeat one
     return ZClipState(count=jnp.zeros([], jnp.int32), warmup_norms=jnp.zeros([warmup_steps], dtype),
                       mean=zero(), var=zero(), global_norm=zero(), clip_threshold=jnp.full([], jnp.inf, dtype),
-                      clipped=zero())
+                      clipped=zero(), nonfinite_count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
-    del params, extra_args
+    del extra_args
     check_real_floating_leaves("updates", updates)
+    if params is not None:  # the state holds no tree: the params, when given, say what the updates must be
+      check_same_tree("updates", updates, "the params", params)
     norm = _global_norm(updates).astype(state.mean.dtype)
     num_warmup = state.warmup_norms.shape[0]
     in_warmup = state.count < num_warmup
@@ -175,11 +194,11 @@ def zclip(alpha: float = 0.97, z_threshold: float = 2.5, warmup_steps: int = 25,
     new_var = alpha * state.var + (1 - alpha) * jnp.square(clip_value - new_mean)
     mean = jnp.where(in_warmup, jnp.where(starts, start_mean, state.mean), new_mean)
     var = jnp.where(in_warmup, jnp.where(starts, start_var, state.var), new_var)
-    state = ZClipState(
+    new_state = ZClipState(
         count=optax.safe_increment(state.count), warmup_norms=warmup_norms, mean=mean, var=var,
         global_norm=norm, clip_threshold=jnp.where(clipped, threshold, jnp.inf).astype(norm.dtype),
-        clipped=clipped.astype(norm.dtype))
-    return _scale_tree(updates, scale), state
+        clipped=clipped.astype(norm.dtype), nonfinite_count=state.nonfinite_count)
+    return _skip_if_nonfinite(jnp.isfinite(norm), _scale_tree(updates, scale), state, new_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -193,6 +212,7 @@ class AdaGCState(NamedTuple):
     gamma: per leaf, the EMA of the leaf's clipped norm (a float scalar per tensor).
     global_norm: the last update's pre-clip global norm.
     clip_fraction: the fraction of tensors the last update clipped.
+    nonfinite_count: int32, steps whose gradient was not finite (zero update, state otherwise kept).
 
   References:
     Wang et al., "AdaGC: Improving Training Stability for Large Language Model Pretraining", arXiv
@@ -202,6 +222,7 @@ class AdaGCState(NamedTuple):
   gamma: optax.Updates
   global_norm: jax.Array
   clip_fraction: jax.Array
+  nonfinite_count: jax.Array
 
 
 def adagc(lambda_abs: float = 1.0, lambda_rel: float = 1.05, beta: float = 0.98, warmup_steps: int = 100,
@@ -252,13 +273,16 @@ def adagc(lambda_abs: float = 1.0, lambda_rel: float = 1.05, beta: float = 0.98,
     return AdaGCState(count=jnp.zeros([], jnp.int32),
                       gamma=jax.tree.map(lambda p: jnp.zeros([], jnp.promote_types(p.dtype, jnp.float32)),
                                          params),
-                      global_norm=jnp.zeros([], dtype), clip_fraction=jnp.zeros([], jnp.float32))
+                      global_norm=jnp.zeros([], dtype), clip_fraction=jnp.zeros([], jnp.float32),
+                      nonfinite_count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
-    del params, extra_args
+    del extra_args
     check_real_floating_leaves("updates", updates)
     check_same_tree("updates", jax.tree.map(lambda g: jnp.zeros([]), updates), "the optimizer state (made by init)",
                     state.gamma)
+    if params is not None:  # gamma is a scalar per tensor: the params, when given, hold the shapes
+      check_same_tree("updates", updates, "the params", params)
     step = state.count + 1
     norm = _global_norm(updates).astype(state.global_norm.dtype)
     in_warmup = step < warmup_steps
@@ -281,9 +305,9 @@ def adagc(lambda_abs: float = 1.0, lambda_rel: float = 1.05, beta: float = 0.98,
       clipped_flags.append(scale < 1.0)
     fraction = (jnp.mean(jnp.stack(clipped_flags).astype(jnp.float32)) if clipped_flags
                 else jnp.zeros([], jnp.float32))
-    state = AdaGCState(count=optax.safe_increment(state.count), gamma=treedef.unflatten(new_gammas),
-                       global_norm=norm, clip_fraction=fraction)
-    return treedef.unflatten(clipped_leaves), state
+    new_state = AdaGCState(count=optax.safe_increment(state.count), gamma=treedef.unflatten(new_gammas),
+                           global_norm=norm, clip_fraction=fraction, nonfinite_count=state.nonfinite_count)
+    return _skip_if_nonfinite(jnp.isfinite(norm), treedef.unflatten(clipped_leaves), state, new_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -298,6 +322,7 @@ class AutoClipState(NamedTuple):
     global_norm: the last update's pre-clip global norm.
     clip_threshold: the percentile the last update was clipped at.
     clipped: 1.0 when the last update was clipped, else 0.0.
+    nonfinite_count: int32, steps whose gradient was not finite (zero update, state otherwise kept).
 
   References:
     Seetharaman, Wichern, Pardo and Le Roux, "AutoClip: Adaptive Gradient Clipping for Source Separation
@@ -308,6 +333,7 @@ class AutoClipState(NamedTuple):
   global_norm: jax.Array
   clip_threshold: jax.Array
   clipped: jax.Array
+  nonfinite_count: jax.Array
 
 
 def autoclip(percentile: float = 10.0, history: int = 1000) -> optax.GradientTransformationExtraArgs:
@@ -348,11 +374,14 @@ def autoclip(percentile: float = 10.0, history: int = 1000) -> optax.GradientTra
     dtype = _float_dtype(params)
     zero = lambda: jnp.zeros([], dtype)  # a new buffer per leaf: a donated state may not repeat one
     return AutoClipState(count=jnp.zeros([], jnp.int32), norms=jnp.zeros([history], dtype),
-                         global_norm=zero(), clip_threshold=zero(), clipped=zero())
+                         global_norm=zero(), clip_threshold=zero(), clipped=zero(),
+                         nonfinite_count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
-    del params, extra_args
+    del extra_args
     check_real_floating_leaves("updates", updates)
+    if params is not None:  # the state holds no tree: the params, when given, say what the updates must be
+      check_same_tree("updates", updates, "the params", params)
     norm = _global_norm(updates).astype(state.norms.dtype)
     size = state.norms.shape[0]
     norms = state.norms.at[state.count % size].set(norm)
@@ -364,9 +393,10 @@ def autoclip(percentile: float = 10.0, history: int = 1000) -> optax.GradientTra
     fraction = position - low
     threshold = ordered[low] + fraction * (ordered[high] - ordered[low])
     scale = _torch_clip_scale(norm, threshold)
-    state = AutoClipState(count=optax.safe_increment(state.count), norms=norms, global_norm=norm,
-                          clip_threshold=threshold, clipped=(norm > threshold).astype(norm.dtype))
-    return _scale_tree(updates, scale), state
+    new_state = AutoClipState(count=optax.safe_increment(state.count), norms=norms, global_norm=norm,
+                              clip_threshold=threshold, clipped=(norm > threshold).astype(norm.dtype),
+                              nonfinite_count=state.nonfinite_count)
+    return _skip_if_nonfinite(jnp.isfinite(norm), _scale_tree(updates, scale), state, new_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -379,6 +409,7 @@ class SpamState(NamedTuple):
     count: int32, updates done.
     mu, nu: Adam's moments, zeroed every `reset_interval` steps.
     clip_fraction: the fraction of coordinates the last update's spike clip changed.
+    nonfinite_count: int32, steps whose gradient was not finite (zero update, state otherwise kept).
 
   References:
     Huang et al., "SPAM: Spike-Aware Adam with Momentum Reset for Stable LLM Training", ICLR 2025, arXiv
@@ -388,6 +419,7 @@ class SpamState(NamedTuple):
   mu: optax.Updates
   nu: optax.Updates
   clip_fraction: jax.Array
+  nonfinite_count: jax.Array
 
 
 def _spam_warmup_scale(step: jax.Array, reset_interval: int, warmup_steps: int) -> jax.Array:
@@ -447,7 +479,8 @@ def scale_by_spam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, theta: 
   def init_fn(params):
     check_real_floating_leaves("params", params)
     return SpamState(count=jnp.zeros([], jnp.int32), mu=optax.tree.zeros_like(params),
-                     nu=optax.tree.zeros_like(params), clip_fraction=jnp.zeros([], jnp.float32))
+                     nu=optax.tree.zeros_like(params), clip_fraction=jnp.zeros([], jnp.float32),
+                     nonfinite_count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
@@ -481,9 +514,10 @@ def scale_by_spam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, theta: 
       sizes.append(g.size)
     total = sum(sizes)
     fraction = (sum(c.astype(jnp.float32) for c in counts) / total) if total else jnp.zeros([], jnp.float32)
-    state = SpamState(count=optax.safe_increment(state.count), mu=treedef.unflatten(new_mus),
-                      nu=treedef.unflatten(new_nus), clip_fraction=fraction)
-    return treedef.unflatten(directions), state
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in leaves])) if leaves else jnp.array(True)
+    new_state = SpamState(count=optax.safe_increment(state.count), mu=treedef.unflatten(new_mus),
+                          nu=treedef.unflatten(new_nus), clip_fraction=fraction, nonfinite_count=state.nonfinite_count)
+    return _skip_if_nonfinite(finite, treedef.unflatten(directions), state, new_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -556,6 +590,7 @@ class StableSpamState(NamedTuple):
     max_ema: per leaf, the EMA of the leaf's largest ``|g_i|`` (AdaClip's threshold before bias correction).
     norm_ema, norm_sq_ema: per leaf, the EMAs of the clipped leaf's norm and squared norm (AdaGN).
     clip_fraction: the fraction of coordinates the last update's AdaClip scaled down.
+    nonfinite_count: int32, steps whose gradient was not finite (zero update, state otherwise kept).
 
   References:
     Huang et al., "Stable-SPAM: How to Train in 4-Bit More Stably than 16-Bit Adam", arXiv 2502.17055, 2025.
@@ -567,6 +602,7 @@ class StableSpamState(NamedTuple):
   norm_ema: optax.Updates
   norm_sq_ema: optax.Updates
   clip_fraction: jax.Array
+  nonfinite_count: jax.Array
 
 
 def _stable_spam_momentum_scale(step: jax.Array, decay_steps: Any, floor: Any) -> jax.Array:
@@ -660,7 +696,7 @@ def scale_by_stable_spam(b1: float = 0.9, b2: float = 0.999, gamma1: float | Non
         count=jnp.zeros([], jnp.int32), mu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=p.dtype), params),
         nu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=p.dtype), params), max_ema=jax.tree.map(scalar, params),
         norm_ema=jax.tree.map(scalar, params), norm_sq_ema=jax.tree.map(scalar, params),
-        clip_fraction=jnp.zeros([], jnp.float32))
+        clip_fraction=jnp.zeros([], jnp.float32), nonfinite_count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
@@ -684,10 +720,11 @@ def scale_by_stable_spam(b1: float = 0.9, b2: float = 0.999, gamma1: float | Non
     max_emas = treedef.flatten_up_to(state.max_ema)
     norm_emas, norm_sq_emas = treedef.flatten_up_to(state.norm_ema), treedef.flatten_up_to(state.norm_sq_ema)
     outputs = {name: [] for name in ("direction", "mu", "nu", "max_ema", "norm_ema", "norm_sq_ema")}
-    spike_counts, sizes = [], []
+    spike_counts, sizes, finite = [], [], jnp.array(True)
     for g, mu, nu, max_ema, norm_ema, norm_sq_ema in zip(leaves, mus, nus, max_emas, norm_emas, norm_sq_emas):
       g32 = g.astype(jnp.promote_types(g.dtype, jnp.float32))
       largest = jnp.max(jnp.abs(g32), initial=0.0)
+      finite = finite & jnp.isfinite(largest)  # a NaN or inf anywhere in g makes max |g| NaN or inf
       max_ema = max_ema + (1 - max_decay) * (largest.astype(max_ema.dtype) - max_ema)
       threshold = (max_ema / max_correction).astype(g32.dtype)
       spike = jnp.abs(g32) > threshold
@@ -714,10 +751,11 @@ def scale_by_stable_spam(b1: float = 0.9, b2: float = 0.999, gamma1: float | Non
     total = sum(sizes)
     fraction = (sum(c.astype(jnp.float32) for c in spike_counts) / total) if total else jnp.zeros([], jnp.float32)
     unflatten = {name: treedef.unflatten(values) for name, values in outputs.items()}
-    state = StableSpamState(count=optax.safe_increment(state.count), mu=unflatten["mu"], nu=unflatten["nu"],
-                            max_ema=unflatten["max_ema"], norm_ema=unflatten["norm_ema"],
-                            norm_sq_ema=unflatten["norm_sq_ema"], clip_fraction=fraction)
-    return unflatten["direction"], state
+    new_state = StableSpamState(count=optax.safe_increment(state.count), mu=unflatten["mu"], nu=unflatten["nu"],
+                                max_ema=unflatten["max_ema"], norm_ema=unflatten["norm_ema"],
+                                norm_sq_ema=unflatten["norm_sq_ema"], clip_fraction=fraction,
+                                nonfinite_count=state.nonfinite_count)
+    return _skip_if_nonfinite(finite, unflatten["direction"], state, new_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -857,6 +895,8 @@ def skip_step_on_spikes(inner: optax.GradientTransformation, window: int = 128,
 
   def update_fn(updates, state, params=None, *, loss=None, **extra_args):
     check_real_floating_leaves("updates", updates)
+    if params is not None:  # before the inner transformation, which may fail on another tree less clearly
+      check_same_tree("updates", updates, "the params", params)
     dtype = state.grad_norms.dtype
     size = state.grad_norms.shape[0]
     norm = _global_norm(updates).astype(dtype)

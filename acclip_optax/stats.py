@@ -15,9 +15,10 @@ from acclip_optax.transform import (
 __all__ = ["clip_stats"]
 
 # state type -> {statistic name: how to read it from the state}
+_NONFINITE = {"nonfinite_steps": lambda state: state.nonfinite_count.astype(jnp.float32)}
 _GLOBAL_CLIP_STATS = {"global_norm": lambda state: state.global_norm,
                       "clip_threshold": lambda state: state.clip_threshold,
-                      "clipped": lambda state: state.clipped}
+                      "clipped": lambda state: state.clipped, **_NONFINITE}
 _STATS_BY_STATE = {
     ScaleByACClipState: {"clip_fraction": acclip_clip_fraction},
     ScaleByACClipPortsState: {"clip_fraction": acclip_clip_fraction},
@@ -26,9 +27,9 @@ _STATS_BY_STATE = {
     ZClipState: _GLOBAL_CLIP_STATS,
     AutoClipState: _GLOBAL_CLIP_STATS,
     AdaGCState: {"global_norm": lambda state: state.global_norm,
-                 "clip_fraction": lambda state: state.clip_fraction},
-    SpamState: {"clip_fraction": lambda state: state.clip_fraction},
-    StableSpamState: {"clip_fraction": lambda state: state.clip_fraction},
+                 "clip_fraction": lambda state: state.clip_fraction, **_NONFINITE},
+    SpamState: {"clip_fraction": lambda state: state.clip_fraction, **_NONFINITE},
+    StableSpamState: {"clip_fraction": lambda state: state.clip_fraction, **_NONFINITE},
     SkipStepState: {"skip_count": lambda state: state.skip_count.astype(jnp.float32),
                     "skipped": lambda state: state.skipped},
 }
@@ -58,7 +59,8 @@ def clip_stats(opt_state: Any) -> dict[str, jax.Array]:
   AutoClip, AdaGC: the pre-clip global norm), for ZClip and AutoClip ``"clip_threshold"`` (the norm the
   update was clipped to; ZClip: inf when it was not) and ``"clipped"`` (1.0 or 0.0), and for
   `skip_step_on_spikes` ``"skip_count"`` (steps skipped so far) and ``"skipped"`` (1.0 when the last step
-  was), then its inner transformation's. When a state holds several
+  was), then its inner transformation's; for ZClip, AdaGC, AutoClip, SPAM and Stable-SPAM
+  ``"nonfinite_steps"`` (steps whose gradient was not finite, given a zero update). When a state holds several
   transformations with the same statistic, the first (outermost, leftmost) keeps the plain key and the
   others get ``"/1"``, ``"/2"``, ... in the order they appear.
 

@@ -291,6 +291,9 @@ def scale_by_acclip(
   costs a sqrt and one exp-log root, other values two exp-log powers per coordinate, and so does a
   traced alpha: with `inject_hyperparams` pass ``static_args=("alpha",)`` to keep the fast paths.
 
+  A gradient with a NaN or inf enters the state as in optax's own rules; wrap the optimizer in
+  `optax.apply_if_finite` to skip such steps (the spike-clipping methods skip them themselves).
+
   Args:
     b1: decay of the momentum, in [0, 1).
     b2: decay of the EMA of :math:`|g|^\alpha`, in [0, 1).
@@ -389,6 +392,9 @@ def scale_by_acclip_ports(
 
   The update has Adam's scale (about lr per step), not the gradient's scale of the paper's rule.
 
+  A gradient with a NaN or inf enters the state as in optax's own rules; wrap the optimizer in
+  `optax.apply_if_finite` to skip such steps (the spike-clipping methods skip them themselves).
+
   Args:
     b1: decay of the momentum, in [0, 1).
     b2: decay of the EMAs of :math:`|g|^\alpha` and :math:`g^2`, in [0, 1).
@@ -468,6 +474,9 @@ def clip_by_coordinate(threshold: Threshold) -> optax.GradientTransformationExtr
   and its magnitude is capped at :math:`\tau_i`. An infinite threshold is the identity. Complex
   coordinates keep their phase and have their modulus :math:`|g_i|` capped.
 
+  A gradient with a NaN or inf enters the state as in optax's own rules; wrap the optimizer in
+  `optax.apply_if_finite` to skip such steps (the spike-clipping methods skip them themselves).
+
   Args:
     threshold: :math:`\tau > 0`: a float; a pytree shaped like the params whose leaves are scalars (one
       threshold per leaf) or arrays (one per coordinate); or a schedule ``count -> float`` (e.g.
@@ -497,8 +506,10 @@ def clip_by_coordinate(threshold: Threshold) -> optax.GradientTransformationExtr
     return ClipByCoordinateState(count=jnp.zeros([], jnp.int32), clip_fraction=jnp.zeros([], jnp.float32))
 
   def update_fn(updates, state, params=None, **extra_args):
-    del params, extra_args
+    del extra_args
     check_floating_leaves("updates", updates)
+    if params is not None:  # the state holds no tree: the params, when given, say what the updates must be
+      check_same_tree("updates", updates, "the params", params)
     treedef, (grads,) = _leaves_like(updates)
     taus = _thresholds_per_leaf(_value_at(threshold, state.count), updates, treedef)
     clipped_grads = [_clip_coordinates(g, t) for g, t in zip(grads, taus)]
@@ -554,6 +565,9 @@ def clip_by_global_norm(max_norm: float | jax.Array | Callable[[jax.Array], jax.
   :math:`\tau_k = G (k+1)^{1/\alpha}`) and the state keeps the pre-clip norm for logging. A zero
   gradient stays zero (no 0/0) and an infinite bound is the identity.
 
+  A gradient with a NaN or inf enters the state as in optax's own rules; wrap the optimizer in
+  `optax.apply_if_finite` to skip such steps (the spike-clipping methods skip them themselves).
+
   Args:
     max_norm: :math:`\tau > 0`, a float or a schedule ``count -> float``.
 
@@ -581,8 +595,10 @@ def clip_by_global_norm(max_norm: float | jax.Array | Callable[[jax.Array], jax.
     return ClipByGlobalNormState(count=jnp.zeros([], jnp.int32), global_norm=jnp.zeros([], jnp.float32))
 
   def update_fn(updates, state, params=None, **extra_args):
-    del params, extra_args
+    del extra_args
     check_floating_leaves("updates", updates)
+    if params is not None:  # the state holds no tree: the params, when given, say what the updates must be
+      check_same_tree("updates", updates, "the params", params)
     tau = _value_at(max_norm, state.count)
     # Squares summed in at least float32: bf16 sums lose the norm's leading digits.
     norm = optax.tree.norm(jax.tree.map(

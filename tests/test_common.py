@@ -333,7 +333,9 @@ def test_latest_meta_reads_only_the_newest_metadata(tmp_path):
   # Without the state files a restore would fail; the metadata alone must still read.
   shutil.rmtree(os.path.join(directory, "5", "state"))
   with checkpoint.CheckpointManager(directory) as manager:
-    assert manager.latest_meta() == (5, {"data_position": 5, "signature": {"model": [1, 2]}})
+    step, meta = manager.latest_meta()
+  assert meta.pop("fingerprints") == checkpoint.fingerprints(checkpoint_state())
+  assert (step, meta) == (5, {"data_position": 5, "signature": {"model": [1, 2]}})
 
 
 def test_latest_meta_of_an_empty_directory_is_file_not_found(tmp_path):

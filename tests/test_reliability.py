@@ -6,11 +6,14 @@ disk is lost or half-changed. docs/reliability.md says the same in words.
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from experiments.common import workdir_lock
@@ -493,6 +496,7 @@ def test_every_setting_is_checked_before_any_data_is_read(tmp_path, driver, row)
 # step's temporary folder.
 _FULL_DISK_SCRIPT = r"""
 import os, sys
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import tqdm
@@ -538,6 +542,135 @@ def test_a_full_disk_at_a_checkpoint_ends_with_one_line_naming_the_file_and_the_
     import numpy as np  # pylint: disable=g-import-not-at-top
     state, meta = manager.restore_latest({"w": np.zeros(3, np.float32)})
   assert meta["data_position"] == 1 and state["w"].tolist() == [1.0, 1.0, 1.0]
+
+
+def _flip_bytes_in_the_data_files(step_folder, count=400):
+  """Damages a checkpoint as a bad disk or copy would: bytes flipped in the middle of each of its large data
+  files (Orbax may keep a superseded copy of an array's chunk in one of them, which no restore reads)."""
+  import glob  # pylint: disable=g-import-not-at-top
+  files = [f for f in glob.glob(os.path.join(step_folder, "state", "**", "d", "*"), recursive=True)]
+  largest = max(os.path.getsize(f) for f in files)
+  for path in (f for f in files if os.path.getsize(f) > largest // 4):
+    data = bytearray(open(path, "rb").read())
+    middle = len(data) // 2
+    for index in range(middle, min(middle + count, len(data))):
+      data[index] ^= 0xFF
+    with open(path, "wb") as f:
+      f.write(bytes(data))
+
+
+def test_fingerprints_are_the_same_on_the_host_and_on_sharded_devices():
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+  from experiments.common import checkpoint  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  tree = {"w": rng.normal(size=(8, 6)).astype(np.float32), "h": rng.normal(size=8).astype(jnp.bfloat16),
+          "step": np.int32(9), "key": np.array([3, 4], np.uint32), "flag": np.array([True, False])}
+  mesh = jax.make_mesh((4,), ("fsdp",))
+  on_devices = dict(jax.tree.map(jax.numpy.asarray, tree), w=jax.device_put(tree["w"], NamedSharding(
+      mesh, PartitionSpec("fsdp", None))))
+  assert checkpoint.fingerprints(tree) == checkpoint.fingerprints(on_devices)
+  changed = dict(tree, w=tree["w"].copy())
+  changed["w"][[2, 5]] = changed["w"][[5, 2]]  # two rows swapped: the plain sum stays, the weighted one not
+  found = checkpoint.fingerprints(changed)
+  assert found["['w']"][0] == checkpoint.fingerprints(tree)["['w']"][0]
+  assert found["['w']"] != checkpoint.fingerprints(tree)["['w']"] and found["['h']"] == checkpoint.fingerprints(tree)["['h']"]
+
+
+@pytest.mark.parametrize("parallelism", [dict(), dict(parallelism="mesh", mesh_shape=(2, 2))])
+def test_a_damaged_checkpoint_is_an_error_naming_the_array_and_the_previous_checkpoint(tmp_path, parallelism):
+  """Not a divergence: the damaged step and array are named; moved away, the previous one resumes the run."""
+  from experiments.bert import train  # pylint: disable=g-import-not-at-top
+  from experiments.common import checkpoint  # pylint: disable=g-import-not-at-top
+  from test_bert import micro_config  # pylint: disable=g-import-not-at-top
+  written = tmp_path / "written"
+  train.train_and_evaluate(micro_config(checkpoint_every_steps=2, halt_after_steps=4, **parallelism),
+                           str(written / "run"))
+  # A copy, as a resumed run is a new process: this one's TensorStore cache still holds the written bytes.
+  workdir = _copy_run(str(written / "run"), tmp_path)
+  folder = os.path.join(workdir, "checkpoints", "4")
+  _flip_bytes_in_the_data_files(folder)
+  with pytest.raises(checkpoint.CheckpointError) as raised:
+    train.train_and_evaluate(micro_config(checkpoint_every_steps=2, **parallelism), workdir)
+  message = str(raised.value)
+  # The fingerprint catches bytes that still decode; TensorStore's own checks, bytes that no longer do.
+  assert re.search(rf"checkpoint step 4 in {re.escape(os.path.join(workdir, 'checkpoints'))}( is damaged: the "
+                   r"array \[|: cannot restore the state)", message), message
+  assert f"Move {folder} away" in message and "it then resumes from checkpoint step 2" in message
+  os.rename(folder, folder + ".damaged")
+  result = train.train_and_evaluate(micro_config(checkpoint_every_steps=2, **parallelism), workdir)
+  assert result["steps"] == 6 and not result["diverged"]
+
+
+class _Crash(Exception):
+  """Stands for a kill -9: the process stops at once, nothing after it runs."""
+
+
+def test_a_checkpoint_is_never_newer_than_the_metrics_on_disk(tmp_path, monkeypatch):
+  from experiments.bert import train  # pylint: disable=g-import-not-at-top
+  from experiments.common import checkpoint  # pylint: disable=g-import-not-at-top
+  from experiments.common import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from test_bert import micro_config  # pylint: disable=g-import-not-at-top
+  save = checkpoint.CheckpointManager.save
+
+  def save_then_crash(self, step, state, meta):
+    save(self, step, state, meta)
+    if step == 4:
+      raise _Crash()
+
+  monkeypatch.setattr(checkpoint.CheckpointManager, "save", save_then_crash)
+  workdir = str(tmp_path / "run")
+  config = micro_config(checkpoint_every_steps=2, log_every_steps=5)
+  with pytest.raises(_Crash):
+    train.train_and_evaluate(config, workdir)
+  records = metrics_lib.read_metrics(os.path.join(workdir, metrics_lib.METRICS_FILENAME))
+  assert sorted({r["step"] for r in records if "train_loss" in r}) == [1, 2, 3, 4]
+  monkeypatch.setattr(checkpoint.CheckpointManager, "save", save)
+  train.train_and_evaluate(config, workdir)  # resumes after checkpoint 4: the log has every step once
+  steps = [r["step"] for r in metrics_lib.read_metrics(os.path.join(workdir, metrics_lib.METRICS_FILENAME))
+           if "train_loss" in r]
+  assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_deleted_metrics_file_of_a_run_with_checkpoints_is_a_warning_that_counts_the_lost_steps(
+    halted_bert_run, tmp_path, caplog):
+  from experiments.bert import train  # pylint: disable=g-import-not-at-top
+  from experiments.common import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from test_bert import micro_config  # pylint: disable=g-import-not-at-top
+  workdir = _copy_run(halted_bert_run, tmp_path)
+  path = os.path.join(workdir, metrics_lib.METRICS_FILENAME)
+  os.remove(path)
+  with caplog.at_level(logging.WARNING):
+    train.train_and_evaluate(micro_config(), workdir)
+  assert f"{path} holds 0 of the 3 steps before the checkpoint it resumes from (step 3): the log lacks 3 steps" in (
+      caplog.text)
+
+
+@pytest.mark.parametrize("writer", ["write_text", "append_text"])
+def test_a_write_that_fails_names_its_file_and_leaves_no_temporary_file(tmp_path, monkeypatch, writer):
+  import builtins  # pylint: disable=g-import-not-at-top
+  import errno  # pylint: disable=g-import-not-at-top
+  from experiments.common import results  # pylint: disable=g-import-not-at-top
+
+  class FullFile:
+    def __init__(self, path, *args, **kwargs):
+      self.file = builtins.open(path, *args, **kwargs)
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc_info):
+      self.file.close()
+
+    def write(self, text):  # a full disk fails the write, which names no file
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(results, "open", FullFile, raising=False)
+  path = str(tmp_path / "vocab_info.json")
+  with pytest.raises(OSError) as raised:
+    getattr(results, writer)(path, "{}")
+  assert raised.value.errno == errno.ENOSPC and raised.value.filename == path
+  assert sorted(os.listdir(tmp_path)) == ([] if writer == "write_text" else ["vocab_info.json"])
 
 
 def test_a_full_disk_while_writing_metrics_names_the_file_and_where_a_rerun_resumes(halted_bert_run, tmp_path,

@@ -297,6 +297,35 @@ def test_a_100x_spike_is_cut(name, tx):
   assert spike_norm < 2.0 * global_norm(grads[29]), name  # back to about the steady norm (0.57)
 
 
+def varied(num_steps=30):
+  """Gradients that change every step (a steady one would hide a state that a bad step moved)."""
+  rng = np.random.default_rng(3)
+  return [{"w": rng.normal(size=6), "b": rng.normal(size=2)} for _ in range(num_steps)]
+
+
+@pytest.mark.parametrize("name, tx", [
+    ("zclip", zclip(warmup_steps=3)), ("adagc", adagc(warmup_steps=3)), ("autoclip", autoclip(history=8)),
+    ("spam", acclip_optax.scale_by_spam(reset_interval=12, warmup_steps=2, grad_accu_steps=2)),
+    ("stable_spam", acclip_optax.scale_by_stable_spam(reset_interval=12))])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_nonfinite_gradient_is_a_zero_step_that_leaves_the_statistics_alone(name, tx, bad):
+  """A NaN or inf anywhere: zero update, state as before (but the count of such steps), and the run after it
+  equal to the run without that step."""
+  grads = varied()
+  poisoned = list(grads[:8]) + [{"w": grads[8]["w"].copy(), "b": grads[8]["b"]}] + list(grads[8:])
+  poisoned[8]["w"][3] = bad
+  outputs, state = run(tx, poisoned)
+  reference, reference_state = run(tx, grads)
+  assert all(np.all(np.asarray(leaf) == 0) for leaf in outputs[8].values()), name
+  for got, expected in zip(outputs[9:], reference[8:]):
+    for leaf in expected:
+      np.testing.assert_array_equal(got[leaf], expected[leaf], err_msg=name)
+  assert int(state.nonfinite_count) == 1 and float(acclip_optax.clip_stats(state)["nonfinite_steps"]) == 1.0
+  for got, expected in zip(jax.tree.leaves(state._replace(nonfinite_count=reference_state.nonfinite_count)),
+                           jax.tree.leaves(reference_state)):
+    np.testing.assert_array_equal(got, expected, err_msg=name)
+
+
 def test_spam_cuts_a_coordinate_spike_to_sqrt_theta_v():
   grads = [{"w": np.full(4, 1.0)} for _ in range(40)]
   grads[30] = {"w": np.array([1.0, 1000.0, 1.0, 1.0])}
@@ -379,8 +408,8 @@ def test_skip_step_leaves_the_inner_state_and_the_params_alone():
 def test_clip_stats_sees_through_a_skip_step():
   tx = skip_step_on_spikes(optax.chain(zclip(warmup_steps=2), optax.adamw(1e-3)), window=4)
   _, state = run(tx, steady(5))
-  assert sorted(acclip_optax.clip_stats(state)) == ["clip_threshold", "clipped", "global_norm", "skip_count",
-                                                     "skipped"]
+  assert sorted(acclip_optax.clip_stats(state)) == ["clip_threshold", "clipped", "global_norm", "nonfinite_steps",
+                                                     "skip_count", "skipped"]
 
 
 @pytest.mark.parametrize("make, message", [

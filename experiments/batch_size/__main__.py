@@ -17,7 +17,7 @@ def main(argv=None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   parser = argparse.ArgumentParser(prog="python -m experiments.batch_size", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  study_cli.add_config_arguments(parser)
+  study_cli.add_config_arguments(parser, "experiments.batch_size")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   try:
     config = study_cli.study_config("experiments.batch_size", study_cli.config_name(args))

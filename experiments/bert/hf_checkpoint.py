@@ -55,6 +55,7 @@ import numpy as np
 from experiments.bert import models
 from experiments.bert import pretrained
 from experiments.bert import vocabulary
+from experiments.common import results
 
 SAFETENSORS = "model.safetensors"
 FLAX_MSGPACK = "flax_model.msgpack"
@@ -190,11 +191,19 @@ def read_weights(checkpoint_dir: str) -> dict[str, np.ndarray]:
   msgpack_path = os.path.join(checkpoint_dir, FLAX_MSGPACK)
   if os.path.isfile(safetensors_path):
     from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
-    weights = load_file(safetensors_path)
+    try:
+      weights = load_file(safetensors_path)
+    except Exception as error:  # safetensors raises its own SafetensorError (and OSError) for a damaged file
+      raise results.DamagedFileError(f"{safetensors_path}: not a readable safetensors file ({error}); the file is "
+                                     f"damaged or truncated. {_WEIGHTS_REMEDY}") from error
   elif os.path.isfile(msgpack_path):
     from flax import serialization  # pylint: disable=g-import-not-at-top
     with open(msgpack_path, "rb") as f:
-      tree = serialization.msgpack_restore(f.read())
+      try:
+        tree = serialization.msgpack_restore(f.read())
+      except Exception as error:  # msgpack raises several types for damaged bytes
+        raise results.DamagedFileError(f"{msgpack_path}: not a readable Flax msgpack file ({error}); the file is "
+                                       f"damaged or truncated. {_WEIGHTS_REMEDY}") from error
     weights = dict(_torch_name(tuple(str(k.key) for k in path), np.asarray(value))
                    for path, value in jax.tree_util.tree_leaves_with_path(tree))
   else:
@@ -208,13 +217,16 @@ def read_weights(checkpoint_dir: str) -> dict[str, np.ndarray]:
   return renamed
 
 
+_WEIGHTS_REMEDY = "Copy the checkpoint folder again from where it came from (e.g. the Hugging Face hub's files)."
+
+
 def _read_json(path: str, default: dict | None = None) -> dict:
+  """A JSON file of the folder (`results.read_json`: a damaged one is an error naming the file and line)."""
   if not os.path.isfile(path):
     if default is not None:
       return default
     raise FileNotFoundError(f"{path!r} does not exist")
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  return results.read_json(path, remedy=_WEIGHTS_REMEDY)
 
 
 def read_vocabulary(checkpoint_dir: str) -> Vocabulary:
@@ -354,12 +366,12 @@ def save_hf(out_dir: str, config: models.BertConfig, params: Mapping[str, Any], 
   os.makedirs(out_dir, exist_ok=True)
   architecture = "BertForQuestionAnswering" if "qa_outputs" in params else "BertForMaskedLM"
   tokenizer = vocab.tokenizer()
-  with open(os.path.join(out_dir, "config.json"), "w") as f:
-    json.dump(config_to_hf(config, architecture, tokenizer.token_to_id("[PAD]")), f, indent=2)
+  results.write_json(os.path.join(out_dir, "config.json"),
+                     config_to_hf(config, architecture, tokenizer.token_to_id("[PAD]")))
   shutil.copyfile(vocab.path, os.path.join(out_dir, "vocab.txt"))
-  with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
-    json.dump({"tokenizer_class": "BertTokenizer", "do_lower_case": vocab.lowercase,
-               "model_max_length": config.max_position_embeddings}, f, indent=2)
+  results.write_json(os.path.join(out_dir, "tokenizer_config.json"),
+                     {"tokenizer_class": "BertTokenizer", "do_lower_case": vocab.lowercase,
+                      "model_max_length": config.max_position_embeddings})
   save_file(params_to_hf(params, config), os.path.join(out_dir, SAFETENSORS), metadata={"format": "pt"})
   return out_dir
 

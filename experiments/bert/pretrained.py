@@ -28,6 +28,7 @@ from experiments.bert import models
 from experiments.bert import vocabulary
 from experiments.common import checkpoint
 from experiments.common import optimizers
+from experiments.common import results
 
 # The optimizer an imported checkpoint records: its state is a few scalars, not two copies of the model.
 IMPORTED_OPTIMIZER = optimizers.OptimizerSpec(
@@ -82,8 +83,8 @@ def vocabulary_lowercase(workdir: str) -> bool:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path!r} does not exist: the workdir does not say whether its vocabulary is "
                             "lower-cased")
-  with open(path) as f:
-    return bool(json.load(f)["lowercase"])
+  return bool(results.read_json(path, required=("lowercase",), remedy=(
+      f"Copy {workdir} again, or run experiments.bert.hf_checkpoint import into a new workdir."))["lowercase"])
 
 
 def save(workdir: str, model_config: models.BertConfig, params: Any, vocab_path: str,
@@ -112,8 +113,8 @@ def save(workdir: str, model_config: models.BertConfig, params: Any, vocab_path:
   if os.path.exists(target) and vocabulary.vocab_sha256(target) != vocab_sha256:
     raise ValueError(f"{target!r} is another vocabulary; write the model into a new workdir")
   shutil.copyfile(vocab_path, target)
-  with open(os.path.join(workdir, "vocab_info.json"), "w") as f:
-    json.dump({"vocab_file_sha256": vocab_sha256, "lowercase": bool(lowercase)}, f)
+  results.write_text(os.path.join(workdir, "vocab_info.json"),
+                     json.dumps({"vocab_file_sha256": vocab_sha256, "lowercase": bool(lowercase)}))
   state = {"step": np.zeros((), np.int32), "params": params,
            "opt_state": jax.device_get(IMPORTED_OPTIMIZER.create().init(params)),
            "rng": np.asarray(jax.random.key_data(jax.random.key(0)))}

@@ -10,6 +10,7 @@ import collections
 import hashlib
 import heapq
 import json
+import logging
 import os
 from typing import Mapping, Sequence
 
@@ -63,6 +64,10 @@ def train_wordpiece_vocab(documents: Sequence[str], vocab_size: int, out_path: s
   if not word_counts:
     raise ValueError("the documents hold no words to train a WordPiece vocabulary on")
   vocab = list(SPECIAL_TOKENS) + _wordpiece_merges(word_counts, vocab_size - len(SPECIAL_TOKENS))
+  if len(vocab) > vocab_size:  # WordPiece keeps every character of the corpus, whatever the size asked
+    logging.warning("vocab_size=%d is below the %d special tokens plus the %d single-character pieces of the training "
+                    "documents: the vocabulary has %d tokens", vocab_size, len(SPECIAL_TOKENS),
+                    len(vocab) - len(SPECIAL_TOKENS), len(vocab))
   directory = os.path.dirname(os.path.abspath(out_path))
   os.makedirs(directory, exist_ok=True)
   results.write_text(out_path, "".join(token + "\n" for token in vocab))

@@ -9,7 +9,8 @@ A checkpoint holds two items under `<workdir>/checkpoints/<step>/`:
 
 `restore_latest` returns None only when the directory holds no checkpoint at all. Anything else that stops
 an exact resume — unreadable files, a different tree structure, different shapes or dtypes, a different
-signature — raises `CheckpointError` naming the directory, the step and the problem. `latest_meta` reads
+signature, an array whose bytes changed since it was saved (`fingerprints`, two checksums per array kept in
+`meta`) — raises `CheckpointError` naming the directory, the step and the problem. `latest_meta` reads
 only the metadata of the newest checkpoint, to learn a run's settings before building the state template.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ import sys
 from typing import Any, Callable, Mapping, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -107,6 +109,56 @@ def disk_full_error(error: BaseException, checkpoint_directory: str,
                   path)
 
 
+# Position weights of the second checksum, w_i = i * M + 1 (mod 2**32): Knuth's multiplicative-hash
+# constant, so that a permutation or a moved block changes it where the plain sum does not.
+_POSITION_MULTIPLIER = 2654435761
+
+
+def _words(leaf: Any, xp) -> Any:
+  """The array's elements as uint32 words (xp: numpy or jax.numpy): 32-bit types bit for bit, narrower ones
+  widened, 64-bit ones as two words each; flattened in C order."""
+  dtype = np.dtype(leaf.dtype)
+  if dtype == np.bool_:
+    return xp.ravel(leaf).astype(xp.uint32)
+  unsigned = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint32}[dtype.itemsize]
+  if xp is np:
+    return np.ascontiguousarray(leaf).view(unsigned).ravel().astype(np.uint32, copy=False)
+  return jax.lax.bitcast_convert_type(leaf, unsigned).ravel().astype(np.uint32)
+
+
+def _checksums(words: Any, xp) -> Any:
+  """[sum of the words, sum of word_i * w_i], both modulo 2**32 (uint32 arithmetic wraps on every backend)."""
+  positions = xp.arange(words.size, dtype=xp.uint32) * xp.uint32(_POSITION_MULTIPLIER) + xp.uint32(1)
+  return xp.stack([xp.sum(words, dtype=xp.uint32), xp.sum(words * positions, dtype=xp.uint32)])
+
+
+@jax.jit
+def _device_checksums(leaves: list) -> list:
+  """`_checksums` of arrays that live on devices, computed where they are (sharded ones too): two numbers
+  per array come back to the host, not the arrays."""
+  return [_checksums(_words(leaf, jnp), jnp) for leaf in leaves]
+
+
+def fingerprints(tree: Any) -> dict[str, list[int]]:
+  """Two 32-bit checksums of every array of `tree`, by key path: the sum of its uint32 words and their sum
+  weighted by position, both modulo 2**32 (a changed, swapped or shifted word changes one or both).
+
+  Host arrays are summed on the host, device arrays on their devices (`jax.Array`s, sharded or not): the same
+  numbers either way.
+  """
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+  found = {}
+  on_devices = [(path, leaf) for path, leaf in flat if isinstance(leaf, jax.Array)]
+  if on_devices:
+    for (path, _), sums in zip(on_devices, jax.device_get(_device_checksums([leaf for _, leaf in on_devices]))):
+      found[jax.tree_util.keystr(path)] = [int(v) for v in sums]
+  for path, leaf in flat:
+    if not isinstance(leaf, jax.Array) and hasattr(leaf, "dtype"):
+      with np.errstate(over="ignore"):
+        found[jax.tree_util.keystr(path)] = [int(v) for v in _checksums(_words(np.asarray(leaf), np), np)]
+  return found
+
+
 def _leaf_description(tree: Any) -> dict[str, tuple]:
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
   return {jax.tree_util.keystr(path): (tuple(np.shape(leaf)), np.dtype(
@@ -154,9 +206,10 @@ class CheckpointManager:
     previous_hooks = sys.unraisablehook, sys.excepthook
     _ignore_closed_event_loop_callbacks()
     _ignore_closed_event_loop_errors()
+    meta = dict(meta, fingerprints=fingerprints(state))
     try:
       self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                       meta=ocp.args.JsonSave(dict(meta))))
+                                                       meta=ocp.args.JsonSave(meta)))
     except Exception as error:  # Orbax raises ValueError, OSError, ... from its writer threads
       logging.getLogger("asyncio").addFilter(_drop_unretrieved_task_errors)
       try:
@@ -215,7 +268,7 @@ class CheckpointManager:
       logging.getLogger("asyncio").addFilter(_drop_unretrieved_task_errors)
       raise CheckpointError(
           f"{where}: cannot restore the state ({type(error).__name__}: {error}); the checkpoint is "
-          "corrupt or was written for a different model/optimizer") from error
+          f"corrupt or was written for a different model/optimizer. {self._damaged_remedy(step)}") from error
     sys.unraisablehook = previous_hook
     expected_leaves, restored_leaves = _leaf_description(template), _leaf_description(state)
     if expected_leaves != restored_leaves:
@@ -227,7 +280,34 @@ class CheckpointManager:
           f"(expected {[expected_leaves.get(k) for k in differences[:5]]}, "
           f"found {[restored_leaves.get(k) for k in differences[:5]]})")
     sharded = any(getattr(x, "sharding", None) is not None for x in jax.tree.leaves(template))
-    return (state if sharded else jax.device_get(state)), meta
+    state = state if sharded else jax.device_get(state)
+    self._check_fingerprints(step, state, meta)
+    return state, meta
+
+  def _check_fingerprints(self, step: int, state: Any, meta: Mapping[str, Any]) -> None:
+    """CheckpointError naming the first array whose bytes differ from the fingerprint saved with it, and the
+    previous checkpoint a rerun resumes from once the damaged one is moved away (checkpoints written before
+    fingerprints existed are not checked)."""
+    saved = meta.get("fingerprints")
+    if saved is None:
+      return
+    found = fingerprints(state)
+    damaged = [path for path in saved if found.get(path) != saved[path]]
+    if not damaged:
+      return
+    raise CheckpointError(
+        f"checkpoint step {step} in {self.directory} is damaged: the array {damaged[0]} "
+        + (f"(and {len(damaged) - 1} more) " if len(damaged) > 1 else "")
+        + "does not match the fingerprint saved with it (a disk, copy or transfer error changed its bytes). "
+        + self._damaged_remedy(step))
+
+  def _damaged_remedy(self, step: int) -> str:
+    """What to do with a damaged checkpoint: move it away; the same command resumes from the one before."""
+    folder = os.path.join(self.directory, str(step))
+    older = [s for s in self.all_steps() if s < step]
+    then = (f"it then resumes from checkpoint step {older[-1]}" if older else
+            "it is the only checkpoint, so the run then starts over")
+    return f"Move {folder} away (e.g. `mv {folder} {folder}.damaged`) and rerun the same command: {then}."
 
   def latest_meta(self) -> tuple[int, dict]:
     """(step, meta) of the newest checkpoint, reading only its JSON metadata (not the state).

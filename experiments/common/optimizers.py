@@ -254,6 +254,23 @@ REGISTRY: Mapping[str, RegisteredOptimizer] = types.MappingProxyType({
 })
 
 
+# Every field some optimizer of the registry reads (beyond the schedule and decay, which every one reads).
+OPTIMIZER_FIELDS = tuple(sorted({name for entry in REGISTRY.values() for name in entry.fields}))
+
+
+def check_fields_read(config, given: Mapping[str, Any]) -> None:
+  """ValueError when a field set on the command line (`given`: name -> value) is one the chosen optimizer
+  does not read: a user who forgot --config.optimizer would otherwise train another optimizer, unwarned."""
+  entry = check_optimizer_name(config.optimizer)
+  for name, value in given.items():
+    if name in OPTIMIZER_FIELDS and name not in entry.fields:
+      readers = [other for other, found in REGISTRY.items() if name in found.fields]
+      raise ValueError(
+          f"--config.{name}={value!r} is not read by optimizer {config.optimizer!r} (it reads "
+          f"{', '.join(entry.fields) or 'no optimizer-specific field'}): drop it, or choose an optimizer that "
+          f"reads it ({', '.join(readers)})")
+
+
 def check_optimizer_name(name: str) -> RegisteredOptimizer:
   """The registry entry of `name`; ValueError listing the registry when there is none."""
   if name not in REGISTRY:
@@ -412,7 +429,8 @@ def check_optimizer_config(config) -> None:
   Raises:
     ValueError: an unknown optimizer, decay or weight-decay mode; a learning rate, weight decay,
       pre-clipping norm or final learning-rate scale that is negative or not finite; a negative warm-up;
-      a field the optimizer's constructor refuses (named as the config spells it).
+      a field the optimizer's constructor refuses (named as the config spells it); a field another
+      optimizer reads with a value that optimizer refuses.
   """
   fields = default_optimizer_config()
   fields.update({name: config[name] for name in fields.keys() if name in config})
@@ -430,6 +448,16 @@ def check_optimizer_config(config) -> None:
     entry.constructor(1.0, 0.0, **own)
   except (ValueError, TypeError) as error:
     raise ValueError(f"optimizer {fields.optimizer!r} refuses {own}: {error}") from error
+  # A field the chosen optimizer does not read is still checked, by an optimizer that reads it: a value out
+  # of range is an error whichever optimizer runs.
+  for name in OPTIMIZER_FIELDS:
+    if name not in entry.fields and fields[name] is not None:
+      reader = next(other for other, found in REGISTRY.items() if name in found.fields)
+      try:
+        REGISTRY[reader].constructor(1.0, 0.0, **{name: fields[name]})
+      except (ValueError, TypeError) as error:
+        raise ValueError(f"{name}={fields[name]!r} is out of range (optimizer {reader!r}, which reads it, refuses "
+                         f"it: {error}), whichever optimizer runs") from error
 
 
 def current_learning_rate(opt_state) -> jax.Array:

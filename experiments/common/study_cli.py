@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import pkgutil
 from typing import Optional
 
 import ml_collections
@@ -18,18 +19,22 @@ def study_config(package: str, name: str) -> ml_collections.ConfigDict:
   try:
     module = importlib.import_module(f"{package}.configs.{name}")
   except ModuleNotFoundError as error:
-    configs = importlib.import_module(f"{package}.configs")
-    import pkgutil  # pylint: disable=g-import-not-at-top
-    names = sorted(m.name for m in pkgutil.iter_modules(configs.__path__))
-    raise ValueError(f"{package} has no config {name!r}; choose one of {', '.join(names)}") from error
+    raise ValueError(f"{package} has no config {name!r}; choose one of {', '.join(config_names(package))}") from error
   return module.get_config()
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-  """--out, --quick and --config NAME (configs/NAME.py of the study; default: full)."""
+def config_names(package: str) -> list[str]:
+  """The names of a study's configs (its configs/*.py)."""
+  configs = importlib.import_module(f"{package}.configs")
+  return sorted(m.name for m in pkgutil.iter_modules(configs.__path__))
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, package: str) -> None:
+  """--out, --quick and --config NAME (configs/NAME.py of the study `package`; default: full)."""
   parser.add_argument("--out", required=True, help="output folder")
   parser.add_argument("--quick", action="store_true", help="the quick config (same as --config quick)")
-  parser.add_argument("--config", default=None, help="configs/NAME.py of the study: full (default), quick, tiny")
+  parser.add_argument("--config", default=None, choices=config_names(package),
+                      help="configs/NAME.py of the study (default: full)")
 
 
 def comma_list(text: Optional[str]) -> Optional[list[str]]:

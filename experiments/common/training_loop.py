@@ -165,13 +165,19 @@ def all_finite(params: Any, loss: jax.Array) -> jax.Array:
   return jnp.all(jnp.stack(checks))
 
 
+# The exit status of a process a preemption notice stopped: EX_TEMPFAIL of sysexits.h, "a temporary failure;
+# retry", so that a scheduler can requeue it (a failure exits 1).
+PREEMPTED_EXIT_STATUS = 75
+
+
 class Preempted(SystemExit):
   """A preemption notice (SIGTERM) stopped the process at a step boundary; a rerun resumes.
 
   The loop saves the state of that step (if it is finite and config.save_checkpoints is on) before it
   raises, so rerunning the same command continues from there and loses no progress. It subclasses
   SystemExit, as KeyboardInterrupt does BaseException, so that code which records a failure and goes on
-  (`except Exception`) does not swallow it: the process stops, with this message and exit status 1.
+  (`except Exception`) does not swallow it: the process stops with exit status `PREEMPTED_EXIT_STATUS` (75);
+  the loop logs the message (str of this exception) as it raises.
 
   Attributes:
     workdir: the run's directory.
@@ -184,6 +190,7 @@ class Preempted(SystemExit):
     where = (f"the newest checkpoint is step {checkpoint_step} in {workdir}; rerun the same command to resume "
              "from it" if checkpoint_step is not None else f"no checkpoint in {workdir}; a rerun starts over")
     super().__init__(f"Preempted (SIGTERM) at step {step}: {where}.")
+    self.code = PREEMPTED_EXIT_STATUS  # the interpreter exits with `code`; str(self) keeps the message
 
 
 # The ids this process gives JAX's preemption sync point: one per loop iteration of every `train` call in
@@ -394,7 +401,8 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
   The run goes to last_step = min(total_steps, config.halt_after_steps) (total_steps when that is 0).
   `<workdir>/config.json` is written once the checkpoint (if any) and the metrics file have been accepted,
   so a refused rerun leaves the workdir as it was. Step metrics stay on the devices until a logging step
-  (every config.log_every_steps steps and the last; `_MetricLog`). Evaluation (config.eval_every_steps) and
+  (every config.log_every_steps steps, before every checkpoint, and the last; `_MetricLog`), so a checkpoint
+  is never newer than metrics.jsonl. Evaluation (config.eval_every_steps) and
   checkpoints (config.checkpoint_every_steps, only when config.save_checkpoints; `_Checkpoints`) run at
   their intervals before last_step and once at the end. A run that resumes at last_step (it already ended
   there) evaluates once more but writes nothing.
@@ -466,8 +474,10 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
         eval_metrics = evaluate(state)
         writer.write(step, eval_metrics)
       if not diverged and due(config.checkpoint_every_steps, step):
-        if not checkpoints.save(step, state, step_metrics["train_loss"]):
-          log.flush(state)
+        # The metrics on disk first: a checkpoint is never newer than the log, so a crash right after it
+        # loses no step of metrics.jsonl (the resumed run starts after the checkpoint).
+        diverged = not log.flush(state) and config.stop_on_nonfinite
+        if not diverged and not checkpoints.save(step, state, step_metrics["train_loss"]):
           diverged = config.stop_on_nonfinite
       if diverged:
         break
@@ -495,7 +505,9 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
     manager.close()
     writer.close()
     if notice.requested:  # also a notice during the last step or the evaluation: the process stops
-      raise Preempted(workdir, step, checkpoint_step)
+      preempted_error = Preempted(workdir, step, checkpoint_step)
+      logging.error("%s", preempted_error)
+      raise preempted_error
   return LoopResult(
       state=state, start_step=start_step, step=step, history=history, eval_metrics=eval_metrics,
       diverged=diverged, halted=bool(config.halt_after_steps) and step < total_steps and not diverged,

@@ -16,7 +16,7 @@ from experiments.comparison import study
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m experiments.comparison", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  study_cli.add_config_arguments(parser)
+  study_cli.add_config_arguments(parser, "experiments.comparison")
   parser.add_argument("--weight-decay", type=float, default=None, help="the weight decay of every optimizer")
   parser.add_argument("--optimizers", default=None, help="comma-separated registry names (default: the config's)")
   parser.add_argument("--squad-dir", default=None, help="folder with train-v1.1.json and dev-v1.1.json")

@@ -18,7 +18,7 @@ from experiments.noise import study
 def parse_args(argv):
   parser = argparse.ArgumentParser(prog="python -m experiments.noise", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  study_cli.add_config_arguments(parser)
+  study_cli.add_config_arguments(parser, "experiments.noise")
   parser.add_argument("--models", nargs="+", choices=study.MODELS, help="only these models")
   parser.add_argument("--steps", type=int, help="training steps of the noise trajectory")
   parser.add_argument("--sweep-steps", type=int, help="steps of each SGD/Adam run")

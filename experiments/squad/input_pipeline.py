@@ -19,12 +19,13 @@ Decoding spans and the official metric live in `experiments.squad.evaluation`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from typing import Any, Sequence
 
 import numpy as np
+
+from experiments.common import results
 
 # ---------------------------------------------------------------------------------------------------------
 # Reading the official JSON.
@@ -81,11 +82,8 @@ def read_squad(path: str | os.PathLike) -> list[SquadExample]:
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"SQuAD file not found: {path!r}.")
-  try:
-    with open(path, encoding="utf-8") as f:
-      dataset = json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f"{path}: not a SQuAD v1.1 JSON file: {e}") from e
+  dataset = results.read_json(path, remedy="It is not a SQuAD v1.1 JSON file as written: download train-v1.1.json or "
+                              "dev-v1.1.json again.")
   examples = []
   for a, article in enumerate(_require(dataset, "data", list, "the top level", path)):
     for p, paragraph in enumerate(_require(article, "paragraphs", list, f"data[{a}]", path)):

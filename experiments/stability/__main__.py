@@ -18,7 +18,7 @@ def main(argv=None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   parser = argparse.ArgumentParser(prog="python -m experiments.stability", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  study_cli.add_config_arguments(parser)
+  study_cli.add_config_arguments(parser, "experiments.stability")
   parser.add_argument("--finished-only", action="store_true",
                       help="train nothing: summarize the runs in DIR that have finished, whatever their order")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)

@@ -139,7 +139,7 @@ def main(argv=None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   parser = argparse.ArgumentParser(prog="python -m experiments.stability.trace", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  study_cli.add_config_arguments(parser)
+  study_cli.add_config_arguments(parser, "experiments.stability")
   parser.add_argument("--method", required=True, help="one of the study config's methods")
   parser.add_argument("--learning-rate", type=float, required=True, help="the run's peak learning rate")
   parser.add_argument("--until", type=int, default=400, help="halt after this many steps (default 400)")

@@ -18,7 +18,7 @@ from experiments.synthetic import study
 def parse_args(argv):
   parser = argparse.ArgumentParser(prog="python -m experiments.synthetic", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  study_cli.add_config_arguments(parser)
+  study_cli.add_config_arguments(parser, "experiments.synthetic")
   parser.add_argument("--seeds", type=int, help="evaluation seeds of every experiment (tuning seeds: a quarter, >= 2)")
   parser.add_argument("--steps", type=int, help="steps of every experiment")
   parser.add_argument("--dims", type=int, nargs="+", help="dimensions of the dimension study")
