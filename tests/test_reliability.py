@@ -321,6 +321,10 @@ LOOP_AND_OPTIMIZER_BAD_SETTINGS = [
      dict(optimizer="gclip")),
     ("momentum", 1.5, r"momentum=1.5 is refused by optimizer 'sgd': momentum=1.5 must lie in \[0, 1\)",
      dict(optimizer="sgd")),
+    # Out of range whichever optimizer runs, also one that does not read the field.
+    ("clip_threshold", -5.0, r"clip_threshold=-5.0 is out of range \(optimizer 'gclip', which reads it, refuses "
+     r"it: max_norm=-5.0 must be > 0\), whichever optimizer runs", dict(optimizer="adamw")),
+    ("b2", 1.5, r"b2=1.5 is out of range .* whichever optimizer runs", dict(optimizer="sgd")),
     ("seed", -1, r"seed=-1 must lie in \[0, 2\*\*32\)"),
     ("log_every_steps", 0, "log_every_steps=0 must be >= 1"),
     ("eval_every_steps", -1, "eval_every_steps=-1 must be >= 0"),
@@ -600,6 +604,40 @@ def test_a_damaged_checkpoint_is_an_error_naming_the_array_and_the_previous_chec
   os.rename(folder, folder + ".damaged")
   result = train.train_and_evaluate(micro_config(checkpoint_every_steps=2, **parallelism), workdir)
   assert result["steps"] == 6 and not result["diverged"]
+
+
+_CLI_PROGRAM = ("import sys\n"
+                "from experiments.common import cli, training_loop\n"
+                "def train(config, workdir):\n"
+                "  if config.seed == 7:\n"
+                "    raise training_loop.Preempted(workdir, 5, 4)\n"
+                "  return {'steps': 1}\n"
+                "cli.run(train, workdir_help='', config_help='')\n")
+
+
+@pytest.mark.parametrize("flags, status, last_line", [
+    (["--config.learnin_rate=0.1"], 1, "Error: --config.learnin_rate: the config has no field 'learnin_rate'. "
+                                       'Did you mean "learning_rate" instead of "learnin_rate"?'),
+    (["--config.optimizer=sgd", "--config.b2=0.99"], 1,
+     "Error: --config.b2=0.99 is not read by optimizer 'sgd' (it reads momentum, nesterov): drop it, or choose an "
+     "optimizer that reads it (adam, adamw, acclip, acclip_ports, lamb, zclip, adagc, autoclip, spam, stable_spam, "
+     "skipstep)"),
+    (["--config.optimizer=adamw", "--config.alpha=3"], 1,
+     "Error: --config.alpha=3.0 is not read by optimizer 'adamw' (it reads b1, b2, eps): drop it, or choose an "
+     "optimizer that reads it (acclip, acclip_ports)"),
+    (["--config.optimizer=acclip", "--config.alpha=1.5"], 0, None),
+    (["--config.seed=7"], 75, None),  # preempted: its own exit status, so that a scheduler can requeue it
+])
+def test_the_command_line_refuses_a_setting_in_one_line_and_a_preemption_has_its_own_status(tmp_path, flags,
+                                                                                            status, last_line):
+  config_file = os.path.join(REPO, "experiments", "bert", "configs", "tiny.py")
+  process = subprocess.run([sys.executable, "-c", _CLI_PROGRAM, f"--config={config_file}",
+                            f"--workdir={tmp_path}"] + flags, capture_output=True, text=True, timeout=120, cwd=REPO,
+                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert process.returncode == status, process.stderr[-2000:]
+  if last_line is not None:
+    assert process.stderr.strip().splitlines()[-1] == last_line
+    assert "Traceback" not in process.stderr
 
 
 class _Crash(Exception):

@@ -239,6 +239,7 @@ def test_comparison_settings_reject_bad_arguments(kwargs, match):
 @pytest.mark.parametrize("flags, message", [
     (["--weight-decay", "-1"], "weight_decay must be a finite number >= 0"),
     (["--optimizers", "adam,adamax"], "adamax"),
+    (["--config", "tiny"], "invalid choice: 'tiny' (choose from 'full', 'gpu', 'gpu_tiny', 'quick')"),
 ])
 def test_cli_names_a_bad_comparison_flag(tmp_path, capsys, flags, message):
   with pytest.raises(SystemExit) as exit_info:

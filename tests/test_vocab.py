@@ -27,6 +27,15 @@ def test_merges_by_hand(tmp_path):
   assert train(tmp_path, ["abc", "dbc"], 12) == SPECIALS + ["a", "b", "c", "d", "##b", "##c", "##bc"]
 
 
+def test_a_vocabulary_below_the_alphabet_is_said(tmp_path, caplog):
+  import logging  # pylint: disable=g-import-not-at-top
+  with caplog.at_level(logging.WARNING):
+    tokens = train(tmp_path, ["ab ab", "ab abc"], 8)
+  assert tokens == SPECIALS + ["a", "b", "c", "##b", "##c"]  # the alphabet is kept whole
+  assert (f"vocab_size=8 is below the {len(SPECIALS)} special tokens plus the 5 single-character pieces of the "
+          f"training documents: the vocabulary has {len(SPECIALS) + 5} tokens") in caplog.text
+
+
 def test_ties_go_to_the_pair_of_smallest_ids(tmp_path):
   # (c, ##d) and (a, ##b) both occur once; a has the smaller id, so "ab" comes first whatever the order.
   for documents in (["ab cd"], ["cd ab"], ["cd", "ab"]):
