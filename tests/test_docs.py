@@ -12,7 +12,9 @@ import re
 import pytest
 
 import acclip_optax
+from experiments.batch_size import verdict as batch_size_verdict
 from experiments.comparison import verdict as comparison_verdict
+from experiments.decay import verdict as decay_verdict
 from experiments.stability import verdict as stability_verdict
 from experiments.synthetic import verdict as synthetic_verdict
 
@@ -155,6 +157,48 @@ def test_readme_rq6_full_cell_equals_the_full_stability_summary():
           in _headline_rows()["RQ6"]["key numbers"])
 
 
+def _full_cell(study: str, verdict_of) -> str:
+  """The headline table's full cell of a study whose full runs may still be going: "running" until a
+  summary is committed under docs/<study>_full/, then its verdict (with "partial" while incomplete)."""
+  path = os.path.join(DOCS, f"{study}_full", "summary.json")
+  if not os.path.exists(path):
+    return "running"
+  summary = _json("docs", f"{study}_full", "summary.json")
+  cell = _verdict_cell(verdict_of(summary)["verdict"])
+  return cell if summary["complete"] else cell + f" (partial: {summary['cells_done']} of {summary['cells_planned']} cells)"
+
+
+def test_readme_rq7_row_equals_the_factorial_summaries():
+  summary = _json("docs", "decay_quick", "summary.json")
+  row = _headline_rows()["RQ7"]
+  assert row["quick"] == _verdict_cell(decay_verdict.assess_rq7(summary)["verdict"])
+  assert row["full"] == _full_cell("decay", decay_verdict.assess_rq7)
+  gaps = ", ".join(f"{mode} {decay_verdict.gap(summary['cells'], mode)['gap']:+.3f}" for mode in summary["cells"])
+  assert gaps in row["key numbers"], (gaps, row["key numbers"])
+  assert _json("docs", "results", "quick_summary.json")["rq7"]["verdict"] == decay_verdict.assess_rq7(summary)["verdict"]
+
+
+def test_readme_rq8_row_equals_the_batch_size_summaries():
+  summary = _json("docs", "batch_size_quick", "summary.json")
+  assessed = batch_size_verdict.assess_rq8(summary)
+  row = _headline_rows()["RQ8"]
+  assert row["quick"] == _verdict_cell(assessed["verdict"])
+  assert row["full"] == _full_cell("batch_size", batch_size_verdict.assess_rq8)
+  sizes = summary["config"]["batch_sizes"]
+  assert (f"{assessed['gap_smallest']:+.3f} at batch {sizes[0]}, {assessed['gap_full']:+.3f} with the full batch "
+          f"of {sizes[-1]} sequences") in row["key numbers"]
+  assert _json("docs", "results", "quick_summary.json")["rq8"]["verdict"] == assessed["verdict"]
+
+
+def test_no_quick_comparison_optimizer_is_tuned_at_the_edge_of_what_it_ran():
+  run = _json("docs", "results", "quick_avx512", "results.json")
+  for name, result in run["parts"]["bert"]["summary"]["optimizers"].items():
+    assert result["best_at_edge"] is None, name
+  for summary in (_json("docs", "decay_quick", "summary.json"), _json("docs", "batch_size_quick", "summary.json")):
+    for cells in summary["cells"].values():
+      assert all(cell["best_at_edge"] is None for cell in cells.values())
+
+
 def test_readme_headline_rows_link_to_existing_results_pages():
   for question, row in _headline_rows().items():
     for target in re.findall(r"\]\((docs/results/[^)#]+)", row["details"]):
@@ -276,7 +320,7 @@ def test_quick_summary_equals_the_recorded_quick_run():
   run = _json("docs", "results", "quick_avx512", "results.json")
   assert run["mode"] == "quick"
   assert {q.lower(): v["verdict"] for q, v in run["research_questions"].items() if q != "RQ6"} == {
-      q: quick[q]["verdict"] for q in ("rq1", "rq2", "rq3", "rq4", "rq5")}
+      q: quick[q]["verdict"] for q in ("rq1", "rq2", "rq3", "rq4", "rq5", "rq7", "rq8")}
 
   optimizers = run["parts"]["bert"]["summary"]["optimizers"]
   moved = quick["rerun_on_avx512"]["bert_comparison"]  # what the AVX-512 run gave where it differs

@@ -23,7 +23,7 @@ def plot_figures(summary: Mapping[str, Any], out_dir: str) -> dict[str, str]:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  figure, (loss_axes, noise_axes) = plt.subplots(1, 2, figsize=(9.0, 3.2))
+  figure, (loss_axes, noise_axes) = plt.subplots(1, 2, figsize=(10.0, 3.4), layout="constrained")
   for name in summary["config"]["optimizers"]:
     color = figures.OPTIMIZER_COLORS.get(name, "black")
     points = [(int(b), cell[name]) for b, cell in cells.items() if name in cell and cell[name].get("train_set_loss")]

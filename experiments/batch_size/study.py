@@ -183,9 +183,9 @@ def _cached_noise(compared, settings: BatchSizeSettings, out_dir: str) -> dict[s
 def setup_text(settings: BatchSizeSettings, compared: comparison_study.ComparisonSettings) -> str:
   """The study's setup in words, made from its config and the comparison's."""
   config = comparison_study.run_config(compared, settings.optimizers[0], 1.0, compared.seeds[0])
-  return (comparison_study.setup_text(compared, with_decay=False)
+  return (comparison_study.setup_text(compared, with_decay=False, batch_text="B")
           + f". The objective: the first {config.max_train_sequences} training sequences, each masked once, "
-          f"dropout {config.model.dropout_rate:g}, weight decay {config.weight_decay:g}; batch sizes "
+          f"dropout {config.model.dropout_rate:g}, weight decay {config.weight_decay:g}; batch sizes B = "
           f"{', '.join(map(str, settings.batch_sizes))} (the last the full batch), {config.num_train_steps} steps "
           f"at every batch size; the learning rate chosen on the final training-set loss; noise measured at "
           f"initialisation over {settings.num_minibatches} minibatches, {settings.num_coordinates} sampled "

@@ -68,7 +68,8 @@ def assess_rq8(summary: Mapping[str, Any]) -> dict[str, Any]:
     ours = (f"SGD {format_seed_statistics(cells[batch_size].get(SGD, {}).get(MEASURE))} vs Adam "
             f"{format_seed_statistics(cells[batch_size].get(ADAM, {}).get(MEASURE))}: gap "
             + (f"{found:+.4f}" if found is not None else "—"))
-    gains = [f"{name} {-gap(cells, batch_size, baseline=name):+.4f}" for name in CLIPPED
+    # Clipping's gain over SGD: SGD's loss minus the clipped rule's (positive: the clip helps).
+    gains = [f"{name} {gap(cells, batch_size, baseline=name):+.4f}" for name in CLIPPED
              if gap(cells, batch_size, baseline=name) is not None]
     if gains:
       ours += f"; clipping's gain over SGD: {', '.join(gains)}"

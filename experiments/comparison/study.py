@@ -165,9 +165,10 @@ def with_flags(config: ml_collections.ConfigDict, weight_decay: float | None = N
   return config
 
 
-def setup_text(settings: ComparisonSettings, with_decay: bool = True) -> str:
+def setup_text(settings: ComparisonSettings, with_decay: bool = True, batch_text: str | None = None) -> str:
   """The comparison's setup in words, every number read from the config its runs start from (with_decay:
-  ending with the weight decay every optimizer shares)."""
+  ending with the weight decay every optimizer shares; batch_text: the batch size in words, when the runs do
+  not share the config's)."""
   from experiments.bert import input_pipeline  # pylint: disable=g-import-not-at-top
   config = run_config(settings, "adam", 1.0, settings.seeds[0])
   model = config.model
@@ -177,7 +178,7 @@ def setup_text(settings: ComparisonSettings, with_decay: bool = True) -> str:
                "more each way")
   return (f"BERT with {model.num_layers} layers, hidden {model.hidden_size}, {model.num_heads} heads, "
           f"intermediate {model.intermediate_size}, a {config.vocab_size}-token WordPiece vocabulary; "
-          f"{config.num_train_steps} steps of {config.batch_size} x {config.max_seq_len} tokens (warm-up "
+          f"{config.num_train_steps} steps of {batch_text or config.batch_size} x {config.max_seq_len} tokens (warm-up "
           f"{config.warmup_steps}, {config.learning_rate_decay} decay) on "
           f"{input_pipeline.corpus_name(config.corpus)} ({config.eval_fraction:.0%} of the documents held "
           f"out for the reported numbers and {config.validation_fraction:.0%} for choosing the learning "
