@@ -29,7 +29,7 @@ attention's projections split the hidden axis into heads (H = heads * head_dim):
     cls.predictions.transform.dense                       mlm_transform                         K = W^T
     cls.predictions.transform.LayerNorm                   mlm_layer_norm
     cls.predictions.bias                                  mlm_output_bias
-    qa_outputs (BertForQuestionAnswering)                 qa_outputs (experiments.squad.models) K = W^T
+    qa_outputs (BertForQuestionAnswering)                 qa_outputs (experiments.bert.models) K = W^T
 
 The MLM decoder is tied to the word embeddings in both (a checkpoint that stores `cls.predictions.decoder`
 must hold the tied values). Older checkpoints name LayerNorm parameters gamma/beta; Flax ones use
@@ -276,7 +276,7 @@ def params_from_hf(weights: Mapping[str, np.ndarray], config: models.BertConfig,
   Args:
     weights: name -> array.
     config: the model's config (`config_from_hf`).
-    head: "mlm" (`models.BertForMaskedLM`) or "qa" (`experiments.squad.models.BertForQuestionAnswering`).
+    head: "mlm" (`models.BertForMaskedLM`) or "qa" (`models.BertForQuestionAnswering`).
 
   Raises:
     ValueError: missing weights (all named), a shape that differs from the config's, an untied decoder.
@@ -308,9 +308,8 @@ def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tupl
 
 
 def _abstract_qa_params(config: models.BertConfig) -> dict:
-  from experiments.squad import models as squad_models  # pylint: disable=g-import-not-at-top
   tokens = jnp.zeros((1, 1), jnp.int32)
-  model = squad_models.BertForQuestionAnswering(config)
+  model = models.BertForQuestionAnswering(config)
   return jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, tokens, tokens + 1,
                                            deterministic=True))["params"]
 

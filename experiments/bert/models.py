@@ -174,3 +174,28 @@ def abstract_params(config: BertConfig, sequence_length: int = 8) -> Any:
   return jax.eval_shape(
       lambda: model.init(jax.random.key(0), tokens, tokens, tokens, tokens[:, :1], deterministic=True)
   )["params"]
+
+
+class BertForQuestionAnswering(nn.Module):
+  """BERT encoder with a linear start/end head: ``[start, end]_logits = hidden @ W + b``, ``W: [H, 2]``.
+
+  Padding positions get logit -1e9 so that neither the loss nor the decoding ever picks them.
+
+  Attributes:
+    config: the BERT model config, as taken by `experiments.bert.models.BertModel`.
+  """
+  config: Any
+
+  @nn.compact
+  def __call__(self, input_ids, token_type_ids, attention_mask, *, deterministic: bool):
+    hidden = BertModel(self.config, name="bert")(
+        input_ids, token_type_ids, attention_mask, deterministic=deterministic)
+    logits = span_head(self.config)(hidden.astype(jnp.float32))
+    logits = jnp.where(attention_mask[..., None] > 0, logits, -1e9)
+    return logits[..., 0], logits[..., 1]
+
+
+def span_head(config) -> nn.Dense:
+  """The linear start/end head ``hidden [..., H] -> logits [..., 2]`` (params key ``'qa_outputs'``)."""
+  return nn.Dense(2, kernel_init=nn.initializers.normal(config.initializer_range), dtype=jnp.float32,
+                  name="qa_outputs")

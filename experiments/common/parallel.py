@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 import jax
 import numpy as np
@@ -291,7 +291,26 @@ class MeshParallelism:
                         host_state, self.state_shardings(host_state))
 
 
-Parallelism = PmapParallelism | MeshParallelism
+class Parallelism(Protocol):
+  """What the training loop and the drivers need of a parallelism (`PmapParallelism`, `MeshParallelism`).
+
+  States and batches go from the host to the devices (`place_state`, `place_batch`, `place_common_batch`)
+  and back (`to_host`, `rows_to_host`); steps are compiled for the devices (`compile_train_step`,
+  `compile_eval_step`, `compile_row_step`, `on_devices`); checkpoints are written from `checkpoint_state`
+  and restored into `restore_template`.
+  """
+
+  def place_state(self, state: Any) -> Any: ...
+  def place_batch(self, rows: Any) -> Any: ...
+  def place_common_batch(self, rows: Any) -> Any: ...
+  def compile_train_step(self, grads_fn: Callable, update_fn: Callable) -> Callable: ...
+  def compile_eval_step(self, eval_fn: Callable) -> Callable: ...
+  def compile_row_step(self, row_fn: Callable) -> Callable: ...
+  def rows_to_host(self, tree: Any) -> Any: ...
+  def on_devices(self, fn: Callable) -> Callable: ...
+  def to_host(self, tree: Any) -> Any: ...
+  def checkpoint_state(self, state: Any) -> Any: ...
+  def restore_template(self, host_state: Any) -> Any: ...
 
 
 def create(config) -> Parallelism:

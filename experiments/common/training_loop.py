@@ -131,12 +131,12 @@ class CompiledSteps:
     train_step: `(placed state, placed batch) -> (state, metrics with train_loss)`; donates its state.
     eval_step: `(placed params or state, placed batch) -> sums over all devices`.
   """
-  parallelism: Any
+  parallelism: parallel.Parallelism
   train_step: Callable
   eval_step: Callable
 
 
-def compile_steps(parallelism: Any, train_grads: Callable, eval_step: Callable, *, model: Any,
+def compile_steps(parallelism: parallel.Parallelism, train_grads: Callable, eval_step: Callable, *, model: Any,
                   optimizer: optimizers.OptimizerSpec, eval_per_row: bool = False) -> dict[str, Any]:
   """The fields of a CompiledSteps from a driver's per-device steps.
 
@@ -318,7 +318,8 @@ class _MetricLog:
   clipping statistics of that step's update (`acclip_optax.clip_stats`), computed only there.
   """
 
-  def __init__(self, writer: metrics_lib.MetricWriter, history: list[dict], progress: Any, parallelism: Any,
+  def __init__(self, writer: metrics_lib.MetricWriter, history: list[dict], progress: Any,
+               parallelism: parallel.Parallelism,
                clip_stats: Callable | None, throughput_name: str, units_per_step: int):
     self.writer, self.history, self.progress, self.parallelism = writer, history, progress, parallelism
     self.clip_stats, self.throughput_name, self.units_per_step = clip_stats, throughput_name, units_per_step
@@ -359,7 +360,8 @@ class _Checkpoints:
   {"data_position": step, "signature": signature}.
   """
 
-  def __init__(self, manager: checkpoint.CheckpointManager, parallelism: Any, signature: Mapping[str, Any],
+  def __init__(self, manager: checkpoint.CheckpointManager, parallelism: parallel.Parallelism,
+               signature: Mapping[str, Any],
                enabled: bool):
     self.manager, self.parallelism, self.signature, self.enabled = manager, parallelism, signature, enabled
     self._all_finite = parallelism.on_devices(all_finite)
@@ -377,16 +379,12 @@ class _Checkpoints:
 
 
 def _restore(manager: checkpoint.CheckpointManager, config, state: Any, signature: Mapping[str, Any],
-             parallelism: Any) -> tuple[Any, bool]:
+             parallelism: parallel.Parallelism) -> tuple[Any, bool]:
   """(the state to start from, placed on the devices; whether it came from a checkpoint)."""
-  try:
-    restored = manager.restore_latest(parallelism.restore_template(state.as_dict()), signature)
-    if restored is not None:
-      checkpoint.check_halt_after_steps(config.halt_after_steps, int(np.asarray(restored[0]["step"])),
-                                        manager.directory)
-  except checkpoint.CheckpointError:
-    manager.close()
-    raise
+  restored = manager.restore_latest(parallelism.restore_template(state.as_dict()), signature)
+  if restored is not None:
+    checkpoint.check_halt_after_steps(config.halt_after_steps, int(np.asarray(restored[0]["step"])),
+                                      manager.directory)
   if restored is None:
     return parallelism.place_state(state), False
   logging.info("Resumed from step %d of %s", int(np.asarray(restored[0]["step"])), manager.directory)
@@ -441,73 +439,77 @@ def train(config, workdir: str, *, state: Any, signature: Mapping[str, Any], tot
   par = steps.parallelism
   manager = checkpoint.CheckpointManager(
       os.path.join(workdir, "checkpoints"), max_to_keep=config.max_checkpoints_to_keep)
-  # Whether the optimizer has clipping statistics (a pmap returning {} fails across processes).
-  has_clip_stats = bool(jax.eval_shape(acclip_optax.clip_stats, state))
-  state, resumed = _restore(manager, config, state, signature, par)
-  start_step = int(par.to_host(state.step))
-  writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start_step if resumed else None,
-                                    tensorboard=config.tensorboard)
-  _write_config(config, workdir)  # last: a rerun refused on reading the checkpoint or the metrics changes nothing
-  last_step = min(total_steps, config.halt_after_steps) if config.halt_after_steps else total_steps
+  writer = None
+  try:  # the checkpoint manager and the metric writer are closed on every way out, errors included
+    # Whether the optimizer has clipping statistics (a pmap returning {} fails across processes).
+    has_clip_stats = bool(jax.eval_shape(acclip_optax.clip_stats, state))
+    state, resumed = _restore(manager, config, state, signature, par)
+    start_step = int(par.to_host(state.step))
+    writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start_step if resumed else None,
+                                      tensorboard=config.tensorboard)
+    _write_config(config, workdir)  # last: a rerun refused on the checkpoint or the metrics changes nothing
+    last_step = min(total_steps, config.halt_after_steps) if config.halt_after_steps else total_steps
 
-  history = [r for r in writer.kept_records if "train_loss" in r]
-  evaluated_before = any("eval_loss" in r and r["step"] == start_step for r in writer.kept_records)
-  progress = metrics_lib.progress_bar(last_step, initial=start_step, enabled=is_main)
-  log = _MetricLog(writer, history, progress, par, par.on_devices(acclip_optax.clip_stats) if has_clip_stats
-                   else None, throughput_name, units_per_step)
-  checkpoints = _Checkpoints(manager, par, signature, config.save_checkpoints)
-  eval_metrics: dict[str, float] = {}
-  diverged = preempted = False
+    history = [r for r in writer.kept_records if "train_loss" in r]
+    evaluated_before = any("eval_loss" in r and r["step"] == start_step for r in writer.kept_records)
+    progress = metrics_lib.progress_bar(last_step, initial=start_step, enabled=is_main)
+    log = _MetricLog(writer, history, progress, par, par.on_devices(acclip_optax.clip_stats) if has_clip_stats
+                     else None, throughput_name, units_per_step)
+    checkpoints = _Checkpoints(manager, par, signature, config.save_checkpoints)
+    eval_metrics: dict[str, float] = {}
+    diverged = preempted = False
 
-  def due(every: int, step: int) -> bool:
-    return bool(every) and step % every == 0 and step < last_step
+    def due(every: int, step: int) -> bool:
+      return bool(every) and step % every == 0 and step < last_step
 
-  step = start_step
-  with PreemptionNotice() as notice:
-    while step < last_step:
-      state, step_metrics = steps.train_step(state, par.place_batch(train_batch(step)))
-      step += 1
-      log.add(step, step_metrics)
-      if step % config.log_every_steps == 0 or step == last_step:
-        diverged = not log.flush(state) and config.stop_on_nonfinite
-      if not diverged and due(config.eval_every_steps, step):
+    step = start_step
+    with PreemptionNotice() as notice:
+      while step < last_step:
+        state, step_metrics = steps.train_step(state, par.place_batch(train_batch(step)))
+        step += 1
+        log.add(step, step_metrics)
+        if step % config.log_every_steps == 0 or step == last_step:
+          diverged = not log.flush(state) and config.stop_on_nonfinite
+        if not diverged and due(config.eval_every_steps, step):
+          eval_metrics = evaluate(state)
+          writer.write(step, eval_metrics)
+        if not diverged and due(config.checkpoint_every_steps, step):
+          # The metrics on disk first: a checkpoint is never newer than the log, so a crash right after it
+          # loses no step of metrics.jsonl (the resumed run starts after the checkpoint).
+          diverged = not log.flush(state) and config.stop_on_nonfinite
+          if not diverged and not checkpoints.save(step, state, step_metrics["train_loss"]):
+            diverged = config.stop_on_nonfinite
+        if diverged:
+          break
+        if notice.reached() and step < last_step:  # at last_step: finish the run, then stop the process
+          preempted = True
+          break
+      log.flush(state)
+      progress.close()
+
+      if preempted:  # save at once and leave the evaluation to the rerun: a notice leaves seconds
+        checkpoints.save(step, state, step_metrics["train_loss"])  # a non-finite state: the rerun resumes an older one
+      elif not diverged:
         eval_metrics = evaluate(state)
-        writer.write(step, eval_metrics)
-      if not diverged and due(config.checkpoint_every_steps, step):
-        # The metrics on disk first: a checkpoint is never newer than the log, so a crash right after it
-        # loses no step of metrics.jsonl (the resumed run starts after the checkpoint).
-        diverged = not log.flush(state) and config.stop_on_nonfinite
-        if not diverged and not checkpoints.save(step, state, step_metrics["train_loss"]):
+        if step > start_step or not evaluated_before:
+          writer.write(step, eval_metrics)
+        if step > start_step and not checkpoints.save(step, state, step_metrics["train_loss"]):
           diverged = config.stop_on_nonfinite
+      manager.wait_until_finished()
+      checkpoint_step = manager.latest_step()
       if diverged:
-        break
-      if notice.reached() and step < last_step:  # at last_step: finish the run, then stop the process
-        preempted = True
-        break
-    log.flush(state)
-    progress.close()
-
-    if preempted:  # save at once and leave the evaluation to the rerun: a notice leaves seconds
-      checkpoints.save(step, state, step_metrics["train_loss"])  # a non-finite state: the rerun resumes an older one
-    elif not diverged:
-      eval_metrics = evaluate(state)
-      if step > start_step or not evaluated_before:
-        writer.write(step, eval_metrics)
-      if step > start_step and not checkpoints.save(step, state, step_metrics["train_loss"]):
-        diverged = config.stop_on_nonfinite
-    manager.wait_until_finished()
-    checkpoint_step = manager.latest_step()
-    if diverged:
-      logging.error(
-          "Diverged: a non-finite loss or state by step %d. %s", step,
-          f"The newest checkpoint, step {checkpoint_step} in {manager.directory}, is the last finite state "
-          "written; a rerun resumes from it." if checkpoint_step is not None else "No checkpoint was written.")
+        logging.error(
+            "Diverged: a non-finite loss or state by step %d. %s", step,
+            f"The newest checkpoint, step {checkpoint_step} in {manager.directory}, is the last finite state "
+            "written; a rerun resumes from it." if checkpoint_step is not None else "No checkpoint was written.")
+      if notice.requested:  # also a notice during the last step or the evaluation: the process stops
+        preempted_error = Preempted(workdir, step, checkpoint_step)
+        logging.error("%s", preempted_error)
+        raise preempted_error
+  finally:
     manager.close()
-    writer.close()
-    if notice.requested:  # also a notice during the last step or the evaluation: the process stops
-      preempted_error = Preempted(workdir, step, checkpoint_step)
-      logging.error("%s", preempted_error)
-      raise preempted_error
+    if writer is not None:
+      writer.close()
   return LoopResult(
       state=state, start_step=start_step, step=step, history=history, eval_metrics=eval_metrics,
       diverged=diverged, halted=bool(config.halt_after_steps) and step < total_steps and not diverged,

@@ -1,6 +1,6 @@
 """The SQuAD span head on the BERT encoder, and the span loss.
 
-`BertForQuestionAnswering` holds `experiments.bert.models.BertModel` under the params key ``'bert'``, the key
+`BertForQuestionAnswering` (`experiments.bert.models`) holds `experiments.bert.models.BertModel` under the params key ``'bert'``, the key
 of the MLM model's encoder, so a pre-training checkpoint's ``params['bert']`` drops in.
 
 For a window with answer tokens ``(s, e)`` (both 0, the [CLS] token, when the answer is not inside it):
@@ -12,37 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from experiments.bert import models as bert_models
-
-
-class BertForQuestionAnswering(nn.Module):
-  """BERT encoder with a linear start/end head: ``[start, end]_logits = hidden @ W + b``, ``W: [H, 2]``.
-
-  Padding positions get logit -1e9 so that neither the loss nor the decoding ever picks them.
-
-  Attributes:
-    config: the BERT model config, as taken by `experiments.bert.models.BertModel`.
-  """
-  config: Any
-
-  @nn.compact
-  def __call__(self, input_ids, token_type_ids, attention_mask, *, deterministic: bool):
-    hidden = bert_models.BertModel(self.config, name="bert")(
-        input_ids, token_type_ids, attention_mask, deterministic=deterministic)
-    logits = span_head(self.config)(hidden.astype(jnp.float32))
-    logits = jnp.where(attention_mask[..., None] > 0, logits, -1e9)
-    return logits[..., 0], logits[..., 1]
-
-
-def span_head(config) -> nn.Dense:
-  """The linear start/end head ``hidden [..., H] -> logits [..., 2]`` (params key ``'qa_outputs'``)."""
-  return nn.Dense(2, kernel_init=nn.initializers.normal(config.initializer_range), dtype=jnp.float32,
-                  name="qa_outputs")
+# The model and its head live with the other BERT models (the Hugging Face import and export read them too).
+from experiments.bert.models import BertForQuestionAnswering, span_head
 
 
 def init_head(config, key: jax.Array) -> dict[str, Any]:

@@ -51,9 +51,9 @@ from experiments.common import study_cli
 from experiments.common import workdir_lock
 from experiments.comparison import study as comparison_study
 from experiments.comparison.sweep import MAX_EXTENSIONS, is_diverged, next_learning_rate
+from experiments.stability.verdict import COLLAPSES, DIVERGES, TRAINS, margins
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TRAINS, COLLAPSES, DIVERGES = "trains", "collapses", "diverges"
 SUMMARY_FILENAME = "summary.json"
 BASELINES_FILENAME = "baselines.json"
 # Points of each run's training-loss curve kept in the summary (block medians), for the figure and the docs.
@@ -332,23 +332,6 @@ def recorded_points(settings: StabilitySettings, majority_accuracy: float) -> di
       points.setdefault(name, []).append({"learning_rate": lr, "status": status, "validation_loss": loss,
                                           "validation_accuracy": accuracy, "source": settings.recorded_summary})
   return points
-
-
-def margins(points: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
-  """method -> {"margin": the largest learning rate that trains (None: none), "first_failure": the smallest
-  larger one that does not, "monotone": no learning rate below the margin fails, "at_edge": the margin is the
-  largest learning rate the method has a point at (its true margin may lie beyond)}."""
-  found = {}
-  for name, method_points in points.items():
-    ordered = sorted(method_points, key=lambda p: p["learning_rate"])
-    training = [p["learning_rate"] for p in ordered if p["status"] == TRAINS]
-    margin = max(training) if training else None
-    above = [p["learning_rate"] for p in ordered if margin is None or p["learning_rate"] > margin]
-    found[name] = {"margin": margin, "first_failure": min(above) if above else None,
-                   "monotone": margin is None or all(p["status"] == TRAINS for p in ordered
-                                                      if p["learning_rate"] <= margin),
-                   "at_edge": margin is not None and not above}
-  return found
 
 
 def extension_runs(settings: StabilitySettings, points: Mapping[str, Sequence[Mapping[str, Any]]],

@@ -5,7 +5,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from experiments.common.results import format_fixed, markdown_table
-from experiments.stability import study
 from experiments.stability import verdict
 
 
@@ -43,7 +42,7 @@ def margin_rows(summary: Mapping[str, Any]) -> list[list[Any]]:
   margin is then provisional)."""
   rows = []
   planned = summary.get("config", {}).get("learning_rates", {})
-  at_edge = study.margins(summary["points"])  # recomputed: summaries before 2026-12 did not record at_edge
+  at_edge = verdict.margins(summary["points"])  # recomputed: summaries before 2026-12 did not record at_edge
   for name, found in summary["margins"].items():
     pending = sorted(set(planned.get(name, ())) - {r["learning_rate"] for r in summary["runs"].values()
                                                    if r["method"] == name})
@@ -69,7 +68,7 @@ def collapse_lines(summary: Mapping[str, Any]) -> list[str]:
   majority = summary["baselines"]["eval"]["majority_accuracy"]
   lines = []
   for key, run in summary["runs"].items():
-    if run["status"] == study.TRAINS:
+    if run["status"] == verdict.TRAINS:
       continue
     described = run["description"]
     if "best_eval_accuracy" not in described:

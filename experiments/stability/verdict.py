@@ -1,21 +1,39 @@
 """The stability study's research-question rule (RQ6), used by its own summary.md and by the report.
 
 RQ6 is a question of our own, not the paper's: do the spike-clipping methods stretch the largest learning
-rate at which BERT trains (their margin, `study.margins`) beyond AdamW's? Margins are compared in steps of
+rate at which BERT trains (their margin, `margins`) beyond AdamW's? Margins are compared in steps of
 the study's learning-rate grid (every learning rate any method has a point at). One seed per point: a
 difference of one grid step can come from the seed alone, so only `GRID_STEPS_TO_SEPARATE` or more count.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from experiments.common import verdicts
 
+TRAINS, COLLAPSES, DIVERGES = "trains", "collapses", "diverges"  # a run's status (`study.judge_run`)
 BASELINE = "adamw"
 # The methods whose papers claim stability (their rows make the overall verdict); others are context.
 STABILITY_METHODS = ("zclip", "spam", "stable_spam", "skipstep")
 GRID_STEPS_TO_SEPARATE = 2
+
+
+def margins(points: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+  """method -> {"margin": the largest learning rate that trains (None: none), "first_failure": the smallest
+  larger one that does not, "monotone": no learning rate below the margin fails, "at_edge": the margin is the
+  largest learning rate the method has a point at (its true margin may lie beyond)}."""
+  found = {}
+  for name, method_points in points.items():
+    ordered = sorted(method_points, key=lambda p: p["learning_rate"])
+    training = [p["learning_rate"] for p in ordered if p["status"] == TRAINS]
+    margin = max(training) if training else None
+    above = [p["learning_rate"] for p in ordered if margin is None or p["learning_rate"] > margin]
+    found[name] = {"margin": margin, "first_failure": min(above) if above else None,
+                   "monotone": margin is None or all(p["status"] == TRAINS for p in ordered
+                                                      if p["learning_rate"] <= margin),
+                   "at_edge": margin is not None and not above}
+  return found
 
 
 def margin_steps(summary: Mapping[str, Any], name: str) -> int | None:
