@@ -9,7 +9,7 @@ import optax
 
 from acclip_optax._validation import check_floating_leaves, check_in_range, check_same_tree
 from acclip_optax.transform import (
-    Threshold, clip_by_coordinate, clip_by_global_norm, scale_by_acclip, scale_by_acclip_ports)
+    Threshold, clip_by_coordinate, clip_by_scheduled_global_norm, scale_by_acclip, scale_by_acclip_ports)
 
 __all__ = ["acclip", "acclip_ports", "cclip", "gclip"]
 
@@ -180,7 +180,7 @@ def gclip(learning_rate: optax.ScalarOrSchedule, max_norm: float | jax.Array | C
     nesterov: Nesterov momentum instead of heavy ball.
 
   Returns:
-    ``chain(clip_by_global_norm, [trace], scale_by_learning_rate)``.
+    ``chain(clip_by_scheduled_global_norm, [trace], scale_by_learning_rate)``.
 
   References:
     Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
@@ -192,4 +192,4 @@ def gclip(learning_rate: optax.ScalarOrSchedule, max_norm: float | jax.Array | C
     >>> opt = gclip(0.1, max_norm=1.0, momentum=0.9)
     >>> state = opt.init(jnp.zeros(3))
   """
-  return _clipped_sgd(clip_by_global_norm(max_norm), learning_rate, momentum, nesterov)
+  return _clipped_sgd(clip_by_scheduled_global_norm(max_norm), learning_rate, momentum, nesterov)

@@ -16,7 +16,7 @@ def clip_threshold_schedule(bound: float | jax.Array, alpha: float) -> Callable[
 
   With noise of bounded alpha-moment (:math:`E|g|^\alpha \le B^\alpha`), clipping at this threshold makes
   the bias and the variance of the clipped gradient shrink at the same rate. Use it as the `max_norm` of
-  `clip_by_global_norm` (B = G) or the `threshold` of `clip_by_coordinate` (B = B_i, per coordinate).
+  `clip_by_scheduled_global_norm` (B = G) or the `threshold` of `clip_by_coordinate` (B = B_i, per coordinate).
 
   Args:
     bound: B > 0, a float or a pytree/array of per-coordinate bounds.

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from acclip_optax.spike_clipping import (
     AdaGCState, AutoClipState, SkipStepState, SpamState, StableSpamState, ZClipState)
 from acclip_optax.transform import (
-    ClipByCoordinateState, ClipByGlobalNormState, ScaleByACClipPortsState, ScaleByACClipState,
+    ClipByCoordinateState, ClipByScheduledGlobalNormState, ScaleByACClipPortsState, ScaleByACClipState,
     acclip_clip_fraction)
 
 __all__ = ["clip_stats"]
@@ -23,7 +23,7 @@ _STATS_BY_STATE = {
     ScaleByACClipState: {"clip_fraction": acclip_clip_fraction},
     ScaleByACClipPortsState: {"clip_fraction": acclip_clip_fraction},
     ClipByCoordinateState: {"clip_fraction": lambda state: state.clip_fraction},
-    ClipByGlobalNormState: {"global_norm": lambda state: state.global_norm},
+    ClipByScheduledGlobalNormState: {"global_norm": lambda state: state.global_norm},
     ZClipState: _GLOBAL_CLIP_STATS,
     AutoClipState: _GLOBAL_CLIP_STATS,
     AdaGCState: {"global_norm": lambda state: state.global_norm,

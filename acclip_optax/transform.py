@@ -20,12 +20,12 @@ from acclip_optax._validation import (
 __all__ = [
   "ACClipThresholdRule",
   "ClipByCoordinateState",
-  "ClipByGlobalNormState",
+  "ClipByScheduledGlobalNormState",
   "ScaleByACClipPortsState",
   "ScaleByACClipState",
   "acclip_clip_fraction",
   "clip_by_coordinate",
-  "clip_by_global_norm",
+  "clip_by_scheduled_global_norm",
   "scale_by_acclip",
   "scale_by_acclip_ports",
 ]
@@ -99,8 +99,8 @@ class ClipByCoordinateState(NamedTuple):
   clip_fraction: jax.Array
 
 
-class ClipByGlobalNormState(NamedTuple):
-  """State of `clip_by_global_norm`: the step `count` (for schedules) and the last pre-clip `global_norm`.
+class ClipByScheduledGlobalNormState(NamedTuple):
+  """State of `clip_by_scheduled_global_norm`: the step `count` (for schedules) and the last pre-clip `global_norm`.
 
   References:
     Zhang, Karimireddy, Veit, Kim, Reddi, Kumar and Sra, "Why are Adaptive Methods Good for Attention
@@ -557,8 +557,8 @@ def _clip_coordinates(g: jax.Array, tau: Any) -> jax.Array:
   return jnp.clip(g, -tau, tau).astype(g.dtype)
 
 
-def clip_by_global_norm(max_norm: float | jax.Array | Callable[[jax.Array], jax.Array]
-                        ) -> optax.GradientTransformationExtraArgs:
+def clip_by_scheduled_global_norm(max_norm: float | jax.Array | Callable[[jax.Array], jax.Array]
+                                  ) -> optax.GradientTransformationExtraArgs:
   r"""Global-norm clipping (GClip): :math:`g \leftarrow \min\{1, \tau / \|g\|\}\, g`.
 
   Unlike `optax.clip_by_global_norm`, the bound may be a schedule of the step count (the theory's
@@ -572,7 +572,7 @@ def clip_by_global_norm(max_norm: float | jax.Array | Callable[[jax.Array], jax.
     max_norm: :math:`\tau > 0`, a float or a schedule ``count -> float``.
 
   Returns:
-    An `optax.GradientTransformationExtraArgs` whose state is a `ClipByGlobalNormState`; its
+    An `optax.GradientTransformationExtraArgs` whose state is a `ClipByScheduledGlobalNormState`; its
     ``global_norm`` is :math:`\|g\|_2` of the last update's input (computed in at least float32).
 
   References:
@@ -581,8 +581,8 @@ def clip_by_global_norm(max_norm: float | jax.Array | Callable[[jax.Array], jax.
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from acclip_optax import clip_by_global_norm
-    >>> tx = clip_by_global_norm(1.0)
+    >>> from acclip_optax import clip_by_scheduled_global_norm
+    >>> tx = clip_by_scheduled_global_norm(1.0)
     >>> updates, state = tx.update(jnp.array([3.0, 4.0]), tx.init(jnp.zeros(2)))
     >>> updates, state.global_norm
     (Array([0.6, 0.8], dtype=float32), Array(5., dtype=float32))
@@ -592,7 +592,7 @@ def clip_by_global_norm(max_norm: float | jax.Array | Callable[[jax.Array], jax.
 
   def init_fn(params):
     del params
-    return ClipByGlobalNormState(count=jnp.zeros([], jnp.int32), global_norm=jnp.zeros([], jnp.float32))
+    return ClipByScheduledGlobalNormState(count=jnp.zeros([], jnp.int32), global_norm=jnp.zeros([], jnp.float32))
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
@@ -606,7 +606,7 @@ def clip_by_global_norm(max_norm: float | jax.Array | Callable[[jax.Array], jax.
     # where, not tau / max(norm, tau): 0/0 at a zero norm and inf/inf at an infinite bound.
     scale = jnp.where(norm > tau, tau / norm, 1.0)
     clipped = jax.tree.map(lambda g: (g * scale).astype(g.dtype), updates)
-    state = ClipByGlobalNormState(count=optax.safe_increment(state.count),
+    state = ClipByScheduledGlobalNormState(count=optax.safe_increment(state.count),
                                   global_norm=norm.astype(jnp.float32))
     return clipped, state
 

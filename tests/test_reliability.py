@@ -145,12 +145,22 @@ def test_another_hosts_lock_is_stale_only_once_it_stops_being_refreshed(tmp_path
 
 
 def test_a_live_holder_keeps_its_lock_fresh(tmp_path, monkeypatch):
+  import threading  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(workdir_lock, "HEARTBEAT_S", 0.05)
+  refreshed, utime = threading.Event(), os.utime
+
+  def touch(path, *args, **kwargs):
+    utime(path, *args, **kwargs)
+    if not args and not kwargs:  # the heartbeat's touch (the test's own call passes times)
+      refreshed.set()
+
+  monkeypatch.setattr(workdir_lock.os, "utime", touch)
   directory = str(tmp_path / "run")
   with workdir_lock.WorkdirLock(directory) as lock:
     old = time.time() - 1000
     os.utime(lock.path, (old, old))
-    time.sleep(0.3)
+    refreshed.clear()
+    assert refreshed.wait(timeout=30), "the heartbeat never touched the lock"
     assert time.time() - os.stat(lock.path).st_mtime < 10
 
 
@@ -638,6 +648,18 @@ def test_the_command_line_refuses_a_setting_in_one_line_and_a_preemption_has_its
   if last_line is not None:
     assert process.stderr.strip().splitlines()[-1] == last_line
     assert "Traceback" not in process.stderr
+
+
+def test_a_source_whose_extra_is_not_installed_names_the_extra(monkeypatch):
+  from experiments.bert import input_pipeline  # pylint: disable=g-import-not-at-top
+  from experiments.resnet import input_pipeline as resnet_input  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed: importing it raises ImportError
+  with pytest.raises(ImportError, match=r"corpus='hf:wikitext' reads .* pip install -e \"\.\[hf\]\""):
+    input_pipeline.load_documents("hf:wikitext")
+  monkeypatch.setitem(sys.modules, "sklearn", None)
+  monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+  with pytest.raises(ImportError, match=r"scikit-learn, which is not installed: pip install -e \"\.\[digits\]\""):
+    resnet_input._load_digits()  # pylint: disable=protected-access
 
 
 class _Crash(Exception):

@@ -228,3 +228,13 @@ def test_converges_on_parabola_and_rosenbrock(name):
   np.testing.assert_allclose(np.asarray(x), [1.0, -1.0, 1.0], atol=1e-2)
   x = minimize(opt, rosenbrock, jnp.array([0.0, 0.0]), 20000)
   np.testing.assert_allclose(np.asarray(x), [1.0, 1.0], atol=2e-2)
+
+
+def test_every_public_transformation_is_in_the_one_list_under_test():
+  """A constructor in `acclip_optax.__all__` that returns a GradientTransformation gets every shared check."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  tested = {under_test.factory for under_test in UNDER_TEST.values()}
+  constructors = [name for name in acclip_optax.__all__ if inspect.isfunction(getattr(acclip_optax, name))
+                  and "GradientTransformation" in str(inspect.signature(getattr(acclip_optax, name)).return_annotation)]
+  assert len(constructors) >= 16
+  assert [name for name in constructors if getattr(acclip_optax, name) not in tested] == []

@@ -7,7 +7,7 @@ import pytest
 
 import acclip_optax
 from acclip_optax import (
-    acclip, acclip_ports, cclip, clip_by_coordinate, clip_by_global_norm, gclip, scale_by_acclip,
+    acclip, acclip_ports, cclip, clip_by_coordinate, clip_by_scheduled_global_norm, gclip, scale_by_acclip,
     scale_by_acclip_ports)
 
 
@@ -105,7 +105,7 @@ def ports_complex_reference(grads, b1, b2, eps):
     (lambda: scale_by_acclip_ports(), lambda g: ports_complex_reference(g, 0.9, 0.99, 1e-5)),
     (lambda: clip_by_coordinate(2.0),
      lambda g: [x * np.minimum(1.0, 2.0 / np.abs(x)) for x in g]),
-    (lambda: clip_by_global_norm(5.0),
+    (lambda: clip_by_scheduled_global_norm(5.0),
      lambda g: [x * min(1.0, 5.0 / np.linalg.norm(x)) for x in g]),
 ], ids=["acclip_alpha1", "acclip_alpha1.5", "ports", "cclip", "gclip"])
 def test_complex_updates_match_a_complex_reference(make, reference):

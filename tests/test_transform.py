@@ -11,7 +11,7 @@ import pytest
 
 import acclip_optax
 from acclip_optax import (
-    clip_by_coordinate, clip_by_global_norm, clip_stats, scale_by_acclip, scale_by_acclip_ports)
+    clip_by_coordinate, clip_by_scheduled_global_norm, clip_stats, scale_by_acclip, scale_by_acclip_ports)
 
 NUM_STEPS = 20
 SHAPES = {"kernel": (3, 4), "bias": (5,), "scalar": (), "conv": (2, 2, 3)}
@@ -236,7 +236,7 @@ def test_cclip_schedule_is_evaluated_at_the_step_count():
 
 def test_gclip_reference_and_norm_in_state():
   grads = cauchy_grads(seed=15)
-  outputs, state = run_transform(clip_by_global_norm(2.0), grads)
+  outputs, state = run_transform(clip_by_scheduled_global_norm(2.0), grads)
   for g, u in zip(grads, outputs):
     norm = np.sqrt(sum(np.sum(as_f64(x) ** 2) for x in jax.tree.leaves(g)))
     scale = min(1.0, 2.0 / norm)
@@ -249,12 +249,12 @@ def test_gclip_reference_and_norm_in_state():
 def test_gclip_schedule():
   schedule = acclip_optax.clip_threshold_schedule(1.0, alpha=2.0)
   grads = [jnp.array([30.0, 40.0])] * 3
-  outputs, _ = run_transform(clip_by_global_norm(schedule), grads)
+  outputs, _ = run_transform(clip_by_scheduled_global_norm(schedule), grads)
   for k, u in enumerate(outputs):
     np.testing.assert_allclose(float(jnp.linalg.norm(u)), np.sqrt(k + 1), rtol=1e-6)
 
 
-@pytest.mark.parametrize("tx", [clip_by_coordinate(float("inf")), clip_by_global_norm(float("inf"))],
+@pytest.mark.parametrize("tx", [clip_by_coordinate(float("inf")), clip_by_scheduled_global_norm(float("inf"))],
                          ids=["cclip", "gclip"])
 def test_infinite_threshold_is_identity(tx):
   grads = cauchy_grads(seed=16, num_steps=3, scale=1e6)
@@ -298,7 +298,7 @@ def test_acclip_clip_fraction_matches_reference(alpha, bias_correction):
 def test_clip_stats_sees_through_wrappers():
   params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
   grads = cauchy_grads(seed=22, num_steps=1, shapes={"w": (4, 3), "b": (3,)})[0]
-  inner = optax.chain(clip_by_global_norm(1.0), acclip_optax.acclip(0.1))
+  inner = optax.chain(clip_by_scheduled_global_norm(1.0), acclip_optax.acclip(0.1))
   tx = optax.MultiSteps(optax.masked(
       optax.inject_hyperparams(lambda learning_rate: optax.chain(
           inner, optax.scale_by_learning_rate(learning_rate)))(learning_rate=0.1),
@@ -430,7 +430,7 @@ def _single_device(tx):
     (lambda: acclip_optax.acclip(0.1, alpha=-1.0), "alpha=-1.0"),
     (lambda: clip_by_coordinate(0.0), "threshold=0.0"),
     (lambda: clip_by_coordinate({"w": -1.0}), "threshold="),
-    (lambda: clip_by_global_norm(-2.0), "max_norm=-2.0"),
+    (lambda: clip_by_scheduled_global_norm(-2.0), "max_norm=-2.0"),
     (lambda: acclip_optax.gclip(0.1, 0.0), "max_norm=0.0"),
     (lambda: acclip_optax.clip_threshold_schedule(0.0, 1.5), "bound=0.0"),
     (lambda: acclip_optax.strongly_convex_lr_schedule(0.0), "mu=0.0"),
@@ -446,3 +446,17 @@ def test_traced_hyperparameters_are_not_validated():
     tx = scale_by_acclip(b1=b1)
     return tx.update(jnp.ones(2), tx.init(jnp.ones(2)))[0]
   chex.assert_tree_all_finite(build_and_run(jnp.asarray(0.5)))
+
+
+def test_the_names_that_shadowed_optax_are_deprecated_aliases():
+  import warnings  # pylint: disable=g-import-not-at-top
+  import acclip_optax  # pylint: disable=g-import-not-at-top
+  for old, new in (("clip_by_global_norm", "clip_by_scheduled_global_norm"),
+                   ("ClipByGlobalNormState", "ClipByScheduledGlobalNormState")):
+    assert old not in acclip_optax.__all__ and new in acclip_optax.__all__
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      assert getattr(acclip_optax, old) is getattr(acclip_optax, new)
+    assert caught and issubclass(caught[0].category, DeprecationWarning) and new in str(caught[0].message)
+  with pytest.raises(AttributeError, match="no attribute 'clip_by_norm'"):
+    acclip_optax.clip_by_norm  # pylint: disable=pointless-statement

@@ -63,7 +63,7 @@ TRANSFORMATIONS_UNDER_TEST: dict[str, UnderTest] = {
                                        converge=_then(optax.scale(-0.01))),
     "clip_by_coordinate": UnderTest(acclip_optax.clip_by_coordinate, dict(threshold=1.0),
                                     converge=_then(optax.sgd(0.003, momentum=0.9)), param_shaped_state=False),
-    "clip_by_global_norm": UnderTest(acclip_optax.clip_by_global_norm, dict(max_norm=1.0),
+    "clip_by_scheduled_global_norm": UnderTest(acclip_optax.clip_by_scheduled_global_norm, dict(max_norm=1.0),
                                      converge=_then(optax.sgd(0.003, momentum=0.9)), param_shaped_state=False),
     "acclip": UnderTest(acclip_optax.acclip, dict(learning_rate=0.02)),
     "acclip_alpha1.5_weight_decay": UnderTest(acclip_optax.acclip,

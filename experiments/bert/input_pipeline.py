@@ -117,7 +117,11 @@ def _read_text_file(path: str) -> str:
 
 
 def _load_hf_documents(name, hf_config, data_files, split, text_field) -> list[str]:
-  import datasets  # pylint: disable=g-import-not-at-top
+  try:
+    import datasets  # pylint: disable=g-import-not-at-top
+  except ImportError as error:
+    raise ImportError(f"corpus='hf:{name}' reads the Hugging Face `datasets` package, which is not installed: "
+                      "pip install -e \".[hf]\"") from error
   dataset = datasets.load_dataset(name, hf_config, data_files=data_files, split=split)
   if text_field not in dataset.column_names:
     raise ValueError(f"dataset {name!r} has no column {text_field!r} (columns: {dataset.column_names}); "

@@ -302,7 +302,11 @@ def _pad_crop_flip(pixels: np.ndarray, rng: np.random.Generator, pad: int = 4) -
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """scikit-learn's digits as uint8 [N, 8, 8, 1] (0..16 scaled to 0..255); a fixed 80/20 split."""
-  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  try:
+    from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  except ImportError as error:
+    raise ImportError("the digits image set comes from scikit-learn, which is not installed: "
+                      "pip install -e \".[digits]\"") from error
   digits = load_digits()
   images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
   labels = digits.target.astype(np.int32)
