@@ -5,6 +5,7 @@ import warnings
 
 from acclip_optax import noise
 from acclip_optax.alias import acclip, acclip_ports, cclip, gclip
+from acclip_optax.qk_clip import QKClipState, qk_clip
 from acclip_optax.schedule import clip_threshold_schedule, strongly_convex_lr_schedule
 from acclip_optax.spike_clipping import (
     AdaGCState, AutoClipState, SkipStepState, SpamState, StableSpamState, ZClipState, adagc, autoclip,
@@ -42,6 +43,7 @@ __all__ = [
     "stable_spam",
     "zclip",
     "ClipByCoordinateState",
+    "QKClipState",
     "ClipByScheduledGlobalNormState",
     "ScaleByACClipPortsState",
     "ScaleByACClipState",
@@ -55,6 +57,7 @@ __all__ = [
     "clip_threshold_schedule",
     "gclip",
     "noise",
+    "qk_clip",
     "scale_by_acclip",
     "scale_by_acclip_ports",
     "strongly_convex_lr_schedule",

@@ -6,6 +6,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from acclip_optax.qk_clip import QKClipState
 from acclip_optax.spike_clipping import (
     AdaGCState, AutoClipState, SkipStepState, SpamState, StableSpamState, ZClipState)
 from acclip_optax.transform import (
@@ -30,6 +31,8 @@ _STATS_BY_STATE = {
                  "clip_fraction": lambda state: state.clip_fraction, **_NONFINITE},
     SpamState: {"clip_fraction": lambda state: state.clip_fraction, **_NONFINITE},
     StableSpamState: {"clip_fraction": lambda state: state.clip_fraction, **_NONFINITE},
+    QKClipState: {"max_attention_logit": lambda state: state.max_logit,
+                  "heads_clipped": lambda state: state.heads_clipped.astype(jnp.float32)},
     SkipStepState: {"skip_count": lambda state: state.skip_count.astype(jnp.float32),
                     "skipped": lambda state: state.skipped},
 }
@@ -60,7 +63,8 @@ def clip_stats(opt_state: Any) -> dict[str, jax.Array]:
   update was clipped to; ZClip: inf when it was not) and ``"clipped"`` (1.0 or 0.0), and for
   `skip_step_on_spikes` ``"skip_count"`` (steps skipped so far) and ``"skipped"`` (1.0 when the last step
   was), then its inner transformation's; for ZClip, AdaGC, AutoClip, SPAM and Stable-SPAM
-  ``"nonfinite_steps"`` (steps whose gradient was not finite, given a zero update). When a state holds several
+  ``"nonfinite_steps"`` (steps whose gradient was not finite, given a zero update); for `qk_clip`
+  ``"max_attention_logit"`` (the largest logit of the last step) and ``"heads_clipped"``. When a state holds several
   transformations with the same statistic, the first (outermost, leftmost) keeps the plain key and the
   others get ``"/1"``, ``"/2"``, ... in the order they appear.
 

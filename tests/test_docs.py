@@ -24,7 +24,7 @@ DOCS = os.path.join(ROOT, "docs")
 # The modules whose public names (their __all__) make up the API reference.
 PUBLIC_MODULES = ("acclip_optax", "acclip_optax.noise", "acclip_optax.noise_plots", "acclip_optax.schedule",
                   "acclip_optax.stats", "acclip_optax.transform", "acclip_optax.alias",
-                  "acclip_optax.spike_clipping")
+                  "acclip_optax.spike_clipping", "acclip_optax.qk_clip")
 
 # How the headline table names the registry's optimizers.
 DISPLAY_NAMES = {"adam": "Adam", "adamw": "AdamW", "acclip": "ACClip", "acclip_ports": "ports' ACClip",
@@ -220,8 +220,14 @@ def _public_objects():
 
 @pytest.mark.parametrize("qualified_name, obj", list(_public_objects()), ids=lambda x: x if isinstance(x, str) else "")
 def test_public_name_has_a_docstring_with_references(qualified_name, obj):
+  """Every public name has a docstring; a method's names the paper once, in its transformation's docstring
+  (a state says whose it is: "State of `qk_clip`...")."""
   doc = inspect.getdoc(obj)
   assert doc and doc.strip(), f"{qualified_name} has no docstring"
+  if inspect.isclass(obj) and doc.startswith("State of `"):
+    owner = doc[len("State of `"):].split("`", 1)[0]
+    assert "References:" in inspect.getdoc(getattr(acclip_optax, owner)), qualified_name
+    return
   assert "References:" in doc, f"{qualified_name}'s docstring has no References: section"
 
 

@@ -88,6 +88,12 @@ TRANSFORMATIONS_UNDER_TEST: dict[str, UnderTest] = {
         converge=_then(optax.scale(-0.01)), accepts_complex=False),
     "stable_spam": UnderTest(acclip_optax.stable_spam, dict(learning_rate=0.01, reset_interval=3, weight_decay=1e-4),
                              accepts_complex=False),
+    # QK-clip rescales attention weights after the step: it goes last, after the update rule. These checks
+    # run it without max_logits (the shared checks' params hold no attention layer), where it passes the
+    # update through; tests/test_qk_clip.py checks the rule itself.
+    "qk_clip": UnderTest(acclip_optax.qk_clip, dict(threshold=10.0, attention={"attention": (("query",), ("key",))}),
+                         converge=lambda transformation: optax.chain(optax.adam(0.02), transformation),
+                         param_shaped_state=False),
     # A wrapper (shapes are its inner transformation's business), around ACClip; a window whose ring buffer
     # (6,) is shaped like no param of the sharding check, and short enough that a few steps reach the test.
     "skip_step_on_spikes": UnderTest(acclip_optax.skip_step_on_spikes,
