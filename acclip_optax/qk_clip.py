@@ -86,7 +86,7 @@ def qk_clip(threshold: float | jax.Array = 100.0, *, attention: AttentionPaths,
   """
   check_in_range("threshold", threshold, 0.0, math.inf, low_inclusive=False)
   check_in_range("balance", balance, 0.0, 1.0, high_inclusive=True)
-  if not isinstance(attention, Mapping) or not attention:
+  if not isinstance(attention, Mapping):  # empty: a model without attention, nothing to rescale
     raise ValueError(f"attention={attention!r} must map a name to a (query_path, key_path) pair")
   paths = {}
   for name, pair in attention.items():
@@ -143,8 +143,10 @@ def qk_clip(threshold: float | jax.Array = 100.0, *, attention: AttentionPaths,
 
     updates = jax.tree_util.tree_map_with_path(rescale, updates, params)
     finite = [jnp.max(jnp.where(jnp.isfinite(value), value, -jnp.inf)) for value in logits.values()]
-    state = QKClipState(count=optax.safe_increment(state.count), max_logit=jnp.max(jnp.stack(finite)),
-                        heads_clipped=sum(jnp.sum(g < 1, dtype=jnp.int32) for g in gamma.values()))
+    state = QKClipState(count=optax.safe_increment(state.count),
+                        max_logit=jnp.max(jnp.stack(finite)) if finite else state.max_logit,
+                        heads_clipped=sum((jnp.sum(g < 1, dtype=jnp.int32) for g in gamma.values()),
+                                          jnp.zeros([], jnp.int32)))
     return updates, state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -109,7 +109,7 @@ def test_qk_clip_goes_last_in_a_chain_and_leaves_unmeasured_steps_alone():
 @pytest.mark.parametrize("make, kwargs, message", [
     (lambda: qk_clip(0.0, attention={"a": (("q",), ("k",))}), {}, "threshold=0.0"),
     (lambda: qk_clip(1.0, attention={"a": (("q",), ("k",))}, balance=1.5), {}, "balance=1.5"),
-    (lambda: qk_clip(1.0, attention={}), {}, "attention={} must map"),
+    (lambda: qk_clip(1.0, attention=[("q", "k")]), {}, r"attention=\[\('q', 'k'\)\] must map"),
     (lambda: qk_clip(1.0, attention={"a": ("q",)}), {}, "must be a \\(query_path, key_path\\) pair"),
     (lambda: qk_clip(1.0, attention={"a": (("nope",), ("k",))}), {"a": jnp.ones(2)}, "no module with a 'kernel' at \\('nope',\\)"),
     (lambda: qk_clip(1.0, attention={"a": (("q",), ("k",))}), {"b": jnp.ones(2)}, "max_logits has the names \\['b'\\]"),

@@ -335,6 +335,8 @@ LOOP_AND_OPTIMIZER_BAD_SETTINGS = [
     ("clip_threshold", -5.0, r"clip_threshold=-5.0 is out of range \(optimizer 'gclip', which reads it, refuses "
      r"it: max_norm=-5.0 must be > 0\), whichever optimizer runs", dict(optimizer="adamw")),
     ("b2", 1.5, r"b2=1.5 is out of range .* whichever optimizer runs", dict(optimizer="sgd")),
+    ("qk_clip_threshold", 0.0, r"qk_clip_threshold=0.0 is refused by optimizer 'adamw_qkclip': qk_clip_threshold=0.0 "
+     "must be a finite number > 0", dict(optimizer="adamw_qkclip")),
     ("seed", -1, r"seed=-1 must lie in \[0, 2\*\*32\)"),
     ("log_every_steps", 0, "log_every_steps=0 must be >= 1"),
     ("eval_every_steps", -1, "eval_every_steps=-1 must be >= 0"),
@@ -631,7 +633,7 @@ _CLI_PROGRAM = ("import sys\n"
     (["--config.optimizer=sgd", "--config.b2=0.99"], 1,
      "Error: --config.b2=0.99 is not read by optimizer 'sgd' (it reads momentum, nesterov): drop it, or choose an "
      "optimizer that reads it (adam, adamw, acclip, acclip_ports, lamb, zclip, adagc, autoclip, spam, stable_spam, "
-     "skipstep)"),
+     "skipstep, muon, adamw_qkclip, muon_qkclip)"),
     (["--config.optimizer=adamw", "--config.alpha=3"], 1,
      "Error: --config.alpha=3.0 is not read by optimizer 'adamw' (it reads b1, b2, eps): drop it, or choose an "
      "optimizer that reads it (acclip, acclip_ports)"),

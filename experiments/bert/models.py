@@ -69,6 +69,45 @@ def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
   return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=jnp.dtype(config.dtype), name=name)
 
 
+MAX_LOGITS = "max_logits"  # the name under which each attention module sows its per-head largest logit
+
+
+def attention_with_max_logit(query, key, value, bias=None, mask=None, broadcast_dropout=True, dropout_rng=None,
+                             dropout_rate=0.0, deterministic=False, dtype=None, precision=None, module=None,
+                             force_fp32_for_softmax=False, qk_attn_weights_einsum=None,
+                             attn_weights_value_einsum=None):
+  """`nn.dot_product_attention`, which also sows each head's largest pre-softmax logit q.k / sqrt(d) over the
+  (unmasked) positions of the batch as ``intermediates/.../MAX_LOGITS`` [heads] on the attention `module`.
+
+  The logits are those the softmax sees (the query scaled by 1 / sqrt(d) first, as flax does); collecting
+  them costs a reduction in the same forward pass (the `intermediates` collection is kept only when the
+  caller asks for it: ``apply(..., mutable=["intermediates"])``). The attention itself is flax's, unchanged.
+  """
+  if module is not None:
+    scaled = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
+    logits = jax.lax.stop_gradient(jnp.einsum("...qhd,...khd->...hqk", scaled, key).astype(jnp.float32))
+    if mask is not None:
+      logits = jnp.where(mask, logits, -jnp.inf)
+    heads_last = jnp.moveaxis(logits, -3, -1).reshape(-1, logits.shape[-3])
+    module.sow("intermediates", MAX_LOGITS, jnp.max(heads_last, axis=0))
+  return nn.dot_product_attention(
+      query, key, value, bias=bias, mask=mask, broadcast_dropout=broadcast_dropout, dropout_rng=dropout_rng,
+      dropout_rate=dropout_rate, deterministic=deterministic, dtype=dtype, precision=precision,
+      force_fp32_for_softmax=force_fp32_for_softmax, qk_attn_weights_einsum=qk_attn_weights_einsum,
+      attn_weights_value_einsum=attn_weights_value_einsum)
+
+
+def max_attention_logits(intermediates: Any) -> dict[str, jax.Array]:
+  """{attention module path "bert/layer_0/attention": its heads' largest logits [heads]} from the sown
+  `intermediates` collection (empty when nothing was sown)."""
+  found = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
+    keys = [str(getattr(entry, "key", getattr(entry, "idx", entry))) for entry in path]
+    if MAX_LOGITS in keys:
+      found["/".join(keys[:keys.index(MAX_LOGITS)])] = leaf
+  return found
+
+
 class BertLayer(nn.Module):
   """One post-LayerNorm transformer encoder layer."""
   config: BertConfig
@@ -79,8 +118,8 @@ class BertLayer(nn.Module):
     attention = nn.MultiHeadDotProductAttention(
         num_heads=config.num_heads, dtype=jnp.dtype(config.dtype),
         dropout_rate=config.attention_dropout_rate,
-        kernel_init=nn.initializers.normal(config.initializer_range), name="attention")(
-            hidden, hidden, mask=attention_bias_mask, deterministic=deterministic)
+        kernel_init=nn.initializers.normal(config.initializer_range), attention_fn=attention_with_max_logit,
+        name="attention")(hidden, hidden, mask=attention_bias_mask, deterministic=deterministic, sow_weights=True)
     attention = nn.Dropout(config.dropout_rate)(attention, deterministic=deterministic)
     hidden = _layer_norm(config, "attention_layer_norm")(hidden + attention)
     feed_forward = _dense(config, config.intermediate_size, "intermediate")(hidden)

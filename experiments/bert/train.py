@@ -6,12 +6,13 @@ device d holding a slice B_d of the global batch B:
 
     local_loss_d = sum_{masked (i, p) in B_d} CE(logits_ip, label_ip) / sum_{masked (i, p) in B} 1
     g = psum_d grad(local_loss_d)       # = the gradient of the global masked-token mean, on every device
-    params, opt_state <- optimizer(g)   # identical on every device, so replicated state stays identical
+    S = pmax_d S_d                      # each attention head's largest pre-softmax logit over the global batch
+    params, opt_state <- optimizer(g; max_logits=S)   # identical on every device
 
 Dividing by the global masked-token count (not by each device's) makes the result equal to a 1-device step
 on the same global batch, whatever the device count. Dropout keys come from (run key, step, global device
-index). Metrics (loss, MLM accuracy, learning rate, gradient norm, clip statistics, tokens/s, eval loss and
-accuracy) go to `<workdir>/metrics.jsonl`; checkpoints to `<workdir>/checkpoints`; a loss plot to
+index). Metrics (loss, MLM accuracy, learning rate, gradient norm, the largest attention logit `max_attention_logit`, clip
+statistics, tokens/s, eval loss and accuracy) go to `<workdir>/metrics.jsonl`; checkpoints to `<workdir>/checkpoints`; a loss plot to
 `<workdir>/loss.png`.
 
 Compile once: the compiled steps are cached per (model architecture, optimizer settings except the peak
@@ -59,11 +60,15 @@ class TrainState:
 mlm_sums = classification.weighted_sums  # over the masked positions: the others have weight 0
 
 
-def apply_model(model, params, batch, *, deterministic, rngs=None):
-  """The MLM logits [batch, max_predictions, vocab] of `batch` at its masked positions."""
-  return model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
-                     batch["attention_mask"], batch["masked_positions"], deterministic=deterministic,
-                     rngs=rngs)
+def apply_model(model, params, batch, *, deterministic, rngs=None, with_max_logits=False):
+  """The MLM logits [batch, max_predictions, vocab] of `batch` at its masked positions; with_max_logits:
+  (logits, {attention module: its heads' largest pre-softmax logit on this batch}), from the same pass."""
+  args = (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], batch["masked_positions"])
+  if not with_max_logits:
+    return model.apply({"params": params}, *args, deterministic=deterministic, rngs=rngs)
+  logits, collections = model.apply({"params": params}, *args, deterministic=deterministic, rngs=rngs,
+                                    mutable=["intermediates"])
+  return logits, models.max_attention_logits(collections["intermediates"])
 
 
 def train_grads(state: TrainState, batch: dict, *, model, axis_name) -> tuple[Any, dict]:
@@ -76,12 +81,13 @@ def train_grads(state: TrainState, batch: dict, *, model, axis_name) -> tuple[An
   global_weight = jnp.maximum(jax.lax.psum(jnp.sum(batch["masked_weights"]), axis_name), 1.0)
 
   def loss_fn(params):
-    logits = apply_model(model, params, batch, deterministic=False, rngs={"dropout": dropout_rng})
+    logits, max_logits = apply_model(model, params, batch, deterministic=False, rngs={"dropout": dropout_rng},
+                                     with_max_logits=True)
     sums = mlm_sums(logits, batch["masked_labels"], batch["masked_weights"])
-    return sums["loss_sum"] / global_weight, sums
+    return sums["loss_sum"] / global_weight, (sums, max_logits)
 
-  grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
-  return classification.sum_over_devices(grads, sums, global_weight, axis_name)
+  grads, (sums, max_logits) = jax.grad(loss_fn, has_aux=True)(state.params)
+  return classification.sum_over_devices(grads, sums, global_weight, axis_name, max_logits=max_logits)
 
 
 NUM_FREQUENCY_BUCKETS = 4  # held-out loss by training-set token frequency (`MlmData.frequency_buckets`)

@@ -19,18 +19,23 @@ def weighted_sums(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> d
 
 
 def sum_over_devices(grads: Any, sums: dict[str, jax.Array], denominator: jax.Array, axis_name: Any,
+                     max_logits: dict[str, jax.Array] | None = None,
                      **state_updates: Any) -> tuple[Any, dict[str, Any]]:
   """The end of a per-device gradient step: the gradients and `weighted_sums` summed over `axis_name`.
 
   Each device's loss term is loss_sum_d / denominator with the global denominator, so g = psum_d grads_d is
-  the gradient of the global batch's mean, the same on every device.
+  the gradient of the global batch's mean, the same on every device. `max_logits` (attention module -> its
+  heads' largest pre-softmax logit on this device's rows) becomes the maximum over all devices.
 
   Returns:
-    (g, aux) for `apply_gradients`: aux holds the summed sums, the denominator and `state_updates` (state
-    fields other than params and opt_state that the step changes, e.g. BatchNorm statistics).
+    (g, aux) for `apply_gradients`: aux holds the summed sums, the denominator, the global max_logits (when
+    given) and `state_updates` (state fields other than params and opt_state that the step changes, e.g.
+    BatchNorm statistics).
   """
-  return jax.lax.psum(grads, axis_name), {"sums": jax.lax.psum(sums, axis_name), "denominator": denominator,
-                                          "state_updates": state_updates}
+  aux = {"sums": jax.lax.psum(sums, axis_name), "denominator": denominator, "state_updates": state_updates}
+  if max_logits:
+    aux["max_logits"] = jax.lax.pmax(max_logits, axis_name)
+  return jax.lax.psum(grads, axis_name), aux
 
 
 def apply_gradients(tx: optax.GradientTransformation, state: Any, grads: Any,
@@ -42,14 +47,17 @@ def apply_gradients(tx: optax.GradientTransformation, state: Any, grads: Any,
 
   Returns:
     (state, metrics): metrics holds train_loss = loss_sum / denominator, train_accuracy (the same for
-    correct_sum), grad_norm (of g) and learning_rate. The clipping statistics are not computed here, in
+    correct_sum), grad_norm (of g), learning_rate and, for an attention model (aux holds max_logits),
+    max_attention_logit. The clipping statistics are not computed here, in
     every step, but by the training loop at its logging steps (ACClip's clip fraction costs a pass over two
     state buffers: about 20% of a tiny BERT step on CPU).
   """
   sums, denominator = aux["sums"], aux["denominator"]
   loss = sums["loss_sum"] / denominator
-  # The loss goes to the update as an extra argument: skip-step tests it, the others ignore it.
-  updates, opt_state = tx.update(grads, state.opt_state, state.params, loss=loss)
+  # Extra arguments of the update: skip-step tests the loss, QK-clip reads the attention logits; the others
+  # ignore them.
+  extra = {"max_logits": aux["max_logits"]} if "max_logits" in aux else {}
+  updates, opt_state = tx.update(grads, state.opt_state, state.params, loss=loss, **extra)
   params = optax.apply_updates(state.params, updates)
   metrics = {
       "train_loss": loss,
@@ -57,6 +65,8 @@ def apply_gradients(tx: optax.GradientTransformation, state: Any, grads: Any,
       "grad_norm": optax.tree.norm(grads),
       "learning_rate": optimizers.current_learning_rate(opt_state),
   }
+  if "max_logits" in aux:  # the largest pre-softmax attention logit of the step, over every layer and head
+    metrics["max_attention_logit"] = jnp.max(jnp.stack([jnp.max(v) for v in aux["max_logits"].values()]))
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state, **aux["state_updates"]), metrics
 
 

@@ -59,6 +59,12 @@ usual BERT/ResNet rule; plain dicts of arrays fall back on the ndim test alone.
 * `skipstep`: AdamW (b1, b2, eps, decoupled decay) inside acclip_optax.skip_step_on_spikes (window 128,
   sigma 6, OLMo-core's defaults): a step whose gradient norm or loss spikes is skipped. The train steps
   pass the loss to the update (`update(..., loss=...)`); the other optimizers ignore it.
+* `muon`: optax.contrib.muon (Jordan et al. 2024) with its defaults: the momentum orthogonalised by
+  Newton-Schulz for the kernels, the attention projections' 3-D kernels included (`muon_dimension_numbers`),
+  and Adam (b1, b2) for embeddings, biases and LayerNorm; decoupled decay on both.
+* `adamw_qkclip`, `muon_qkclip`: AdamW, or Muon, followed by acclip_optax.qk_clip over every attention layer
+  (`attention_layers`) at `qk_clip_threshold` (MuonClip, Kimi K2). The BERT train step passes each layer's
+  largest logits (`update(..., max_logits=...)`); without them nothing is rescaled.
 
 The learning-rate scale says how large a step is at a given learning rate: `sgd` (lr times something of
 the gradient's size) or `adam` (about lr per coordinate); studies choose their learning-rate grids by it.
@@ -104,6 +110,7 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
   config.momentum = 0.9
   config.nesterov = False
   config.clip_threshold = 1.0
+  config.qk_clip_threshold = 100.0  # tau of QK-clip (adamw_qkclip, muon_qkclip): Kimi K2's; size it to the model
   return config
 
 
@@ -224,6 +231,64 @@ def _before_adamw(clip: Callable) -> Callable:
   return construct
 
 
+def attention_layers(params: Any) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+  """{module path "a/b/attention": (query path, key path)} of every Flax `MultiHeadDotProductAttention` in the
+  params (a module dict holding query, key, value and out projections), the names its `max_logits` carry."""
+  found = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    keys = tuple(str(getattr(entry, "key", entry)) for entry in path)
+    if len(keys) >= 3 and keys[-2] == "query" and keys[-1] == "kernel":
+      found["/".join(keys[:-2])] = (keys[:-1], keys[:-2] + ("key",))
+  return found
+
+
+def _qk_clip_of_attention_layers(threshold: float) -> optax.GradientTransformationExtraArgs:
+  """`acclip_optax.qk_clip` over every attention layer of the params it is given (`attention_layers`)."""
+  def make(params):
+    if params is None:
+      raise ValueError("QK-clip finds the attention layers in the params: pass them to init and update")
+    return acclip_optax.qk_clip(threshold, attention=attention_layers(params))
+
+  return optax.GradientTransformationExtraArgs(
+      lambda params: make(params).init(params),
+      lambda updates, state, params=None, **extra: make(params).update(updates, state, params, **extra))
+
+
+def muon_dimension_numbers(params: Any) -> Any:
+  """Which leaves Muon orthogonalises, and how: the 2-D kernels (in, out) and the attention projections, 3-D
+  (in, heads, head_dim) for query/key/value and (heads, head_dim, out) for the output, each head's block one
+  matrix over its input and output axes; None (Muon's Adam branch) for embeddings, biases and norms."""
+  def numbers(path, leaf):
+    name = str(getattr(path[-1], "key", "")) if path else ""
+    if name != "kernel" or leaf.ndim < 2:
+      return None
+    if leaf.ndim == 2:
+      return optax.contrib.MuonDimensionNumbers(reduction_axis=0, output_axis=1)
+    module = str(getattr(path[-2], "key", "")) if len(path) > 1 else ""
+    if module == "out":
+      return optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1), output_axis=2)
+    return optax.contrib.MuonDimensionNumbers(reduction_axis=0, output_axis=(1, 2))
+  return jax.tree_util.tree_map_with_path(numbers, params)
+
+
+def _muon(learning_rate, weight_decay, b1=None, b2=None):
+  """optax.contrib.muon with its defaults (Muon's momentum 0.95, 5 Newton-Schulz steps): Newton-Schulz on the
+  matrices (`muon_dimension_numbers`), Adam (b1, b2) on the rest, decoupled decay on both branches."""
+  _check_moments(b1=b1, b2=b2)
+  return optax.contrib.muon(
+      learning_rate, weight_decay=weight_decay, weight_decay_mask=weight_decay_mask,
+      **_optional(adam_b1=b1, adam_b2=b2), adam_weight_decay=weight_decay,
+      muon_weight_dimension_numbers=muon_dimension_numbers)
+
+
+def _then_qk_clip(make: Callable) -> Callable:
+  def construct(learning_rate, weight_decay, qk_clip_threshold=100.0, **fields):
+    if not (math.isfinite(qk_clip_threshold) and qk_clip_threshold > 0):
+      raise ValueError(f"qk_clip_threshold={qk_clip_threshold!r} must be a finite number > 0")
+    return optax.chain(make(learning_rate, weight_decay, **fields), _qk_clip_of_attention_layers(qk_clip_threshold))
+  return construct
+
+
 def _skip_step_on_spikes(make: Callable) -> Callable:
   def construct(learning_rate, weight_decay, **fields):
     return acclip_optax.skip_step_on_spikes(make(learning_rate, weight_decay, **fields))
@@ -251,6 +316,10 @@ REGISTRY: Mapping[str, RegisteredOptimizer] = types.MappingProxyType({
                                        True),
     "skipstep": RegisteredOptimizer(_skip_step_on_spikes(_adam_like(optax.adamw, decays=True)), _ADAM_FIELDS,
                                     "adam", True),
+    "muon": RegisteredOptimizer(_muon, ("b1", "b2"), "adam", True),
+    "adamw_qkclip": RegisteredOptimizer(_then_qk_clip(_adam_like(optax.adamw, decays=True)),
+                                        _ADAM_FIELDS + ("qk_clip_threshold",), "adam", True),
+    "muon_qkclip": RegisteredOptimizer(_then_qk_clip(_muon), ("b1", "b2", "qk_clip_threshold"), "adam", True),
 })
 
 
