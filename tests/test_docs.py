@@ -211,6 +211,12 @@ def test_readme_library_example_runs(capsys):
   assert "clip_fraction" in capsys.readouterr().out
 
 
+def test_the_muon_page_example_runs(capsys):
+  code = _read("docs", "muon_and_clipping.md").split("```python", 1)[1].split("```", 1)[0]
+  exec(compile(code, "docs/muon_and_clipping.md", "exec"), {"__name__": "muon_example"})  # pylint: disable=exec-used
+  assert "global_norm" in capsys.readouterr().out
+
+
 def _public_objects():
   for module_name in PUBLIC_MODULES:
     module = importlib.import_module(module_name)
