@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from acclip_optax._common import global_norm_apart
 from acclip_optax._validation import (
     check_in_range, check_real_floating_leaves, check_same_tree, concrete_value)
 
@@ -40,9 +41,6 @@ __all__ = [
 _TORCH_CLIP_EPS = 1e-6
 
 
-def _global_norm(updates: optax.Updates) -> jax.Array:
-  """||g||_2 over every leaf, in at least float32."""
-  return optax.tree.norm(jax.tree.map(lambda g: g.astype(jnp.promote_types(g.dtype, jnp.float32)), updates))
 
 
 def _scale_tree(updates: optax.Updates, scale: jax.Array) -> optax.Updates:
@@ -169,7 +167,8 @@ def zclip(alpha: float = 0.97, z_threshold: float = 2.5, warmup_steps: int = 25,
     check_real_floating_leaves("updates", updates)
     if params is not None:  # the state holds no tree: the params, when given, say what the updates must be
       check_same_tree("updates", updates, "the params", params)
-    norm = _global_norm(updates).astype(state.mean.dtype)
+    norm, updates = global_norm_apart(updates)
+    norm = norm.astype(state.mean.dtype)
     num_warmup = state.warmup_norms.shape[0]
     in_warmup = state.count < num_warmup
     # Warm-up: record the norm; the step that fills the buffer starts the EMA from it.
@@ -284,7 +283,8 @@ def adagc(lambda_abs: float = 1.0, lambda_rel: float = 1.05, beta: float = 0.98,
     if params is not None:  # gamma is a scalar per tensor: the params, when given, hold the shapes
       check_same_tree("updates", updates, "the params", params)
     step = state.count + 1
-    norm = _global_norm(updates).astype(state.global_norm.dtype)
+    norm, updates = global_norm_apart(updates)
+    norm = norm.astype(state.global_norm.dtype)
     in_warmup = step < warmup_steps
     first = state.count == 0
     warmup_scale = jnp.minimum(lambda_abs / (norm + eps), 1.0)
@@ -382,7 +382,8 @@ def autoclip(percentile: float = 10.0, history: int = 1000) -> optax.GradientTra
     check_real_floating_leaves("updates", updates)
     if params is not None:  # the state holds no tree: the params, when given, say what the updates must be
       check_same_tree("updates", updates, "the params", params)
-    norm = _global_norm(updates).astype(state.norms.dtype)
+    norm, updates = global_norm_apart(updates)
+    norm = norm.astype(state.norms.dtype)
     size = state.norms.shape[0]
     norms = state.norms.at[state.count % size].set(norm)
     valid = jnp.minimum(state.count + 1, size)
@@ -899,7 +900,8 @@ def skip_step_on_spikes(inner: optax.GradientTransformation, window: int = 128,
       check_same_tree("updates", updates, "the params", params)
     dtype = state.grad_norms.dtype
     size = state.grad_norms.shape[0]
-    norm = _global_norm(updates).astype(dtype)
+    norm, updates = global_norm_apart(updates)
+    norm = norm.astype(dtype)
     loss = None if loss is None else jnp.asarray(loss).astype(dtype)
     num_valid = jnp.minimum(state.num_recorded, size)
     testing = num_valid >= max(2, size // 2 - 1)

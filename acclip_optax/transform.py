@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from acclip_optax._common import global_norm_apart
 from acclip_optax._validation import (
     check_floating_dtype, check_floating_leaves, check_in_range, check_positive, check_same_tree,
     concrete_value)
@@ -600,9 +601,7 @@ def clip_by_scheduled_global_norm(max_norm: float | jax.Array | Callable[[jax.Ar
     if params is not None:  # the state holds no tree: the params, when given, say what the updates must be
       check_same_tree("updates", updates, "the params", params)
     tau = _value_at(max_norm, state.count)
-    # Squares summed in at least float32: bf16 sums lose the norm's leading digits.
-    norm = optax.tree.norm(jax.tree.map(
-        lambda g: g.astype(jnp.promote_types(g.dtype, jnp.float32)), updates))
+    norm, updates = global_norm_apart(updates)  # in at least float32: bf16 sums lose leading digits
     # where, not tau / max(norm, tau): 0/0 at a zero norm and inf/inf at an infinite bound.
     scale = jnp.where(norm > tau, tau / norm, 1.0)
     clipped = jax.tree.map(lambda g: (g * scale).astype(g.dtype), updates)

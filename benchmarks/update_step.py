@@ -137,6 +137,9 @@ def candidates() -> dict[str, tuple[Callable, Callable]]:
       # Skip-step's two parts apart: a global norm in front of AdamW ...
       "optax.clip_by_global_norm + adamw": from_optax(
           optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4))),
+      # The library's GClip (its norm computed apart from the update that follows) in front of AdamW.
+      "clip_by_scheduled_global_norm + adamw": from_optax(
+          optax.chain(acclip_optax.clip_by_scheduled_global_norm(1.0), optax.adamw(1e-4))),
       # ... and its other part: AdamW's new state selected against the old one.
       "optax.adamw, state kept on a flag": from_optax(keeping_state_on_a_flag(optax.adamw(1e-4))),
       "zclip + sgd": from_optax(optax.chain(acclip_optax.zclip(), optax.sgd(1e-4))),
