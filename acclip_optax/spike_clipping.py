@@ -496,29 +496,41 @@ def scale_by_spam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, theta: 
     step_size = step_size * _spam_warmup_scale(step, reset_interval, warmup_steps).astype(dtype)
     leaves, treedef = jax.tree.flatten(updates)
     mus, nus = treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu)
-    directions, new_mus, new_nus, counts, sizes = [], [], [], [], []
+    # A non-finite gradient leaves the moments as they were and gives a zero step, by arithmetic with scalar
+    # weights rather than a select between the old and the new moments (which costs XLA:CPU its in-place
+    # update). The finiteness test, a reduction, runs apart from the element-wise update (fused into it,
+    # XLA:CPU runs the update on one thread).
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in leaves])) if leaves else jnp.array(True)
+    finite, leaves = jax.lax.optimization_barrier((finite, leaves))
+    taken = finite.astype(dtype)  # 1: the step is taken; 0: it is skipped
+    kept = (~reset).astype(dtype) * taken + (1 - taken)  # what multiplies the old moments before the EMA
+    directions, new_mus, new_nus, spikes, sizes = [], [], [], [], []
     for g, mu, nu in zip(leaves, mus, nus):
-      g32 = g.astype(jnp.promote_types(g.dtype, jnp.float32))
-      mu32 = jnp.where(reset, 0, mu.astype(g32.dtype))
-      nu32 = jnp.where(reset, 0, nu.astype(g32.dtype))
+      g32 = jnp.where(finite, g.astype(jnp.promote_types(g.dtype, jnp.float32)), 0)
+      mu32, nu32 = kept * mu.astype(g32.dtype), kept * nu.astype(g32.dtype)
       # g^2 > theta v  <=>  |g| > sqrt(theta v): the clip is a clamp to +-sqrt(theta v) (+-inf: no clip),
       # which XLA fuses with the moment updates better than a select on a sign.
       bound = jnp.where(clip, jnp.sqrt(theta * nu32), jnp.inf)
-      spike = jnp.abs(g32) > bound
+      spikes.append(jnp.abs(g32) > bound)
       g32 = jnp.clip(g32, -bound, bound)
-      m = b1 * mu32 + (1 - b1) * g32
-      v = b2 * nu32 + (1 - b2) * jnp.square(g32)
-      directions.append((step_size * m / (jnp.sqrt(v) + eps)).astype(g.dtype))
+      # Skipped: m = 1 * mu + 0 (the weights b1 -> 1, 1 - b1 -> 0), and the same for v.
+      m = (taken * b1 + (1 - taken)) * mu32 + taken * (1 - b1) * g32
+      v = (taken * b2 + (1 - taken)) * nu32 + taken * (1 - b2) * jnp.square(g32)
+      directions.append((taken * step_size * m / (jnp.sqrt(v) + eps)).astype(g.dtype))
       new_mus.append(m.astype(mu.dtype))
       new_nus.append(v.astype(nu.dtype))
-      counts.append(jnp.sum(spike, dtype=jnp.int32))
       sizes.append(g.size)
     total = sum(sizes)
+    # The clipped-coordinate count, a reduction too, after the update and apart from it.
+    directions, new_mus, new_nus = jax.lax.optimization_barrier((directions, new_mus, new_nus))
+    counts = [jnp.sum(spike, dtype=jnp.int32) for spike in spikes]
     fraction = (sum(c.astype(jnp.float32) for c in counts) / total) if total else jnp.zeros([], jnp.float32)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in leaves])) if leaves else jnp.array(True)
-    new_state = SpamState(count=optax.safe_increment(state.count), mu=treedef.unflatten(new_mus),
-                          nu=treedef.unflatten(new_nus), clip_fraction=fraction, nonfinite_count=state.nonfinite_count)
-    return _skip_if_nonfinite(finite, treedef.unflatten(directions), state, new_state)
+    state = SpamState(count=jnp.where(finite, optax.safe_increment(state.count), state.count),
+                      mu=treedef.unflatten(new_mus), nu=treedef.unflatten(new_nus),
+                      clip_fraction=jnp.where(finite, fraction, state.clip_fraction),
+                      nonfinite_count=jnp.where(finite, state.nonfinite_count,
+                                                optax.safe_increment(state.nonfinite_count)))
+    return treedef.unflatten(directions), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -721,17 +733,22 @@ def scale_by_stable_spam(b1: float = 0.9, b2: float = 0.999, gamma1: float | Non
     max_emas = treedef.flatten_up_to(state.max_ema)
     norm_emas, norm_sq_emas = treedef.flatten_up_to(state.norm_ema), treedef.flatten_up_to(state.norm_sq_ema)
     outputs = {name: [] for name in ("direction", "mu", "nu", "max_ema", "norm_ema", "norm_sq_ema")}
-    spike_counts, sizes, finite = [], [], jnp.array(True)
-    for g, mu, nu, max_ema, norm_ema, norm_sq_ema in zip(leaves, mus, nus, max_emas, norm_emas, norm_sq_emas):
+    # max |g| per leaf first: a NaN or inf anywhere in g makes it NaN or inf, which is the finiteness test. A
+    # skipped step then runs as a step that no tensor is active in (the moments and EMAs kept, no reset, a
+    # zero direction), with no select between the old and the new moments.
+    largests = [jnp.max(jnp.abs(g.astype(jnp.promote_types(g.dtype, jnp.float32))), initial=0.0) for g in leaves]
+    finite = jnp.all(jnp.isfinite(jnp.stack(largests))) if leaves else jnp.array(True)
+    reset = reset & finite
+    spike_counts, sizes = [], []
+    for g, largest, mu, nu, max_ema, norm_ema, norm_sq_ema in zip(leaves, largests, mus, nus, max_emas, norm_emas,
+                                                                  norm_sq_emas):
       g32 = g.astype(jnp.promote_types(g.dtype, jnp.float32))
-      largest = jnp.max(jnp.abs(g32), initial=0.0)
-      finite = finite & jnp.isfinite(largest)  # a NaN or inf anywhere in g makes max |g| NaN or inf
-      max_ema = max_ema + (1 - max_decay) * (largest.astype(max_ema.dtype) - max_ema)
+      max_ema = jnp.where(finite, max_ema + (1 - max_decay) * (largest.astype(max_ema.dtype) - max_ema), max_ema)
       threshold = (max_ema / max_correction).astype(g32.dtype)
       spike = jnp.abs(g32) > threshold
       clipped = jnp.where(spike, g32 / largest * threshold, g32)
       norm = jnp.sqrt(jnp.sum(jnp.square(clipped))).astype(norm_ema.dtype)
-      active = norm > 0
+      active = (norm > 0) & finite
       norm_ema = jnp.where(active, norm_ema + (1 - gamma) * (norm - norm_ema), norm_ema)
       norm_sq_ema = jnp.where(active, norm_sq_ema + (1 - gamma2) * (jnp.square(norm) - norm_sq_ema), norm_sq_ema)
       norm_scale = (norm_ema / norm_correction1) / (jnp.sqrt(norm_sq_ema / norm_correction2) + eps)
@@ -752,11 +769,13 @@ def scale_by_stable_spam(b1: float = 0.9, b2: float = 0.999, gamma1: float | Non
     total = sum(sizes)
     fraction = (sum(c.astype(jnp.float32) for c in spike_counts) / total) if total else jnp.zeros([], jnp.float32)
     unflatten = {name: treedef.unflatten(values) for name, values in outputs.items()}
-    new_state = StableSpamState(count=optax.safe_increment(state.count), mu=unflatten["mu"], nu=unflatten["nu"],
-                                max_ema=unflatten["max_ema"], norm_ema=unflatten["norm_ema"],
-                                norm_sq_ema=unflatten["norm_sq_ema"], clip_fraction=fraction,
-                                nonfinite_count=state.nonfinite_count)
-    return _skip_if_nonfinite(finite, unflatten["direction"], state, new_state)
+    state = StableSpamState(count=jnp.where(finite, optax.safe_increment(state.count), state.count),
+                            mu=unflatten["mu"], nu=unflatten["nu"], max_ema=unflatten["max_ema"],
+                            norm_ema=unflatten["norm_ema"], norm_sq_ema=unflatten["norm_sq_ema"],
+                            clip_fraction=jnp.where(finite, fraction, state.clip_fraction),
+                            nonfinite_count=jnp.where(finite, state.nonfinite_count,
+                                                      optax.safe_increment(state.nonfinite_count)))
+    return unflatten["direction"], state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
