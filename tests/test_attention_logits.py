@@ -41,8 +41,7 @@ def test_the_sown_maximum_is_each_heads_largest_unmasked_logit():
 
 
 @pytest.mark.parametrize("optimizer, fields", [
-    ("adamw", {}), ("muon", {}), ("adamw_qkclip", {"qk_clip_threshold": 0.01}),
-    ("muon_qkclip", {"qk_clip_threshold": 0.01})])
+    ("muon", {}), ("adamw_qkclip", {"qk_clip_threshold": 0.01}), ("muon_qkclip", {"qk_clip_threshold": 0.01})])
 def test_bert_logs_its_largest_attention_logit_and_trains_with_muon_and_qk_clip(tmp_path, optimizer, fields):
   result = train.train_and_evaluate(micro_config(optimizer=optimizer, num_train_steps=4, warmup_steps=1,
                                                  learning_rate=0.01, **fields), str(tmp_path))
