@@ -239,7 +239,6 @@ def test_comparison_settings_reject_bad_arguments(kwargs, match):
 @pytest.mark.parametrize("flags, message", [
     (["--weight-decay", "-1"], "weight_decay must be a finite number >= 0"),
     (["--optimizers", "adam,adamax"], "adamax"),
-    (["--config", "tiny"], "invalid choice: 'tiny' (choose from 'full', 'gpu', 'gpu_tiny', 'quick')"),
 ])
 def test_cli_names_a_bad_comparison_flag(tmp_path, capsys, flags, message):
   with pytest.raises(SystemExit) as exit_info:
@@ -247,6 +246,14 @@ def test_cli_names_a_bad_comparison_flag(tmp_path, capsys, flags, message):
   assert exit_info.value.code == 2
   assert message in capsys.readouterr().err
   assert not os.listdir(tmp_path)  # rejected before anything ran
+
+
+def test_the_comparison_cli_lists_the_configs_it_has(tmp_path, capsys):
+  from experiments.comparison import __main__ as comparison_cli  # pylint: disable=g-import-not-at-top
+  with pytest.raises(SystemExit) as exit_info:
+    comparison_cli.main(["--out", str(tmp_path), "--config", "tiny"])
+  assert exit_info.value.code == 2
+  assert "invalid choice: 'tiny' (choose from 'full', 'gpu', 'gpu_tiny', 'quick')" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------------

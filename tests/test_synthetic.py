@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.common import study_cli
+
 from acclip_optax import noise
 from experiments.synthetic import __main__ as cli
 from experiments.synthetic.configs import full, quick, tiny
@@ -83,7 +85,9 @@ def test_config_validation_and_cli_overrides():
   with pytest.raises(ValueError, match="unknown methods"):
     study.StudyConfig.from_config(quick_with(dim_methods=("lion",)))
   with pytest.raises(ValueError, match="has no config 'huge'; choose one of full, quick, tiny"):
-    cli.config_from_args(cli.parse_args(["--out", "x", "--config", "huge"]))
+    study_cli.study_config("experiments.synthetic", "huge")
+  with pytest.raises(SystemExit):  # --config lists the study's own configs
+    cli.parse_args(["--out", "x", "--config", "huge"])
   config = cli.config_from_args(cli.parse_args(["--out", "x", "--quick", "--seeds", "12", "--steps", "30",
                                                 "--dims", "4", "8"]))
   assert (config.eval_seeds, config.tune_seeds, config.num_steps, config.dims) == (12, 3, 30, (4, 8))

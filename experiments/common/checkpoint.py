@@ -146,16 +146,17 @@ def fingerprints(tree: Any) -> dict[str, list[int]]:
   Host arrays are summed on the host, device arrays on their devices (`jax.Array`s, sharded or not): the same
   numbers either way.
   """
-  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  found = {}
-  on_devices = [(path, leaf) for path, leaf in flat if isinstance(leaf, jax.Array)]
-  if on_devices:
-    for (path, _), sums in zip(on_devices, jax.device_get(_device_checksums([leaf for _, leaf in on_devices]))):
-      found[jax.tree_util.keystr(path)] = [int(v) for v in sums]
+  flat = [(path, leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0] if hasattr(leaf, "dtype")]
+  on_devices = [leaf for _, leaf in flat if isinstance(leaf, jax.Array)]
+  device_sums = iter(jax.device_get(_device_checksums(on_devices)) if on_devices else [])
+  found = {}  # in the tree's leaf order, which `CheckpointManager` compares by
   for path, leaf in flat:
-    if not isinstance(leaf, jax.Array) and hasattr(leaf, "dtype"):
+    if isinstance(leaf, jax.Array):
+      sums = next(device_sums)
+    else:
       with np.errstate(over="ignore"):
-        found[jax.tree_util.keystr(path)] = [int(v) for v in _checksums(_words(np.asarray(leaf), np), np)]
+        sums = _checksums(_words(np.asarray(leaf), np), np)
+    found[jax.tree_util.keystr(path)] = [int(v) for v in sums]
   return found
 
 
@@ -291,8 +292,10 @@ class CheckpointManager:
     saved = meta.get("fingerprints")
     if saved is None:
       return
-    found = fingerprints(state)
-    damaged = [path for path in saved if found.get(path) != saved[path]]
+    # Leaf by leaf, in order: a template may spell the same tree with other node types (a dict for a
+    # NamedTuple), which changes the key paths but not the leaves; the saved paths name them.
+    found = list(fingerprints(state).values())
+    damaged = [path for (path, sums), ours in zip(saved.items(), found) if list(sums) != ours]
     if not damaged:
       return
     raise CheckpointError(
