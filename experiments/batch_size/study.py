@@ -35,11 +35,9 @@ import ml_collections
 
 from experiments.common import optimizers as optimizers_lib
 from experiments.common import results
-from experiments.common import study_cli
 from experiments.common import workdir_lock
 from experiments.comparison import study as comparison_study
 
-SUMMARY_FILENAME = "summary.json"
 NOISE_FILENAME = "noise.json"
 # What a cell keeps of the comparison's per-optimizer result.
 CELL_KEYS = ("grid", "learning_rates", "sweep", "diverged_learning_rates", "best_learning_rate", "best_at_edge",
@@ -110,23 +108,10 @@ class BatchSizeSettings:
     return settings
 
 
-def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-  merged = dict(base)
-  for key, value in changes.items():
-    merged[key] = _merged(merged[key], value) if isinstance(value, Mapping) and isinstance(
-        merged.get(key), Mapping) else value
-  return merged
-
-
 def comparison_settings(settings: BatchSizeSettings) -> comparison_study.ComparisonSettings:
   """The comparison every cell belongs to: its config with the study's optimizers, overrides and measure."""
-  config = study_cli.study_config("experiments.comparison", settings.comparison)
-  config.optimizers = settings.optimizers
-  if settings.seeds:
-    config.seeds = settings.seeds
-  compared = comparison_study.ComparisonSettings.from_config(config)
-  return dataclasses.replace(compared, overrides=_merged(compared.overrides, settings.overrides),
-                             selection_metric=comparison_study.TRAIN_SET_LOSS)
+  return comparison_study.study_comparison(settings.comparison, settings.optimizers, settings.overrides,
+                                          settings.seeds, selection_metric=comparison_study.TRAIN_SET_LOSS)
 
 
 def measure_noise(compared: comparison_study.ComparisonSettings, settings: BatchSizeSettings,
@@ -195,10 +180,7 @@ def setup_text(settings: BatchSizeSettings, compared: comparison_study.Compariso
 def _write(out_dir: str, summary: Mapping[str, Any]) -> dict[str, Any]:
   from experiments.batch_size import plots  # pylint: disable=g-import-not-at-top
   from experiments.batch_size import summary as summary_lib  # pylint: disable=g-import-not-at-top
-  summary = dict(summary, figures=plots.plot_figures(summary, out_dir))
-  results.write_json(os.path.join(out_dir, SUMMARY_FILENAME), summary)
-  results.write_text(os.path.join(out_dir, "summary.md"), summary_lib.summary_markdown(summary))
-  return summary
+  return results.write_summary(out_dir, summary, plots.plot_figures, summary_lib.summary_markdown)
 
 
 @workdir_lock.owns_output_folder

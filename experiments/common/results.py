@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import os
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -84,6 +84,16 @@ def append_text(path: str, text: str) -> None:
 def write_json(path: str, value: Any) -> None:
   """`to_jsonable(value)` to ``path``, indented, written atomically (`write_text`)."""
   write_text(path, json.dumps(to_jsonable(value), indent=2) + "\n")
+
+
+def write_summary(out_dir: str, summary: Mapping[str, Any], draw_figures: Callable[[Mapping[str, Any], str], dict],
+                  markdown: Callable[[Mapping[str, Any]], str]) -> dict[str, Any]:
+  """A study's outputs: its figures drawn into `out_dir` (recorded under "figures"), summary.json and
+  summary.md; returns the summary with its figures."""
+  summary = dict(summary, figures=draw_figures(summary, out_dir))
+  write_json(os.path.join(out_dir, "summary.json"), summary)
+  write_text(os.path.join(out_dir, "summary.md"), markdown(summary))
+  return summary
 
 
 class DamagedFileError(ValueError):

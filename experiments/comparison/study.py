@@ -35,6 +35,7 @@ import numpy as np
 
 from experiments.common import optimizers as optimizers_lib
 from experiments.common import results
+from experiments.common import study_cli
 from experiments.common import workdir_lock
 from experiments.comparison import plots
 from experiments.comparison.sweep import (MAX_EXTENSIONS, at_edge, best_learning_rate, is_diverged,
@@ -138,6 +139,27 @@ class ComparisonSettings:
   def description(self) -> str:
     """The setup in words, made from the config every run starts from (see `setup_text`)."""
     return setup_text(self)
+
+
+def merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+  """`base` with `changes` over it, nested dicts merged key by key (a study's run fields over the comparison's)."""
+  out = dict(base)
+  for key, value in changes.items():
+    out[key] = merged(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+  return out
+
+
+def study_comparison(name: str, optimizers: Sequence[str], overrides: Mapping[str, Any],
+                     seeds: Sequence[int] = (), **changes: Any) -> ComparisonSettings:
+  """The comparison config `name` (configs/<name>.py) as a study runs it: its `optimizers`, its run fields
+  with the study's `overrides` merged over them, its seeds or the study's `seeds` when given, and `changes`
+  to other settings (e.g. `selection_metric`)."""
+  config = study_cli.study_config("experiments.comparison", name)
+  config.optimizers = tuple(optimizers)
+  if seeds:
+    config.seeds = tuple(seeds)
+  compared = ComparisonSettings.from_config(config)
+  return dataclasses.replace(compared, overrides=merged(compared.overrides, overrides), **changes)
 
 
 def with_flags(config: ml_collections.ConfigDict, weight_decay: float | None = None,

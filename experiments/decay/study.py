@@ -28,13 +28,11 @@ import ml_collections
 
 from experiments.common import optimizers as optimizers_lib
 from experiments.common import results
-from experiments.common import study_cli
 from experiments.common import workdir_lock
 from experiments.comparison import combine
 from experiments.comparison import study as comparison_study
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SUMMARY_FILENAME = "summary.json"
 DECAY_FIELDS = ("weight_decay", "weight_decay_mode")
 # The order of the decay modes in tables and figures (a config's dict of modes reaches us sorted by name).
 DECAY_MODE_ORDER = ("none", "coupled", "decoupled", "independent")
@@ -110,22 +108,9 @@ def ordered_modes(modes) -> list[str]:
                                          len(DECAY_MODE_ORDER), mode))
 
 
-def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-  merged = dict(base)
-  for key, value in changes.items():
-    merged[key] = _merged(merged[key], value) if isinstance(value, Mapping) and isinstance(
-        merged.get(key), Mapping) else value
-  return merged
-
-
 def comparison_settings(settings: DecaySettings) -> comparison_study.ComparisonSettings:
   """The comparison every cell belongs to: its config with the study's rules and overrides."""
-  config = study_cli.study_config("experiments.comparison", settings.comparison)
-  config.optimizers = settings.rules
-  if settings.seeds:
-    config.seeds = settings.seeds
-  compared = comparison_study.ComparisonSettings.from_config(config)
-  return dataclasses.replace(compared, overrides=_merged(compared.overrides, settings.overrides))
+  return comparison_study.study_comparison(settings.comparison, settings.rules, settings.overrides, settings.seeds)
 
 
 def cell_settings(compared: comparison_study.ComparisonSettings, settings: DecaySettings, mode: str
@@ -188,13 +173,9 @@ def setup_text(settings: DecaySettings, compared: comparison_study.ComparisonSet
 
 
 def _write(out_dir: str, summary: Mapping[str, Any]) -> dict[str, Any]:
-  """Draws the figure and writes summary.json and summary.md; returns the summary with its figure."""
   from experiments.decay import plots  # pylint: disable=g-import-not-at-top
   from experiments.decay import summary as summary_lib  # pylint: disable=g-import-not-at-top
-  summary = dict(summary, figures=plots.plot_figures(summary, out_dir))
-  results.write_json(os.path.join(out_dir, SUMMARY_FILENAME), summary)
-  results.write_text(os.path.join(out_dir, "summary.md"), summary_lib.summary_markdown(summary))
-  return summary
+  return results.write_summary(out_dir, summary, plots.plot_figures, summary_lib.summary_markdown)
 
 
 @workdir_lock.owns_output_folder

@@ -47,14 +47,12 @@ import numpy as np
 from experiments.common import metrics
 from experiments.common import optimizers as optimizers_lib
 from experiments.common import results
-from experiments.common import study_cli
 from experiments.common import workdir_lock
 from experiments.comparison import study as comparison_study
 from experiments.comparison.sweep import MAX_EXTENSIONS, is_diverged, next_learning_rate
 from experiments.stability.verdict import COLLAPSES, DIVERGES, TRAINS, margins
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SUMMARY_FILENAME = "summary.json"
 BASELINES_FILENAME = "baselines.json"
 # Points of each run's training-loss curve kept in the summary (block medians), for the figure and the docs.
 CURVE_POINTS = 100
@@ -125,21 +123,10 @@ class StabilitySettings:
             for name in self.methods if lr in self.learning_rates[name]]
 
 
-def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-  merged = dict(base)
-  for key, value in changes.items():
-    merged[key] = _merged(merged[key], value) if isinstance(value, Mapping) and isinstance(
-        merged.get(key), Mapping) else value
-  return merged
-
-
 def comparison_settings(settings: StabilitySettings) -> comparison_study.ComparisonSettings:
   """The comparison whose runs the study's are: its config, the study's methods, overrides and checkpoints."""
-  config = study_cli.study_config("experiments.comparison", settings.comparison)
-  config.optimizers = settings.methods
-  compared = comparison_study.ComparisonSettings.from_config(config)
-  return dataclasses.replace(compared, overrides=_merged(compared.overrides, settings.overrides),
-                             seeds=(settings.seed,), checkpoint_runs=settings.checkpoint_runs)
+  return comparison_study.study_comparison(settings.comparison, settings.methods, settings.overrides,
+                                          seeds=(settings.seed,), checkpoint_runs=settings.checkpoint_runs)
 
 
 def prepared_comparison(settings: StabilitySettings, out_dir: str) -> tuple[
@@ -369,13 +356,9 @@ def setup_text(settings: StabilitySettings, compared: comparison_study.Compariso
 
 
 def _write(out_dir: str, summary: Mapping[str, Any]) -> dict[str, Any]:
-  """Draws the figures and writes summary.json and summary.md; returns the summary with its figures."""
   from experiments.stability import plots  # pylint: disable=g-import-not-at-top
   from experiments.stability import summary as summary_lib  # pylint: disable=g-import-not-at-top
-  summary = dict(summary, figures=plots.plot_figures(summary, out_dir))
-  results.write_json(os.path.join(out_dir, SUMMARY_FILENAME), summary)
-  results.write_text(os.path.join(out_dir, "summary.md"), summary_lib.summary_markdown(summary))
-  return summary
+  return results.write_summary(out_dir, summary, plots.plot_figures, summary_lib.summary_markdown)
 
 
 DIAGNOSIS_FILENAME = "diagnosis.json"
