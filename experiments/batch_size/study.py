@@ -194,9 +194,7 @@ def run(out_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
   settings = BatchSizeSettings.from_config(config)
   os.makedirs(out_dir, exist_ok=True)
   compared = comparison_settings(settings)
-  vocab_path, corpus = comparison_study._shared_vocabulary(compared, os.path.join(out_dir, "vocabulary"))  # pylint: disable=protected-access
-  compared = dataclasses.replace(compared, overrides={**compared.overrides, "vocab_file": vocab_path,
-                                                      "save_checkpoints": compared.checkpoint_runs})
+  compared, corpus = comparison_study.with_shared_vocabulary(compared, out_dir)
   noise = _cached_noise(compared, settings, out_dir)
   cells: dict[int, dict[str, Any]] = {}
   summary: dict[str, Any] = {}

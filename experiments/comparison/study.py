@@ -256,6 +256,14 @@ def _shared_vocabulary(settings: ComparisonSettings, vocab_dir: str) -> tuple[st
   return vocab_path, corpus
 
 
+def with_shared_vocabulary(settings: ComparisonSettings, out_dir: str) -> tuple[ComparisonSettings, dict[str, Any]]:
+  """(`settings` whose runs use one vocabulary, trained once into `out_dir/vocabulary`, and keep checkpoints
+  as `settings.checkpoint_runs` says; what the corpus held): how a study writing to `out_dir` runs its cells."""
+  vocab_path, corpus = _shared_vocabulary(settings, os.path.join(out_dir, "vocabulary"))
+  return dataclasses.replace(settings, overrides={**settings.overrides, "vocab_file": vocab_path,
+                                                  "save_checkpoints": settings.checkpoint_runs}), corpus
+
+
 def _run_name(optimizer: str, learning_rate: float, seed: int) -> str:
   return f"{optimizer}/lr{learning_rate:g}_seed{seed}"
 

@@ -190,9 +190,7 @@ def run(out_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
   os.makedirs(out_dir, exist_ok=True)
   compared = comparison_settings(settings)
   cells = recorded_cells(settings, compared)
-  vocab_path, corpus = comparison_study._shared_vocabulary(compared, os.path.join(out_dir, "vocabulary"))  # pylint: disable=protected-access
-  compared = dataclasses.replace(compared, overrides={**compared.overrides, "vocab_file": vocab_path,
-                                                      "save_checkpoints": compared.checkpoint_runs})
+  compared, corpus = comparison_study.with_shared_vocabulary(compared, out_dir)
   summary: dict[str, Any] = {}
   for done, (mode, rule) in enumerate(settings.cells, start=1):
     cell = cell_settings(compared, settings, mode)

@@ -133,10 +133,7 @@ def prepared_comparison(settings: StabilitySettings, out_dir: str) -> tuple[
     comparison_study.ComparisonSettings, dict[str, Any]]:
   """(the comparison settings every run of a study writing to `out_dir` uses, what the corpus held): the
   shared vocabulary, trained once into `out_dir/vocabulary`, and the study's checkpoint setting."""
-  compared = comparison_settings(settings)
-  vocab_path, corpus = comparison_study._shared_vocabulary(compared, os.path.join(out_dir, "vocabulary"))  # pylint: disable=protected-access
-  return dataclasses.replace(compared, overrides={**compared.overrides, "vocab_file": vocab_path,
-                                                  "save_checkpoints": settings.checkpoint_runs}), corpus
+  return comparison_study.with_shared_vocabulary(comparison_settings(settings), out_dir)
 
 
 # ------------------------------------------------------------------------------------------- the baselines
