@@ -138,12 +138,12 @@ def run(out_dir: str, mode: str = "quick", squad_dir: str | None = None, parts: 
     ValueError: an unknown part name, or configs of different modes.
     FileNotFoundError: ``squad_dir`` or one of its two files is missing; no results.json to rebuild from.
   """
-  from experiments.comparison import study as comparison  # pylint: disable=g-import-not-at-top
+  from experiments.comparison import finetune  # pylint: disable=g-import-not-at-top
   unknown = [p for p in parts if p not in PARTS]
   if unknown:
     raise ValueError(f"parts={list(parts)!r}: each must be one of {', '.join(PARTS)}")
   if squad_dir is not None:
-    comparison.squad_files(squad_dir)  # fail before hours of pretraining, not after
+    finetune.squad_files(squad_dir)  # fail before hours of pretraining, not after
   results_path = os.path.join(out_dir, "results.json")
   previous = results_lib.read_json(results_path, required=("configs", "parts"), remedy=(
       "Rerun the parts (without --report-only) to write it anew, or restore it from a copy.")) if (
@@ -268,7 +268,7 @@ def _extra_sections(out_dir: str, results: Mapping[str, Any]) -> dict[str, list[
   if best.get("best_learning_rate") is not None:
     commands += ["A single pre-training run of the comparison (here ACClip at its best learning rate, first "
                  "seed):", "",
-                 "    " + comparison.single_run_command(
+                 "    " + comparison_summary.single_run_command(
                      comparison.ComparisonSettings.from_config(bert_config), "acclip", best["best_learning_rate"],
                      best["seeds"][0], os.path.join(out_dir, "bert", "runs", "acclip_rerun")), ""]
   quick_bert, full_bert = (comparison.ComparisonSettings.from_config(study_cli.study_config(STUDIES["bert"], m))

@@ -37,6 +37,7 @@ from experiments.common import optimizers as optimizers_lib
 from experiments.common import results
 from experiments.common import workdir_lock
 from experiments.comparison import study as comparison_study
+from experiments.comparison import summary as comparison_summary
 
 NOISE_FILENAME = "noise.json"
 # What a cell keeps of the comparison's per-optimizer result.
@@ -206,7 +207,7 @@ def run(out_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
     summary = _write(out_dir, {
         "mode": settings.mode, "complete": done == len(settings.cells), "cells_done": done,
         "cells_planned": len(settings.cells), "config": config.to_dict(), "setup": setup_text(settings, compared),
-        "data_description": [comparison_study.corpus_text(corpus)], "noise": noise,
+        "data_description": [comparison_summary.corpus_text(corpus)], "noise": noise,
         "cells": {str(b): cells[b] for b in settings.batch_sizes if b in cells},
         "wall_s": time.perf_counter() - start,
     })

@@ -37,37 +37,26 @@ from experiments.common import optimizers as optimizers_lib
 from experiments.common import results
 from experiments.common import study_cli
 from experiments.common import workdir_lock
+from experiments.comparison import finetune
 from experiments.comparison import plots
+from experiments.comparison import summary as summary_lib
 from experiments.comparison.sweep import (MAX_EXTENSIONS, at_edge, best_learning_rate, is_diverged,
                                          sweep_learning_rates)
 
 PYTHON_DOC_SOURCES = "/usr/share/doc/python3.11/html/_sources"
 
-# Keys of `experiments.bert.train.train_and_evaluate`'s result and metrics.jsonl. The sweep chooses on the
-# validation documents; the reported numbers come from other, held-out documents.
+# Keys of `experiments.bert.train.train_and_evaluate`'s result: the sweep chooses on the validation documents,
+# the reported numbers come from other, held-out ones; with static masking, the whole training set's loss.
 VALIDATION_LOSS, VALIDATION_ACCURACY = "validation_loss", "validation_accuracy"
 TEST_LOSS, TEST_ACCURACY = "eval_loss", "eval_accuracy"
-# With static masking (a fixed objective), the loss on the whole training set: an optimisation measure.
 TRAIN_SET_LOSS, TRAIN_SET_ACCURACY = "train_set_loss", "train_set_accuracy"
 
 
 def check_corpus(corpus: str) -> None:
   """FileNotFoundError saying how to install the full mode's corpus when it is missing (no fallback)."""
   if corpus == PYTHON_DOC_SOURCES and not os.path.isdir(corpus):
-    raise FileNotFoundError(
-        f"The full BERT comparison trains on {corpus}, which is missing: install it with "
-        "`apt-get install python3.11-doc` (or run the quick mode, which uses pydoc_data.topics).")
-
-
-def squad_files(squad_dir: str) -> tuple[str, str]:
-  """(train, dev) SQuAD v1.1 paths in ``squad_dir``; FileNotFoundError naming what is missing."""
-  if not os.path.isdir(squad_dir):
-    raise FileNotFoundError(f"--squad-dir {squad_dir!r} is not a folder")
-  paths = tuple(os.path.join(squad_dir, name) for name in ("train-v1.1.json", "dev-v1.1.json"))
-  missing = [p for p in paths if not os.path.isfile(p)]
-  if missing:
-    raise FileNotFoundError(f"--squad-dir {squad_dir!r} lacks {', '.join(map(os.path.basename, missing))}")
-  return paths
+    raise FileNotFoundError(f"The full BERT comparison trains on {corpus}, which is missing: install it with "
+                            "`apt-get install python3.11-doc` (or run the quick mode, which uses pydoc_data.topics).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -448,77 +437,13 @@ def run(out_dir: str, config: ml_collections.ConfigDict, squad_dir: str | None =
       "config": config.to_dict(),
       "setup": setup_text(settings),
       "corpus": corpus,
-      "data_description": [corpus_text(corpus)],
+      "data_description": [summary_lib.corpus_text(corpus)],
       "optimizer_settings": optimizer_settings_text(settings),
       "optimizers": optimizers,
       "figures": plots.plot_figures(out_dir, optimizers, num_train_steps),
-      "finetune": (_finetune(out_dir, settings, optimizers, squad_dir) if squad_dir else
+      "finetune": (finetune.finetune(out_dir, settings, optimizers, squad_dir) if squad_dir else
                    {"status": "skipped", "reason": "no --squad-dir given"}),
       "settings": dataclasses.asdict(settings),
   }
   results.write_json(os.path.join(out_dir, "results.json"), summary)
   return summary
-
-
-def corpus_text(corpus: Mapping[str, Any]) -> str:
-  """One sentence on the corpus a comparison loaded (from `_shared_vocabulary`'s record of it)."""
-  documents = corpus["documents"]
-  return (f"BERT corpus: {corpus['corpus_name']} (`corpus={corpus['corpus']}`): {sum(documents.values())} "
-          f"documents, {documents['train']} for training ({corpus['train_tokens']:,} WordPiece tokens), "
-          f"{documents['eval']} held out for the reported numbers, {documents['validation']} for choosing "
-          "learning rates.")
-
-
-def _finetune(out_dir: str, settings: ComparisonSettings, optimizers: Mapping[str, Mapping[str, Any]],
-              squad_dir: str) -> dict[str, Any]:
-  """SQuAD v1.1 EM/F1 of each (pre-training optimizer, fine-tuning optimizer) pair of `settings.finetune_optimizers`.
-
-  Each pre-trained encoder is the best-learning-rate run of the first seed; each fine-tuning optimizer runs at
-  its best pre-training learning rate times ``settings.finetune_learning_rate_scale``.
-  """
-  from experiments.squad import train as squad  # pylint: disable=g-import-not-at-top
-  from experiments.squad.configs import default as squad_config  # pylint: disable=g-import-not-at-top
-  train_file, dev_file = squad_files(squad_dir)
-  runs = {}
-  for pretrained in settings.finetune_optimizers:
-    result = optimizers.get(pretrained)
-    if not result or not result["seeds"]:
-      runs[f"{pretrained}_pretrained"] = {"status": "no pre-trained encoder (not run, or every lr diverged)"}
-      continue
-    pretrained_workdir = os.path.join(out_dir, result["workdirs"][result["seeds"][0]])
-    for finetuner in settings.finetune_optimizers:
-      finetuner_best = optimizers.get(finetuner, {}).get("best_learning_rate")
-      if finetuner_best is None:
-        runs[f"{pretrained}_pretrained/{finetuner}_finetuned"] = {
-            "status": f"no learning rate for {finetuner} (not run, or every lr diverged)"}
-        continue
-      config = squad_config.get_config()
-      config.update(dict(settings.finetune_overrides), train_file=train_file, dev_file=dev_file,
-                    optimizer=finetuner,
-                    learning_rate=finetuner_best * settings.finetune_learning_rate_scale,
-                    seed=settings.seeds[0])
-      name = f"{pretrained}_pretrained/{finetuner}_finetuned"
-      start = time.perf_counter()
-      scores = squad.finetune(config, os.path.join(out_dir, "squad", name), pretrained_workdir)
-      runs[name] = {"exact_match": float(scores["exact_match"]), "f1": float(scores["f1"]),
-                    "train_questions_skipped": scores["train_questions_skipped"], "diverged": scores["diverged"],
-                    "learning_rate": config.learning_rate, "wall_s": time.perf_counter() - start}
-      print(f"[comparison] SQuAD {name}: EM {scores['exact_match']:.2f}, F1 {scores['f1']:.2f}", flush=True)
-  return {"status": "ok", "train_file": train_file, "dev_file": dev_file, "runs": runs}
-
-
-def single_run_command(settings: ComparisonSettings, optimizer: str, learning_rate: float, seed: int,
-                       workdir: str) -> str:
-  """The `experiments.bert.main` command line that repeats one pre-training run of the comparison."""
-  flags = []
-  fields = dict(settings.overrides, corpus=settings.corpus)
-  fields.update(optimizer=optimizer, learning_rate=learning_rate, seed=seed, **settings.optimizer_fields.get(optimizer, {}))
-  for name, value in fields.items():
-    if isinstance(value, Mapping):
-      flags += [f"--config.{name}.{k}={v}" for k, v in value.items()]
-    else:
-      flags.append(f"--config.{name}={value}")
-  return (f"python -m experiments.bert.main --config experiments/bert/configs/{settings.config_name}.py "
-          f"--workdir {workdir} " + " ".join(flags))
-
-

@@ -90,3 +90,27 @@ def frequency_lines(optimizers: Mapping[str, Mapping[str, Any]], figure: str | N
              "No figure: it plots each other optimizer minus Adam, and needs Adam's bucket losses and another's."), "",
           markdown_table(headers, [[name] + [format_seed_statistics(s) for s in r["eval_loss_by_frequency"]]
                                    for name, r in with_buckets.items()]), ""]
+
+
+def corpus_text(corpus: Mapping[str, Any]) -> str:
+  """One sentence on the corpus a comparison loaded (from `_shared_vocabulary`'s record of it)."""
+  documents = corpus["documents"]
+  return (f"BERT corpus: {corpus['corpus_name']} (`corpus={corpus['corpus']}`): {sum(documents.values())} "
+          f"documents, {documents['train']} for training ({corpus['train_tokens']:,} WordPiece tokens), "
+          f"{documents['eval']} held out for the reported numbers, {documents['validation']} for choosing "
+          "learning rates.")
+
+
+def single_run_command(settings: Any, optimizer: str, learning_rate: float, seed: int,
+                       workdir: str) -> str:
+  """The `experiments.bert.main` command line that repeats one pre-training run of the comparison."""
+  flags = []
+  fields = dict(settings.overrides, corpus=settings.corpus)
+  fields.update(optimizer=optimizer, learning_rate=learning_rate, seed=seed, **settings.optimizer_fields.get(optimizer, {}))
+  for name, value in fields.items():
+    if isinstance(value, Mapping):
+      flags += [f"--config.{name}.{k}={v}" for k, v in value.items()]
+    else:
+      flags.append(f"--config.{name}={value}")
+  return (f"python -m experiments.bert.main --config experiments/bert/configs/{settings.config_name}.py "
+          f"--workdir {workdir} " + " ".join(flags))

@@ -31,6 +31,7 @@ from experiments.common import results
 from experiments.common import workdir_lock
 from experiments.comparison import combine
 from experiments.comparison import study as comparison_study
+from experiments.comparison import summary as comparison_summary
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DECAY_FIELDS = ("weight_decay", "weight_decay_mode")
@@ -199,7 +200,7 @@ def run(out_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
     summary = _write(out_dir, {
         "mode": settings.mode, "complete": done == len(settings.cells), "cells_done": done,
         "cells_planned": len(settings.cells), "config": config.to_dict(), "setup": setup_text(settings, compared),
-        "data_description": [comparison_study.corpus_text(corpus)],
+        "data_description": [comparison_summary.corpus_text(corpus)],
         "cells": {m: cells[m] for m in ordered_modes(settings.decay_modes) if m in cells},
         "wall_s": time.perf_counter() - start,
     })

@@ -49,6 +49,7 @@ from experiments.common import optimizers as optimizers_lib
 from experiments.common import results
 from experiments.common import workdir_lock
 from experiments.comparison import study as comparison_study
+from experiments.comparison import summary as comparison_summary
 from experiments.comparison.sweep import MAX_EXTENSIONS, is_diverged, next_learning_rate
 from experiments.stability.verdict import COLLAPSES, DIVERGES, TRAINS, margins
 
@@ -433,7 +434,7 @@ def run(out_dir: str, config: ml_collections.ConfigDict, *, finished_only: bool 
         "complete": len(runs) == len(order) and not extension_runs(settings, points, extended),
         "runs_done": len(runs), "runs_planned": len(order),
         "config": config.to_dict(), "setup": setup_text(settings, compared),
-        "data_description": [comparison_study.corpus_text(corpus)], "baselines": baselines,
+        "data_description": [comparison_summary.corpus_text(corpus)], "baselines": baselines,
         "divergence_loss": divergence_loss, "num_train_steps": num_steps, "runs": runs,
         "points": {n: sorted(p, key=lambda point: point["learning_rate"]) for n, p in points.items()},
         "grid": sorted({p["learning_rate"] for method_points in points.values() for p in method_points}),
