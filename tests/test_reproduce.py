@@ -536,14 +536,22 @@ def test_an_interrupted_comparison_redoes_only_the_unfinished_runs(tiny_reproduc
   os.remove(finished[0])
   shutil.rmtree(os.path.join(os.path.dirname(finished[0]), "checkpoints"), ignore_errors=True)
 
-  def edit_recorded_config(path, **fields):
+  def edit_recorded_config(path, drop=(), **fields):
     with open(path) as f:
       saved = json.load(f)
     saved["config"].update(fields)
+    for name in drop:
+      del saved["config"][name]
     with open(path, "w") as f:
       json.dump(saved, f)
 
   edit_recorded_config(finished[1], save_checkpoints=False)  # changes no number: still reused
+  # Recorded before the config had a field, which this run leaves at its default: the same setup.
+  edit_recorded_config(finished[1], drop=("qk_clip_threshold",))
+  # Recorded before a field that this run sets away from its default (tiny's warm-up): another setup.
+  edit_recorded_config(finished[2], drop=("warmup_steps",))
+  with pytest.raises(ValueError, match=r"holds a finished run of another setup \(it differs in warmup_steps\)"):
+    comparison.run(str(bert_dir), _tiny_bert_config())
   edit_recorded_config(finished[2], warmup_steps=-1)  # another experiment's run: never overwritten
   with pytest.raises(ValueError, match=r"holds a finished run of another setup \(it differs in warmup_steps\)"):
     comparison.run(str(bert_dir), _tiny_bert_config())

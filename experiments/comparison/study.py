@@ -270,6 +270,23 @@ NOT_COMPARED_FOR_REUSE = ("save_checkpoints",)
 PREEMPTED_WALL_FILENAME = "preempted_wall_s.json"
 
 
+def _differing_fields(recorded: dict[str, Any], config_json: dict[str, Any], config_name: str) -> list[str]:
+  """The fields in which a finished run's recorded config differs from this run's.
+
+  A field the recorded config lacks was added to the BERT config after that run; it differs only when
+  this run sets it away from its default (the behaviour every run had before the field existed).
+  """
+  defaults = json.loads(importlib.import_module(
+      f"experiments.bert.configs.{config_name}").get_config().to_json_best_effort())
+  def differs(key):
+    if key in NOT_COMPARED_FOR_REUSE:
+      return False
+    if key not in recorded and key in defaults:
+      return config_json.get(key) != defaults[key]
+    return recorded.get(key) != config_json.get(key)
+  return sorted(key for key in set(recorded) | set(config_json) if differs(key))
+
+
 def _pretrain(settings: ComparisonSettings, out_dir: str, optimizer: str, learning_rate: float,
               seed: int, *, keep_checkpoint: bool = False) -> dict[str, Any]:
   """One pre-training run, or the result a finished run with the same config left in its workdir.
@@ -299,8 +316,7 @@ def _pretrain(settings: ComparisonSettings, out_dir: str, optimizer: str, learni
     saved = results.read_json(result_path, required=("config", "final", "wall_s"), remedy=(
         "Delete it to redo that run (its checkpoint, if any, resumes it), or restore it from a copy."))
     recorded = saved.get("config", {})
-    differing = sorted(key for key in set(recorded) | set(config_json)
-                       if key not in NOT_COMPARED_FOR_REUSE and recorded.get(key) != config_json.get(key))
+    differing = _differing_fields(recorded, config_json, settings.config_name)
     if differing:
       raise ValueError(f"{workdir} holds a finished run of another setup (it differs in {', '.join(differing)}); "
                        "give the comparison another --out, or move that run away")
