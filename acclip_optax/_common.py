@@ -1,9 +1,20 @@
-"""Pieces several transformations share (private): the global norm."""
+"""Pieces several transformations share (private): norms, dtypes, fractions, skips and step-count checks."""
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from acclip_optax._validation import check_floating_leaves, check_in_range, check_same_tree, concrete_value
+
+# A clipping threshold: a float, a pytree of per-leaf or per-coordinate thresholds, or a schedule.
+Threshold = float | jax.Array | optax.Params | Callable[[jax.Array], jax.Array]
+# torch.nn.utils.clip_grad_norm_ scales by max_norm / (norm + 1e-6): the later methods' references clip
+# through it.
+TORCH_CLIP_EPS = 1e-6
 
 
 def global_norm(updates: optax.Updates) -> jax.Array:
@@ -14,8 +25,7 @@ def global_norm(updates: optax.Updates) -> jax.Array:
   TPU), where a sum of squares per leaf is a separate, slower reduction on XLA:CPU. The same value as
   `optax.tree.norm` up to the order of summation.
   """
-  squares = [jnp.real(jnp.vdot(leaf, leaf)) for leaf in jax.tree.leaves(
-      jax.tree.map(lambda g: g.astype(jnp.promote_types(g.dtype, jnp.float32)), updates))]
+  squares = [jnp.real(jnp.vdot(leaf, leaf)) for leaf in jax.tree.leaves(jax.tree.map(upcast, updates))]
   if not squares:
     return jnp.zeros([], jnp.float32)
   return jnp.sqrt(sum(squares[1:], squares[0]))
@@ -32,3 +42,115 @@ def global_norm_apart(updates: optax.Updates) -> tuple[jax.Array, optax.Updates]
   """
   norm = global_norm(updates)
   return jax.lax.optimization_barrier((norm, updates))
+
+
+def upcast(x: jax.Array) -> jax.Array:
+  """x in at least float32: low-precision (bf16) leaves keep their dtype in the state, not in the math."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def real_dtype(dtype: Any) -> Any:
+  """float32 for complex64, float64 for complex128, the dtype itself otherwise."""
+  return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else jnp.dtype(dtype)
+
+
+def float_dtype(tree: Any) -> Any:
+  """The widest of float32 and the tree's leaves' dtypes: the dtype of a statistic of the whole tree."""
+  return jnp.result_type(jnp.float32, *[leaf.dtype for leaf in jax.tree.leaves(tree)])
+
+
+def fraction(counts: list[jax.Array], sizes: list[int]) -> jax.Array:
+  """sum(counts) / sum(sizes) in float32 (no int32 overflow), 0 for no coordinates: a clipped fraction."""
+  total = sum(sizes)
+  if not total:
+    return jnp.zeros([], jnp.float32)
+  return sum(c.astype(jnp.float32) for c in counts) / jnp.float32(total)
+
+
+def scale_tree(updates: optax.Updates, scale: jax.Array) -> optax.Updates:
+  """Every leaf times `scale`, in the leaf's dtype."""
+  return jax.tree.map(lambda g: (g * scale).astype(g.dtype), updates)
+
+
+def torch_clip_scale(norm: jax.Array, max_norm: jax.Array) -> jax.Array:
+  """min(1, max_norm / (norm + 1e-6)), the factor torch.nn.utils.clip_grad_norm_ applies."""
+  return jnp.minimum(1.0, max_norm / (norm + TORCH_CLIP_EPS))
+
+
+def value_at(schedule_or_value: Any, count: jax.Array) -> Any:
+  """A schedule's value at `count`, or the value itself."""
+  return schedule_or_value(count) if callable(schedule_or_value) else schedule_or_value
+
+
+def skip_if_nonfinite(finite: jax.Array, updates: optax.Updates, state: Any, new_state: Any
+                      ) -> tuple[optax.Updates, Any]:
+  """(updates, new_state) for a finite gradient; else a zero update and `state` with its `nonfinite_count`
+  advanced (the statistics never see the bad gradient)."""
+  updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), updates)
+  kept = optax.tree.where(finite, new_state, state)
+  return updates, kept._replace(nonfinite_count=count_unless(finite, state.nonfinite_count))
+
+
+def count_if(condition: jax.Array, count: jax.Array) -> jax.Array:
+  """count + 1 where `condition`, else count (int32, saturating)."""
+  return jnp.where(condition, optax.safe_increment(count), count)
+
+
+def count_unless(condition: jax.Array, count: jax.Array) -> jax.Array:
+  """count + 1 where not `condition`, else count (int32, saturating)."""
+  return jnp.where(condition, count, optax.safe_increment(count))
+
+
+def check_steps(name: str, value: Any, minimum: int) -> Any:
+  """A step count as a Python int; a traced one (in `inject_hyperparams`' update) is returned unchecked.
+
+  Buffer sizes are read from the state's shapes in `update`, so only `init` needs these concrete.
+  """
+  concrete = concrete_value(value)
+  if concrete is None:
+    return value
+  if (isinstance(value, bool) or concrete.shape or not jnp.issubdtype(concrete.dtype, jnp.integer)
+      or int(concrete) < minimum):
+    raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
+  return int(concrete)
+
+
+def check_updates_match_params(updates: optax.Updates, params: optax.Params | None) -> None:
+  """For a state that holds no tree: the params, when given, say what the updates must be."""
+  if params is not None:
+    check_same_tree("updates", updates, "the params", params)
+
+
+def clipped_sgd(clip: optax.GradientTransformation, learning_rate: optax.ScalarOrSchedule,
+                momentum: float | None, nesterov: bool) -> optax.GradientTransformationExtraArgs:
+  """clip, then optional heavy-ball/Nesterov momentum (`optax.trace`), then the learning rate."""
+  if momentum is not None:
+    check_in_range("momentum", momentum, 0.0, 1.0)
+  return optax.chain(
+      clip,
+      _checked_trace(momentum, nesterov) if momentum is not None else optax.identity(),
+      optax.scale_by_learning_rate(learning_rate))
+
+
+def _checked_trace(momentum: float | jax.Array, nesterov: bool) -> optax.GradientTransformation:
+  """`optax.trace` that refuses integer params and updates not shaped like its momentum (optax would
+  broadcast them)."""
+  trace = optax.trace(decay=momentum, nesterov=nesterov)
+
+  def init_fn(params):
+    check_floating_leaves("params", params)
+    return trace.init(params)
+
+  def update_fn(updates, state, params=None):
+    check_same_tree("updates", updates, "the optimizer state (made by init)", state.trace)
+    return trace.update(updates, state, params)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def unzip(like: Any, tree: Any, size: int) -> tuple[Any, ...]:
+  """`size` trees shaped like `like`, from a tree shaped like it whose leaves are `size`-tuples (the outputs
+  of a per-leaf step mapped with `jax.tree.map`)."""
+  if not jax.tree.leaves(like):  # nothing to transpose (and no leaf to tell the tuples' structure by)
+    return (like,) * size
+  return jax.tree.transpose(jax.tree.structure(like), jax.tree.structure((0,) * size), tree)

@@ -1,4 +1,6 @@
 """The package as a user installs it: the library needs only jax, optax and numpy; the wheel holds it alone."""
+import ast
+import importlib
 import os
 import subprocess
 import sys
@@ -46,3 +48,61 @@ def test_wheel_packages_and_dependencies():
   base = {requirement.split(">")[0].split("=")[0] for requirement in project["project"]["dependencies"]}
   assert base == {"jax", "optax", "numpy"}
   assert any(r.startswith("chex") for r in project["project"]["optional-dependencies"]["test"])
+
+
+# The library's shape (as optax.contrib's): one private module per method family, none over this many lines,
+# and no function over this many lines of code (docstrings, comments and blank lines aside).
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_CODE_LINES = 80
+# The public modules of an earlier version, whose names moved to the package.
+MOVED_MODULES = {"transform": "scale_by_acclip", "spike_clipping": "zclip", "alias": "acclip", "stats": "clip_stats",
+                 "schedule": "clip_threshold_schedule"}
+
+
+def _library_modules():
+  folder = os.path.join(ROOT, "acclip_optax")
+  return sorted(os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".py"))
+
+
+def _code_lines(node, lines):
+  """The lines of a function that hold code: not its (or a nested def's) docstring, a comment or a blank."""
+  docstrings = set()
+  for inner in ast.walk(node):
+    if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and ast.get_docstring(inner):
+      docstrings.update(range(inner.body[0].lineno, inner.body[0].end_lineno + 1))
+  return [number for number in range(node.lineno, node.end_lineno + 1) if number not in docstrings
+          and lines[number - 1].strip() and not lines[number - 1].strip().startswith("#")]
+
+
+def test_no_library_module_or_function_is_too_long():
+  too_long = []
+  for path in _library_modules():
+    with open(path, encoding="utf-8") as f:
+      text = f.read()
+    lines = text.splitlines()
+    if len(lines) > MAX_MODULE_LINES:
+      too_long.append(f"{os.path.basename(path)}: {len(lines)} lines")
+    for node in ast.walk(ast.parse(text)):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        count = len(_code_lines(node, lines))
+        if count > MAX_FUNCTION_CODE_LINES:
+          too_long.append(f"{os.path.basename(path)}:{node.lineno} {node.name}: {count} lines of code")
+  assert not too_long, too_long
+
+
+def test_every_transformation_lives_in_a_private_module_and_is_imported_from_the_package():
+  import acclip_optax  # pylint: disable=g-import-not-at-top
+  for name in acclip_optax.__all__:
+    obj = getattr(acclip_optax, name)
+    if not isinstance(obj, type(acclip_optax)):
+      assert obj.__module__.startswith("acclip_optax._"), (name, obj.__module__)
+
+
+@pytest.mark.parametrize("module_name, name", sorted(MOVED_MODULES.items()))
+def test_a_moved_module_warns_and_gives_the_packages_object(module_name, name):
+  import acclip_optax  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f"acclip_optax.{module_name}")
+  with pytest.warns(DeprecationWarning, match=rf"acclip_optax\.{module_name}\.{name} is deprecated.*acclip_optax\.{name}"):
+    assert getattr(module, name) is getattr(acclip_optax, name)
+  with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+    getattr(module, "nothing")

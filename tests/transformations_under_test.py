@@ -55,7 +55,7 @@ def _then(update_rule):
 
 
 TRANSFORMATIONS_UNDER_TEST: dict[str, UnderTest] = {
-    # The paper's rules (acclip_optax.transform, acclip_optax.alias).
+    # The paper's rules (acclip_optax._acclip, _acclip_ports, _cclip, _gclip).
     "scale_by_acclip": UnderTest(acclip_optax.scale_by_acclip, {}, converge=_then(optax.scale(-0.02))),
     "scale_by_acclip_bias_corrected_alpha2": UnderTest(
         acclip_optax.scale_by_acclip, dict(alpha=2.0, bias_correction=True), converge=_then(optax.scale(-0.02))),
@@ -71,8 +71,8 @@ TRANSFORMATIONS_UNDER_TEST: dict[str, UnderTest] = {
     "acclip_ports": UnderTest(acclip_optax.acclip_ports, dict(learning_rate=0.01, weight_decay=1e-4)),
     "cclip": UnderTest(acclip_optax.cclip, dict(learning_rate=0.003, threshold=1.0, momentum=0.9)),
     "gclip": UnderTest(acclip_optax.gclip, dict(learning_rate=0.003, max_norm=1.0, momentum=0.9, nesterov=True)),
-    # The spike-clipping methods that followed (acclip_optax.spike_clipping), in front of AdamW as their
-    # authors pair them.
+    # The spike-clipping methods that followed (_zclip, _adagc, _autoclip, _spam, _stable_spam), in front of
+    # AdamW as their authors pair them.
     "zclip": UnderTest(acclip_optax.zclip, dict(warmup_steps=2, max_norm=10.0), converge=_then(optax.adam(0.02)),
                        param_shaped_state=False, accepts_complex=False),
     "adagc": UnderTest(acclip_optax.adagc, dict(warmup_steps=2), converge=_then(optax.adam(0.02)),

@@ -11,7 +11,6 @@ import optax
 
 from acclip_optax._validation import check_floating_leaves, check_in_range, check_same_tree
 
-__all__ = ["QKClipState", "qk_clip"]
 
 AttentionPaths = Mapping[str, tuple[Sequence[Any], Sequence[Any]]]
 
