@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from acclip_optax import _deprecation
 from acclip_optax._common import (
     check_steps, check_updates_match_params, float_dtype, global_norm_apart, skip_if_nonfinite, unzip)
 from acclip_optax._validation import check_in_range, check_real_floating_leaves, check_same_tree
@@ -34,7 +35,8 @@ class AdaGCState(NamedTuple):
   nonfinite_count: jax.Array
 
 
-def adagc(lambda_abs: float = 1.0, lambda_rel: float = 1.05, beta: float = 0.98, warmup_steps: int = 100,
+@_deprecation.renamed_arguments(beta="norm_decay")
+def adagc(lambda_abs: float = 1.0, lambda_rel: float = 1.05, norm_decay: float = 0.98, warmup_steps: int = 100,
           eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
   r"""AdaGC (Wang et al. 2025, arXiv 2502.11034): per-tensor clipping at an EMA of each tensor's norm.
 
@@ -53,7 +55,7 @@ def adagc(lambda_abs: float = 1.0, lambda_rel: float = 1.05, beta: float = 0.98,
   Args:
     lambda_abs: the global-norm bound of the warm-up, > 0.
     lambda_rel: the bound relative to a tensor's EMA norm after warm-up, > 0.
-    beta: EMA decay of the tensors' norms, in [0, 1).
+    norm_decay: :math:`\beta`, the EMA decay of the tensors' norms, in [0, 1) (``beta`` before version 0.3).
     warmup_steps: steps of global-norm clipping before the per-tensor rule, >= 0.
     eps: the floor of the norms in the ratios and the global norm's offset, >= 0.
 
@@ -72,7 +74,7 @@ def adagc(lambda_abs: float = 1.0, lambda_rel: float = 1.05, beta: float = 0.98,
   """
   check_in_range("lambda_abs", lambda_abs, 0.0, math.inf, low_inclusive=False)
   check_in_range("lambda_rel", lambda_rel, 0.0, math.inf, low_inclusive=False)
-  check_in_range("beta", beta, 0.0, 1.0)
+  check_in_range("norm_decay", norm_decay, 0.0, 1.0)
   warmup_steps = check_steps("warmup_steps", warmup_steps, 0)
   check_in_range("eps", eps, 0.0, math.inf)
 
@@ -107,7 +109,7 @@ def adagc(lambda_abs: float = 1.0, lambda_rel: float = 1.05, beta: float = 0.98,
       scale = jnp.where(in_warmup | first, warmup_scale.astype(gamma.dtype), relative_scale)
       clipped_norm = scale * leaf_norm
       warmup_gamma = jnp.where(first, clipped_norm, jnp.minimum(gamma, clipped_norm))
-      new_gamma = jnp.where(in_warmup | first, warmup_gamma, gamma + (1 - beta) * (clipped_norm - gamma))
+      new_gamma = jnp.where(in_warmup | first, warmup_gamma, gamma + (1 - norm_decay) * (clipped_norm - gamma))
       return (g32 * scale).astype(g.dtype), new_gamma, scale < 1.0
 
     clipped, gamma, flags = unzip(updates, jax.tree.map(clip_leaf, updates, state.gamma), 3)

@@ -1,6 +1,7 @@
 """Names and modules of an earlier version, kept one version with a DeprecationWarning (private)."""
 from __future__ import annotations
 
+import functools
 import importlib
 import warnings
 from collections.abc import Callable, Iterable
@@ -24,3 +25,23 @@ def moved_module(module_name: str, names: Iterable[str]) -> Callable[[str], Any]
     return getattr(importlib.import_module("acclip_optax"), name)
 
   return getattr_
+
+
+def renamed_arguments(**renames: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+  """A decorator that accepts each old keyword (`old=new`) for one version, with a DeprecationWarning.
+
+  The wrapper keeps the function's signature (`inspect.signature` follows `__wrapped__`), so
+  `optax.inject_hyperparams` sees the new names.
+  """
+  def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+      for old, new in renames.items():
+        if old in kwargs:
+          if new in kwargs:
+            raise TypeError(f"{function.__name__}() got both {old}= (deprecated) and {new}=; give {new}= only")
+          warn(f"{function.__name__}({old}=...)", f"{new}=...")
+          kwargs[new] = kwargs.pop(old)
+      return function(*args, **kwargs)
+    return wrapper
+  return decorate

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from acclip_optax import _deprecation
 from acclip_optax._common import check_steps, count_unless, float_dtype, fraction, unzip, upcast
 from acclip_optax._validation import check_in_range, check_real_floating_leaves, check_same_tree
 
@@ -39,7 +40,7 @@ class StableSpamState(NamedTuple):
 
 
 def _stable_spam_momentum_scale(step: jax.Array, decay_steps: Any, floor: Any) -> jax.Array:
-  """s_k: the cosine decay of b1 and gamma1 (reference: `CosineDecay(1.0, t_max, eta_min)`).
+  """s_k: the cosine decay of b1 and norm_decay (gamma1) (reference: `CosineDecay(1.0, t_max, eta_min)`).
 
   s_k = f + (1 - f) c(k + 1) / c(1) for k < T and f after, c(j) = 1 + cos(pi j / (T + 1)), T =
   `decay_steps`: torch's recursive `CosineAnnealingLR`, which the reference first steps at epoch 2 from
@@ -55,9 +56,9 @@ class _StepScalars(NamedTuple):
   finite: Any
   reset: Any
   beta1: Any
-  gamma: Any
+  norm_decay: Any
   b2: Any
-  gamma2: Any
+  norm_sq_decay: Any
   max_decay: Any
   eps: Any
   adam_correction1: Any
@@ -80,8 +81,8 @@ def _stable_spam_leaf(k: _StepScalars, g: jax.Array, largest: jax.Array, mu: jax
   clipped = jnp.where(spike, g32 / largest * threshold, g32)
   norm = jnp.sqrt(jnp.sum(jnp.square(clipped))).astype(norm_ema.dtype)
   active = (norm > 0) & k.finite
-  norm_ema = jnp.where(active, norm_ema + (1 - k.gamma) * (norm - norm_ema), norm_ema)
-  norm_sq_ema = jnp.where(active, norm_sq_ema + (1 - k.gamma2) * (jnp.square(norm) - norm_sq_ema), norm_sq_ema)
+  norm_ema = jnp.where(active, norm_ema + (1 - k.norm_decay) * (norm - norm_ema), norm_ema)
+  norm_sq_ema = jnp.where(active, norm_sq_ema + (1 - k.norm_sq_decay) * (jnp.square(norm) - norm_sq_ema), norm_sq_ema)
   norm_scale = (norm_ema / k.norm_correction1) / (jnp.sqrt(norm_sq_ema / k.norm_correction2) + k.eps)
   normalized = clipped * (norm_scale / jnp.where(active, norm, 1.0)).astype(g32.dtype)
   mu32 = jnp.where(k.reset, 0, mu.astype(g32.dtype))
@@ -93,7 +94,8 @@ def _stable_spam_leaf(k: _StepScalars, g: jax.Array, largest: jax.Array, mu: jax
           norm_ema, norm_sq_ema, jnp.sum(spike, dtype=jnp.int32))
 
 
-def scale_by_stable_spam(b1: float = 0.9, b2: float = 0.999, gamma1: float | None = 0.7, gamma2: float = 0.9,
+@_deprecation.renamed_arguments(gamma1="norm_decay", gamma2="norm_sq_decay")
+def scale_by_stable_spam(b1: float = 0.9, b2: float = 0.999, norm_decay: float | None = 0.7, norm_sq_decay: float = 0.9,
                          max_decay: float = 0.999, reset_interval: int = 1000, eps: float = 1e-8,
                          momentum_decay_steps: int | None = None,
                          momentum_decay_floor: float = 0.5) -> optax.GradientTransformationExtraArgs:
@@ -128,17 +130,20 @@ def scale_by_stable_spam(b1: float = 0.9, b2: float = 0.999, gamma1: float | Non
   decay of :math:`\beta_1` and :math:`\gamma_1` (its `t_max`, `eta_min`); and the skip of an all-zero
   tensor. Names: the reference's `theta` (an EMA decay) is `max_decay` here, because `theta` is SPAM's
   spike threshold in this module; its `update_proj_gap` is `reset_interval`, as in `scale_by_spam`; its
-  `gamma1=-1` (use :math:`\beta_1`) is ``gamma1=None``; `t_max` and `eta_min` are `momentum_decay_steps`
-  and `momentum_decay_floor`.
+  `gamma1` and `gamma2` (:math:`\gamma_1, \gamma_2`) are `norm_decay` and `norm_sq_decay`, the names of
+  the library's other EMA decays of norms; its `gamma1=-1` (use :math:`\beta_1`) is ``norm_decay=None``;
+  `t_max` and `eta_min` are `momentum_decay_steps` and `momentum_decay_floor`.
 
   Args:
     b1, b2: Adam's decays, in [0, 1).
-    gamma1: the decay of the EMA of the tensor norm, in [0, 1); None: `b1`.
-    gamma2: the decay of the EMA of the squared tensor norm, in [0, 1).
+    norm_decay: :math:`\gamma_1`, the decay of the EMA of the tensor norm, in [0, 1); None: `b1` (``gamma1``
+      before version 0.3).
+    norm_sq_decay: :math:`\gamma_2`, the decay of the EMA of the squared tensor norm, in [0, 1) (``gamma2``
+      before version 0.3).
     max_decay: the decay of the EMA of ``max |g_i|``, in [0, 1).
     reset_interval: steps between momentum resets, >= 1.
     eps: added to the square roots, >= 0.
-    momentum_decay_steps: T of the cosine decay of b1 and gamma1, >= 1, or None (no decay).
+    momentum_decay_steps: T of the cosine decay of b1 and norm_decay, >= 1, or None (no decay).
     momentum_decay_floor: f, the decay's final multiplier, in [0, 1].
 
   Returns:
@@ -154,11 +159,11 @@ def scale_by_stable_spam(b1: float = 0.9, b2: float = 0.999, gamma1: float | Non
     >>> tx = optax.chain(scale_by_stable_spam(), optax.scale_by_learning_rate(1e-3))
     >>> updates, state = tx.update(jnp.ones(3), tx.init(jnp.zeros(3)))
   """
-  for name, value in (("b1", b1), ("b2", b2), ("gamma2", gamma2), ("max_decay", max_decay)):
+  for name, value in (("b1", b1), ("b2", b2), ("norm_sq_decay", norm_sq_decay), ("max_decay", max_decay)):
     check_in_range(name, value, 0.0, 1.0)
-  if gamma1 is not None:
-    check_in_range("gamma1", gamma1, 0.0, 1.0)
-  norm_decay = b1 if gamma1 is None else gamma1
+  if norm_decay is not None:
+    check_in_range("norm_decay", norm_decay, 0.0, 1.0)
+  norm_decay = b1 if norm_decay is None else norm_decay
   reset_interval = check_steps("reset_interval", reset_interval, 1)
   check_in_range("eps", eps, 0.0, math.inf)
   if momentum_decay_steps is not None:
@@ -190,15 +195,15 @@ def scale_by_stable_spam(b1: float = 0.9, b2: float = 0.999, gamma1: float | Non
     adam_correction2 = jnp.sqrt(1 - jnp.asarray(b2, dtype) ** since_reset)
     max_correction = 1 - jnp.asarray(max_decay, dtype) ** t
     norm_correction1 = 1 - gamma ** t
-    norm_correction2 = 1 - jnp.asarray(gamma2, dtype) ** t
+    norm_correction2 = 1 - jnp.asarray(norm_sq_decay, dtype) ** t
     # max |g| per leaf first: a NaN or inf anywhere in g makes it NaN or inf, which is the finiteness test. A
     # skipped step then runs as a step that no tensor is active in (the moments and EMAs kept, no reset, a
     # zero direction), with no select between the old and the new moments.
     largest = jax.tree.map(lambda g: jnp.max(jnp.abs(upcast(g)), initial=0.0), updates)
     leaves = jax.tree.leaves(largest)
     finite = jnp.all(jnp.isfinite(jnp.stack(leaves))) if leaves else jnp.array(True)
-    scalars = _StepScalars(finite=finite, reset=reset & finite, beta1=beta1, gamma=gamma, b2=b2, gamma2=gamma2,
-                           max_decay=max_decay, eps=eps, adam_correction1=adam_correction1,
+    scalars = _StepScalars(finite=finite, reset=reset & finite, beta1=beta1, norm_decay=gamma, b2=b2,
+                           norm_sq_decay=norm_sq_decay, max_decay=max_decay, eps=eps, adam_correction1=adam_correction1,
                            adam_correction2=adam_correction2, max_correction=max_correction,
                            norm_correction1=norm_correction1, norm_correction2=norm_correction2)
     outputs = jax.tree.map(lambda *leaf: _stable_spam_leaf(scalars, *leaf), updates, largest, state.mu, state.nu,
@@ -214,8 +219,9 @@ def scale_by_stable_spam(b1: float = 0.9, b2: float = 0.999, gamma1: float | Non
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@_deprecation.renamed_arguments(gamma1="norm_decay", gamma2="norm_sq_decay")
 def stable_spam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-                gamma1: float | None = 0.7, gamma2: float = 0.9, max_decay: float = 0.999,
+                norm_decay: float | None = 0.7, norm_sq_decay: float = 0.9, max_decay: float = 0.999,
                 reset_interval: int = 1000, eps: float = 1e-8, weight_decay: float = 0.0, mask: Any = None, *,
                 momentum_decay_steps: int | None = None,
                 momentum_decay_floor: float = 0.5) -> optax.GradientTransformationExtraArgs:
@@ -229,7 +235,7 @@ def stable_spam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: floa
 
   Args:
     learning_rate: :math:`\eta`, a float or a schedule.
-    b1, b2, gamma1, gamma2, max_decay, reset_interval, eps, momentum_decay_steps, momentum_decay_floor:
+    b1, b2, norm_decay, norm_sq_decay, max_decay, reset_interval, eps, momentum_decay_steps, momentum_decay_floor:
       see `scale_by_stable_spam`.
     weight_decay: :math:`\lambda`, >= 0.
     mask: the leaves to decay (a pytree of booleans or a function of the params), None: all.
@@ -247,7 +253,7 @@ def stable_spam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: floa
     >>> updates, state = tx.update(jnp.ones(3), tx.init(jnp.zeros(3)))
   """
   check_in_range("weight_decay", weight_decay, 0.0, math.inf)
-  parts = [scale_by_stable_spam(b1, b2, gamma1, gamma2, max_decay, reset_interval, eps, momentum_decay_steps,
+  parts = [scale_by_stable_spam(b1, b2, norm_decay, norm_sq_decay, max_decay, reset_interval, eps, momentum_decay_steps,
                                 momentum_decay_floor)]
   if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):  # a traced one may be nonzero
     parts.append(optax.add_decayed_weights(weight_decay, mask))

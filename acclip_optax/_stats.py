@@ -98,5 +98,5 @@ def clip_stats(opt_state: Any) -> dict[str, jax.Array]:
     for name, read in _STATS_BY_STATE[type(node)].items():
       key = name if name not in seen else f"{name}/{seen[name]}"
       seen[name] = seen.get(name, 0) + 1
-      stats[key] = read(node)
+      stats[key] = jnp.asarray(read(node)).astype(jnp.float32)  # float32 whatever the params' dtype
   return stats

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from acclip_optax import _deprecation
 from acclip_optax._common import (
     TORCH_CLIP_EPS, check_steps, check_updates_match_params, float_dtype, global_norm_apart, scale_tree,
     skip_if_nonfinite, torch_clip_scale)
@@ -40,7 +41,8 @@ class ZClipState(NamedTuple):
   nonfinite_count: jax.Array
 
 
-def zclip(alpha: float = 0.97, z_threshold: float = 2.5, warmup_steps: int = 25, max_norm: float | None = None,
+@_deprecation.renamed_arguments(alpha="norm_decay")
+def zclip(norm_decay: float = 0.97, z_threshold: float = 2.5, warmup_steps: int = 25, max_norm: float | None = None,
           eps: float = 1e-6) -> optax.GradientTransformationExtraArgs:
   r"""ZClip (Kumar et al. 2025, arXiv 2504.02507): clip the global norm when its z-score is an outlier.
 
@@ -62,7 +64,8 @@ def zclip(alpha: float = 0.97, z_threshold: float = 2.5, warmup_steps: int = 25,
   `zclip` 1.0.0, whose `ZClip.max_grad_norm` defaults to 1.0 where ours is None.
 
   Args:
-    alpha: EMA decay of the norm's mean and variance, in [0, 1).
+    norm_decay: :math:`\alpha`, the EMA decay of the norm's mean and variance, in [0, 1) (``alpha`` before
+      version 0.3).
     z_threshold: z-score above which an update is clipped, > 0.
     warmup_steps: norms collected before the EMA starts, >= 1.
     max_norm: an absolute cap on the global norm, > 0, or None.
@@ -80,7 +83,7 @@ def zclip(alpha: float = 0.97, z_threshold: float = 2.5, warmup_steps: int = 25,
     >>> tx = optax.chain(zclip(warmup_steps=2), optax.sgd(0.1))
     >>> updates, state = tx.update(jnp.ones(3), tx.init(jnp.zeros(3)))
   """
-  check_in_range("alpha", alpha, 0.0, 1.0)
+  check_in_range("norm_decay", norm_decay, 0.0, 1.0)
   check_in_range("z_threshold", z_threshold, 0.0, math.inf, low_inclusive=False)
   warmup_steps = check_steps("warmup_steps", warmup_steps, 1)
   if max_norm is not None:
@@ -122,8 +125,8 @@ def zclip(alpha: float = 0.97, z_threshold: float = 2.5, warmup_steps: int = 25,
     if max_norm is not None:  # torch's clip_grad_norm_ during warm-up: min(1, M / (n + 1e-6)), always
       scale = jnp.where(in_warmup, torch_clip_scale(norm, cap), scale)
       clipped = jnp.where(in_warmup, norm + TORCH_CLIP_EPS > cap, clipped)
-    new_mean = alpha * state.mean + (1 - alpha) * clip_value
-    new_var = alpha * state.var + (1 - alpha) * jnp.square(clip_value - new_mean)
+    new_mean = norm_decay * state.mean + (1 - norm_decay) * clip_value
+    new_var = norm_decay * state.var + (1 - norm_decay) * jnp.square(clip_value - new_mean)
     mean = jnp.where(in_warmup, jnp.where(starts, start_mean, state.mean), new_mean)
     var = jnp.where(in_warmup, jnp.where(starts, start_var, state.var), new_var)
     new_state = ZClipState(

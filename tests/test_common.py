@@ -54,6 +54,8 @@ def test_unknown_names_are_clear_errors():
   with pytest.raises(ValueError, match="optimizer='adagrad' is not one of adam, adamw, acclip, "
                                        "acclip_ports, lamb, sgd, gclip, cclip, zclip, adagc, autoclip, spam"):
     optimizers.OptimizerSpec.from_config(optimizer_config(optimizer="adagrad"), 10).create()
+  with pytest.raises(ValueError, match="optimizer='skipstep' is now called 'skip_step_on_spikes'"):
+    optimizers.OptimizerSpec.from_config(optimizer_config(optimizer="skipstep"), 10).create()
   with pytest.raises(ValueError, match="learning_rate_decay='step' is not one of linear, cosine"):
     optimizers.OptimizerSpec.from_config(optimizer_config(learning_rate_decay="step"), 10).create()
   with pytest.raises(ValueError, match="weight_decay_mode='l2'"):

@@ -283,7 +283,7 @@ PAGE_NAMES = {"AutoClip + AdamW": "autoclip", "ZClip + AdamW": "zclip", "AdaGC +
               "AdamW": "adamw", "ACClip (ports' rule)": "acclip_ports", "LAMB": "lamb", "SGD (momentum 0.9)": "sgd",
               "GClip": "gclip", "Adam (coupled L2)": "adam", "ACClip (paper's rule)": "acclip", "CClip": "cclip",
               "Adam": "adam", "SGD": "sgd", "SGD + momentum": "sgd_momentum", "Stable-SPAM": "stable_spam",
-              "skip-step around AdamW": "skipstep"}
+              "skip-step around AdamW": "skip_step_on_spikes"}
 
 
 def test_bert_comparison_page_full_table_equals_the_recorded_summary():

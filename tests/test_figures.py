@@ -23,7 +23,7 @@ def test_every_registry_optimizer_has_its_own_colour_and_one_family():
   members = [name for family in figures.FAMILIES.values() for name in family]
   assert sorted(members) == sorted(figures.OPTIMIZER_COLORS)  # each name in exactly one family
   assert all(len(family) <= MAX_SERIES_PER_PANEL for family in figures.FAMILIES.values())
-  assert {"stable_spam", "skipstep"} <= set(figures.OPTIMIZER_COLORS)
+  assert {"stable_spam", "skip_step_on_spikes"} <= set(figures.OPTIMIZER_COLORS)
 
 
 def test_split_by_family_orders_as_the_families_and_maps_study_labels():

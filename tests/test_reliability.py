@@ -633,7 +633,7 @@ _CLI_PROGRAM = ("import sys\n"
     (["--config.optimizer=sgd", "--config.b2=0.99"], 1,
      "Error: --config.b2=0.99 is not read by optimizer 'sgd' (it reads momentum, nesterov): drop it, or choose an "
      "optimizer that reads it (adam, adamw, acclip, acclip_ports, lamb, zclip, adagc, autoclip, spam, stable_spam, "
-     "skipstep, muon, adamw_qkclip, muon_qkclip)"),
+     "skip_step_on_spikes, muon, adamw_qkclip, muon_qkclip)"),
     (["--config.optimizer=adamw", "--config.alpha=3"], 1,
      "Error: --config.alpha=3.0 is not read by optimizer 'adamw' (it reads b1, b2, eps): drop it, or choose an "
      "optimizer that reads it (acclip, acclip_ports)"),

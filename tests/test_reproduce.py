@@ -311,7 +311,7 @@ def _stability_stand_in(out_dir):
                {"step": 12, "eval_loss": 5.5, "eval_accuracy": final_accuracy}])
 
   runs, points = {}, {}
-  for name, lr, accuracy in (("adamw", 0.01, 0.3), ("adamw", 0.3, majority), ("skipstep", 0.01, 0.3)):
+  for name, lr, accuracy in (("adamw", 0.01, 0.3), ("adamw", 0.3, majority), ("skip_step_on_spikes", 0.01, 0.3)):
     run = stability.judge_run({"validation_loss": 5.0, "eval_loss": 5.5, "eval_accuracy": accuracy, "steps": 12},
                               records(accuracy), majority_accuracy=majority, divergence_loss=6.2, num_steps=12,
                               settings=settings)

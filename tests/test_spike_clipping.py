@@ -3,6 +3,7 @@ formulas, invariants, and (marker `oracle`, run with `pytest -m oracle` when tor
 pytorch-optimizer are installed) the reference implementations themselves. The checks every public
 transformation gets (composition, donation, inject_hyperparams, ...) are in `test_shared_checks.py`."""
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -62,7 +63,7 @@ def assert_close(outputs, expected, rtol):
 
 # ---- float64 references, from the formulas -------------------------------------------------------
 
-def zclip_reference(grads, alpha=0.97, z_threshold=2.5, warmup_steps=25, max_norm=None, eps=1e-6):
+def zclip_reference(grads, norm_decay=0.97, z_threshold=2.5, warmup_steps=25, max_norm=None, eps=1e-6):
   buffer, mean, var, outputs = [], None, None, []
   for g in grads:
     n = global_norm(g)
@@ -80,12 +81,14 @@ def zclip_reference(grads, alpha=0.97, z_threshold=2.5, warmup_steps=25, max_nor
     threshold = min(c, max_norm) if max_norm is not None else c
     scale = threshold / (n + 1e-6) if n > threshold else 1.0
     outputs.append({k: v * scale for k, v in g.items()})
+    alpha = norm_decay  # the paper's alpha
     mean = alpha * mean + (1 - alpha) * c
     var = alpha * var + (1 - alpha) * (c - mean) ** 2
   return outputs
 
 
-def adagc_reference(grads, lambda_abs=1.0, lambda_rel=1.05, beta=0.98, warmup_steps=100, eps=1e-8):
+def adagc_reference(grads, lambda_abs=1.0, lambda_rel=1.05, norm_decay=0.98, warmup_steps=100, eps=1e-8):
+  beta = norm_decay  # the paper's beta
   gamma, outputs = {}, []
   for k, g in enumerate(grads, start=1):
     n = global_norm(g)
@@ -141,9 +144,10 @@ def spam_reference(grads, b1=0.9, b2=0.999, eps=1e-6, theta=5000.0, reset_interv
   return outputs
 
 
-def stable_spam_reference(grads, b1=0.9, b2=0.999, gamma1=0.7, gamma2=0.9, max_decay=0.999, reset_interval=1000,
-                          eps=1e-8, momentum_decay_steps=None, momentum_decay_floor=0.5):
-  gamma1 = b1 if gamma1 is None else gamma1
+def stable_spam_reference(grads, b1=0.9, b2=0.999, norm_decay=0.7, norm_sq_decay=0.9, max_decay=0.999,
+                          reset_interval=1000, eps=1e-8, momentum_decay_steps=None, momentum_decay_floor=0.5):
+  gamma1 = b1 if norm_decay is None else norm_decay  # the paper's gamma_1 and gamma_2
+  gamma2 = norm_sq_decay
   names = list(grads[0])
   m, v = {n: 0.0 for n in names}, {n: 0.0 for n in names}
   max_ema, norm_ema, norm_sq_ema = {n: 0.0 for n in names}, {n: 0.0 for n in names}, {n: 0.0 for n in names}
@@ -210,7 +214,7 @@ def test_zclip_matches_its_float64_reference(x64, kwargs):
   assert int(state.count) == NUM_STEPS
 
 
-@pytest.mark.parametrize("kwargs", [dict(warmup_steps=10), dict(warmup_steps=0, lambda_rel=1.2, beta=0.9)])
+@pytest.mark.parametrize("kwargs", [dict(warmup_steps=10), dict(warmup_steps=0, lambda_rel=1.2, norm_decay=0.9)])
 def test_adagc_matches_its_float64_reference(x64, kwargs):
   del x64
   grads = spiky_grads(seed=1)
@@ -236,7 +240,7 @@ def test_spam_matches_its_float64_reference(x64, kwargs):
   assert float(acclip_optax.clip_stats(state)["clip_fraction"]) >= 0.0
 
 
-@pytest.mark.parametrize("kwargs", [dict(), dict(reset_interval=25, gamma1=None, max_decay=0.9, momentum_decay_steps=40,
+@pytest.mark.parametrize("kwargs", [dict(), dict(reset_interval=25, norm_decay=None, max_decay=0.9, momentum_decay_steps=40,
                                                   momentum_decay_floor=0.3)])
 def test_stable_spam_matches_its_float64_reference(x64, kwargs):
   del x64
@@ -413,12 +417,12 @@ def test_clip_stats_sees_through_a_skip_step():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: zclip(alpha=1.0), "alpha=1.0"), (lambda: zclip(warmup_steps=0), "warmup_steps=0"),
+    (lambda: zclip(norm_decay=1.0), "norm_decay=1.0"), (lambda: zclip(warmup_steps=0), "warmup_steps=0"),
     (lambda: zclip(max_norm=0.0), "max_norm=0.0"), (lambda: adagc(lambda_rel=0.0), "lambda_rel=0.0"),
-    (lambda: adagc(beta=float("nan")), "beta=nan"), (lambda: autoclip(percentile=101.0), "percentile=101.0"),
+    (lambda: adagc(norm_decay=float("nan")), "norm_decay=nan"), (lambda: autoclip(percentile=101.0), "percentile=101.0"),
     (lambda: autoclip(history=0), "history=0"), (lambda: spam(1e-3, reset_interval=0), "reset_interval=0"),
     (lambda: spam(1e-3, theta=-1.0), "theta=-1.0"), (lambda: spam(1e-3, weight_decay=-0.1), "weight_decay=-0.1"),
-    (lambda: stable_spam(1e-3, gamma2=1.0), "gamma2=1.0"), (lambda: stable_spam(1e-3, max_decay=-0.5), "max_decay=-0.5"),
+    (lambda: stable_spam(1e-3, norm_sq_decay=1.0), "norm_sq_decay=1.0"), (lambda: stable_spam(1e-3, max_decay=-0.5), "max_decay=-0.5"),
     (lambda: stable_spam(1e-3, reset_interval=0), "reset_interval=0"),
     (lambda: stable_spam(1e-3, momentum_decay_steps=0), "momentum_decay_steps=0"),
     (lambda: skip_step_on_spikes(optax.sgd(0.1), window=1), "window=1"),
@@ -529,7 +533,7 @@ def test_oracle_stable_spam(x64, kwargs):
   theirs = _torch_trajectory(params, grads, lambda p: StableSPAM(p, lr=1e-2, **kwargs))
   ours_kwargs = dict(reset_interval=kwargs.get("update_proj_gap", 1000), weight_decay=kwargs.get("weight_decay", 0.0),
                      momentum_decay_steps=kwargs.get("t_max"), momentum_decay_floor=kwargs.get("eta_min", 0.5),
-                     gamma1=None if kwargs.get("gamma1") == -1.0 else 0.7, max_decay=kwargs.get("theta", 0.999))
+                     norm_decay=None if kwargs.get("gamma1") == -1.0 else 0.7, max_decay=kwargs.get("theta", 0.999))
   ours, _ = run(stable_spam(1e-2, **ours_kwargs), grads, params, apply_updates=True)
   difference = _largest_relative_difference(ours, theirs)
   print(f"stable_spam ({kwargs or 'defaults'}): largest relative difference {difference:.2e}")
@@ -540,3 +544,19 @@ def test_adagc_with_eps_zero_leaves_a_zero_tensor_at_zero():
   grads = [{"w": np.ones(3), "b": np.zeros(2)} for _ in range(6)]
   outputs, _ = run(adagc(warmup_steps=2, eps=0.0), grads)
   assert np.all(outputs[-1]["b"] == 0) and np.all(np.isfinite(outputs[-1]["w"]))
+
+
+@pytest.mark.parametrize("make, old, new", [
+    (zclip, dict(alpha=0.9), dict(norm_decay=0.9)), (adagc, dict(beta=0.9, warmup_steps=2), dict(norm_decay=0.9, warmup_steps=2)),
+    (scale_by_stable_spam, dict(gamma1=0.5, gamma2=0.8), dict(norm_decay=0.5, norm_sq_decay=0.8))])
+def test_the_old_names_of_the_ema_decays_warn_and_give_the_same_rule(make, old, new):
+  grads = spiky_grads(seed=4)[:12]
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    before = make(**old)
+  messages = sorted(str(w.message) for w in caught if w.category is DeprecationWarning)
+  assert [m.split(" is deprecated")[0] for m in messages] == sorted(
+      f"{make.__name__}({name}=...)" for name in old if name not in new), messages
+  assert_close(run(before, grads)[0], run(make(**new), grads)[0], rtol=0)
+  with pytest.raises(TypeError, match="got both"):
+    make(**{next(iter(old)): 0.9, next(iter(new)): 0.9})

@@ -74,10 +74,10 @@ def test_the_margin_is_the_largest_learning_rate_that_trains():
 
 def test_a_margin_at_the_top_of_what_ran_asks_for_the_next_learning_rate_up():
   points = {"adamw": [{"learning_rate": 0.01, "status": study.TRAINS}, {"learning_rate": 0.3, "status": study.TRAINS}],
-            "skipstep": [{"learning_rate": 0.01, "status": study.TRAINS},
+            "skip_step_on_spikes": [{"learning_rate": 0.01, "status": study.TRAINS},
                          {"learning_rate": 0.3, "status": study.COLLAPSES}]}
   found = study.margins(points)
-  assert found["adamw"]["at_edge"] and not found["skipstep"]["at_edge"]
+  assert found["adamw"]["at_edge"] and not found["skip_step_on_spikes"]["at_edge"]
   assert study.extension_runs(settings(), points, {}) == [(1.0, "adamw")]  # 0.3 -> 1 on the 1-3-10 ladder
   assert study.extension_runs(settings(), points, {"adamw": 2}) == []  # sweep.MAX_EXTENSIONS reached
 
@@ -111,9 +111,9 @@ def test_the_tiny_study_runs_reports_and_resumes(tmp_path, capsys):
   out_dir = str(tmp_path / "stability")
   summary = study.run(out_dir, tiny.get_config())
   assert summary["complete"] and summary["runs_done"] == 3
-  assert set(summary["runs"]) == {"adamw/lr0.01", "adamw/lr0.3", "skipstep/lr0.01"}
+  assert set(summary["runs"]) == {"adamw/lr0.01", "adamw/lr0.3", "skip_step_on_spikes/lr0.01"}
   assert all(run["status"] in (study.TRAINS, study.COLLAPSES, study.DIVERGES) for run in summary["runs"].values())
-  assert summary["runs"]["skipstep/lr0.01"]["intervention"]["kind"] == "steps skipped"
+  assert summary["runs"]["skip_step_on_spikes/lr0.01"]["intervention"]["kind"] == "steps skipped"
   diagnosis = summary["runs"]["adamw/lr0.3"]["diagnosis"]  # the final checkpoint's model
   assert diagnosis["step"] == 12 and diagnosis["context_dependence"] >= 0
   assert len(diagnosis["position_spread"]) == 2 and len(diagnosis["attention_logit_bound"]) == 1
@@ -135,7 +135,7 @@ def test_the_tiny_study_runs_reports_and_resumes(tmp_path, capsys):
   first_result = os.path.join(partial_dir, summary["runs"]["adamw/lr0.01"]["workdir"], "run_result.json")
   os.remove(first_result)
   partial = study.run(partial_dir, tiny.get_config(), finished_only=True)
-  assert set(partial["runs"]) == {"adamw/lr0.3", "skipstep/lr0.01"}
+  assert set(partial["runs"]) == {"adamw/lr0.3", "skip_step_on_spikes/lr0.01"}
   assert not partial["complete"] and (partial["runs_done"], partial["runs_planned"]) == (2, 3)
   assert not os.path.exists(first_result)  # nothing was trained
   assert partial["runs"]["adamw/lr0.3"] == summary["runs"]["adamw/lr0.3"]

@@ -43,7 +43,7 @@ def apply_gradients(tx: optax.GradientTransformation, state: Any, grads: Any,
   """One update of `state` (a struct with step, params and opt_state) from `sum_over_devices`' output.
 
   The update gets the batch's mean loss as an extra argument (``tx.update(g, opt_state, params, loss=...)``,
-  read by `skipstep`).
+  read by `skip_step_on_spikes`).
 
   Returns:
     (state, metrics): metrics holds train_loss = loss_sum / denominator, train_accuracy (the same for

@@ -32,7 +32,7 @@ OPTIMIZER_COLORS: Mapping[str, str] = types.MappingProxyType({
     "autoclip": "#000000",  # black
     "spam": "#393b79",  # navy
     "stable_spam": "#a55194",  # plum
-    "skipstep": "#637939",  # moss
+    "skip_step_on_spikes": "#637939",  # moss
     # what the large trainers ship (Muon, QK-clip)
     "muon": "#ff9896",  # salmon
     "adamw_qkclip": "#8c6d31",  # ochre
@@ -42,7 +42,7 @@ OPTIMIZER_COLORS: Mapping[str, str] = types.MappingProxyType({
 FAMILIES: Mapping[str, tuple[str, ...]] = types.MappingProxyType({
     "the paper's rules": ("sgd", "gclip", "cclip", "acclip"),
     "Adam-scale": ("adam", "adamw", "lamb", "acclip_ports"),
-    "later methods": ("zclip", "adagc", "autoclip", "spam", "stable_spam", "skipstep"),
+    "later methods": ("zclip", "adagc", "autoclip", "spam", "stable_spam", "skip_step_on_spikes"),
     "Muon and QK-clip": ("muon", "adamw_qkclip", "muon_qkclip"),
 })
 

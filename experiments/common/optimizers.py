@@ -56,8 +56,8 @@ usual BERT/ResNet rule; plain dicts of arrays fall back on the ndim test alone.
   step, as its reference);
 * `stable_spam`: b1, b2, eps (acclip_optax.stable_spam with its reference defaults otherwise; decoupled
   decay, as its reference);
-* `skipstep`: AdamW (b1, b2, eps, decoupled decay) inside acclip_optax.skip_step_on_spikes (window 128,
-  sigma 6, OLMo-core's defaults): a step whose gradient norm or loss spikes is skipped. The train steps
+* `skip_step_on_spikes`: AdamW (b1, b2, eps, decoupled decay) inside acclip_optax.skip_step_on_spikes
+  (window 128, sigma 6, OLMo-core's defaults): a step whose gradient norm or loss spikes is skipped. The train steps
   pass the loss to the update (`update(..., loss=...)`); the other optimizers ignore it.
 * `muon`: optax.contrib.muon (Jordan et al. 2024) with its defaults: the momentum orthogonalised by
   Newton-Schulz for the kernels, the attention projections' 3-D kernels included (`muon_dimension_numbers`),
@@ -314,8 +314,8 @@ REGISTRY: Mapping[str, RegisteredOptimizer] = types.MappingProxyType({
     "spam": RegisteredOptimizer(_adam_like(acclip_optax.spam, decays=True), _ADAM_FIELDS, "adam", True),
     "stable_spam": RegisteredOptimizer(_adam_like(acclip_optax.stable_spam, decays=True), _ADAM_FIELDS, "adam",
                                        True),
-    "skipstep": RegisteredOptimizer(_skip_step_on_spikes(_adam_like(optax.adamw, decays=True)), _ADAM_FIELDS,
-                                    "adam", True),
+    "skip_step_on_spikes": RegisteredOptimizer(_skip_step_on_spikes(_adam_like(optax.adamw, decays=True)),
+                                               _ADAM_FIELDS, "adam", True),
     "muon": RegisteredOptimizer(_muon, ("b1", "b2"), "adam", True),
     "adamw_qkclip": RegisteredOptimizer(_then_qk_clip(_adam_like(optax.adamw, decays=True)),
                                         _ADAM_FIELDS + ("qk_clip_threshold",), "adam", True),
@@ -340,8 +340,14 @@ def check_fields_read(config, given: Mapping[str, Any]) -> None:
           f"reads it ({', '.join(readers)})")
 
 
+# Registry names of an earlier version: refused with the new name.
+RENAMED_OPTIMIZERS = {"skipstep": "skip_step_on_spikes"}
+
+
 def check_optimizer_name(name: str) -> RegisteredOptimizer:
   """The registry entry of `name`; ValueError listing the registry when there is none."""
+  if name in RENAMED_OPTIMIZERS:
+    raise ValueError(f"optimizer={name!r} is now called {RENAMED_OPTIMIZERS[name]!r}, the library's name for it")
   if name not in REGISTRY:
     raise ValueError(f"optimizer={name!r} is not one of {', '.join(REGISTRY)}")
   return REGISTRY[name]

@@ -15,7 +15,7 @@ from experiments.common import verdicts
 TRAINS, COLLAPSES, DIVERGES = "trains", "collapses", "diverges"  # a run's status (`study.judge_run`)
 BASELINE = "adamw"
 # The methods whose papers claim stability (their rows make the overall verdict); others are context.
-STABILITY_METHODS = ("zclip", "spam", "stable_spam", "skipstep")
+STABILITY_METHODS = ("zclip", "spam", "stable_spam", "skip_step_on_spikes")
 GRID_STEPS_TO_SEPARATE = 2
 
 

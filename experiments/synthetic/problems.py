@@ -41,7 +41,7 @@ METHODS: Mapping[str, tuple[str, Mapping[str, Any]]] = types.MappingProxyType({
     "spam": ("spam", {}),
     "stable_spam": ("stable_spam", {}),
     # AdamW inside skip-step; the simulator passes f(x_k) as the loss it also tests.
-    "skipstep": ("skipstep", {}),
+    "skip_step_on_spikes": ("skip_step_on_spikes", {}),
 })
 # Methods whose step sizes (and thresholds) the strongly convex theory prescribes.
 THEORY_METHODS = ("sgd", "gclip", "cclip")

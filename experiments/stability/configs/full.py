@@ -26,11 +26,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Run config fields set on top of the comparison's: a checkpoint every 250 steps, so that a run killed
   # without notice (SIGKILL) loses at most 250 steps when the same command resumes it.
   config.overrides = dict(checkpoint_every_steps=250)
-  config.methods = ("adamw", "acclip_ports", "zclip", "spam", "stable_spam", "skipstep")
+  config.methods = ("adamw", "acclip_ports", "zclip", "spam", "stable_spam", "skip_step_on_spikes")
   # Runs go in this order, learning rate by learning rate, so that a study stopped early has compared every
   # method at the smaller learning rates.
   config.learning_rates = {name: (0.005, 0.007, 0.01) for name in config.methods}
-  config.learning_rates.update(stable_spam=(0.003, 0.005, 0.007, 0.01), skipstep=(0.003, 0.005, 0.007, 0.01))
+  config.learning_rates.update(stable_spam=(0.003, 0.005, 0.007, 0.01), skip_step_on_spikes=(0.003, 0.005, 0.007, 0.01))
   config.recorded_summary = "docs/bert_full_later/results.json"
   config.seed = 0
   config.checkpoint_runs = True  # a run of 13 minutes resumes after a preemption; the final one is diagnosed

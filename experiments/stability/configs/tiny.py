@@ -11,8 +11,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = quick.get_config()
   config.mode = "tiny"
   config.expected_time = "seconds"
-  config.methods = ("adamw", "skipstep")
-  config.learning_rates = {"adamw": (0.01, 0.3), "skipstep": (0.01,)}
+  config.methods = ("adamw", "skip_step_on_spikes")
+  config.learning_rates = {"adamw": (0.01, 0.3), "skip_step_on_spikes": (0.01,)}
   # On top of the quick comparison's overrides: a smaller model and run.
   config.overrides = dict(model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2),
                           vocab_size=512, num_train_steps=12, warmup_steps=2, batch_size=8, max_seq_len=32,

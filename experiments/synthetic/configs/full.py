@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   # of AdamW; SPAM, Stable-SPAM; AdamW inside skip-step), all by their registry entries
   # (experiments.synthetic.problems.METHODS).
   config.methods = ("sgd", "sgd_momentum", "gclip", "cclip", "acclip", "acclip_ports", "adam", "zclip", "adagc",
-                    "autoclip", "spam", "stable_spam", "skipstep")
+                    "autoclip", "spam", "stable_spam", "skip_step_on_spikes")
   config.alphas = (1.1, 1.3, 1.5, 1.7, 2.0)
   config.dimension = 10
   config.condition_numbers = (2.0, 100.0)
@@ -37,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dims = (10, 100, 1000, 10000)
   config.dim_alphas = (1.2, 2.0)
   config.dim_methods = ("gclip", "cclip", "acclip", "zclip", "adagc", "autoclip", "spam", "stable_spam",
-                        "skipstep")
+                        "skip_step_on_spikes")
   config.dim_steps = 250
   config.dim_tune_seeds = 8
   config.dim_eval_seeds = 100
