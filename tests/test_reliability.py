@@ -34,11 +34,11 @@ def files_under(directory):
 
 # ------------------------------------------------------------------------------ 1. two runs in one workdir
 _HOLD_LOCK = """
-import sys, time
+import sys
 from experiments.common import workdir_lock
 with workdir_lock.WorkdirLock(sys.argv[1]):
   print("holding", flush=True)
-  time.sleep(120)
+  sys.stdin.read()  # holds the lock until the test closes its stdin (or kills it)
 """
 
 
@@ -47,7 +47,7 @@ def lock_held_by_another_process(tmp_path):
   """A live process on this host that holds `<tmp_path>/run`'s lock; yields (directory, its pid)."""
   directory = tmp_path / "run"
   holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(directory)], cwd=REPO,
-                            stdout=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
   assert holder.stdout.readline().strip() == "holding"
   yield str(directory), holder.pid
   holder.kill()
