@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from experiments.common import verdicts
+from experiments.stability import recorded
 from experiments.stability import study
 from experiments.common import metrics
 from experiments.stability import summary as summary_lib
@@ -89,7 +90,7 @@ def test_recorded_points_are_judged_on_their_final_validation_numbers(tmp_path):
       {"learning_rate": 0.01, "validation_loss": 6.05, "validation_accuracy": 0.035},  # also run: left out
       {"learning_rate": 0.03, "validation_loss": 6.01, "validation_accuracy": 0.035},
       {"learning_rate": 0.1, "validation_loss": None, "validation_accuracy": None}]}}}))
-  found = study.recorded_points(settings(recorded_summary=str(path)), majority_accuracy=0.0354)
+  found = recorded.recorded_points(settings(recorded_summary=str(path)), majority_accuracy=0.0354)
   assert [(p["learning_rate"], p["status"]) for p in found["adamw"]] == [
       (0.003, study.TRAINS), (0.03, study.COLLAPSES), (0.1, study.DIVERGES)]
 
@@ -107,6 +108,19 @@ def test_margins_two_grid_steps_apart_are_a_verdict_one_step_is_not(margin, expe
   assert any("[not in the overall verdict]" in row["measure"] for row in assessed["rows"])
 
 
+@pytest.mark.parametrize("capped_margin, expected", [(0.03, verdicts.SUPPORTED), (0.01, verdicts.INCONCLUSIVE),
+                                                     (0.003, verdicts.NOT_SUPPORTED)])
+def test_a_logit_capped_method_is_judged_against_its_uncapped_rule(capped_margin, expected):
+  grid = [0.001, 0.003, 0.005, 0.007, 0.01, 0.03]
+  summary = {"grid": grid, "margins": {"adamw": {"margin": 0.005}, "muon": {"margin": 0.007},
+                                       "muon_qkclip": {"margin": capped_margin}}}
+  assessed = verdict.assess_rq6(summary)
+  row = next(row for row in assessed["rows"] if row["measure"].startswith("muon_qkclip"))
+  assert "against muon's" in row["measure"] and "[not in the overall verdict]" in row["measure"]
+  assert row["verdict"] == expected and assessed["logit_cap"]["verdict"] == expected
+  assert verdict.assess_rq6({"grid": grid, "margins": {"adamw": {"margin": 0.005}}})["logit_cap"]["verdict"] is None
+
+
 def test_the_tiny_study_runs_reports_and_resumes(tmp_path, capsys):
   out_dir = str(tmp_path / "stability")
   summary = study.run(out_dir, tiny.get_config())
@@ -119,7 +133,7 @@ def test_the_tiny_study_runs_reports_and_resumes(tmp_path, capsys):
   assert len(diagnosis["position_spread"]) == 2 and len(diagnosis["attention_logit_bound"]) == 1
   baseline = summary["baselines"]["eval"]
   assert 0 < baseline["majority_accuracy"] < 1 and np.isfinite(baseline["unigram_loss"])
-  for name in ("summary.json", "summary.md", summary["figures"]["loss_curves"]):
+  for name in ("summary.json", "summary.md", summary["figures"]["loss_curves"], summary["figures"]["attention_logits"]):
     assert os.path.getsize(os.path.join(out_dir, name)) > 0, name
   text = open(os.path.join(out_dir, "summary.md")).read()
   assert "## RQ6 verdict" in text and "majority accuracy" in text
@@ -128,6 +142,21 @@ def test_the_tiny_study_runs_reports_and_resumes(tmp_path, capsys):
   again = study.run(out_dir, tiny.get_config())  # every run finished: reused, none redone
   assert capsys.readouterr().out.count("finished before, reusing") == 3
   assert {k: r["status"] for k, r in again["runs"].items()} == {k: r["status"] for k, r in summary["runs"].items()}
+
+  # A recorded study's judged runs are reused for the methods and learning rates it has; the others run.
+  assert summary["runs"]["adamw/lr0.3"]["logit_curve"] and summary["runs"]["adamw/lr0.3"]["diagnosis"][
+      "max_attention_logit"] > 0
+  reuse_dir, config = str(tmp_path / "reuse"), tiny.get_config()
+  config.recorded_study = os.path.relpath(os.path.join(out_dir, "summary.json"), recorded.REPO_ROOT)
+  config.learning_rates = {"adamw": (0.01, 0.3), "skip_step_on_spikes": (0.01,)}
+  reused = study.run(reuse_dir, config, finished_only=True)  # nothing on disk: every run comes from the record
+  assert {k: {**r, "source": None} for k, r in reused["runs"].items()} == {
+      k: {**r, "source": None} for k, r in summary["runs"].items()}
+  assert {r["source"] for r in reused["runs"].values()} == {config.recorded_study}
+  assert not os.path.exists(os.path.join(reuse_dir, "runs"))
+  config.seed = 1
+  with pytest.raises(ValueError, match="was run with another setup .*seed"):
+    study.run(str(tmp_path / "reuse_other"), config, finished_only=True)
 
   # --finished-only: a study whose first run has not finished reports the later ones, training nothing.
   partial_dir = str(tmp_path / "partial")

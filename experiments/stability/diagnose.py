@@ -5,6 +5,8 @@ For a run that kept its checkpoint (`checkpoint_runs`), on the held-out batches 
 - `context_dependence`: the mean KL divergence (nats) between the model's prediction at each masked position
   and its average prediction over all of them; 0 means the same distribution whatever the input;
 - `majority_prediction_share`: the share of masked positions whose most likely token is the most frequent one;
+- `max_attention_logit`: the largest pre-softmax attention logit over every layer, head and batch (what
+  QK-clip caps);
 - `position_spread` per encoder layer's output (and the embeddings'): the mean over real tokens of
   ||h_i - h_mean|| / ||h_mean||, h_mean the mean hidden vector of the batch; near 0: every token the same vector;
 
@@ -91,12 +93,14 @@ def activation_measures(params: Any, model_config: Any, batches: Sequence[Mappin
     bert = state["intermediates"]["bert"]
     hidden = [bert["embeddings_layer_norm"]["__call__"][0]] + [
         bert[f"layer_{i}"]["__call__"][0] for i in range(model_config.num_layers)]
-    return jax.nn.log_softmax(logits), hidden
+    largest = jnp.max(jnp.stack([jnp.max(v) for v in models.max_attention_logits(state["intermediates"]).values()]))
+    return jax.nn.log_softmax(logits), hidden, largest
 
-  log_probs, weights, spreads = [], [], []
+  log_probs, weights, spreads, largest_logits = [], [], [], []
   for batch in batches:
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
-    batch_log_probs, hidden = forward(params, batch)
+    batch_log_probs, hidden, largest = forward(params, batch)
+    largest_logits.append(float(largest))
     log_probs.append(np.asarray(batch_log_probs).reshape(-1, model_config.vocab_size))
     weights.append(np.asarray(batch["masked_weights"]).reshape(-1))
     real = np.asarray(batch["attention_mask"]).astype(bool)
@@ -111,7 +115,8 @@ def activation_measures(params: Any, model_config: Any, batches: Sequence[Mappin
   return {"context_dependence": _kl_to_mean(log_probs, weights),
           "majority_prediction_share": float(((predicted == majority_token) * weights).sum() / weights.sum()),
           "distinct_predictions": int(len(np.unique(predicted[weights > 0]))),
-          "position_spread": [float(v) for v in np.mean(spreads, axis=0)]}
+          "position_spread": [float(v) for v in np.mean(spreads, axis=0)],
+          "max_attention_logit": max(largest_logits)}
 
 
 def held_out_batches(config: Any, out_dir: str) -> tuple[list[dict[str, np.ndarray]], Any]:

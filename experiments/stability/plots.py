@@ -8,6 +8,7 @@ from typing import Any
 from experiments.common import figures
 
 FIGURE_FILENAME = "stability_loss_curves.png"
+LOGIT_FIGURE_FILENAME = "stability_attention_logits.png"
 
 
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)))
@@ -58,4 +59,36 @@ def plot_figures(summary: Mapping[str, Any], out_dir: str) -> dict[str, str]:
   figure.suptitle(f"Training loss near the stability margin, {summary['mode']} mode", fontsize=10)
   path = os.path.join(out_dir, FIGURE_FILENAME)
   figure.savefig(path, dpi=120, bbox_inches="tight")
-  return {"loss_curves": FIGURE_FILENAME}
+  return {"loss_curves": FIGURE_FILENAME, **_plot_logits(summary, out_dir, methods, style)}
+
+
+def _plot_logits(summary: Mapping[str, Any], out_dir: str, methods: list[str], style: Mapping[float, Any]
+                 ) -> dict[str, str]:
+  """The largest attention logit through each run that logged it (log scale), one panel per method in the
+  loss figure's line styles, with QK-clip's threshold where the method caps the logits; {} when none logged."""
+  logged = [name for name in methods if any(r["method"] == name and r.get("logit_curve")
+                                           for r in summary["runs"].values())]
+  if not logged:
+    return {}
+  threshold = summary.get("config", {}).get("overrides", {}).get("qk_clip_threshold")
+  columns = min(3, len(logged))
+  figure, axes = figures.panel_grid(-(-len(logged) // columns), columns, panel_width=4.0, panel_height=2.8)
+  for panel, name in zip(axes.flat, logged):
+    color = figures.OPTIMIZER_COLORS.get(name, "black")
+    for run in sorted((r for r in summary["runs"].values() if r["method"] == name and r.get("logit_curve")),
+                      key=lambda r: r["learning_rate"]):
+      panel.plot(*run["logit_curve"], color=color, linestyle=style[run["learning_rate"]], linewidth=1.0,
+                 label=f"{run['learning_rate']:g} {run['status']}")
+    if name.endswith("_qkclip") and threshold:
+      panel.axhline(threshold, color="grey", linewidth=1.0, linestyle=":")
+    panel.set_yscale("log")
+    panel.set_title(name, fontsize=8)
+    panel.legend(fontsize=6, frameon=False)
+  for panel in list(axes.flat)[len(logged):]:
+    panel.set_visible(False)
+  for row in axes:
+    row[0].set_ylabel("largest attention logit")
+  figure.suptitle(f"Largest pre-softmax attention logit near the stability margin, {summary['mode']} mode",
+                  fontsize=10)
+  figure.savefig(os.path.join(out_dir, LOGIT_FIGURE_FILENAME), dpi=120, bbox_inches="tight")
+  return {"attention_logits": LOGIT_FIGURE_FILENAME}

@@ -51,6 +51,7 @@ from experiments.common import workdir_lock
 from experiments.comparison import study as comparison_study
 from experiments.comparison import summary as comparison_summary
 from experiments.comparison.sweep import MAX_EXTENSIONS, is_diverged, next_learning_rate
+from experiments.stability import recorded
 from experiments.stability.verdict import COLLAPSES, DIVERGES, TRAINS, margins
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -76,6 +77,9 @@ class StabilitySettings:
     checkpoint_runs: every run keeps checkpoints (a preempted run resumes; the final one can be inspected).
     collapse_margin: an accuracy margin; collapse_after: a fraction of the run; spike_factor, spike_window:
       the definitions of the module docstring.
+    recorded_study: a summary.json of this study (relative to the repository) whose judged runs are reused
+      for the methods and learning rates it has, when its setup is this one's (`recorded.recorded_runs`);
+      "" for none.
   """
   mode: str
   expected_time: str
@@ -90,6 +94,7 @@ class StabilitySettings:
   collapse_after: float
   spike_factor: float
   spike_window: int
+  recorded_study: str = ""
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> "StabilitySettings":
@@ -278,6 +283,10 @@ def judge_run(final: Mapping[str, Any], records: Sequence[Mapping[str, Any]], *,
   steps = np.asarray([s for s, _ in train], np.int64)
   losses = np.asarray([l for _, l in train], np.float64)
   curve_steps, curve_losses = _block_medians(steps, losses, CURVE_POINTS)
+  logits = [(r["step"], r["max_attention_logit"]) for r in records
+            if math.isfinite(r.get("max_attention_logit", math.nan))]
+  logit_curve = [list(x) for x in _block_medians(np.asarray([s for s, _ in logits], np.int64), np.asarray(
+      [v for _, v in logits], np.float64), CURVE_POINTS)] if logits else None
   return {
       "status": status,
       "eval_loss": results.finite_or_none(final.get("eval_loss")),
@@ -289,34 +298,8 @@ def judge_run(final: Mapping[str, Any], records: Sequence[Mapping[str, Any]], *,
       "description": describe_run(records, majority_accuracy, settings.collapse_margin),
       "eval_curve": [[int(s), results.finite_or_none(l), results.finite_or_none(a)] for s, l, a in evals],
       "train_curve": [curve_steps, curve_losses],
+      "logit_curve": logit_curve,  # medians of blocks of the largest attention logit (None: not logged)
   }
-
-
-def recorded_points(settings: StabilitySettings, majority_accuracy: float) -> dict[str, list[dict[str, Any]]]:
-  """method -> the points of the recorded comparison summary at learning rates this study does not run,
-  judged on the final validation loss (divergence) and accuracy (collapse, against the validation split's
-  `majority_accuracy`): no curves were kept."""
-  if not settings.recorded_summary:
-    return {}
-  path = os.path.join(REPO_ROOT, settings.recorded_summary)
-  recorded = results.read_json(path, required=("optimizers",))
-  points = {}
-  for name in settings.methods:
-    entry = recorded["optimizers"].get(name)
-    if not entry:
-      continue
-    divergence_loss = float(entry.get("divergence_loss", math.inf))
-    for point in entry["sweep"]:
-      lr, loss = float(point["learning_rate"]), results.finite_or_none(point["validation_loss"])
-      accuracy = results.finite_or_none(point.get("validation_accuracy"))
-      if lr in settings.learning_rates[name]:
-        continue
-      status = (DIVERGES if is_diverged(loss, divergence_loss) else
-                COLLAPSES if accuracy is not None and accuracy <= majority_accuracy + settings.collapse_margin
-                else TRAINS)
-      points.setdefault(name, []).append({"learning_rate": lr, "status": status, "validation_loss": loss,
-                                          "validation_accuracy": accuracy, "source": settings.recorded_summary})
-  return points
 
 
 def extension_runs(settings: StabilitySettings, points: Mapping[str, Sequence[Mapping[str, Any]]],
@@ -405,7 +388,8 @@ def run(out_dir: str, config: ml_collections.ConfigDict, *, finished_only: bool 
   first = comparison_study.run_config(compared, settings.methods[0], 1.0, settings.seed)
   divergence_loss = math.log(int(first.vocab_size))
   num_steps = int(first.num_train_steps)
-  points = recorded_points(settings, baselines["validation"]["majority_accuracy"])
+  points = recorded.recorded_points(settings, baselines["validation"]["majority_accuracy"])
+  reused = recorded.recorded_runs(settings, baselines)
   runs: dict[str, dict[str, Any]] = {}
   order = settings.run_order()
   extended: dict[str, int] = {}
@@ -415,20 +399,23 @@ def run(out_dir: str, config: ml_collections.ConfigDict, *, finished_only: bool 
     lr, name = order[index]
     index += 1
     workdir = comparison_study.run_workdir(out_dir, name, lr, settings.seed)
-    if finished_only and not os.path.exists(os.path.join(workdir, comparison_study.RUN_RESULT_FILENAME)):
+    if f"{name}/lr{lr:g}" in reused:
+      judged = reused[f"{name}/lr{lr:g}"]
+    elif finished_only and not os.path.exists(os.path.join(workdir, comparison_study.RUN_RESULT_FILENAME)):
       continue
-    run_result = comparison_study._pretrain(compared, out_dir, name, lr, settings.seed)  # pylint: disable=protected-access
-    path = os.path.join(out_dir, run_result["workdir"], metrics.METRICS_FILENAME)
-    judged = judge_run(run_result["final"], metrics.read_metrics(path) if os.path.exists(path) else [],
-                       majority_accuracy=baselines["eval"]["majority_accuracy"], divergence_loss=divergence_loss,
-                       num_steps=num_steps,
-                       settings=settings)
-    judged.update(method=name, learning_rate=lr, workdir=run_result["workdir"], wall_s=run_result["wall_s"])
-    if settings.checkpoint_runs:
-      judged["diagnosis"] = _cached_diagnosis(out_dir, judged, compared, baselines["eval"]["majority_token"])
+    else:
+      run_result = comparison_study._pretrain(compared, out_dir, name, lr, settings.seed)  # pylint: disable=protected-access
+      path = os.path.join(out_dir, run_result["workdir"], metrics.METRICS_FILENAME)
+      judged = judge_run(run_result["final"], metrics.read_metrics(path) if os.path.exists(path) else [],
+                         majority_accuracy=baselines["eval"]["majority_accuracy"], divergence_loss=divergence_loss,
+                         num_steps=num_steps, settings=settings)
+      judged.update(method=name, learning_rate=lr, workdir=run_result["workdir"], wall_s=run_result["wall_s"])
+      if settings.checkpoint_runs:
+        judged["diagnosis"] = _cached_diagnosis(out_dir, judged, compared, baselines["eval"]["majority_token"])
     runs[f"{name}/lr{lr:g}"] = judged
     points.setdefault(name, []).append({"learning_rate": lr, "status": judged["status"],
-                                        "validation_loss": judged["validation_loss"], "source": "run"})
+                                        "validation_loss": judged["validation_loss"],
+                                        "source": judged.get("source", "run")})
     summary = {
         "mode": settings.mode,
         "complete": len(runs) == len(order) and not extension_runs(settings, points, extended),

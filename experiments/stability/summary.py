@@ -148,6 +148,10 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
   lines += ["## RQ6 verdict", "", markdown_table(["measure", "ours", "verdict"],
                                                   [[r["measure"], r["ours"], r["verdict"]] for r in assessed["rows"]]),
             "", f"Rule: {assessed['overall_rule']}.", "", f"**Verdict: {assessed['verdict']}.**", ""]
+  if assessed["logit_cap"]["verdict"] is not None:
+    lines += ["Added question: does capping the attention logits (QK-clip) stretch the stable learning rate where "
+              f"gradient clipping does not? Rule: {assessed['logit_cap']['rule']}. "
+              f"**Verdict: {assessed['logit_cap']['verdict']}.**", ""]
   lines += ["## Caveats", "",
             "- One seed per point: a margin one grid step from another's is not a difference.",
             "- Points from the recorded summary are judged on their final validation loss and accuracy only (no "

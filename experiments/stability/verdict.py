@@ -17,6 +17,10 @@ BASELINE = "adamw"
 # The methods whose papers claim stability (their rows make the overall verdict); others are context.
 STABILITY_METHODS = ("zclip", "spam", "stable_spam", "skip_step_on_spikes")
 GRID_STEPS_TO_SEPARATE = 2
+# The added question: does capping the attention logits (QK-clip) stretch the stable learning rate of the
+# update rule it follows, where gradient clipping does not? Each capped method is judged against its
+# uncapped rule by the same rule (`assess_rq6`'s "logit_cap").
+LOGIT_CAPPED = {"adamw_qkclip": "adamw", "muon_qkclip": "muon"}
 
 
 def margins(points: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -36,11 +40,11 @@ def margins(points: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict
   return found
 
 
-def margin_steps(summary: Mapping[str, Any], name: str) -> int | None:
-  """Grid steps between a method's margin and AdamW's (positive: larger); None when either is missing."""
+def margin_steps(summary: Mapping[str, Any], name: str, against: str = BASELINE) -> int | None:
+  """Grid steps between a method's margin and `against`'s (positive: larger); None when either is missing."""
   grid = list(summary.get("grid", []))
   found = summary.get("margins", {})
-  ours, baseline = found.get(name, {}).get("margin"), found.get(BASELINE, {}).get("margin")
+  ours, baseline = found.get(name, {}).get("margin"), found.get(against, {}).get("margin")
   if ours is None or baseline is None or ours not in grid or baseline not in grid:
     return None
   return grid.index(ours) - grid.index(baseline)
@@ -54,27 +58,35 @@ def assess_rq6(summary: Mapping[str, Any]) -> dict[str, Any]:
   step apart) or when a margin is missing.
   """
   found = summary.get("margins", {})
-  baseline = found.get(BASELINE, {}).get("margin")
   rows = []
   for name in found:
     if name == BASELINE:
       continue
-    steps = margin_steps(summary, name)
-    margin = found[name].get("margin")
-    ours = (f"margin {margin:g} vs AdamW {baseline:g} ({steps:+d} grid steps)" if steps is not None else
-            f"margin {margin if margin is not None else 'none'} vs AdamW {baseline if baseline is not None else 'none'}")
-    edges = [n for n in (name, BASELINE) if found.get(n, {}).get("at_edge")]
+    against = LOGIT_CAPPED.get(name, BASELINE)
+    display = "AdamW" if against == BASELINE else against
+    steps, margin, baseline = margin_steps(summary, name, against), found[name].get("margin"), found.get(
+        against, {}).get("margin")
+    ours = (f"margin {margin:g} vs {display} {baseline:g} ({steps:+d} grid steps)" if steps is not None else
+            f"margin {margin if margin is not None else 'none'} vs {display} "
+            f"{baseline if baseline is not None else 'none'}")
+    edges = [n for n in (name, against) if found.get(n, {}).get("at_edge")]
     if edges:
       ours += f" (trains at the largest learning rate run: {', '.join(edges)}; the margin may lie beyond)"
+    claim = ("capping the attention logits stretches the stable learning rate" if name in LOGIT_CAPPED else
+             "stretches the stable learning rate (its paper's claim of stability)")
     row = verdicts.verdict_row(
-        f"{name}: largest learning rate that trains, against AdamW's", ours,
-        "stretches the stable learning rate (its paper's claim of stability)",
+        f"{name}: largest learning rate that trains, against {display}'s", ours, claim,
         verdicts.verdict_from_margin(steps, GRID_STEPS_TO_SEPARATE - 1),
-        f"supported if {GRID_STEPS_TO_SEPARATE} or more grid steps above AdamW's margin, not supported if that "
-        "far below; one step apart: one seed cannot separate them")
+        f"supported if {GRID_STEPS_TO_SEPARATE} or more grid steps above {display}'s margin, not supported if "
+        "that far below; one step apart: one seed cannot separate them")
     rows.append(row if name in STABILITY_METHODS else verdicts.context_row(row))
   core = [row["verdict"] for row in rows if "[not in the overall verdict]" not in row["measure"]]
+  capped = [row["verdict"] for row in rows if row["measure"].split(":")[0] in LOGIT_CAPPED]
   return {"rows": rows, "verdict": verdicts.combine_verdicts(core),
+          "logit_cap": {"verdict": verdicts.combine_verdicts(capped) if capped else None,
+                        "rule": "unanimous verdict of the rows of the QK-clipped methods against their uncapped "
+                                "rules (" + ", ".join(f"{k} vs {v}" for k, v in LOGIT_CAPPED.items()) + "), else "
+                                "inconclusive; none when no QK-clipped method ran"},
           "overall_rule": "overall: unanimous verdict of the rows of the methods sold on stability (ZClip, SPAM, "
                           "Stable-SPAM, skip-step; the rows marked [not in the overall verdict] are context), "
                           "else inconclusive"}

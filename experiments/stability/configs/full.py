@@ -3,8 +3,9 @@ the collapse.
 
     python -m experiments.stability --out /tmp/stability_full
 
-Expected time: 4 to 5 hours on 2 CPU cores (20 runs of 2000 steps, 13-14 minutes each with both cores; one
-at a time). Rerunning the same command continues an interrupted study: finished runs are reused and a run a
+Expected time: about 3 hours on 2 CPU cores (13 runs of 2000 steps of the QK-clip and Muon methods, 13-14
+minutes each with both cores, one at a time; the 20 runs of the other methods come from the recorded study
+`recorded_study`, and take 4 to 5 hours more without it). Rerunning the same command continues an interrupted study: finished runs are reused and a run a
 preemption notice (SIGTERM) stopped resumes from its checkpoint. Needs the Debian package python3.11-doc.
 
 The validation losses at 0.001-0.03 of AdamW, the ports' ACClip, ZClip and SPAM come from the full
@@ -17,21 +18,36 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.mode = "full"
-  config.expected_time = ("4 to 5 hours on 2 CPU cores (20 runs, 13-14 minutes each with both cores); rerunning "
-                          "the same command continues an interrupted study")
+  config.expected_time = ("about 3 hours on 2 CPU cores (13 runs, 13-14 minutes each with both cores; the other "
+                          "20 reused from the recorded study); rerunning the same command continues an interrupted "
+                          "study")
   # Every run is a run of this comparison config (experiments/comparison/configs/<comparison>.py): the same
   # model, corpus, steps, warm-up, weight decay and per-optimizer fields; only the optimizer and its peak
   # learning rate change.
   config.comparison = "full"
   # Run config fields set on top of the comparison's: a checkpoint every 250 steps, so that a run killed
   # without notice (SIGKILL) loses at most 250 steps when the same command resumes it.
-  config.overrides = dict(checkpoint_every_steps=250)
-  config.methods = ("adamw", "acclip_ports", "zclip", "spam", "stable_spam", "skip_step_on_spikes")
+  #
+  # QK-clip's threshold tau (read by adamw_qkclip and muon_qkclip only), chosen above the largest attention
+  # logits a healthy run of this model reaches, far below those of collapsed ones. Measured with
+  # experiments.stability.diagnose (max_attention_logit, the largest pre-softmax logit over every layer, head
+  # and batch) on the final (step 2000) checkpoints of the RQ7 study's Adam runs without weight decay
+  # (experiments.decay, full mode; the same model, data and schedule): lr 0.003, which trains: 17.97 on the
+  # held-out batches, 16.49 on eight training batches; lr 0.01, collapsed: 1500; lr 0.03, collapsed: 19846
+  # (and 20000-24000 at every logged step of its second half). tau = 25: about 1.4 times the healthy maximum.
+  config.overrides = dict(checkpoint_every_steps=250, qk_clip_threshold=25.0)
+  config.methods = ("adamw", "acclip_ports", "zclip", "spam", "stable_spam", "skip_step_on_spikes", "adamw_qkclip",
+                    "muon", "muon_qkclip")
   # Runs go in this order, learning rate by learning rate, so that a study stopped early has compared every
   # method at the smaller learning rates.
   config.learning_rates = {name: (0.005, 0.007, 0.01) for name in config.methods}
   config.learning_rates.update(stable_spam=(0.003, 0.005, 0.007, 0.01), skip_step_on_spikes=(0.003, 0.005, 0.007, 0.01))
+  # Muon has no recorded sweep: its own grid around AdamW's margin, extended upward while it still trains.
+  config.learning_rates.update(muon=(0.003, 0.005, 0.007, 0.01, 0.03), muon_qkclip=(0.003, 0.005, 0.007, 0.01, 0.03))
   config.recorded_summary = "docs/bert_full_later/results.json"
+  # The runs of the first six methods were recorded before QK-clip and Muon joined: reused from there (their
+  # runs are not kept), so only the new methods' 13 runs train.
+  config.recorded_study = "docs/stability_full/summary.json"
   config.seed = 0
   config.checkpoint_runs = True  # a run of 13 minutes resumes after a preemption; the final one is diagnosed
   # Collapse: in every held-out evaluation from `collapse_after` of the run on, the accuracy is within
