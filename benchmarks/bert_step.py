@@ -20,6 +20,7 @@ Install the baseline first (the CPU build; plain `pip install torch` pulls CUDA)
 Run (from a checkout: the script puts the repository root on sys.path for `experiments`):
     python benchmarks/bert_step.py                       # tiny and mini, batch 32, seq 128
     python benchmarks/bert_step.py --configs base --batch-size 8 --steps 3 --warmup 1 --settle 0
+    python benchmarks/bert_step.py --no-torch --optimizers adamw,acclip,acclip_ports,zclip,adagc,autoclip,spam,stable_spam,skip_step_on_spikes
 The base line takes about 5.5 minutes and 11 GB of memory on 2 CPU cores (10-22 s a step).
 """
 from __future__ import annotations
@@ -46,6 +47,9 @@ def parse_args(argv=None):
                       help="CPU cores for both frameworks (default: all this process may use)")
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
   parser.add_argument("--dtype", default="float32", help="our model's compute dtype (float32, bfloat16)")
+  parser.add_argument("--optimizers", default="adamw,acclip",
+                      help="comma-separated registry names (adamw first: every row is compared with it); those "
+                           "after adamw and acclip run under the first --parallelism only")
   parser.add_argument("--parallelism", default="pmap",
                       help="comma-separated: pmap and/or mesh (jit over a (data, fsdp) mesh, all on data)")
   return parser.parse_args(argv)
@@ -211,7 +215,13 @@ def main(argv=None) -> None:
   # all-positions head once, under the first.
   parallelisms = args.parallelism.split(",")
   gathered = f"{predictions} gathered"
-  variants = tuple((optimizer, gathered, predictions, par) for par in parallelisms for optimizer in ("adamw", "acclip"))
+  optimizers = args.optimizers.split(",")
+  if optimizers[0] != "adamw":
+    raise SystemExit(f"--optimizers must start with adamw (every row is compared with it); got {args.optimizers}")
+  paired = [name for name in optimizers if name in ("adamw", "acclip")]
+  variants = tuple((optimizer, gathered, predictions, par) for par in parallelisms for optimizer in paired)
+  variants += tuple((optimizer, gathered, predictions, parallelisms[0]) for optimizer in optimizers
+                    if optimizer not in paired)
   variants += (("adamw", "all positions", args.seq_len, parallelisms[0]),)
   rows = []
   for name in args.configs.split(","):

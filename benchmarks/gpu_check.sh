@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check, one command within 9 minutes on one GPU (each part has its own timeout below), every result
 # in a file under OUT (default gpu_results/):
-#   1. the optimizer-step benchmark (update_step.md);
-#   2. the BERT-base train step in bfloat16 for AdamW and ACClip under pmap and under the mesh path, batch
-#      32 x 128 (PyTorch rows when torch sees a CUDA device) (bert_step.md);
+#   1. the optimizer-step benchmark and the later methods' targets against what they wrap (update_step.md);
+#   2. the BERT-base train step in bfloat16 for AdamW and ACClip under pmap and under the mesh path, and the
+#      later methods beside AdamW under pmap, batch 32 x 128 (PyTorch rows when torch sees a CUDA device)
+#      (bert_step.md);
 #   3. a short comparison at BERT-base scale (experiments/comparison/configs/gpu.py) in OUT/comparison/.
 #
 #   bash benchmarks/gpu_check.sh [OUT]          # from anywhere; runs in the repository root
@@ -17,13 +18,17 @@ if [ "${1:-}" = "--tiny" ]; then TINY=1; shift; fi
 OUT=$(realpath -m "${1:-gpu_results}")
 cd "$(dirname "$0")/.."
 if [ "$TINY" = 1 ]; then  # a CPU test of the protocol: small sizes, fewer candidates, no time budget
-  BERT_SIZE=tiny COMPARISON=gpu_tiny TIMEOUTS=(600 600 600) COMPARISON_ARGS=(--optimizers adamw,acclip)
+  BERT_SIZE=tiny COMPARISON=gpu_tiny TIMEOUTS=(600 600 600 600) COMPARISON_ARGS=(--optimizers adamw,acclip)
   UPDATE_ARGS=(--repeats 2 --warmup 1 --layers 1 --only "same-bytes kernel" optax.adam "acclip alpha=1")
-  BERT_STEP_ARGS=(--batch-size 8 --seq-len 32 --steps 2 --warmup 1 --settle 0)
+  BERT_STEP_ARGS=(--batch-size 8 --seq-len 32 --steps 2 --warmup 1 --settle 0 --optimizers adamw,acclip,skip_step_on_spikes)
+  TARGET_ARGS=()  # the targets' rows are the full run's
 else  # seconds for each part: 9 minutes in all
-  BERT_SIZE=base COMPARISON=gpu TIMEOUTS=(90 180 270) COMPARISON_ARGS=()
+  BERT_SIZE=base COMPARISON=gpu TIMEOUTS=(60 60 150 210) COMPARISON_ARGS=()
   UPDATE_ARGS=(--repeats 20 --warmup 3)
-  BERT_STEP_ARGS=(--batch-size 32 --seq-len 128 --steps 20 --warmup 3)
+  # The later methods' targets (update_step.TARGETS), and their BERT-base train steps beside AdamW's.
+  TARGET_ARGS=(--targets --runs 3 --repeats 10 --warmup 2)
+  BERT_STEP_ARGS=(--batch-size 32 --seq-len 128 --steps 20 --warmup 3
+                  --optimizers adamw,acclip,acclip_ports,zclip,adagc,spam,stable_spam,skip_step_on_spikes)
 fi
 PYTHON=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -53,10 +58,14 @@ fi
 mkdir -p "$OUT"
 echo; echo "## benchmarks/update_step.py (BERT-base-shaped tree, 12 layers)" | tee "$OUT/update_step.md"
 timeout "${TIMEOUTS[0]}" "$PYTHON" benchmarks/update_step.py "${UPDATE_ARGS[@]}" | tee -a "$OUT/update_step.md"
+if [ "${#TARGET_ARGS[@]}" -gt 0 ]; then
+  echo; echo "## benchmarks/update_step.py --targets" | tee -a "$OUT/update_step.md"
+  timeout "${TIMEOUTS[1]}" "$PYTHON" benchmarks/update_step.py "${TARGET_ARGS[@]}" | tee -a "$OUT/update_step.md"
+fi
 echo; echo "## benchmarks/bert_step.py ($BERT_SIZE, bfloat16, pmap and mesh)" | tee "$OUT/bert_step.md"
-timeout "${TIMEOUTS[1]}" "$PYTHON" benchmarks/bert_step.py --configs "$BERT_SIZE" --dtype bfloat16 \
+timeout "${TIMEOUTS[2]}" "$PYTHON" benchmarks/bert_step.py --configs "$BERT_SIZE" --dtype bfloat16 \
   --parallelism pmap,mesh "${BERT_STEP_ARGS[@]}" $torch_flag | tee -a "$OUT/bert_step.md"
 echo; echo "## experiments.comparison --config $COMPARISON ${COMPARISON_ARGS[*]+${COMPARISON_ARGS[*]}} ($BERT_SIZE)"
-timeout "${TIMEOUTS[2]}" "$PYTHON" -m experiments.comparison --config "$COMPARISON" ${COMPARISON_ARGS[@]+"${COMPARISON_ARGS[@]}"} \
+timeout "${TIMEOUTS[3]}" "$PYTHON" -m experiments.comparison --config "$COMPARISON" ${COMPARISON_ARGS[@]+"${COMPARISON_ARGS[@]}"} \
   --out "$OUT/comparison"
 echo "Results: $OUT/update_step.md, $OUT/bert_step.md, $OUT/comparison/ (results.json, report)"

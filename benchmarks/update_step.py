@@ -2,6 +2,8 @@
 
 Usage (from the repository root; `pip install -e .` or PYTHONPATH=.):
   python benchmarks/update_step.py [--repeats 7] [--warmup 2] [--layers 12] [--only NAME ...]
+  python benchmarks/update_step.py --targets [--runs 3]   # the later methods' targets (TARGETS)
+  python benchmarks/update_step.py --hlo NAME             # what XLA compiles NAME's step to
 
 The tree has BERT-base's real leaf shapes (about 110M float32 parameters with 12 layers). Each step
 donates the params and the optimizer state, so it runs in place like a training step. The candidates are
@@ -14,6 +16,7 @@ of a clip fraction kept up to date in the state (a reduction in the step stops X
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -152,39 +155,29 @@ def candidates() -> dict[str, tuple[Callable, Callable]]:
   }
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--repeats", type=int, default=7, help="timed rounds (one step of each per round)")
-  parser.add_argument("--warmup", type=int, default=2, help="untimed rounds after compilation")
-  parser.add_argument("--layers", type=int, default=12, help="encoder layers (12 = BERT-base)")
-  parser.add_argument("--only", nargs="*", help="time only these candidates (names as in the table)")
-  args = parser.parse_args()
-  if args.repeats < 1 or args.warmup < 0 or args.layers < 1:
-    parser.error(f"need --repeats >= 1, --warmup >= 0, --layers >= 1; got {args.repeats}, {args.warmup}, "
-                 f"{args.layers}")
+# (candidate, its baseline, the largest ratio the target allows): the later methods' step near what they wrap.
+TARGETS = (
+    ("skip_step_on_spikes(adamw)", "optax.adamw", 1.3),
+    ("clip_by_scheduled_global_norm + adamw", "optax.adamw", 1.3),
+    ("optax.clip_by_global_norm + adamw", "optax.adamw", None),  # optax's own, kept as a row
+    ("spam", "optax.adam", 1.3),
+    ("stable_spam", "optax.adam", 1.5),
+    ("acclip_ports", "optax.adam", 1.3),
+    ("acclip alpha=1 + clip_stats", "acclip alpha=1", 1.3),
+)
 
-  shapes = bert_base_shapes(args.layers)
-  key_params, key_grads = jax.random.split(jax.random.PRNGKey(0))
-  grads = random_tree(shapes, key_grads, 1e-3)
-  num_params = sum(leaf.size for leaf in jax.tree.leaves(grads))
-  chosen = candidates()
-  if args.only:
-    unknown = sorted(set(args.only) - set(chosen))
-    if unknown:
-      parser.error(f"unknown --only {unknown}; choose from {sorted(chosen)}")
-    chosen = {name: chosen[name] for name in chosen if name in args.only}
 
+def time_steps(chosen: dict[str, tuple[Callable, Callable]], shapes, grads, repeats: int, warmup: int
+               ) -> dict[str, dict]:
+  """name -> {"median_s", "state_bytes"}: each candidate compiled, then timed round-robin."""
+  key_params = jax.random.split(jax.random.PRNGKey(0))[0]
   runs = {}
   for name, (init, step) in chosen.items():
     params = random_tree(shapes, key_params, 0.02)
     state = init(params)
     compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, grads).compile()
     runs[name] = [compiled, params, state, [], tree_bytes(state)]
-
-  print(f"BERT-base-shaped tree: {len(shapes)} leaves, {num_params / 1e6:.1f}M float32 params, "
-        f"{jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
-        f"{args.repeats} timed rounds")
-  for round_index in range(args.warmup + args.repeats):
+  for round_index in range(warmup + repeats):
     for run in runs.values():
       compiled, params, state = run[:3]
       start = time.perf_counter()
@@ -192,10 +185,102 @@ def main() -> None:
       jax.block_until_ready((params, state))
       elapsed = time.perf_counter() - start
       run[1], run[2] = params, state
-      if round_index >= args.warmup:
+      if round_index >= warmup:
         run[3].append(elapsed)
+  return {name: {"median_s": statistics.median(run[3]), "state_bytes": run[4]} for name, run in runs.items()}
 
-  medians = {name: statistics.median(run[3]) for name, run in runs.items()}
+
+def measure_targets(shapes, grads, runs: int, repeats: int, warmup: int) -> None:
+  """Each target row against its baseline, `runs` times; every baseline's rows are one group (one process
+  holding them all at once needs more memory than a 24 GB machine has), timed together."""
+  chosen = candidates()
+  groups: dict[str, list[str]] = {}
+  for name, baseline, _ in TARGETS:
+    groups.setdefault(baseline, []).append(name)
+  ratios: dict[str, list[float]] = {name: [] for name, _, _ in TARGETS}
+  for run in range(runs):
+    for baseline, names in groups.items():
+      timed = time_steps({n: chosen[n] for n in [baseline] + names}, shapes, grads, repeats, warmup)
+      for name in names:
+        ratios[name].append(timed[name]["median_s"] / timed[baseline]["median_s"])
+      print(f"run {run + 1}: " + ", ".join(f"{n} {timed[n]['median_s'] * 1e3:.0f} ms" for n in [baseline] + names),
+            flush=True)
+  print("| step | against | ratio, median [min-max] over runs | target | met |")
+  print("|---|---|---:|---|---|")
+  for name, baseline, limit in TARGETS:
+    values = ratios[name]
+    met = "" if limit is None else ("yes" if statistics.median(values) <= limit else "no")
+    print(f"| {name} | {baseline} | {statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}] | "
+          f"{'' if limit is None else f'<= {limit}'} | {met} |")
+
+
+def describe_hlo(name: str, shapes, grads) -> None:
+  """The compiled step's top-level operations on full-size arrays: every pass over memory XLA emits (a fusion
+  or a copy), what it reads and what it writes, so a step's cost can be traced to its passes."""
+  import re  # pylint: disable=g-import-not-at-top
+  init, step = candidates()[name]
+  params = random_tree(shapes, jax.random.PRNGKey(0), 0.02)
+  text = jax.jit(step, donate_argnums=(0, 1)).lower(params, init(params), grads).compile().as_text()
+  largest = "[" + ",".join(str(d) for d in max(shapes.values(), key=math.prod)) + "]"
+  itemsize = {"pred": 1, "s8": 1, "bf16": 2, "f16": 2, "s32": 4, "f32": 4, "f64": 8}
+  full_size: dict[str, int] = {}  # value -> its bytes, for the values of the largest leaf's size
+  passes, moved = [], 0
+  for line in text[text.index("ENTRY"):].splitlines():
+    found = re.search(r"(%\S+) = (\w+)(\S*) (\w+)\((.*?)\)(.*)", line)
+    if not found:
+      continue
+    value, dtype, op, operands = found.group(1), found.group(2), found.group(4), re.findall(r"%[\w.-]+", found.group(5))
+    if largest in found.group(3):
+      full_size[value] = itemsize.get(dtype, 4) * math.prod(max(shapes.values(), key=math.prod))
+    read = [o for o in operands if o in full_size]
+    if op == "parameter" or not (value in full_size or read):
+      continue
+    moved += full_size.get(value, 0) + sum(full_size[o] for o in read)
+    kind = re.search(r"kind=(\w+)", found.group(6))
+    threads = re.search(r'outer_dimension_partitions":\["(\d+)"', found.group(6))
+    passes.append(f"{op} {value} -> {dtype}{found.group(3).split('{')[0]}{' ' + kind.group(1) if kind else ''}, "
+                  f"{threads.group(1) if threads else 1} thread(s), reads {', '.join(operands)}")
+  leaf_bytes = 4 * math.prod(max(shapes.values(), key=math.prod))
+  print(f"{name}: {len(passes)} operations read or write the largest leaf's size {largest}, moving "
+        f"{moved / leaf_bytes:.2f} times its float32 bytes:")
+  print("\n".join("  " + p for p in passes))
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--repeats", type=int, default=7, help="timed rounds (one step of each per round)")
+  parser.add_argument("--warmup", type=int, default=2, help="untimed rounds after compilation")
+  parser.add_argument("--layers", type=int, default=12, help="encoder layers (12 = BERT-base)")
+  parser.add_argument("--only", nargs="*", help="time only these candidates (names as in the table)")
+  parser.add_argument("--targets", action="store_true", help="time the rows of TARGETS against their baselines")
+  parser.add_argument("--runs", type=int, default=3, help="with --targets: separate runs of every group")
+  parser.add_argument("--hlo", metavar="NAME", help="print the passes over memory of NAME's compiled step")
+  args = parser.parse_args()
+  if args.repeats < 1 or args.warmup < 0 or args.layers < 1 or args.runs < 1:
+    parser.error(f"need --repeats >= 1, --warmup >= 0, --layers >= 1, --runs >= 1; got {args.repeats}, "
+                 f"{args.warmup}, {args.layers}, {args.runs}")
+
+  shapes = bert_base_shapes(args.layers)
+  grads = random_tree(shapes, jax.random.split(jax.random.PRNGKey(0))[1], 1e-3)
+  num_params = sum(leaf.size for leaf in jax.tree.leaves(grads))
+  chosen = candidates()
+  names = ([args.hlo] if args.hlo else []) + list(args.only or [])
+  unknown = sorted(set(names) - set(chosen))
+  if unknown:
+    parser.error(f"unknown candidate(s) {unknown}; choose from {sorted(chosen)}")
+  print(f"BERT-base-shaped tree: {len(shapes)} leaves, {num_params / 1e6:.1f}M float32 params, "
+        f"{jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
+        f"{args.repeats} timed rounds")
+  if args.hlo:
+    describe_hlo(args.hlo, shapes, grads)
+    return
+  if args.targets:
+    measure_targets(shapes, grads, args.runs, args.repeats, args.warmup)
+    return
+  if args.only:
+    chosen = {name: chosen[name] for name in chosen if name in args.only}
+  timed = time_steps(chosen, shapes, grads, args.repeats, args.warmup)
+  medians = {name: found["median_s"] for name, found in timed.items()}
   param_bytes = num_params * 4
   reference = {"same-bytes kernel": "x same-bytes", "optax.adam": "x adam"}
   headers = ["step", "median ms"] + [title for name, title in reference.items() if name in medians]
@@ -205,7 +290,7 @@ def main() -> None:
   for name, median in medians.items():
     cells = [name, f"{median * 1e3:.0f}"]
     cells += [f"{median / medians[ref]:.2f}" for ref in reference if ref in medians]
-    cells.append(f"{runs[name][4] / param_bytes:.2f}")
+    cells.append(f"{timed[name]['state_bytes'] / param_bytes:.2f}")
     print("| " + " | ".join(cells) + " |")
 
 

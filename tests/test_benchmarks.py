@@ -37,6 +37,7 @@ def test_gpu_check_runs_end_to_end_at_tiny_sizes(tmp_path):
   for optimizer in ("adamw", "acclip"):
     for parallelism in ("pmap", "mesh"):
       assert re.search(rf"\| tiny \| {optimizer} \| \d+ gathered \| {parallelism} \| [\d,]+ \|", bert_step), bert_step
+  assert re.search(r"\| tiny \| skip_step_on_spikes \| \d+ gathered \| pmap \| [\d,]+ \|", bert_step), bert_step
   assert "| acclip" in (out / "update_step.md").read_text()
   summary = json.loads((out / "comparison" / "results.json").read_text())
   assert sorted(summary["optimizers"]) == ["acclip", "adamw"]  # --tiny runs two of the gpu config's three
