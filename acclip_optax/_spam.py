@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from acclip_optax._common import check_steps, count_unless, float_dtype, fraction, unzip, upcast
+from acclip_optax._common import (
+    all_finite, check_steps, count_unless, float_dtype, fraction, largest_magnitudes_apart, unzip, upcast)
 from acclip_optax._validation import check_in_range, check_real_floating_leaves, check_same_tree
 
 
@@ -113,9 +114,9 @@ def scale_by_spam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, theta: 
     # weights rather than a select between the old and the new moments (which costs XLA:CPU its in-place
     # update). The finiteness test, a reduction, runs apart from the element-wise update (fused into it,
     # XLA:CPU runs the update on one thread).
+    largest, updates = largest_magnitudes_apart(updates)
+    finite = all_finite(largest)
     leaves = jax.tree.leaves(updates)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in leaves])) if leaves else jnp.array(True)
-    finite, updates = jax.lax.optimization_barrier((finite, updates))
     taken = finite.astype(dtype)  # 1: the step is taken; 0: it is skipped
     kept = (~reset).astype(dtype) * taken + (1 - taken)  # what multiplies the old moments before the EMA
 

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import optax
 
 from acclip_optax import _deprecation
-from acclip_optax._common import check_steps, count_unless, float_dtype, fraction, unzip, upcast
+from acclip_optax._common import (
+    all_finite, check_steps, count_unless, float_dtype, fraction, largest_magnitudes_apart, unzip, upcast)
 from acclip_optax._validation import check_in_range, check_real_floating_leaves, check_same_tree
 
 
@@ -199,9 +200,8 @@ def scale_by_stable_spam(b1: float = 0.9, b2: float = 0.999, norm_decay: float |
     # max |g| per leaf first: a NaN or inf anywhere in g makes it NaN or inf, which is the finiteness test. A
     # skipped step then runs as a step that no tensor is active in (the moments and EMAs kept, no reset, a
     # zero direction), with no select between the old and the new moments.
-    largest = jax.tree.map(lambda g: jnp.max(jnp.abs(upcast(g)), initial=0.0), updates)
-    leaves = jax.tree.leaves(largest)
-    finite = jnp.all(jnp.isfinite(jnp.stack(leaves))) if leaves else jnp.array(True)
+    largest, updates = largest_magnitudes_apart(updates)
+    finite = all_finite(largest)
     scalars = _StepScalars(finite=finite, reset=reset & finite, beta1=beta1, norm_decay=gamma, b2=b2,
                            norm_sq_decay=norm_sq_decay, max_decay=max_decay, eps=eps, adam_correction1=adam_correction1,
                            adam_correction2=adam_correction2, max_correction=max_correction,
