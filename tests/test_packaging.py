@@ -106,3 +106,15 @@ def test_a_moved_module_warns_and_gives_the_packages_object(module_name, name):
     assert getattr(module, name) is getattr(acclip_optax, name)
   with pytest.raises(AttributeError, match="no attribute 'nothing'"):
     getattr(module, "nothing")
+
+
+# The experiments' largest modules, each under this many lines (their helpers live in modules of their own).
+MAX_STUDY_LINES = 450
+LARGE_EXPERIMENT_MODULES = ("experiments/common/training_loop.py", "experiments/comparison/study.py",
+                            "experiments/stability/study.py")
+
+
+@pytest.mark.parametrize("path", LARGE_EXPERIMENT_MODULES)
+def test_the_experiments_largest_modules_stay_under_their_limit(path):
+  with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+    assert len(f.read().splitlines()) < MAX_STUDY_LINES, path

@@ -278,7 +278,7 @@ def test_a_damaged_run_result_of_the_comparison_names_the_file_and_what_to_do(tm
   path.parent.mkdir(parents=True)
   path.write_bytes(damage)
   with pytest.raises(results.DamagedFileError, match=f"{path}(, |: ){problem}.*Delete it to redo that run"):
-    comparison._pretrain(settings, str(tmp_path), "adam", 0.001, 0)  # pylint: disable=protected-access
+    comparison.pretrain(settings, str(tmp_path), "adam", 0.001, 0)
 
 
 @pytest.mark.parametrize("damage, problem", DAMAGED_JSON[:3] + [(b"[1, 2]", "no 'configs', 'parts'")])

@@ -17,6 +17,7 @@ from experiments.common import verdicts
 from experiments.common.verdicts import combine_verdicts, verdict_from_margin
 from experiments.comparison import combine
 from experiments.comparison import plots
+from experiments.comparison import runs as comparison_runs
 from experiments.comparison import study as comparison
 from experiments.comparison import summary as summary_lib
 from experiments.comparison import sweep
@@ -574,7 +575,7 @@ def test_an_interrupted_comparison_redoes_only_the_unfinished_runs(tiny_reproduc
   recorded = results_lib.read_json(finished[1])["final"]
   shutil.rmtree(os.path.join(os.path.dirname(finished[1]), "checkpoints"), ignore_errors=True)  # none kept
   capsys.readouterr()
-  redone = comparison._pretrain(settings, str(bert_dir), optimizer, learning_rate, seed,  # pylint: disable=protected-access
+  redone = comparison.pretrain(settings, str(bert_dir), optimizer, learning_rate, seed,
                                 keep_checkpoint=True)
   assert "without its final checkpoint" in capsys.readouterr().out
   assert redone["final"]["eval_loss"] == pytest.approx(recorded["eval_loss"])
@@ -597,17 +598,17 @@ def test_a_run_resumed_after_a_preemption_records_the_wall_time_of_all_its_segme
 
   clock = [100.0]
   monkeypatch.setattr(train, "train_and_evaluate", fake_train_and_evaluate)
-  monkeypatch.setattr(comparison.time, "perf_counter", lambda: clock[0])
+  monkeypatch.setattr(comparison_runs.time, "perf_counter", lambda: clock[0])
   settings = comparison.ComparisonSettings.from_config(_tiny_bert_config())
   out_dir = str(tmp_path)
   for _ in range(3):
     with pytest.raises(training_loop.Preempted):
-      comparison._pretrain(settings, out_dir, "adam", 1e-3, 0)  # pylint: disable=protected-access
-  run = comparison._pretrain(settings, out_dir, "adam", 1e-3, 0)  # pylint: disable=protected-access
+      comparison.pretrain(settings, out_dir, "adam", 1e-3, 0)
+  run = comparison.pretrain(settings, out_dir, "adam", 1e-3, 0)
   assert run["wall_s"] == pytest.approx(0.25 + 0.15)  # the 0.30 s before the start-over do not count
   workdir = os.path.join(out_dir, "runs", "adam", "lr0.001_seed0")
   assert results_lib.read_json(os.path.join(workdir, comparison.RUN_RESULT_FILENAME))["wall_s"] == run["wall_s"]
-  assert not os.path.exists(os.path.join(workdir, comparison.PREEMPTED_WALL_FILENAME))
+  assert not os.path.exists(os.path.join(workdir, comparison_runs.PREEMPTED_WALL_FILENAME))
 
 
 def test_comparisons_run_apart_combine_into_the_one_they_split_from(tiny_reproduction, tmp_path, capsys):

@@ -22,14 +22,14 @@ from typing import Any
 from experiments import report
 from experiments.common import results
 from experiments.comparison import plots
-from experiments.comparison import study
+from experiments.comparison import runs
 from experiments.comparison import summary as summary_lib
 from experiments.comparison import verdict
 
-# Run overrides that change no number: those a finished run is reused across (`study.NOT_COMPARED_FOR_REUSE`)
+# Run overrides that change no number: those a finished run is reused across (`runs.NOT_COMPARED_FOR_REUSE`)
 # and the shared vocabulary's path (each folder trains its own, deterministically, from the same documents,
 # which `corpus` checks).
-OVERRIDES_NOT_COMPARED = study.NOT_COMPARED_FOR_REUSE + ("vocab_file",)
+OVERRIDES_NOT_COMPARED = runs.NOT_COMPARED_FOR_REUSE + ("vocab_file",)
 
 
 def _effective_overrides(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,11 +22,8 @@ variant divide by a second-moment estimate, so their steps are about the learnin
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import json
 import math
 import os
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,16 +37,14 @@ from experiments.common import workdir_lock
 from experiments.comparison import finetune
 from experiments.comparison import plots
 from experiments.comparison import summary as summary_lib
+from experiments.comparison.runs import (  # pylint: disable=unused-import (the study's names, used by others)
+    RUN_RESULT_FILENAME, TEST_ACCURACY, TEST_LOSS, TRAIN_SET_ACCURACY, TRAIN_SET_LOSS, VALIDATION_ACCURACY,
+    VALIDATION_LOSS, pretrain, run_config, run_workdir)
 from experiments.comparison.sweep import (MAX_EXTENSIONS, at_edge, best_learning_rate, is_diverged,
                                          sweep_learning_rates)
 
 PYTHON_DOC_SOURCES = "/usr/share/doc/python3.11/html/_sources"
 
-# Keys of `experiments.bert.train.train_and_evaluate`'s result: the sweep chooses on the validation documents,
-# the reported numbers come from other, held-out ones; with static masking, the whole training set's loss.
-VALIDATION_LOSS, VALIDATION_ACCURACY = "validation_loss", "validation_accuracy"
-TEST_LOSS, TEST_ACCURACY = "eval_loss", "eval_accuracy"
-TRAIN_SET_LOSS, TRAIN_SET_ACCURACY = "train_set_loss", "train_set_accuracy"
 
 
 def check_corpus(corpus: str) -> None:
@@ -198,21 +193,6 @@ def setup_text(settings: ComparisonSettings, with_decay: bool = True, batch_text
           + (f"; weight decay {config.weight_decay:g} for every optimizer" if with_decay else ""))
 
 
-def run_config(settings: ComparisonSettings, optimizer: str, learning_rate: float, seed: int):
-  """The BERT pretraining config of one run: the base config, the shared overrides, then the optimizer."""
-  config_module = importlib.import_module(f"experiments.bert.configs.{settings.config_name}")
-  config = config_module.get_config()
-  fields = dict(settings.overrides, corpus=settings.corpus)
-  fields.update(optimizer=optimizer, learning_rate=float(learning_rate), seed=int(seed))
-  fields.update(settings.optimizer_fields.get(optimizer, {}))
-  unknown = sorted(set(fields) - set(config.keys()))
-  if unknown:
-    raise ValueError(f"config {settings.config_name!r} has no field(s) {unknown}: the BERT config and "
-                     "experiments.bert_comparison disagree")
-  config.update(fields)
-  return config
-
-
 def optimizer_settings_text(settings: ComparisonSettings) -> str:
   """The optimizer hyperparameters every run shares, and the per-optimizer exceptions, in words."""
   base = run_config(settings, "adamw", 1.0, settings.seeds[0])
@@ -253,105 +233,6 @@ def with_shared_vocabulary(settings: ComparisonSettings, out_dir: str) -> tuple[
                                                   "save_checkpoints": settings.checkpoint_runs}), corpus
 
 
-def _run_name(optimizer: str, learning_rate: float, seed: int) -> str:
-  return f"{optimizer}/lr{learning_rate:g}_seed{seed}"
-
-
-def run_workdir(out_dir: str, optimizer: str, learning_rate: float, seed: int) -> str:
-  """The workdir of one pre-training run of a study writing to `out_dir`."""
-  return os.path.join(out_dir, "runs", _run_name(optimizer, learning_rate, seed))
-
-
-RUN_RESULT_FILENAME = "run_result.json"
-# Config fields that change no number a run reports: a finished run is reused whatever they were.
-# (save_checkpoints: runs before 2026-12 saved none when no SQuAD folder was given.)
-NOT_COMPARED_FOR_REUSE = ("save_checkpoints",)
-# The wall time of a run's segments before a preemption notice stopped it (removed when it finishes).
-PREEMPTED_WALL_FILENAME = "preempted_wall_s.json"
-
-
-def _differing_fields(recorded: dict[str, Any], config_json: dict[str, Any], config_name: str) -> list[str]:
-  """The fields in which a finished run's recorded config differs from this run's.
-
-  A field the recorded config lacks was added to the BERT config after that run; it differs only when
-  this run sets it away from its default (the behaviour every run had before the field existed).
-  """
-  defaults = json.loads(importlib.import_module(
-      f"experiments.bert.configs.{config_name}").get_config().to_json_best_effort())
-  def differs(key):
-    if key in NOT_COMPARED_FOR_REUSE:
-      return False
-    if key not in recorded and key in defaults:
-      return config_json.get(key) != defaults[key]
-    return recorded.get(key) != config_json.get(key)
-  return sorted(key for key in set(recorded) | set(config_json) if differs(key))
-
-
-def _pretrain(settings: ComparisonSettings, out_dir: str, optimizer: str, learning_rate: float,
-              seed: int, *, keep_checkpoint: bool = False) -> dict[str, Any]:
-  """One pre-training run, or the result a finished run with the same config left in its workdir.
-
-  A finished run writes `<workdir>/run_result.json` (its config, result and wall time), so rerunning an
-  interrupted comparison into the same directory redoes only the runs that did not finish (an unfinished
-  one resumes from its checkpoint). A finished run whose config differs in a field that changes a number
-  (all but `NOT_COMPARED_FOR_REUSE`) is another experiment's: it is an error, never overwritten.
-  The recorded wall time of a run that a preemption notice stopped and a rerun resumed is the sum of its
-  segments (kept in `PREEMPTED_WALL_FILENAME` in between).
-  keep_checkpoint: the run must leave its final checkpoint (SQuAD fine-tunes from it), so a finished run
-  recorded with save_checkpoints off is redone.
-
-  Raises:
-    ValueError: the workdir holds a finished run of another setup.
-  """
-  from experiments.bert import input_pipeline, train  # pylint: disable=g-import-not-at-top
-  from experiments.common import training_loop  # pylint: disable=g-import-not-at-top
-  name = _run_name(optimizer, learning_rate, seed)
-  workdir = run_workdir(out_dir, optimizer, learning_rate, seed)
-  config = run_config(settings, optimizer, learning_rate, seed)
-  config_json = json.loads(config.to_json_best_effort())
-  if config.vocab_file:  # by contents: a moved output directory still matches
-    config_json["vocab_file"] = "sha256:" + input_pipeline.vocab_sha256(config.vocab_file)
-  result_path = os.path.join(workdir, RUN_RESULT_FILENAME)
-  if os.path.exists(result_path):
-    saved = results.read_json(result_path, required=("config", "final", "wall_s"), remedy=(
-        "Delete it to redo that run (its checkpoint, if any, resumes it), or restore it from a copy."))
-    recorded = saved.get("config", {})
-    differing = _differing_fields(recorded, config_json, settings.config_name)
-    if differing:
-      raise ValueError(f"{workdir} holds a finished run of another setup (it differs in {', '.join(differing)}); "
-                       "give the comparison another --out, or move that run away")
-    if not (keep_checkpoint and recorded.get("save_checkpoints") is False):
-      print(f"[comparison] {name}: finished before, reusing {result_path}", flush=True)
-      return {"workdir": os.path.relpath(workdir, out_dir), "wall_s": saved["wall_s"],
-              "final": saved["final"]}
-    print(f"[comparison] {name}: finished before without its final checkpoint, which fine-tuning needs; "
-          "redoing it", flush=True)
-    os.remove(result_path)
-  # A run stopped by a preemption notice resumes from its checkpoint: its wall time is the segments' sum.
-  preempted_path = os.path.join(workdir, PREEMPTED_WALL_FILENAME)
-  before_s = results.read_json(preempted_path, required=("wall_s",), remedy=(
-      "Delete it: the run's recorded wall time then counts only the segments from here on."))["wall_s"] if (
-          os.path.exists(preempted_path)) else 0.0
-  start = time.perf_counter()
-  try:
-    final = dict(train.train_and_evaluate(config, workdir))
-  except training_loop.Preempted as preempted:
-    if preempted.checkpoint_step is None:  # the rerun starts over
-      if os.path.exists(preempted_path):
-        os.remove(preempted_path)
-    else:
-      results.write_json(preempted_path, {"wall_s": before_s + time.perf_counter() - start})
-    raise
-  wall_s = before_s + time.perf_counter() - start
-  print(f"[comparison] {name}: " + ", ".join(
-      f"{k} {final[k]:.4g}" for k in dict.fromkeys((VALIDATION_LOSS, TEST_LOSS, TEST_ACCURACY)) if k in final)
-      + f" ({wall_s:.1f} s)", flush=True)
-  results.write_json(result_path, {"config": config_json, "final": final, "wall_s": wall_s})
-  if os.path.exists(preempted_path):
-    os.remove(preempted_path)
-  return {"workdir": os.path.relpath(workdir, out_dir), "wall_s": wall_s, "final": final}
-
-
 def _num_buckets(seed_runs: Mapping[int, Mapping[str, Any]]) -> int:
   """How many frequency buckets the runs' held-out losses have (0 when none ran)."""
   finals = [run["final"] for run in seed_runs.values()]
@@ -371,7 +252,7 @@ def _compare_optimizer(settings: ComparisonSettings, out_dir: str, optimizer: st
   runs = {}
 
   def validation_loss(lr: float) -> float | None:
-    runs[lr] = _pretrain(settings, out_dir, optimizer, lr, first_seed, keep_checkpoint=keep_checkpoints)
+    runs[lr] = pretrain(settings, out_dir, optimizer, lr, first_seed, keep_checkpoint=keep_checkpoints)
     return _final(runs[lr], settings.selection_metric)
 
   # A final loss above ln(vocab size) is worse than predicting every token uniformly: a blow-up, even if finite.
@@ -383,7 +264,7 @@ def _compare_optimizer(settings: ComparisonSettings, out_dir: str, optimizer: st
   if best is not None:
     seed_runs[first_seed] = sweep[best]
     for seed in other_seeds:
-      seed_runs[seed] = _pretrain(settings, out_dir, optimizer, best, seed)
+      seed_runs[seed] = pretrain(settings, out_dir, optimizer, best, seed)
   clip_threshold = float(run_config(settings, optimizer, 1.0, first_seed).clip_threshold)
   clip_fractions = []
   for run in seed_runs.values():

@@ -404,7 +404,7 @@ def run(out_dir: str, config: ml_collections.ConfigDict, *, finished_only: bool 
     elif finished_only and not os.path.exists(os.path.join(workdir, comparison_study.RUN_RESULT_FILENAME)):
       continue
     else:
-      run_result = comparison_study._pretrain(compared, out_dir, name, lr, settings.seed)  # pylint: disable=protected-access
+      run_result = comparison_study.pretrain(compared, out_dir, name, lr, settings.seed)
       path = os.path.join(out_dir, run_result["workdir"], metrics.METRICS_FILENAME)
       judged = judge_run(run_result["final"], metrics.read_metrics(path) if os.path.exists(path) else [],
                          majority_accuracy=baselines["eval"]["majority_accuracy"], divergence_loss=divergence_loss,
