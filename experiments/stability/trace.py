@@ -8,9 +8,10 @@ The run is the study's run of that method and peak learning rate (the study conf
 and seed: the same data order and learning-rate schedule), halted after ``--until`` steps
 (``halt_after_steps``) with a checkpoint every ``--every`` steps, in ``DIR/runs/<method>/lr<lr>_seed<seed>``.
 Rerunning the same command resumes a run stopped early. Written: ``DIR/trace.json`` and ``DIR/trace.md``,
-one row per checkpoint: the learning rate, training loss and largest gradient norm since the previous
-checkpoint (from the run's metrics), the spread of the tokens' vectors at the embeddings and after the last
-layer, the word embeddings' top-direction share, the attention-logit bound, the context dependence and the
+one row per checkpoint: the learning rate, training loss, largest gradient norm and largest attention
+logit since the previous checkpoint (from the run's metrics), the spread of the tokens' vectors at the embeddings and after the last
+layer, the word embeddings' top-direction share, the attention-logit bound, the largest attention logit on the
+held-out batches, the context dependence and the
 number of distinct tokens predicted on the held-out batches.
 """
 from __future__ import annotations
@@ -101,7 +102,9 @@ def run(out_dir: str, config: ml_collections.ConfigDict, method: str, learning_r
     logged = by_step.get(step, {})
     points.append({"step": step, "learning_rate": logged.get("learning_rate"),
                    "train_loss": logged.get("train_loss"), "grad_norm": logged.get("grad_norm"),
-                   "max_grad_norm_since_previous": _since(records, previous, step, "grad_norm"), **measured})
+                   "max_grad_norm_since_previous": _since(records, previous, step, "grad_norm"),
+                   "max_attention_logit_since_previous": _since(records, previous, step, "max_attention_logit"),
+                   **measured})
     previous = step
   trace = {"method": method, "learning_rate": learning_rate, "until": until, "every": every,
            "workdir": os.path.relpath(workdir, out_dir), "majority_token": majority_token, "points": points}
@@ -124,13 +127,16 @@ def markdown_lines(trace: dict[str, Any]) -> list[str]:
            "dependence: KL (nats) of each prediction to the mean prediction.", "",
            "| step | lr | train loss | largest grad norm since the previous row | spread at embeddings | "
            "spread after the last layer | embedding top share | attention-logit bound (largest layer) | "
-           "context dependence | distinct predictions | majority share |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "largest attention logit since the previous row (training batches) | largest attention logit "
+           "(held-out) | context dependence | distinct predictions | majority share |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for p in trace["points"]:
     lines.append(f"| {p['step']} | {_number(p['learning_rate'])} | {_number(p['train_loss'], 4)} | "
                  f"{_number(p['max_grad_norm_since_previous'])} | {_number(p['position_spread'][0])} | "
                  f"{_number(p['position_spread'][-1])} | {_number(p['word_embedding_top_share'])} | "
-                 f"{_number(max(p['attention_logit_bound']))} | {_number(p['context_dependence'])} | "
+                 f"{_number(max(p['attention_logit_bound']))} | "
+                 f"{_number(p.get('max_attention_logit_since_previous'))} | {_number(p.get('max_attention_logit'))} | "
+                 f"{_number(p['context_dependence'])} | "
                  f"{p['distinct_predictions']} | {_number(p['majority_prediction_share'])} |")
   return lines
 
