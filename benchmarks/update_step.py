@@ -238,8 +238,12 @@ def describe_hlo(name: str, shapes, grads) -> None:
     moved += full_size.get(value, 0) + sum(full_size[o] for o in read)
     kind = re.search(r"kind=(\w+)", found.group(6))
     threads = re.search(r'outer_dimension_partitions":\["(\d+)"', found.group(6))
+    # XLA:CPU splits a loop over threads by its outer dimension (`outer_dimension_partitions`); a library
+    # call (kCustom: XNNPACK, Eigen) threads itself, which the HLO does not show.
+    split = (f"{threads.group(1) if threads else 1} thread(s)" if op == "copy" or (kind and kind.group(1) != "kCustom")
+             else "threads of its library")
     passes.append(f"{op} {value} -> {dtype}{found.group(3).split('{')[0]}{' ' + kind.group(1) if kind else ''}, "
-                  f"{threads.group(1) if threads else 1} thread(s), reads {', '.join(operands)}")
+                  f"{split}, reads {', '.join(operands)}")
   leaf_bytes = 4 * math.prod(max(shapes.values(), key=math.prod))
   print(f"{name}: {len(passes)} operations read or write the largest leaf's size {largest}, moving "
         f"{moved / leaf_bytes:.2f} times its float32 bytes:")
