@@ -23,13 +23,12 @@ _MAX_MULTIPLIED_POWER = 4
 
 
 class ACClipThresholdRule(NamedTuple):
-  """State of `scale_by_acclip` (and of `scale_by_acclip_ports`): float32 scalars of the last update's clip
-  test, so `clip_stats` can recompute it from mu and nu.
+  """Part of the state of `scale_by_acclip` (and of `scale_by_acclip_ports`), its ``threshold_rule``: float32
+  scalars of the last update's clip test, so `clip_stats` can recompute it from mu and nu.
 
   A coordinate was clipped when ``(nu * nu_scale) ** (1 / alpha) < |mu * mu_scale| + eps``. Keeping these
   four scalars instead of a clip count keeps the update a single fused element-wise pass: a reduction
   inside the update costs XLA its fusion (measured in docs/benchmarks.md).
-
   """
   alpha: jax.Array
   eps: jax.Array
@@ -45,7 +44,6 @@ class ScaleByACClipState(NamedTuple):
     mu: the momentum m_k (in `mu_dtype` when given).
     nu: the EMA of ``|g| ** alpha``, i.e. ``tau_k ** alpha``.
     threshold_rule: the last clip test's scalars (read by `clip_stats`).
-
   """
   count: jax.Array
   mu: optax.Updates

@@ -19,7 +19,6 @@ from acclip_optax._validation import check_in_range
 
 class ScaleByACClipPortsState(NamedTuple):
   """State of `scale_by_acclip_ports`: `ScaleByACClipState` plus `nu_sq`, the EMA of g^2.
-
   """
   count: jax.Array
   mu: optax.Updates

@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import importlib
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 
@@ -13,16 +13,50 @@ def warn(old: str, new: str, reason: str = "") -> None:
                 stacklevel=3)
 
 
-def moved_module(module_name: str, names: Iterable[str]) -> Callable[[str], Any]:
-  """A module `__getattr__` for a module whose names moved to the package: each lookup warns and returns
-  `acclip_optax.NAME`."""
-  names = frozenset(names)
+# The public modules of an earlier version: their names moved to the package (or, for type aliases, to the
+# private module that defines them now).
+MOVED_MODULES = ("alias", "schedule", "spike_clipping", "stats", "transform")
+# Old module name -> the names it exported, each to where it lives now ("acclip_optax" for the package).
+_MOVED_NAMES = {
+    "transform": dict.fromkeys(("ACClipThresholdRule", "ClipByCoordinateState", "ClipByScheduledGlobalNormState",
+                                "ScaleByACClipPortsState", "ScaleByACClipState", "acclip_clip_fraction",
+                                "clip_by_coordinate", "clip_by_scheduled_global_norm", "scale_by_acclip",
+                                "scale_by_acclip_ports"), "acclip_optax") | {
+        "Threshold": "acclip_optax._common", "clip_by_global_norm": "acclip_optax",
+        "ClipByGlobalNormState": "acclip_optax"},
+    "spike_clipping": dict.fromkeys(("AdaGCState", "AutoClipState", "SkipStepState", "SpamState", "StableSpamState",
+                                     "ZClipState", "adagc", "autoclip", "scale_by_spam", "scale_by_stable_spam",
+                                     "skip_step_on_spikes", "spam", "stable_spam", "zclip"), "acclip_optax"),
+    "alias": dict.fromkeys(("acclip", "acclip_ports", "cclip", "gclip"), "acclip_optax") | {
+        "Mask": "acclip_optax._acclip"},
+    "stats": {"clip_stats": "acclip_optax"},
+    "schedule": dict.fromkeys(("clip_threshold_schedule", "strongly_convex_lr_schedule"), "acclip_optax"),
+}
+# Names the old modules exported that were renamed in the package as well.
+_RENAMED = {"clip_by_global_norm": "clip_by_scheduled_global_norm",
+            "ClipByGlobalNormState": "ClipByScheduledGlobalNormState"}
+
+
+def moved_names(module: str) -> list[str]:
+  """The names `acclip_optax.<module>` exported (its `__all__`)."""
+  return sorted(_MOVED_NAMES[module])
+
+
+def moved_module(module_name: str) -> Callable[[str], Any]:
+  """The `__getattr__` of `acclip_optax.<module>`, whose names moved: each lookup warns and returns the
+  object where it lives now (a renamed one under its new name)."""
+  short = module_name.rsplit(".", 1)[-1]
+  names = _MOVED_NAMES[short]
 
   def getattr_(name: str) -> Any:
     if name not in names:
       raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
-    warn(f"{module_name}.{name}", f"acclip_optax.{name}", " (the package is the one public surface)")
-    return getattr(importlib.import_module("acclip_optax"), name)
+    new = _RENAMED.get(name, name)
+    if names[name] == "acclip_optax":
+      warn(f"{module_name}.{name}", f"acclip_optax.{new}", " (the package is the one public surface)")
+    else:  # a type alias, private now
+      warn(f"{module_name}.{name}", "a type of your own", f" (it is {names[name]}.{new}, a private name)")
+    return getattr(importlib.import_module(names[name]), new)
 
   return getattr_
 

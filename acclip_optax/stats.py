@@ -2,4 +2,5 @@
 next version)."""
 from acclip_optax import _deprecation
 
-__getattr__ = _deprecation.moved_module(__name__, ("clip_stats",))
+__all__ = _deprecation.moved_names("stats")
+__getattr__ = _deprecation.moved_module(__name__)

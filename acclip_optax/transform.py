@@ -2,4 +2,5 @@
 next version)."""
 from acclip_optax import _deprecation
 
-__getattr__ = _deprecation.moved_module(__name__, ("ACClipThresholdRule", "ClipByGlobalNormState", "clip_by_global_norm", "ClipByCoordinateState", "ClipByScheduledGlobalNormState", "ScaleByACClipPortsState", "ScaleByACClipState", "acclip_clip_fraction", "clip_by_coordinate", "clip_by_scheduled_global_norm", "scale_by_acclip", "scale_by_acclip_ports"))
+__all__ = _deprecation.moved_names("transform")
+__getattr__ = _deprecation.moved_module(__name__)

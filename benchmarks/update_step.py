@@ -203,8 +203,8 @@ def measure_targets(shapes, grads, runs: int, repeats: int, warmup: int) -> None
       timed = time_steps({n: chosen[n] for n in [baseline] + names}, shapes, grads, repeats, warmup)
       for name in names:
         ratios[name].append(timed[name]["median_s"] / timed[baseline]["median_s"])
-      print(f"run {run + 1}: " + ", ".join(f"{n} {timed[n]['median_s'] * 1e3:.0f} ms" for n in [baseline] + names),
-            flush=True)
+      print(f"run {run + 1}: " + ", ".join(f"{n} {timed[n]['median_s'] * 1e3:.0f} ms" for n in [baseline] + names)
+            + "; " + ", ".join(f"{n} {ratios[n][-1]:.2f}x" for n in names), flush=True)  # kept if stopped later
   print("| step | against | ratio, median [min-max] over runs | target | met |")
   print("|---|---|---:|---|---|")
   for name, baseline, limit in TARGETS:

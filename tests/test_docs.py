@@ -229,8 +229,8 @@ def test_public_name_has_a_docstring_with_references(qualified_name, obj):
   (a state says whose it is: "State of `qk_clip`...")."""
   doc = inspect.getdoc(obj)
   assert doc and doc.strip(), f"{qualified_name} has no docstring"
-  if inspect.isclass(obj) and doc.startswith("State of `"):
-    owner = doc[len("State of `"):].split("`", 1)[0]
+  if inspect.isclass(obj) and doc.startswith(("State of `", "Part of the state of `")):
+    owner = doc.split("`", 2)[1]
     assert "References:" in inspect.getdoc(getattr(acclip_optax, owner)), qualified_name
     return
   assert "References:" in doc, f"{qualified_name}'s docstring has no References: section"

@@ -99,13 +99,20 @@ def test_every_transformation_lives_in_a_private_module_and_is_imported_from_the
 
 
 @pytest.mark.parametrize("module_name, name", sorted(MOVED_MODULES.items()))
-def test_a_moved_module_warns_and_gives_the_packages_object(module_name, name):
+def test_a_moved_module_warns_and_gives_the_packages_object(module_name, name, monkeypatch):
   import acclip_optax  # pylint: disable=g-import-not-at-top
-  module = importlib.import_module(f"acclip_optax.{module_name}")
+  # As in a fresh interpreter: the old module not imported yet, so the package's attribute imports it.
+  monkeypatch.delitem(sys.modules, f"acclip_optax.{module_name}", raising=False)
+  if module_name in vars(acclip_optax):
+    monkeypatch.delattr(acclip_optax, module_name)
+  with pytest.warns(DeprecationWarning, match=rf"acclip_optax\.{module_name} is deprecated"):
+    module = getattr(acclip_optax, module_name)  # as an attribute of the package, as before
+  assert module is sys.modules[f"acclip_optax.{module_name}"]
   with pytest.warns(DeprecationWarning, match=rf"acclip_optax\.{module_name}\.{name} is deprecated.*acclip_optax\.{name}"):
     assert getattr(module, name) is getattr(acclip_optax, name)
   with pytest.raises(AttributeError, match="no attribute 'nothing'"):
     getattr(module, "nothing")
+  assert name in module.__all__  # `from acclip_optax.<module> import *` still gives its names
 
 
 # The experiments' largest modules, each under this many lines (their helpers live in modules of their own).

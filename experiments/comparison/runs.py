@@ -66,8 +66,8 @@ def _differing_fields(recorded: dict[str, Any], config_json: dict[str, Any], con
   return sorted(key for key in set(recorded) | set(config_json) if differs(key))
 
 
-def pretrain(settings: Any, out_dir: str, optimizer: str, learning_rate: float,
-              seed: int, *, keep_checkpoint: bool = False) -> dict[str, Any]:
+def pretrain(settings: Any, out_dir: str, optimizer: str, learning_rate: float, seed: int, *,
+             keep_checkpoint: bool = False) -> dict[str, Any]:
   """One pre-training run, or the result a finished run with the same config left in its workdir.
 
   A finished run writes `<workdir>/run_result.json` (its config, result and wall time), so rerunning an

@@ -46,7 +46,6 @@ from experiments.comparison.sweep import (MAX_EXTENSIONS, at_edge, best_learning
 PYTHON_DOC_SOURCES = "/usr/share/doc/python3.11/html/_sources"
 
 
-
 def check_corpus(corpus: str) -> None:
   """FileNotFoundError saying how to install the full mode's corpus when it is missing (no fallback)."""
   if corpus == PYTHON_DOC_SOURCES and not os.path.isdir(corpus):

@@ -13,7 +13,7 @@ from experiments.common import results
 from experiments.comparison.sweep import is_diverged
 from experiments.stability.verdict import COLLAPSES, DIVERGES, TRAINS
 
-REPO_ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The study config fields that make a run's number: a recorded study's runs are reused only when these match.
 SETUP_FIELDS = ("comparison", "seed", "checkpoint_runs", "collapse_margin", "collapse_after", "spike_factor",
                 "spike_window", "recorded_summary")
@@ -53,8 +53,9 @@ def _overrides_read_by(overrides: Mapping[str, Any], method: str) -> dict[str, A
 
 
 def recorded_runs(settings: Any, baselines: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-  """"method/lrX" -> the judged run of the recorded study (`settings.recorded_study`) for each method and
-  learning rate this study runs that it has, marked with its source; {} without one.
+  """"method/lrX" -> the judged run of the recorded study (`settings.recorded_study`) for each method this study
+  runs (at any learning rate it recorded: the study reuses those it reaches), marked with its source; {} without
+  one.
 
   Raises:
     ValueError: the recorded study's setup differs from this one's (a field of `SETUP_FIELDS`, the overrides a
@@ -70,8 +71,8 @@ def recorded_runs(settings: Any, baselines: Mapping[str, Any]) -> dict[str, dict
     differing.append("baselines (the held-out data)")
   found = {}
   for key, run in recorded["runs"].items():
-    name, lr = run["method"], float(run["learning_rate"])
-    if name not in settings.methods or lr not in settings.learning_rates[name]:
+    name = run["method"]
+    if name not in settings.methods:  # a run past the grid (an extension) is kept too: it is reused if extended
       continue
     if _overrides_read_by(theirs.get("overrides", {}), name) != _overrides_read_by(settings.overrides, name):
       differing.append(f"the overrides {name} reads")

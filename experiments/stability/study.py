@@ -54,7 +54,6 @@ from experiments.comparison.sweep import MAX_EXTENSIONS, is_diverged, next_learn
 from experiments.stability import recorded
 from experiments.stability.verdict import COLLAPSES, DIVERGES, TRAINS, margins
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASELINES_FILENAME = "baselines.json"
 # Points of each run's training-loss curve kept in the summary (block medians), for the figure and the docs.
 CURVE_POINTS = 100

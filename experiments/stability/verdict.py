@@ -1,9 +1,10 @@
 """The stability study's research-question rule (RQ6), used by its own summary.md and by the report.
 
 RQ6 is a question of our own, not the paper's: do the spike-clipping methods stretch the largest learning
-rate at which BERT trains (their margin, `margins`) beyond AdamW's? Margins are compared in steps of
-the study's learning-rate grid (every learning rate any method has a point at). One seed per point: a
-difference of one grid step can come from the seed alone, so only `GRID_STEPS_TO_SEPARATE` or more count.
+rate at which BERT trains (their margin, `margins`) beyond AdamW's? And the added question: does capping the
+attention logits (QK-clip) stretch the margin of the rule it follows (`LOGIT_CAPPED`)? Margins are compared in
+steps of the study's learning-rate grid (every learning rate any method has a point at). One seed per point:
+a difference of one grid step can come from the seed alone, so only `GRID_STEPS_TO_SEPARATE` or more count.
 """
 from __future__ import annotations
 
@@ -51,10 +52,11 @@ def margin_steps(summary: Mapping[str, Any], name: str, against: str = BASELINE)
 
 
 def assess_rq6(summary: Mapping[str, Any]) -> dict[str, Any]:
-  """RQ6's verdict from the study's summary: one row per method against AdamW, the rule, the verdict.
+  """RQ6's verdict from the study's summary: one row per method against AdamW (a QK-clipped method against
+  its uncapped rule, `LOGIT_CAPPED`), the rule, the verdict, and the added question's ("logit_cap").
 
-  A row is supported when the method's margin is at least `GRID_STEPS_TO_SEPARATE` grid steps above
-  AdamW's, not supported when that far below, inconclusive otherwise (one seed cannot separate margins one
+  A row is supported when the method's margin is at least `GRID_STEPS_TO_SEPARATE` grid steps above its
+  reference's, not supported when that far below, inconclusive otherwise (one seed cannot separate margins one
   step apart) or when a margin is missing.
   """
   found = summary.get("margins", {})
@@ -73,7 +75,8 @@ def assess_rq6(summary: Mapping[str, Any]) -> dict[str, Any]:
     if edges:
       ours += f" (trains at the largest learning rate run: {', '.join(edges)}; the margin may lie beyond)"
     claim = ("capping the attention logits stretches the stable learning rate" if name in LOGIT_CAPPED else
-             "stretches the stable learning rate (its paper's claim of stability)")
+             "stretches the stable learning rate (its paper's claim of stability)" if name in STABILITY_METHODS
+             else "stretches the stable learning rate")
     row = verdicts.verdict_row(
         f"{name}: largest learning rate that trains, against {display}'s", ours, claim,
         verdicts.verdict_from_margin(steps, GRID_STEPS_TO_SEPARATE - 1),

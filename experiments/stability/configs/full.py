@@ -5,8 +5,9 @@ the collapse.
 
 Expected time: about 3 hours on 2 CPU cores (13 runs of 2000 steps of the QK-clip and Muon methods, 13-14
 minutes each with both cores, one at a time; the 20 runs of the other methods come from the recorded study
-`recorded_study`, and take 4 to 5 hours more without it). Rerunning the same command continues an interrupted study: finished runs are reused and a run a
-preemption notice (SIGTERM) stopped resumes from its checkpoint. Needs the Debian package python3.11-doc.
+`recorded_study`, and take 4 to 5 hours more without it; up to two runs more per method whose largest
+learning rate still trains, Stable-SPAM's among them). Rerunning the same command continues an interrupted
+study: finished runs are reused and a run a preemption notice (SIGTERM) stopped resumes from its checkpoint. Needs the Debian package python3.11-doc.
 
 The validation losses at 0.001-0.03 of AdamW, the ports' ACClip, ZClip and SPAM come from the full
 comparison's recorded summary (`recorded_summary`); the runs here fill the grid between those methods' best
