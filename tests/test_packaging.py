@@ -1,6 +1,5 @@
 """The package as a user installs it: the library needs only jax, optax and numpy; the wheel holds it alone."""
 import ast
-import importlib
 import os
 import subprocess
 import sys
