@@ -264,6 +264,8 @@ def main() -> None:
     parser.error(f"need --repeats >= 1, --warmup >= 0, --layers >= 1, --runs >= 1; got {args.repeats}, "
                  f"{args.warmup}, {args.layers}, {args.runs}")
 
+  if args.only and (args.targets or args.hlo):
+    parser.error("--only chooses the candidates of the table; --targets and --hlo choose their own")
   shapes = bert_base_shapes(args.layers)
   grads = random_tree(shapes, jax.random.split(jax.random.PRNGKey(0))[1], 1e-3)
   num_params = sum(leaf.size for leaf in jax.tree.leaves(grads))
