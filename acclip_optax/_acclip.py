@@ -139,6 +139,20 @@ def _cast_like(tree: optax.Updates, like: optax.Updates) -> optax.Updates:
   return jax.tree.map(lambda x, y: x.astype(y.dtype), tree, like)
 
 
+def _checked_setup(b1: Any, b2: Any, alpha: Any, eps: Any, mu_dtype: Any) -> tuple[Any, Callable, Callable]:
+  """The hyperparameters checked; (mu_dtype canonical or None, |g| -> |g|^alpha, t -> t^(1/alpha))."""
+  _check_moment_hyperparameters(b1, b2, alpha, eps, mu_dtype)
+  mu_dtype = None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype)
+  return (mu_dtype, *_alpha_power_fns(alpha))
+
+
+def _initial_fields(params: optax.Params, mu_dtype: Any, alpha: Any, eps: Any) -> dict[str, Any]:
+  """The fields both ACClip states start with: count, mu, nu and the threshold rule (params checked)."""
+  _check_momentum_init(params, mu_dtype)
+  return dict(count=jnp.zeros([], jnp.int32), mu=optax.tree.zeros_like(params, dtype=mu_dtype),
+              nu=_real_zeros_like(params), threshold_rule=_threshold_rule(alpha, eps, 1.0, 1.0))
+
+
 def _clip_momentum(m_hat: jax.Array, tau: jax.Array, eps: Any) -> jax.Array:
   """min(tau / (|m| + eps), 1) * m, with the factor 1 where tau = |m| + eps = 0 (eps = 0, m = 0)."""
   magnitude = jnp.abs(m_hat) + eps
@@ -242,17 +256,10 @@ def scale_by_acclip(
     >>> params = jnp.array([1.0, -2.0])
     >>> updates, state = tx.update(jnp.array([0.5, 100.0]), tx.init(params))
   """
-  _check_moment_hyperparameters(b1, b2, alpha, eps, mu_dtype)
-  mu_dtype = None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype)
-  moment_of, root_of = _alpha_power_fns(alpha)
+  mu_dtype, moment_of, root_of = _checked_setup(b1, b2, alpha, eps, mu_dtype)
 
   def init_fn(params):
-    _check_momentum_init(params, mu_dtype)
-    return ScaleByACClipState(
-        count=jnp.zeros([], jnp.int32),
-        mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-        nu=_real_zeros_like(params),
-        threshold_rule=_threshold_rule(alpha, eps, 1.0, 1.0))
+    return ScaleByACClipState(**_initial_fields(params, mu_dtype, alpha, eps))
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args

@@ -10,9 +10,8 @@ import jax.numpy as jnp
 import optax
 
 from acclip_optax._acclip import (
-    ACClipThresholdRule, Mask, _acclip_moments, _alpha_power_fns, _bias_correction_factor, _cast_like,
-    _check_moment_hyperparameters, _check_momentum_init, _check_update_matches, _clip_momentum, _moment_dtype,
-    _real_zeros_like, _threshold_rule)
+    ACClipThresholdRule, Mask, _acclip_moments, _bias_correction_factor, _cast_like, _check_update_matches,
+    _checked_setup, _clip_momentum, _initial_fields, _moment_dtype, _real_zeros_like, _threshold_rule)
 from acclip_optax._common import upcast
 from acclip_optax._validation import check_in_range
 
@@ -94,18 +93,10 @@ def scale_by_acclip_ports(
     >>> tx = optax.chain(scale_by_acclip_ports(), optax.scale(-1e-3))
     >>> updates, state = tx.update(jnp.array([0.5, 100.0]), tx.init(jnp.zeros(2)))
   """
-  _check_moment_hyperparameters(b1, b2, alpha, eps, mu_dtype)
-  mu_dtype = None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype)
-  moment_of, root_of = _alpha_power_fns(alpha)
+  mu_dtype, moment_of, root_of = _checked_setup(b1, b2, alpha, eps, mu_dtype)
 
   def init_fn(params):
-    _check_momentum_init(params, mu_dtype)
-    return ScaleByACClipPortsState(
-        count=jnp.zeros([], jnp.int32),
-        mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-        nu=_real_zeros_like(params),
-        nu_sq=_real_zeros_like(params),
-        threshold_rule=_threshold_rule(alpha, eps, 1.0, 1.0))
+    return ScaleByACClipPortsState(**_initial_fields(params, mu_dtype, alpha, eps), nu_sq=_real_zeros_like(params))
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
