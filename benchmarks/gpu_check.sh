@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, one command within 9 minutes on one GPU (each part has its own timeout below), every result
 # in a file under OUT (default gpu_results/):
-#   1. the optimizer-step benchmark and the later methods' targets against what they wrap (update_step.md);
+#   1. the optimizer-step benchmark, the later methods' targets against what they wrap and what a pass over a
+#      94 MB array costs read, written in place and written to a new buffer (update_step.md);
 #   2. the BERT-base train step in bfloat16 for AdamW and ACClip under pmap and under the mesh path, and the
 #      later methods beside AdamW under pmap, batch 32 x 128 (PyTorch rows when torch sees a CUDA device)
 #      (bert_step.md);
@@ -22,11 +23,13 @@ if [ "$TINY" = 1 ]; then  # a CPU test of the protocol: small sizes, fewer candi
   UPDATE_ARGS=(--repeats 2 --warmup 1 --layers 1 --only "same-bytes kernel" optax.adam "acclip alpha=1")
   BERT_STEP_ARGS=(--batch-size 8 --seq-len 32 --steps 2 --warmup 1 --settle 0 --optimizers adamw,acclip,skip_step_on_spikes)
   TARGET_ARGS=()  # the targets' rows are the full run's
+  FRESH_ARGS=(--rows 256 --cols 128 --rounds 2 --calls 2)
 else  # seconds for each part: 9 minutes in all
   BERT_SIZE=base COMPARISON=gpu TIMEOUTS=(75 90 150 180) COMPARISON_ARGS=()
   UPDATE_ARGS=(--repeats 20 --warmup 3)
   # The later methods' targets (update_step.TARGETS), and their BERT-base train steps beside AdamW's.
   TARGET_ARGS=(--targets --runs 2 --repeats 10 --warmup 2)
+  FRESH_ARGS=()
   BERT_STEP_ARGS=(--batch-size 32 --seq-len 128 --steps 20 --warmup 3
                   --optimizers adamw,acclip,spam,stable_spam,skip_step_on_spikes)
 fi
@@ -61,6 +64,9 @@ echo; echo "## benchmarks/update_step.py (BERT-base-shaped tree, 12 layers)" | t
 stopped() { echo "(stopped at its time limit of $1 s, or failed: status $2)"; }
 timeout "${TIMEOUTS[0]}" "$PYTHON" benchmarks/update_step.py "${UPDATE_ARGS[@]}" | tee -a "$OUT/update_step.md" ||
   stopped "${TIMEOUTS[0]}" $? | tee -a "$OUT/update_step.md"
+echo; echo "## benchmarks/fresh_buffers.py" | tee -a "$OUT/update_step.md"
+timeout 30 "$PYTHON" benchmarks/fresh_buffers.py ${FRESH_ARGS[@]+"${FRESH_ARGS[@]}"} | tee -a "$OUT/update_step.md" ||
+  stopped 30 $? | tee -a "$OUT/update_step.md"
 if [ "${#TARGET_ARGS[@]}" -gt 0 ]; then
   echo; echo "## benchmarks/update_step.py --targets" | tee -a "$OUT/update_step.md"
   timeout "${TIMEOUTS[1]}" "$PYTHON" benchmarks/update_step.py "${TARGET_ARGS[@]}" | tee -a "$OUT/update_step.md" ||

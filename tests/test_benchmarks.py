@@ -1,5 +1,6 @@
 """The scale scripts run end to end at their smallest sizes: the memory table (BERT tiny on 8 fake devices,
-checked against the arithmetic) and the GPU check's one command (`gpu_check.sh --tiny`, on the CPU)."""
+checked against the arithmetic), the GPU check's one command (`gpu_check.sh --tiny`, on the CPU) and the cost of
+a pass over memory (`fresh_buffers.py` on a small array)."""
 import json
 import os
 import re
@@ -38,6 +39,20 @@ def test_gpu_check_runs_end_to_end_at_tiny_sizes(tmp_path):
     for parallelism in ("pmap", "mesh"):
       assert re.search(rf"\| tiny \| {optimizer} \| \d+ gathered \| {parallelism} \| [\d,]+ \|", bert_step), bert_step
   assert re.search(r"\| tiny \| skip_step_on_spikes \| \d+ gathered \| pmap \| [\d,]+ \|", bert_step), bert_step
-  assert "| acclip" in (out / "update_step.md").read_text()
+  update_step = (out / "update_step.md").read_text()
+  assert "| acclip" in update_step
+  assert "| write a new buffer |" in update_step
   summary = json.loads((out / "comparison" / "results.json").read_text())
   assert sorted(summary["optimizers"]) == ["acclip", "adamw"]  # --tiny runs two of the gpu config's three
+
+
+def test_fresh_buffers_reports_the_three_passes():
+  output = _run([sys.executable, "benchmarks/fresh_buffers.py", "--rows", "256", "--cols", "128", "--rounds", "2",
+                 "--calls", "2"], timeout=300)
+  rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in output.splitlines()
+          if line.startswith("| ") and not line.startswith("| pass")}
+  assert list(rows) == ["read", "write in place (donated)", "write a new buffer"], output
+  assert rows["read"][1].strip() == "1.0x"  # each pass is measured against the read
+  for milliseconds, _, faults in rows.values():
+    assert float(milliseconds) >= 0
+    assert faults.strip() == "n/a" or float(faults.replace(",", "")) >= 0
