@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from acclip_optax._common import fraction, real_dtype, upcast
+from acclip_optax._common import count_true, fraction, real_dtype, upcast
 from acclip_optax._validation import (
     check_floating_dtype, check_floating_leaves, check_in_range, check_same_tree, concrete_value)
 
@@ -198,7 +198,7 @@ def acclip_clip_fraction(state: Any) -> jax.Array:
     tau = jnp.where(rule.alpha == 1, t_hat,
                     jnp.where(rule.alpha == 2, jnp.sqrt(t_hat), jnp.exp(jnp.log(t_hat) / rule.alpha)))
     # A zero momentum is left unchanged by the clip even where the factor is below 1.
-    return jnp.sum((tau < m_hat + rule.eps) & (m_hat != 0), dtype=jnp.int32)
+    return count_true((tau < m_hat + rule.eps) & (m_hat != 0))
 
   counts = jax.tree.leaves(jax.tree.map(clipped_count, state.mu, state.nu))
   return fraction(counts, [mu.size for mu in jax.tree.leaves(state.mu)])

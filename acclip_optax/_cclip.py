@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from acclip_optax._common import Threshold, check_updates_match_params, clipped_sgd, fraction, value_at
+from acclip_optax._common import Threshold, check_updates_match_params, clipped_sgd, count_true, fraction, value_at
 from acclip_optax._validation import check_floating_leaves, check_positive
 
 
@@ -60,7 +60,7 @@ def clip_by_coordinate(threshold: Threshold) -> optax.GradientTransformationExtr
     check_floating_leaves("updates", updates)
     check_updates_match_params(updates, params)
     taus = _thresholds_like(value_at(threshold, state.count), updates)
-    clipped_counts = jax.tree.leaves(jax.tree.map(lambda g, t: jnp.sum(jnp.abs(g) > t, dtype=jnp.int32), updates, taus))
+    clipped_counts = jax.tree.leaves(jax.tree.map(lambda g, t: count_true(jnp.abs(g) > t), updates, taus))
     state = ClipByCoordinateState(
         count=optax.safe_increment(state.count),
         clip_fraction=fraction(clipped_counts, [g.size for g in jax.tree.leaves(updates)]))

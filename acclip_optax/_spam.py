@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import optax
 
 from acclip_optax._common import (
-    all_finite, check_steps, count_unless, float_dtype, fraction, largest_magnitudes_apart, unzip, upcast)
+    all_finite, check_steps, count_true, count_unless, float_dtype, fraction, largest_magnitudes_apart, unzip,
+    upcast)
 from acclip_optax._validation import check_in_range, check_real_floating_leaves, check_same_tree
 
 
@@ -137,7 +138,7 @@ def scale_by_spam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, theta: 
     directions, mu, nu, spikes = unzip(updates, jax.tree.map(leaf_step, updates, state.mu, state.nu), 4)
     # The clipped-coordinate count, a reduction too, after the update and apart from it.
     directions, mu, nu = jax.lax.optimization_barrier((directions, mu, nu))
-    counts = [jnp.sum(spike, dtype=jnp.int32) for spike in jax.tree.leaves(spikes)]
+    counts = [count_true(spike) for spike in jax.tree.leaves(spikes)]
     clip_fraction = fraction(counts, [g.size for g in leaves])
     state = SpamState(count=jnp.where(finite, optax.safe_increment(state.count), state.count), mu=mu, nu=nu,
                       clip_fraction=jnp.where(finite, clip_fraction, state.clip_fraction),

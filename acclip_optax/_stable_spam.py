@@ -15,7 +15,8 @@ import optax
 
 from acclip_optax import _deprecation
 from acclip_optax._common import (
-    all_finite, check_steps, count_unless, float_dtype, fraction, largest_magnitudes_apart, unzip, upcast)
+    all_finite, check_steps, count_true, count_unless, float_dtype, fraction, largest_magnitudes_apart, unzip,
+    upcast)
 from acclip_optax._validation import check_in_range, check_real_floating_leaves, check_same_tree
 
 
@@ -92,7 +93,7 @@ def _stable_spam_leaf(k: _StepScalars, g: jax.Array, largest: jax.Array, mu: jax
   v = jnp.where(active, k.b2 * nu32 + (1 - k.b2) * jnp.square(normalized), nu32)
   direction = (m / k.adam_correction1) / (jnp.sqrt(v) / k.adam_correction2 + k.eps)
   return (jnp.where(active, direction, 0).astype(g.dtype), m.astype(mu.dtype), v.astype(nu.dtype), max_ema,
-          norm_ema, norm_sq_ema, jnp.sum(spike, dtype=jnp.int32))
+          norm_ema, norm_sq_ema, count_true(spike))
 
 
 @_deprecation.renamed_arguments(gamma1="norm_decay", gamma2="norm_sq_decay")

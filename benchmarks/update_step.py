@@ -222,16 +222,18 @@ def describe_hlo(name: str, shapes, grads) -> None:
   params = random_tree(shapes, jax.random.PRNGKey(0), 0.02)
   text = jax.jit(step, donate_argnums=(0, 1)).lower(params, init(params), grads).compile().as_text()
   largest = "[" + ",".join(str(d) for d in max(shapes.values(), key=math.prod)) + "]"
-  itemsize = {"pred": 1, "s8": 1, "bf16": 2, "f16": 2, "s32": 4, "f32": 4, "f64": 8}
-  full_size: dict[str, int] = {}  # value -> its bytes, for the values of the largest leaf's size
+  itemsize = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s32": 4, "f32": 4, "f64": 8}
+  size = math.prod(max(shapes.values(), key=math.prod))
+  full_size: dict[str, int] = {}  # value -> its bytes, for the values with as many entries as the largest leaf
   passes, moved = [], 0
   for line in text[text.index("ENTRY"):].splitlines():
     found = re.search(r"(%\S+) = (\w+)(\S*) (\w+)\((.*?)\)(.*)", line)
     if not found:
       continue
     value, dtype, op, operands = found.group(1), found.group(2), found.group(4), re.findall(r"%[\w.-]+", found.group(5))
-    if largest in found.group(3):
-      full_size[value] = itemsize.get(dtype, 4) * math.prod(max(shapes.values(), key=math.prod))
+    dims = re.match(r"\[([\d,]*)\]", found.group(3))
+    if dims and math.prod(int(d) for d in dims.group(1).split(",") if d) == size:  # any shape: a reshaped leaf too
+      full_size[value] = itemsize.get(dtype, 4) * size
     read = [o for o in operands if o in full_size]
     if op == "parameter" or not (value in full_size or read):
       continue
@@ -244,8 +246,8 @@ def describe_hlo(name: str, shapes, grads) -> None:
              else "threads of its library")
     passes.append(f"{op} {value} -> {dtype}{found.group(3).split('{')[0]}{' ' + kind.group(1) if kind else ''}, "
                   f"{split}, reads {', '.join(operands)}")
-  leaf_bytes = 4 * math.prod(max(shapes.values(), key=math.prod))
-  print(f"{name}: {len(passes)} operations read or write the largest leaf's size {largest}, moving "
+  leaf_bytes = 4 * size
+  print(f"{name}: {len(passes)} operations read or write the largest leaf's size {largest} (in any shape), moving "
         f"{moved / leaf_bytes:.2f} times its float32 bytes:")
   print("\n".join("  " + p for p in passes))
 

@@ -111,6 +111,26 @@ def test_state_keeps_the_params_sharding(name, axis_type):
     _assert_state_sharded_like_params(updates, params, explicit, "updates")
 
 
+@pytest.mark.parametrize("axis_type", [AxisType.Explicit, AxisType.Auto], ids=["explicit", "auto"])
+@pytest.mark.parametrize("shape,spec", [((512, 256), P("x")), ((512, 256), P(None, "x")), ((300, 7), P()),
+                                        ((128, 768), P(None, "x")), ((70000,), P("x")),
+                                        ((64, 64, 24), P(None, "x")), ((96, 1024), P())])
+def test_clipped_coordinate_counts_are_exact_and_move_no_sharded_data(shape, spec, axis_type):
+  """`count_true` (the counts behind clip fractions) equals NumPy's on large and small, sharded and whole
+  arrays; on a sharded array the compiled count combines the devices' partial counts (an all-reduce) and
+  moves no mask between devices (no all-gather, all-to-all or collective permute)."""
+  from acclip_optax._common import count_true  # pylint: disable=g-import-not-at-top
+  mesh = jax.make_mesh((4,), ("x",), axis_types=(axis_type,))
+  values = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+  with jax.set_mesh(mesh):
+    x = jax.device_put(values, NamedSharding(mesh, spec))
+    count = jax.jit(lambda a: count_true(a > 0.3))
+    assert int(count(x)) == int((values > 0.3).sum())
+    compiled = count.lower(x).compile().as_text()
+  for collective in ("all-gather", "all-to-all", "collective-permute"):
+    assert collective not in compiled, collective
+
+
 # ---- dtypes ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
