@@ -1,6 +1,6 @@
 """One command reproduces the paper at small scale and writes a report.
 
-    python -m experiments.reproduce --out DIR [--quick] [--squad-dir D]
+    python -m experiments.reproduce --out DIR [--quick] [--squad-dir D] [--jobs N]
         [--parts synthetic,noise,bert,stability,decay,batch_size]
         [--weight-decay W] [--optimizers adam,acclip,...]
 
@@ -17,11 +17,12 @@ then writes
 
 A part that raises is recorded (traceback in results.json, "failed" in the report) and the others still run
 (a preemption notice, SIGTERM, is not a failure: it stops everything, and the same command resumes);
-the exit status is then 1. ``--parts`` reruns only the named parts and keeps the other parts' results from
-an earlier DIR/results.json, so one part can be redone without the rest; ``--report-only`` reruns nothing
-and rebuilds the report and verdicts from DIR/results.json. ``--weight-decay`` and ``--optimizers`` change
-the BERT comparison: one weight decay for every optimizer (e.g. 0, to take decay out of the comparison) and
-the optimizers run.
+the exit status is then 1. ``--jobs N`` runs N parts at once, each in a process of its own (its output in
+DIR/<part>/output.log), with the same numbers. ``--parts`` reruns only the named parts and keeps the other
+parts' results from an earlier DIR/results.json, so one part can be redone without the rest;
+``--report-only`` reruns nothing and rebuilds the report and verdicts from DIR/results.json.
+``--weight-decay`` and ``--optimizers`` change the BERT comparison: one weight decay for every optimizer
+(e.g. 0, to take decay out of the comparison) and the optimizers run.
 
 A mode is a config file: every part reads configs/quick.py (``--quick``) or configs/full.py of its study
 (`experiments.synthetic`, `experiments.noise`, `experiments.comparison`, `experiments.stability`,
@@ -32,10 +33,14 @@ configs used, so the report's mode and settings are read from them, never re-inf
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import importlib
 import json
+import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -51,6 +56,9 @@ from experiments.common import verdicts
 from experiments.common import workdir_lock
 
 PARTS = ("synthetic", "noise", "bert", "stability", "decay", "batch_size")
+# Each part's minutes in the quick mode on 2 CPU cores (docs/benchmarks.md): with --jobs the longest start first.
+EXPECTED_QUICK_MINUTES = {"bert": 5.8, "noise": 2.7, "decay": 2.4, "batch_size": 2.1, "stability": 1.4,
+                          "synthetic": 0.7}
 # Each part's study package: its configs/<mode>.py, its `study.run(out_dir, config)` and its verdict.py.
 STUDIES = {"synthetic": "experiments.synthetic", "noise": "experiments.noise", "bert": "experiments.comparison",
            "stability": "experiments.stability", "decay": "experiments.decay",
@@ -113,11 +121,76 @@ def _run_part(name: str, run_fn: Callable[[str], Mapping[str, Any]], part_dir: s
           "load_average_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
+def _part_in_worker(name: str, config: ml_collections.ConfigDict, squad_dir: str | None, part_dir: str
+                    ) -> dict[str, Any]:
+  """One part in a worker process of ``jobs > 1``: its output goes to ``part_dir/output.log``; a preemption
+  comes back as a result (status "preempted", with the notice's fields), not as an exception."""
+  os.makedirs(part_dir, exist_ok=True)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  saved = os.dup(1), os.dup(2)
+  with open(os.path.join(part_dir, "output.log"), "a", encoding="utf-8") as log:
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    try:
+      return _run_part(name, lambda d: _study_run(name, squad_dir)(d, config), part_dir)
+    except training_loop.Preempted as notice:
+      return {"status": "preempted", "dir": os.path.basename(part_dir), "summary": {}, "error": str(notice),
+              "notice": [notice.workdir, notice.step, notice.checkpoint_step]}
+    finally:
+      sys.stdout.flush()
+      sys.stderr.flush()
+      for fd, copy in zip((1, 2), saved):
+        os.dup2(copy, fd)
+        os.close(copy)
+
+
+def _run_parts_concurrently(names: Sequence[str], configs: Mapping[str, ml_collections.ConfigDict],
+                            squad_dir: str | None, out_dir: str, jobs: int
+                            ) -> tuple[dict[str, dict[str, Any]], training_loop.Preempted | None]:
+  """The named parts in ``jobs`` worker processes (spawned: each its own JAX), the longest first.
+
+  A SIGTERM to this process is passed on to the workers, whose runs stop at a step boundary with a
+  checkpoint, as in one process; a part it stops (or a worker it ends between runs) is "preempted".
+  """
+  print(f"[reproduce] {', '.join(names)}: in {jobs} processes; each part's output in "
+        f"{os.path.join(out_dir, '<part>', 'output.log')}", flush=True)
+  notice_received = threading.Event()
+  with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    futures = {name: pool.submit(_part_in_worker, name, configs[name], squad_dir, os.path.join(out_dir, name))
+               for name in sorted(names, key=lambda n: -EXPECTED_QUICK_MINUTES[n])}
+
+    def forward(signum, frame):  # pylint: disable=unused-argument
+      notice_received.set()
+      for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()  # SIGTERM: each worker's run saves a checkpoint at its next step
+
+    previous = signal.signal(signal.SIGTERM, forward) if threading.current_thread() is threading.main_thread() else None
+    try:
+      results = {}
+      for name, future in futures.items():
+        try:
+          results[name] = future.result()
+        except concurrent.futures.process.BrokenProcessPool:
+          results[name] = {"status": "preempted" if notice_received.is_set() else "failed", "dir": name,
+                           "summary": {}, "error": f"the worker process running {name} ended"}
+        print(f"[reproduce] {name}: {results[name]['status']}"
+              + (f" in {results[name]['wall_s']:.1f} s" if "wall_s" in results[name] else ""), flush=True)
+    finally:
+      if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+  notices = [result.pop("notice") for result in results.values() if "notice" in result]
+  preempted = None
+  if notices or notice_received.is_set():
+    preempted = training_loop.Preempted(*notices[0]) if notices else training_loop.Preempted(out_dir, 0, None)
+  return {name: results[name] for name in PARTS if name in results}, preempted
+
+
 @workdir_lock.owns_output_folder
 def run(out_dir: str, mode: str = "quick", squad_dir: str | None = None, parts: Sequence[str] = PARTS,
         configs: Mapping[str, ml_collections.ConfigDict] | None = None,
         runners: Mapping[str, Callable[[str, ml_collections.ConfigDict], Mapping[str, Any]]] | None = None,
-        command: str | None = None) -> dict[str, Any]:
+        command: str | None = None, jobs: int = 1) -> dict[str, Any]:
   """Runs the named parts into ``out_dir`` and writes report.md, results.json and results.csv there.
 
   Args:
@@ -130,18 +203,23 @@ def run(out_dir: str, mode: str = "quick", squad_dir: str | None = None, parts: 
       mode and settings are read from them.
     runners: part -> `(out_dir, config) -> summary`; default each study's `run` (tests pass stand-ins).
     command: the command line that started the run, recorded in the report.
+    jobs: parts run at once, each in a process of its own (1: one after the other, here). Every number is
+      the same either way; on 2 CPU cores 2 overlaps one part's compilation with another's steps. Parts in
+      other processes need the studies' own runners (not ``runners``).
 
   Returns:
     The results dict that was written to results.json.
 
   Raises:
-    ValueError: an unknown part name, or configs of different modes.
+    ValueError: an unknown part name, configs of different modes, jobs < 1, or runners with jobs > 1.
     FileNotFoundError: ``squad_dir`` or one of its two files is missing; no results.json to rebuild from.
   """
   from experiments.comparison import finetune  # pylint: disable=g-import-not-at-top
   unknown = [p for p in parts if p not in PARTS]
   if unknown:
     raise ValueError(f"parts={list(parts)!r}: each must be one of {', '.join(PARTS)}")
+  if jobs < 1 or (jobs > 1 and runners):
+    raise ValueError(f"jobs={jobs!r}: give 1 or more, and 1 with runners (other processes run the studies' own)")
   if squad_dir is not None:
     finetune.squad_files(squad_dir)  # fail before hours of pretraining, not after
   results_path = os.path.join(out_dir, "results.json")
@@ -171,15 +249,21 @@ def run(out_dir: str, mode: str = "quick", squad_dir: str | None = None, parts: 
     if name in parts and resumed and previous["parts"].get(name, {}).get("status") == "ok":
       print(f"[reproduce] {name}: finished before the preemption, kept", flush=True)
       part_results[name] = previous["parts"][name]
-    elif name in parts and preempted is None:
+    elif name not in parts and name in previous.get("parts", {}):
+      part_results[name] = previous["parts"][name]
+  to_run = [name for name in PARTS if name in parts and name not in part_results]
+  if jobs > 1 and len(to_run) > 1:
+    ran, preempted = _run_parts_concurrently(to_run, configs, squad_dir, out_dir, min(jobs, len(to_run)))
+    part_results.update(ran)
+  for name in to_run if jobs == 1 or len(to_run) == 1 else ():
+    if preempted is None:
       try:
         part_results[name] = _run_part(name, lambda d, n=name: runners[n](d, configs[n]),
                                        os.path.join(out_dir, name))
       except training_loop.Preempted as notice:
         preempted = notice
         part_results[name] = {"status": "preempted", "dir": name, "summary": {}, "error": str(notice)}
-    elif name not in parts and name in previous.get("parts", {}):
-      part_results[name] = previous["parts"][name]
+  part_results = {name: part_results[name] for name in PARTS if name in part_results}
   results = {
       "command": command,
       "mode": modes.pop(),
@@ -311,8 +395,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--optimizers", default=None,
                       help="BERT comparison: comma-separated names of experiments.common.optimizers.REGISTRY "
                            "(default: the config's)")
+  parser.add_argument("--jobs", type=int, default=1,
+                      help="parts run at once, each in a process of its own (default 1); the same numbers. On a "
+                           "2-core CPU 2 is faster (one part compiles while another steps); on a GPU or TPU "
+                           "keep 1 (a device belongs to one process)")
   argv = sys.argv[1:] if argv is None else list(argv)
   args = parser.parse_args(argv)
+  if args.jobs < 1:
+    parser.error(f"--jobs {args.jobs}: give 1 or more")
   parts = [] if args.report_only else study_cli.comma_list(args.parts)
   optimizers = study_cli.comma_list(args.optimizers)
   mode = "quick" if args.quick else "full"
@@ -323,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
       parser.error(str(error))
   results = run(args.out, mode=mode, squad_dir=args.squad_dir, parts=parts, configs=configs,
-                command=" ".join(["python -m experiments.reproduce"] + argv))
+                command=" ".join(["python -m experiments.reproduce"] + argv), jobs=args.jobs)
   print(f"[reproduce] report: {os.path.join(args.out, 'report.md')} ({results['wall_s']:.0f} s)")
   return 0 if all(p["status"] == "ok" for p in results["parts"].values()) else 1
 

@@ -693,6 +693,35 @@ def test_a_preempted_reproduction_keeps_its_finished_parts_and_the_same_command_
   assert calls[-1] == "synthetic" and again["parts"]["noise"] == resumed["parts"]["noise"]  # no resume now
 
 
+def _numbers(results, out_dir):
+  """Every value of the parts' results but the times and loads, with out_dir in paths made generic."""
+  skip = ("wall_s", "cpu_s", "load_average", "tokens_per_s", "seconds", "elapsed")
+  def walk(value, path):
+    if isinstance(value, dict):
+      return {k: walk(v, f"{path}/{k}") for k, v in value.items() if not any(s in k for s in skip)}
+    if isinstance(value, list):
+      return [walk(v, path) for v in value]
+    return value.replace(out_dir, "OUT") if isinstance(value, str) else value
+  return walk(results["parts"], "")
+
+
+def test_parts_in_worker_processes_give_the_same_numbers(tmp_path):
+  """--jobs 2: two real studies at once, each in a spawned process with its output in <part>/output.log,
+  give every number that one process gives; jobs with stand-in runners is refused."""
+  configs = _tiny_configs()
+  one, two = str(tmp_path / "one"), str(tmp_path / "two")
+  sequential = reproduce.run(one, configs=configs, parts=["synthetic", "stability"], command="pytest")
+  concurrent = reproduce.run(two, configs=configs, parts=["synthetic", "stability"], command="pytest", jobs=2)
+  assert {name: part["status"] for name, part in concurrent["parts"].items()} == {"synthetic": "ok",
+                                                                                "stability": "ok"}
+  assert _numbers(concurrent, two) == _numbers(sequential, one)
+  assert concurrent["research_questions"] == sequential["research_questions"]
+  for part in ("synthetic", "stability"):
+    assert "[reproduce] " + part + ": ok" in (tmp_path / "two" / part / "output.log").read_text()
+  with pytest.raises(ValueError, match="jobs=2"):
+    reproduce.run(str(tmp_path / "three"), configs=configs, runners=STAND_INS, jobs=2)
+
+
 def test_report_only_describes_the_run_that_made_the_numbers(tiny_reproduction, tmp_path):
   """--report-only with comparison flags (and no --quick) must not relabel the run (it once turned a quick
   run into a full one): the mode and configs are the recorded ones."""
