@@ -153,7 +153,7 @@ def _run_parts_concurrently(names: Sequence[str], configs: Mapping[str, ml_colle
   A SIGTERM to this process is passed on to the workers, whose runs stop at a step boundary with a
   checkpoint, as in one process; a part it stops (or a worker it ends between runs) is "preempted".
   """
-  print(f"[reproduce] {', '.join(names)}: in {jobs} processes; each part's output in "
+  print(f"[reproduce] {', '.join(names)}: in {jobs} process{'es' if jobs > 1 else ''}; each part's output in "
         f"{os.path.join(out_dir, '<part>', 'output.log')}", flush=True)
   notice_received = threading.Event()
   with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -252,10 +252,10 @@ def run(out_dir: str, mode: str = "quick", squad_dir: str | None = None, parts: 
     elif name not in parts and name in previous.get("parts", {}):
       part_results[name] = previous["parts"][name]
   to_run = [name for name in PARTS if name in parts and name not in part_results]
-  if jobs > 1 and len(to_run) > 1:
+  if jobs > 1 and to_run:
     ran, preempted = _run_parts_concurrently(to_run, configs, squad_dir, out_dir, min(jobs, len(to_run)))
     part_results.update(ran)
-  for name in to_run if jobs == 1 or len(to_run) == 1 else ():
+  for name in to_run if jobs == 1 else ():
     if preempted is None:
       try:
         part_results[name] = _run_part(name, lambda d, n=name: runners[n](d, configs[n]),
