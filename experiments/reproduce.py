@@ -121,6 +121,11 @@ def _run_part(name: str, run_fn: Callable[[str], Mapping[str, Any]], part_dir: s
           "load_average_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
+def _preempted(part_dir_name: str, notice: training_loop.Preempted) -> dict[str, Any]:
+  """A part's result when a preemption notice stopped it (the same command resumes it)."""
+  return {"status": "preempted", "dir": part_dir_name, "summary": {}, "error": str(notice)}
+
+
 def _part_in_worker(name: str, config: ml_collections.ConfigDict, squad_dir: str | None, part_dir: str
                     ) -> dict[str, Any]:
   """One part in a worker process of ``jobs > 1``: its output goes to ``part_dir/output.log``; a preemption
@@ -135,8 +140,8 @@ def _part_in_worker(name: str, config: ml_collections.ConfigDict, squad_dir: str
     try:
       return _run_part(name, lambda d: _study_run(name, squad_dir)(d, config), part_dir)
     except training_loop.Preempted as notice:
-      return {"status": "preempted", "dir": os.path.basename(part_dir), "summary": {}, "error": str(notice),
-              "notice": [notice.workdir, notice.step, notice.checkpoint_step]}
+      return dict(_preempted(os.path.basename(part_dir), notice),
+                  notice=[notice.workdir, notice.step, notice.checkpoint_step])
     finally:
       sys.stdout.flush()
       sys.stderr.flush()
@@ -262,7 +267,7 @@ def run(out_dir: str, mode: str = "quick", squad_dir: str | None = None, parts: 
                                        os.path.join(out_dir, name))
       except training_loop.Preempted as notice:
         preempted = notice
-        part_results[name] = {"status": "preempted", "dir": name, "summary": {}, "error": str(notice)}
+        part_results[name] = _preempted(name, notice)
   part_results = {name: part_results[name] for name in PARTS if name in part_results}
   results = {
       "command": command,
