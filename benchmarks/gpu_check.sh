@@ -31,7 +31,7 @@ else  # seconds for each part: 9 minutes in all
   TARGET_ARGS=(--targets --runs 2 --repeats 10 --warmup 2)
   FRESH_ARGS=()
   BERT_STEP_ARGS=(--batch-size 32 --seq-len 128 --steps 20 --warmup 3
-                  --optimizers adamw,acclip,spam,stable_spam,skip_step_on_spikes)
+                  --optimizers adamw,acclip,acclip_ports,zclip,adagc,autoclip,spam,stable_spam,skip_step_on_spikes)
 fi
 PYTHON=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
