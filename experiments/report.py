@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from experiments.common import results as results_lib
+from experiments.common import verdicts
 from experiments.common.results import format_number, markdown_table
 
 # Packages whose versions decide the numbers (jaxlib holds XLA; the rest build the models and data).
@@ -189,7 +190,8 @@ def verdict_lines(assessed: Mapping[str, Any]) -> list[str]:
                                r["verdict"] if r["verdict"] == "—" else f"**{r['verdict']}**"]
                               for r in assessed["rows"]]), "", "Rules:", ""]
     lines += [f"- {r['measure']}: {r['rule']}" for r in assessed["rows"]]
-  return lines + [f"- {assessed['overall_rule']}", "", f"**Verdict: {assessed['verdict']}.**", ""]
+  return lines + [f"- {assessed['overall_rule']}", "",
+                  f"**Verdict: {assessed['verdict']}.**{verdicts.edges_sentence(assessed.get('edges'))}", ""]
 
 
 def _environment_lines(results: Mapping[str, Any]) -> list[str]:

@@ -32,6 +32,24 @@ def test_the_rule_compares_the_gap_at_the_full_batch_with_the_smallest(sgd, adam
   assert assessed["verdict"] == expected and len(assessed["rows"]) == 3
   assert assessed["gap_smallest"] == pytest.approx(sgd[0] - adam[0])
   assert verdict.assess_rq8(dict(summary, complete=False))["verdict"] == verdicts.INCONCLUSIVE
+  # The control's gaps are computed the same way and decide nothing.
+  control = dict(summary, config={"batch_sizes": [4, 16, 64], "control": {"batch_sizes": [4, 64]}},
+                 control={"cells": {b: c for b, c in cells(sgd, adam).items() if b != "16"}})
+  found = verdict.assess_control(control)
+  assert [row[0] for row in found["rows"]] == ["4", "64"]
+  assert found["gap_full"] == pytest.approx(sgd[2] - adam[2]) and verdict.assess_rq8(control)["verdict"] == expected
+  assert verdict.assess_control(summary) is None
+
+
+def test_a_verdict_resting_on_a_cell_tuned_at_an_edge_says_so():
+  from experiments import report  # pylint: disable=g-import-not-at-top
+  summary = {"complete": True, "config": {"batch_sizes": [4, 16, 64]},
+             "cells": cells((4.0, 3.0, 2.2), (3.0, 2.5, 2.0))}
+  summary["cells"]["64"]["adam"]["best_at_edge"] = "high"
+  assessed = verdict.assess_rq8(summary)
+  assert assessed["edges"] == ["adam (batch 64)"]
+  line = report.verdict_lines(assessed)[-2]
+  assert line.startswith("**Verdict: supported.**") and "rests on: adam (batch 64)." in line
 
 
 @pytest.mark.parametrize("changes, match", [
@@ -39,12 +57,22 @@ def test_the_rule_compares_the_gap_at_the_full_batch_with_the_smallest(sgd, adam
     (dict(overrides=dict(max_train_sequences=16, static_masking=False)), "must fix the objective"),
     (dict(cells=((4, "sgd"),)), "cells must hold every"),
     (dict(optimizers=("sgd", "nadam")), "optimizers="),
+    (dict(control=dict(tiny.get_config().control, optimizers=("sgd", "nadam"))), "control.optimizers="),
+    (dict(control=dict(tiny.get_config().control, batch_sizes=(8, 4))), "control.batch_sizes="),
+    (dict(control=dict(tiny.get_config().control, filters=0)), "control.filters=0"),
 ])
 def test_bad_settings_are_refused_naming_the_field(changes, match):
   config = tiny.get_config()
   config.update(changes)
   with pytest.raises(ValueError, match=match):
     study.BatchSizeSettings.from_config(config)
+
+
+def test_a_control_with_missing_fields_is_refused_naming_them():
+  from experiments.batch_size import control  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"control: unknown field\(s\) \[\], missing \['batch_sizes'"):
+    control.ControlSettings.from_config({"dataset": "fashion_mnist_subset"})
+  assert control.ControlSettings.from_config({}) is None
 
 
 def test_static_masking_makes_one_fixed_objective(tmp_path):
@@ -85,4 +113,18 @@ def test_the_tiny_study_runs_and_reports(tmp_path):
                                     "run_result.json")))
   assert run["config"]["batch_size"] == 16 and run["config"]["static_masking"]
   assert run["config"]["model"]["dropout_rate"] == 0.0 and run["config"]["weight_decay"] == 0.0
-  assert "**Verdict: " in open(os.path.join(out, "summary.md")).read()
+  markdown = open(os.path.join(out, "summary.md")).read()
+  assert "**Verdict: " in markdown
+  # The ResNet control ran after BERT's cells, by the same protocol, and is reported beside the verdict.
+  control = summary["control"]
+  assert control["complete"] and list(control["cells"]) == ["4", "8"] and "ResNet-18" in control["description"]
+  for by_name in control["cells"].values():
+    for found in by_name.values():
+      assert found["train_set_loss"]["n"] == 2 and all(np.isfinite(found["train_set_loss"]["values"]))
+      assert found["best_learning_rate"] in found["learning_rates"]
+  assert "**The control**, which decides nothing: ResNet-18 of width 2" in markdown
+  # Rerunning reuses every finished run: the same numbers, no training.
+  from experiments.batch_size import control as control_lib  # pylint: disable=g-import-not-at-top
+  settings = control_lib.ControlSettings.from_config(tiny.get_config().control)
+  again = control_lib.run_control(settings, os.path.join(out, "control"), on_cell=lambda _: None)
+  assert again["cells"] == control["cells"]

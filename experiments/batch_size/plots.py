@@ -15,7 +15,8 @@ def plot_figures(summary: Mapping[str, Any], out_dir: str) -> dict[str, str]:
 
   Left: each optimizer's final training-set loss (mean over the seeds, bar from the smallest to the largest
   seed; hollow: best learning rate at an edge of its sweep) against the batch size, log scale, the last point
-  the full batch. Right: the median noise norm ||g_B - g|| at initialisation against the batch size.
+  the full batch. Middle: the median noise norm ||g_B - g|| at initialisation against the batch size. Right,
+  when the study has a control: its losses, drawn as the left panel's.
   """
   cells = summary.get("cells", {})
   if not cells:
@@ -23,24 +24,18 @@ def plot_figures(summary: Mapping[str, Any], out_dir: str) -> dict[str, str]:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  figure, (loss_axes, noise_axes) = plt.subplots(1, 2, figsize=(10.0, 3.4), layout="constrained")
-  for name in summary["config"]["optimizers"]:
-    color = figures.OPTIMIZER_COLORS.get(name, "black")
-    points = [(int(b), cell[name]) for b, cell in cells.items() if name in cell and cell[name].get("train_set_loss")]
-    points = [(b, cell) for b, cell in points if cell["train_set_loss"].get("mean") is not None]
-    if not points:
-      continue
-    sizes = [b for b, _ in points]
-    means = [cell["train_set_loss"]["mean"] for _, cell in points]
-    loss_axes.plot(sizes, means, "-", color=color, label=name)
-    for b, cell in points:
-      stats = cell["train_set_loss"]
-      loss_axes.vlines(b, stats["min"], stats["max"], color=color)
-      loss_axes.plot(b, stats["mean"], "o", color=color, markerfacecolor="white" if cell.get("best_at_edge") else color)
-  loss_axes.set_xscale("log", base=2)
+  control = (summary.get("control") or {}).get("cells")
+  figure, axes = plt.subplots(1, 3 if control else 2, figsize=(15.0 if control else 10.0, 3.4), layout="constrained")
+  loss_axes, noise_axes = axes[0], axes[1]
+  _draw_losses(loss_axes, cells, summary["config"]["optimizers"])
   loss_axes.set_xlabel("batch size (sequences; the last: the full batch)")
   loss_axes.set_ylabel("final training-set MLM loss")
-  loss_axes.legend(fontsize=8)
+  if control:
+    _draw_losses(axes[2], control, summary["config"]["control"]["optimizers"])
+    axes[2].set_xlabel("batch size (images; the last: the full batch)")
+    axes[2].set_ylabel("final training-set loss")
+    axes[2].set_yscale("log")
+    axes[2].set_title("the control: ResNet-18, Fashion-MNIST", fontsize=8)
   measured = summary.get("noise", {}).get("by_batch_size", {})
   sizes = [int(b) for b in measured if measured[b].get("noise_norm_median")]
   if sizes:
@@ -54,3 +49,21 @@ def plot_figures(summary: Mapping[str, Any], out_dir: str) -> dict[str, str]:
   figure.savefig(path, dpi=120, bbox_inches="tight")
   plt.close(figure)
   return {"batch_size": FIGURE_FILENAME}
+
+
+def _draw_losses(axes, cells: Mapping[str, Any], names) -> None:
+  """Each optimizer's final training-set loss against the batch size (the docstring of `plot_figures`)."""
+  for name in names:
+    color = figures.OPTIMIZER_COLORS.get(name, "black")
+    points = [(int(b), cell[name]) for b, cell in cells.items() if name in cell and cell[name].get("train_set_loss")]
+    points = [(b, cell) for b, cell in points if cell["train_set_loss"].get("mean") is not None]
+    if not points:
+      continue
+    axes.plot([b for b, _ in points], [cell["train_set_loss"]["mean"] for _, cell in points], "-", color=color,
+              label=name)
+    for b, cell in points:
+      stats = cell["train_set_loss"]
+      axes.vlines(b, stats["min"], stats["max"], color=color)
+      axes.plot(b, stats["mean"], "o", color=color, markerfacecolor="white" if cell.get("best_at_edge") else color)
+  axes.set_xscale("log", base=2)
+  axes.legend(fontsize=8)

@@ -20,8 +20,9 @@ coordinates (Mohammadi's and Hill's estimators). At the full batch every minibat
 the noise is zero by construction, and is recorded as such without measuring.
 
 Cells run in the config's order (SGD and Adam at the smallest and the full batch first: they decide the
-verdict), each resumable; the summary is rewritten after every cell. The rule lives in
-`experiments.batch_size.verdict`.
+verdict), each resumable; then the control, ResNet-18 on Fashion-MNIST by the same protocol
+(`experiments.batch_size.control`), which decides nothing; the summary is rewritten after every cell. The rule
+lives in `experiments.batch_size.verdict`.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from typing import Any
 
 import ml_collections
 
+from experiments.batch_size import control as control_lib
 from experiments.common import optimizers as optimizers_lib
 from experiments.common import results
 from experiments.common import workdir_lock
@@ -60,6 +62,7 @@ class BatchSizeSettings:
     cells: (batch size, optimizer) pairs in the order they run; every pair of the two lists.
     num_minibatches, num_coordinates: the noise measurement's minibatches and sampled coordinates.
     seeds: the seeds of every cell; empty: the comparison's.
+    control: the ResNet control's fields (`control.ControlSettings`); empty: no control.
   """
   mode: str
   expected_time: str
@@ -71,6 +74,7 @@ class BatchSizeSettings:
   num_minibatches: int
   num_coordinates: int
   seeds: tuple[int, ...] = ()
+  control: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> "BatchSizeSettings":
@@ -103,6 +107,7 @@ class BatchSizeSettings:
     if sorted(settings.cells) != sorted(grid):
       raise ValueError("cells must hold every (batch size, optimizer) pair once; missing "
                        f"{sorted(grid - set(settings.cells))}, extra {sorted(set(settings.cells) - grid)}")
+    control_lib.ControlSettings.from_config(settings.control)  # its own errors, naming control.<field>
     if settings.num_minibatches < 2 or settings.num_coordinates < 1:
       raise ValueError(f"num_minibatches={settings.num_minibatches} must be >= 2 and num_coordinates="
                        f"{settings.num_coordinates} >= 1")
@@ -197,18 +202,34 @@ def run(out_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
   compared = comparison_settings(settings)
   compared, corpus = comparison_study.with_shared_vocabulary(compared, out_dir)
   noise = _cached_noise(compared, settings, out_dir)
+  control_settings = control_lib.ControlSettings.from_config(settings.control)
   cells: dict[int, dict[str, Any]] = {}
   summary: dict[str, Any] = {}
-  for done, (batch_size, name) in enumerate(settings.cells, start=1):
+
+  def write(control: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    done = sum(len(by_name) for by_name in cells.values())
+    control_part = {} if control_settings is None else {"control": {
+        "setup": control_lib.setup_text(control_settings), **(control or {"complete": False, "cells": {}})}}
+    return _write(out_dir, {
+        "mode": settings.mode, "cells_done": done, "cells_planned": len(settings.cells),
+        "complete": done == len(settings.cells) and (control_settings is None or bool(control and control["complete"])),
+        "config": config.to_dict(), "setup": setup_text(settings, compared),
+        "data_description": [comparison_summary.corpus_text(corpus)], "noise": noise,
+        "cells": {str(b): cells[b] for b in settings.batch_sizes if b in cells},
+        **control_part, "wall_s": time.perf_counter() - start,
+    })
+
+  for batch_size, name in settings.cells:
     cell = dataclasses.replace(compared, overrides={**compared.overrides, "batch_size": batch_size})
     result = comparison_study._compare_optimizer(cell, os.path.join(out_dir, f"batch{batch_size}"), name,  # pylint: disable=protected-access
                                                  cell.learning_rates[name])
     cells.setdefault(batch_size, {})[name] = {k: result.get(k) for k in CELL_KEYS}
-    summary = _write(out_dir, {
-        "mode": settings.mode, "complete": done == len(settings.cells), "cells_done": done,
-        "cells_planned": len(settings.cells), "config": config.to_dict(), "setup": setup_text(settings, compared),
-        "data_description": [comparison_summary.corpus_text(corpus)], "noise": noise,
-        "cells": {str(b): cells[b] for b in settings.batch_sizes if b in cells},
-        "wall_s": time.perf_counter() - start,
-    })
+    summary = write()
+  if control_settings is not None:  # after BERT's cells, which decide the verdict
+
+    def on_cell(control: Mapping[str, Any]) -> None:
+      nonlocal summary
+      summary = write(control)
+
+    control_lib.run_control(control_settings, os.path.join(out_dir, "control"), on_cell)
   return summary

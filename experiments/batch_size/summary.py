@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from experiments.batch_size import verdict
+from experiments.common import verdicts
 from experiments.common.results import format_fixed, format_seed_statistics, markdown_table
 
 
@@ -46,7 +47,30 @@ def report_lines(summary: Mapping[str, Any]) -> list[str]:
           "Gradient noise at initialisation (minibatch gradient minus the mean of the minibatches): median noise "
           "norm, and the tail index of the pooled coordinate noise (2: Gaussian-like; smaller: heavier tails).", "",
           markdown_table(["batch", "median noise norm", "alpha (Mohammadi)", "alpha (Hill)", "note"],
-                         [[b] + _noise_text(noise.get(b)) for b in sizes]), ""]
+                         [[b] + _noise_text(noise.get(b)) for b in sizes]), ""] + control_lines(summary)
+
+
+def control_lines(summary: Mapping[str, Any]) -> list[str]:
+  """The control's tables (ResNet-18 on Fashion-MNIST by the same protocol); none without a control."""
+  control, assessed = summary.get("control"), verdict.assess_control(summary)
+  if not control or assessed is None:
+    return []
+  cells = control.get("cells", {})
+  names = list(summary["config"]["control"]["optimizers"])
+  sizes = [str(b) for b in summary["config"]["control"]["batch_sizes"]]
+  status = "" if control.get("complete") else " (incomplete)"
+  gaps = [[b, format_seed_statistics(sgd), format_seed_statistics(adam), "—" if found is None else f"{found:+.4f}"]
+          for b, sgd, adam, found in assessed["rows"]]
+  return [f"**The control{status}**, which decides nothing: {control['setup']}.", "",
+          "Final loss on the whole training set at each cell's best learning rate, and the held-out loss of the "
+          "same runs (mean ± std over the seeds):", "",
+          markdown_table(["optimizer"] + [f"batch {b}" for b in sizes],
+                         [[name] + [_cell_text(cells.get(b, {}).get(name)) for b in sizes] for name in names]
+                         + [[f"{name}, held-out"] + [format_seed_statistics((cells.get(b, {}).get(name) or {})
+                                                                            .get("eval_loss")) for b in sizes]
+                            for name in names]), "",
+          "The control's gap, SGD's final training-set loss minus Adam's, by batch size:", "",
+          markdown_table(["batch", "SGD", "Adam", "gap"], gaps), ""]
 
 
 def summary_markdown(summary: Mapping[str, Any]) -> str:
@@ -56,7 +80,8 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
             f"incomplete: {summary.get('cells_done')} of {summary.get('cells_planned')} cells run")
   lines = [f"# RQ8: does the Adam-SGD gap come from the noise? ({summary['mode']}, {status})", ""]
   lines += report_lines(summary)
-  lines += [f"**Verdict: {assessed['verdict']}.** Rule: {assessed['overall_rule']}.", "",
+  lines += [f"**Verdict: {assessed['verdict']}.**{verdicts.edges_sentence(assessed.get('edges'))} Rule: "
+            f"{assessed['overall_rule']}.", "",
             markdown_table(["measure", "ours"], [[row["measure"], row["ours"]] for row in assessed["rows"]]), ""]
   if summary.get("figures", {}).get("batch_size"):
     lines += [f"![training loss against batch size]({summary['figures']['batch_size']})", ""]

@@ -85,3 +85,22 @@ def assess_rq8(summary: Mapping[str, Any]) -> dict[str, Any]:
                   if cell.get("best_at_edge")})
   return {"rows": rows, "verdict": verdict, "overall_rule": OVERALL_RULE, "edges": edges,
           "gap_smallest": smallest, "gap_full": full}
+
+
+def assess_control(summary: Mapping[str, Any]) -> dict[str, Any] | None:
+  """The control's gap per batch size (`experiments.batch_size.control`), reported beside the verdict and
+  deciding nothing; None when the study has no control.
+
+  Returns:
+    {"rows": [(batch size, SGD's statistics, Adam's, gap or None)], "gap_smallest", "gap_full", "edges"}.
+  """
+  control = summary.get("control")
+  if not control:
+    return None
+  cells = control.get("cells", {})
+  planned = [str(b) for b in summary.get("config", {}).get("control", {}).get("batch_sizes", ())]
+  rows = [(b, cells[b].get(SGD, {}).get(MEASURE), cells[b].get(ADAM, {}).get(MEASURE), gap(cells, b))
+          for b in planned if b in cells]
+  edges = sorted(f"{name} (batch {b})" for b in cells for name, cell in cells[b].items() if cell.get("best_at_edge"))
+  return {"rows": rows, "gap_smallest": gap(cells, planned[0]) if planned else None,
+          "gap_full": gap(cells, planned[-1]) if planned else None, "edges": edges}

@@ -73,3 +73,12 @@ def log10_ratio(worse: Any, better: Any) -> float | None:
   if math.isinf(better):
     return -math.inf
   return math.log10(worse / better)
+
+
+def edges_sentence(edges: Sequence[str] | None) -> str:
+  """The sentence a verdict line gains when cells it rests on were tuned at an edge of their sweeps ('' for
+  none): each such cell named."""
+  if not edges:
+    return ""
+  return (" Best learning rates at an edge of what their sweeps ran (the optimum may lie beyond), which the "
+          f"verdict rests on: {', '.join(edges)}.")

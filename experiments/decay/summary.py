@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from experiments.common import verdicts
 from experiments.common.results import format_seed_statistics, markdown_table
 from experiments.comparison import summary as comparison_summary
 from experiments.decay import verdict
@@ -49,7 +50,8 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
   lines = [f"# RQ7: the clip or the weight decay? ({summary['mode']}, {status})", "",
            "What separates the paper's ACClip from Adam(W) on BERT: the clip or the weight decay?", ""]
   lines += report_lines(summary)
-  lines += [f"**Verdict: {assessed['verdict']}.** Rule: {assessed['overall_rule']}.", "",
+  lines += [f"**Verdict: {assessed['verdict']}.**{verdicts.edges_sentence(assessed.get('edges'))} Rule: "
+            f"{assessed['overall_rule']}.", "",
             markdown_table(["measure", "ours", "verdict"],
                            [[row["measure"], row["ours"], row["verdict"]] for row in assessed["rows"]]), ""]
   if summary.get("figures", {}).get("factorial"):

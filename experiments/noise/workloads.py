@@ -54,6 +54,8 @@ class Workload:
     decay: its learning-rate decay after warm-up ("linear" or "cosine").
     throughput_name, units_per_example: the training loop's throughput record (tokens or images).
     description: one line for the summary; data: the input pipeline's description.
+    evaluate_train_set: `(pmapped eval_step, replicated state) -> {"eval_loss", "eval_accuracy"}` over every
+      training example, in evaluation mode (ResNet only; None for BERT).
   """
   name: str
   model: Any
@@ -71,6 +73,7 @@ class Workload:
   units_per_example: int
   description: str
   data: dict
+  evaluate_train_set: Callable[[Callable, Any], dict[str, float]] | None = None
 
 
 def create(name: str, config, out_dir: str) -> Workload:
@@ -179,6 +182,11 @@ def resnet_workload(config) -> Workload:
 
   eval_batches = [parallel.shard_batch(batch) for batch in data.eval_batches(
       config.resnet_train_batch_size, max_examples=config.eval_examples)]
+  # The training set as evaluation batches: the same images, padded the same way.
+  train_set = dataclasses.replace(data, test_images=data.train_images, test_labels=data.train_labels)
+  train_set_batches = [parallel.shard_batch(batch) for batch in train_set.eval_batches(config.resnet_train_batch_size)]
+  evaluate = lambda batches: lambda eval_step, state: classification.evaluate(
+      eval_step, state, batches, parallel.PmapParallelism().to_host)
 
   def loss(params, batch):
     logits, _ = single_device_model.apply({"params": params, "batch_stats": initial_batch_stats}, batch["image"],
@@ -188,8 +196,7 @@ def resnet_workload(config) -> Workload:
   return Workload(
       name="resnet", model=spec.create(axis_name=parallel.AXIS_NAME), train_grads=train.train_grads,
       eval_step=train.eval_step, initial_state=initial_state,
-      evaluate=lambda eval_step, state: classification.evaluate(eval_step, state, eval_batches,
-                                                                parallel.PmapParallelism().to_host),
+      evaluate=evaluate(eval_batches), evaluate_train_set=evaluate(train_set_batches),
       loss=loss, train_batch=_seeded(data), group_of=models.parameter_group, groups=RESNET_GROUPS,
       trajectory_optimizer=ml_collections.ConfigDict(dict(optimizer="sgd", momentum=0.9,
                                                           learning_rate=config.resnet_learning_rate)),

@@ -4,8 +4,8 @@
 
 Expected time: about 6 hours on 2 CPU cores (16 cells, each a sweep of at least 3 learning rates and 2 more
 seeds at its best, 300 steps; a step of the full batch, 256 x 128 tokens, takes about 1.8 s, of batch 8 a
-few hundredths; one run at a time). Rerunning the same command continues an interrupted study. Needs the
-Debian package python3.11-doc.
+few hundredths; one run at a time), then the ResNet control, about half an hour. Rerunning the same command
+continues an interrupted study. Needs the Debian package python3.11-doc.
 """
 import ml_collections
 
@@ -14,7 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.mode = "full"
   config.expected_time = ("about 6 hours on 2 CPU cores (16 cells of at least 5 runs of 300 steps; the full batch "
-                          "takes about 1.8 s a step); rerunning the same command continues an interrupted study")
+                          "takes about 1.8 s a step), then the ResNet control (about half an hour); rerunning the same command continues an interrupted study")
   # Every run is a run of this comparison config (experiments/comparison/configs/<comparison>.py): the same
   # model, corpus, seeds, learning-rate grids and per-optimizer fields; these fields on top.
   config.comparison = "full"
@@ -32,4 +32,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_minibatches = 64
   config.num_coordinates = 2000
   config.seeds = ()  # the comparison's (0, 1, 2): the sweep with the first, the best rerun with the others
+  # The control (experiments.batch_size.control): ResNet-18 on the embedded Fashion-MNIST subset by the same
+  # protocol, SGD and Adam (the two the gap compares), at the same batch sizes on as many images as the full
+  # batch, the same steps; run after BERT's cells.
+  config.control = dict(dataset="fashion_mnist_subset", filters=8, batch_sizes=config.batch_sizes,
+                        num_train_steps=300, optimizers=("sgd", "adam"),
+                        learning_rates=dict(sgd=(0.01, 0.03, 0.1, 0.3, 1.0), adam=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
+                        seeds=(0, 1, 2), eval_examples=512, eval_batch_size=64)
   return config
