@@ -54,3 +54,47 @@ def test_bert_logs_its_largest_attention_logit_and_trains_with_muon_and_qk_clip(
     assert logged and any(r["heads_clipped"] >= 1 for r in logged)
   else:
     assert not logged
+
+
+def test_muon_orthogonalises_the_matrices_and_leaves_the_rest_to_adam():
+  from experiments.common import optimizers  # pylint: disable=g-import-not-at-top
+  config = models.BertConfig(vocab_size=40, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                             max_position_embeddings=16)
+  tokens = jnp.zeros((1, 4), jnp.int32)
+  params = models.BertForMaskedLM(config).init(jax.random.key(0), tokens, tokens, tokens + 1, tokens[:, :1],
+                                               deterministic=True)["params"]
+  numbers = optimizers.muon_dimension_numbers(params)
+  flat = {"/".join(str(getattr(k, "key", k)) for k in path): value for path, value in
+          jax.tree_util.tree_flatten_with_path(numbers, is_leaf=lambda x: x is None or hasattr(x, "reduction_axis"))[0]}
+  attention = "bert/layer_0/attention"
+  for name in ("query", "key", "value"):  # (in, heads, head_dim): one (in, heads * head_dim) matrix
+    assert flat[f"{attention}/{name}/kernel"].reduction_axis == 0
+    assert flat[f"{attention}/{name}/kernel"].output_axis == (1, 2)
+    assert flat[f"{attention}/{name}/bias"] is None
+  assert flat[f"{attention}/out/kernel"].reduction_axis == (0, 1) and flat[f"{attention}/out/kernel"].output_axis == 2
+  matrices = {name for name, value in flat.items() if value is not None}
+  assert all(name.endswith("kernel") for name in matrices)
+  # Embeddings, LayerNorm, biases and the output bias go to Muon's Adam branch.
+  for name, value in flat.items():
+    if "embeddings" in name or "layer_norm" in name.lower() or name.endswith("bias"):
+      assert value is None, name
+  assert len(matrices) >= 6  # q, k, v, out and the feed-forward pair
+
+
+def test_qk_clip_comes_after_independent_weight_decay():
+  """QK-clip rescales the weights the step leaves, decay included: with a head far past the threshold, the
+  query kernel ends at gamma ** 0.5 times (x + the AdamW step - the independent shrink)."""
+  from experiments.common import optimizers  # pylint: disable=g-import-not-at-top
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 2, 3)), jnp.float32)
+  params = {"attention": {"query": {"kernel": x}, "key": {"kernel": x + 1.0}}}
+  grads = jax.tree.map(jnp.ones_like, params)
+  common = dict(total_steps=10, learning_rate=0.1, warmup_steps=0, learning_rate_decay="constant", weight_decay=0.5,
+                weight_decay_mode="independent")
+  capped = optimizers.OptimizerSpec("adamw_qkclip", **common).replace(qk_clip_threshold=1.0).create()
+  plain = optimizers.OptimizerSpec("adamw", **common).create()
+  max_logits = {"attention": jnp.asarray([4.0, 0.5])}  # head 0: gamma = 1/4; head 1 below the threshold
+  updates, _ = capped.update(grads, capped.init(params), params, max_logits=max_logits)
+  reference, _ = plain.update(grads, plain.init(params), params)
+  stepped = np.asarray(x + reference["attention"]["query"]["kernel"], np.float64)
+  scale = np.asarray([0.25 ** 0.5, 1.0])[None, :, None]
+  np.testing.assert_allclose(x + updates["attention"]["query"]["kernel"], scale * stepped, rtol=1e-6, atol=1e-7)

@@ -167,11 +167,14 @@ class RegisteredOptimizer:
     fields: the config fields the constructor reads.
     learning_rate_scale: "sgd" or "adam" (see the module docstring).
     decoupled_decay: the constructor applies decoupled weight decay itself (else the factory adds it).
+    caps_attention_logits: QK-clip (`config.qk_clip_threshold`) follows everything else, weight decay included:
+      it rescales the weights the step leaves.
   """
   constructor: Callable[..., optax.GradientTransformation]
   fields: tuple[str, ...]
   learning_rate_scale: str
   decoupled_decay: bool
+  caps_attention_logits: bool = False
 
 
 def _optional(**kwargs) -> dict[str, Any]:
@@ -255,9 +258,10 @@ def _qk_clip_of_attention_layers(threshold: float) -> optax.GradientTransformati
 
 
 def muon_dimension_numbers(params: Any) -> Any:
-  """Which leaves Muon orthogonalises, and how: the 2-D kernels (in, out) and the attention projections, 3-D
-  (in, heads, head_dim) for query/key/value and (heads, head_dim, out) for the output, each head's block one
-  matrix over its input and output axes; None (Muon's Adam branch) for embeddings, biases and norms."""
+  """Which leaves Muon orthogonalises, and how: the 2-D kernels (in, out), and the attention projections as the
+  matrices they are, query/key/value (in, heads, head_dim) as one (in, heads * head_dim) matrix and the output
+  (heads, head_dim, out) as one (heads * head_dim, out) matrix, all heads together as in an `nn.Dense` of the
+  same size; None (Muon's Adam branch) for embeddings, biases and norms."""
   def numbers(path, leaf):
     name = str(getattr(path[-1], "key", "")) if path else ""
     if name != "kernel" or leaf.ndim < 2:
@@ -281,11 +285,19 @@ def _muon(learning_rate, weight_decay, b1=None, b2=None):
       muon_weight_dimension_numbers=muon_dimension_numbers)
 
 
-def _then_qk_clip(make: Callable) -> Callable:
+def _qk_clip_last(threshold: float) -> optax.GradientTransformationExtraArgs:
+  """QK-clip at `threshold` (`config.qk_clip_threshold`), checked: what `OptimizerSpec.transformation` puts
+  last for an entry that caps the attention logits."""
+  if not (math.isfinite(threshold) and threshold > 0):
+    raise ValueError(f"qk_clip_threshold={threshold!r} must be a finite number > 0")
+  return _qk_clip_of_attention_layers(threshold)
+
+
+def _capping_logits(make: Callable) -> Callable:
+  """`make`, reading `qk_clip_threshold` too (checked here; `OptimizerSpec.transformation` puts QK-clip last)."""
   def construct(learning_rate, weight_decay, qk_clip_threshold=100.0, **fields):
-    if not (math.isfinite(qk_clip_threshold) and qk_clip_threshold > 0):
-      raise ValueError(f"qk_clip_threshold={qk_clip_threshold!r} must be a finite number > 0")
-    return optax.chain(make(learning_rate, weight_decay, **fields), _qk_clip_of_attention_layers(qk_clip_threshold))
+    _qk_clip_last(qk_clip_threshold)
+    return make(learning_rate, weight_decay, **fields)
   return construct
 
 
@@ -317,9 +329,10 @@ REGISTRY: Mapping[str, RegisteredOptimizer] = types.MappingProxyType({
     "skip_step_on_spikes": RegisteredOptimizer(_skip_step_on_spikes(_adam_like(optax.adamw, decays=True)),
                                                _ADAM_FIELDS, "adam", True),
     "muon": RegisteredOptimizer(_muon, ("b1", "b2"), "adam", True),
-    "adamw_qkclip": RegisteredOptimizer(_then_qk_clip(_adam_like(optax.adamw, decays=True)),
-                                        _ADAM_FIELDS + ("qk_clip_threshold",), "adam", True),
-    "muon_qkclip": RegisteredOptimizer(_then_qk_clip(_muon), ("b1", "b2", "qk_clip_threshold"), "adam", True),
+    "adamw_qkclip": RegisteredOptimizer(_capping_logits(_adam_like(optax.adamw, decays=True)),
+                                        _ADAM_FIELDS + ("qk_clip_threshold",), "adam", True, caps_attention_logits=True),
+    "muon_qkclip": RegisteredOptimizer(_capping_logits(_muon), ("b1", "b2", "qk_clip_threshold"), "adam", True,
+                                       caps_attention_logits=True),
 })
 
 
@@ -453,6 +466,8 @@ class OptimizerSpec:
       parts.append(optax.add_decayed_weights(-learning_rate * weight_decay, mask=weight_decay_mask))
     if self.weight_decay_mode == "independent" and weight_decay > 0:
       parts.append(optax.add_decayed_weights(-learning_rate_scale * weight_decay, mask=weight_decay_mask))
+    if entry.caps_attention_logits:
+      parts.append(_qk_clip_last(fields.get("qk_clip_threshold", default_optimizer_config().qk_clip_threshold)))
     return optax.chain(*parts)
 
   def create(self) -> optax.GradientTransformation:
@@ -465,6 +480,7 @@ class OptimizerSpec:
       u <- <optimizer>(g; lr_k)                              e.g. -lr_k * adam_direction
       u <- u - lr_k * weight_decay * mask * x                if 'decoupled' (built into adamw/acclip/lamb)
       u <- u - scale(k) * weight_decay * mask * x            if 'independent'
+      u <- qk_clip(u; qk_clip_threshold)                     last, for adamw_qkclip and muon_qkclip
 
     Returns:
       An `optax.GradientTransformation` whose state is an `inject_hyperparams` state holding
