@@ -307,6 +307,9 @@ def acclip(
   with :math:`m_k`, :math:`\tau_k` as in `scale_by_acclip`. The update has the gradient's scale (like
   SGD), so learning rates are SGD-like, not Adam-like.
 
+  A gradient with a NaN or inf enters the state as in optax's own rules; wrap the optimizer in
+  `optax.apply_if_finite` to skip such steps.
+
   Args:
     learning_rate: :math:`\eta`, a float or an optax schedule.
     b1, b2, alpha, eps, bias_correction, mu_dtype: see `scale_by_acclip`.

@@ -147,6 +147,9 @@ def acclip_ports(
   its global-norm pre-clip is ``optax.chain(optax.clip_by_global_norm(1.0), acclip_ports(...))``.
   Learning rates are Adam-like (the update's magnitude is about 1).
 
+  A gradient with a NaN or inf enters the state as in optax's own rules; wrap the optimizer in
+  `optax.apply_if_finite` to skip such steps.
+
   Args:
     learning_rate: :math:`\eta`, a float or an optax schedule.
     b1, b2, alpha, eps, bias_correction, mu_dtype: see `scale_by_acclip_ports`.

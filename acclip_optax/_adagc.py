@@ -52,6 +52,9 @@ def adagc(lambda_abs: float = 1.0, lambda_rel: float = 1.05, norm_decay: float =
   W = `warmup_steps`, :math:`\|g\|` the global norm. As `pytorch_optimizer.AdaGC` (4.1.0):
   ``optax.chain(adagc(...), optax.adamw(lr, b1, b2, eps=1e-8, weight_decay=wd))`` gives its trajectory.
 
+  A gradient that is not finite (NaN or inf, or a global norm that overflows) never enters the statistics:
+  the step's update is zero, the state is kept, and `clip_stats` counts the step in ``nonfinite_steps``.
+
   Args:
     lambda_abs: the global-norm bound of the warm-up, > 0.
     lambda_rel: the bound relative to a tensor's EMA norm after warm-up, > 0.

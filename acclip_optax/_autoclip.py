@@ -49,6 +49,9 @@ def autoclip(percentile: float = 10.0, history: int = 1000) -> optax.GradientTra
   so the update jits; with `history` at least the number of steps it is the original method, which keeps
   every norm.
 
+  A gradient that is not finite (NaN or inf, or a global norm that overflows) never enters the statistics:
+  the step's update is zero, the state is kept, and `clip_stats` counts the step in ``nonfinite_steps``.
+
   Args:
     percentile: p, in [0, 100].
     history: the number of recent norms kept, >= 1.

@@ -109,6 +109,9 @@ def cclip(learning_rate: optax.ScalarOrSchedule, threshold: Threshold, momentum:
           nesterov: bool = False) -> optax.GradientTransformationExtraArgs:
   r"""SGD with coordinate-wise clipping (CClip): :math:`x_{k+1} = x_k - \eta_k\, \mathrm{clip}(\tau_k, g_k)`.
 
+  A gradient with a NaN or inf enters the state as in optax's own rules; wrap the optimizer in
+  `optax.apply_if_finite` to skip such steps.
+
   Args:
     learning_rate: :math:`\eta`, a float or a schedule (e.g. `strongly_convex_lr_schedule`).
     threshold: :math:`\tau`, see `clip_by_coordinate` (float, per-leaf/per-coordinate pytree, schedule).

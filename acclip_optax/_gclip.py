@@ -76,6 +76,9 @@ def gclip(learning_rate: optax.ScalarOrSchedule, max_norm: float | jax.Array | C
           momentum: float | None = None, nesterov: bool = False) -> optax.GradientTransformationExtraArgs:
   r"""SGD with global-norm clipping (GClip): :math:`x_{k+1} = x_k - \eta_k \min\{1, \tau_k/\|g_k\|\} g_k`.
 
+  A gradient with a NaN or inf enters the state as in optax's own rules; wrap the optimizer in
+  `optax.apply_if_finite` to skip such steps.
+
   Args:
     learning_rate: :math:`\eta`, a float or a schedule (e.g. `strongly_convex_lr_schedule`).
     max_norm: :math:`\tau`, a float or a schedule (e.g. `clip_threshold_schedule`).

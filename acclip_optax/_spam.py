@@ -64,6 +64,9 @@ def scale_by_spam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, theta: 
   after each reset (`_spam_warmup_scale`). As `pytorch_optimizer.SPAM` 4.1.0 at density 1 (no sparse
   masks); the clip compares with v before this step's update.
 
+  A gradient that is not finite (NaN or inf, or a global norm that overflows) never enters the statistics:
+  the step's update is zero, the state is kept, and `clip_stats` counts the step in ``nonfinite_steps``.
+
   Args:
     b1, b2: Adam's decays, in [0, 1).
     eps: added to sqrt(v), >= 0.
@@ -178,6 +181,9 @@ def spam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.9
 
   with :math:`u_k` from `scale_by_spam` (spike clipping, momentum resets, warm-up after each reset) and
   :math:`\lambda` = `weight_decay` applied after the step to the leaves `mask` selects.
+
+  A gradient that is not finite (NaN or inf, or a global norm that overflows) never enters the statistics:
+  the step's update is zero, the state is kept, and `clip_stats` counts the step in ``nonfinite_steps``.
 
   Args:
     learning_rate: :math:`\eta`, a float or a schedule.

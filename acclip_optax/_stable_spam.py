@@ -136,6 +136,9 @@ def scale_by_stable_spam(b1: float = 0.9, b2: float = 0.999, norm_decay: float |
   the library's other EMA decays of norms; its `gamma1=-1` (use :math:`\beta_1`) is ``norm_decay=None``;
   `t_max` and `eta_min` are `momentum_decay_steps` and `momentum_decay_floor`.
 
+  A gradient that is not finite (NaN or inf, or a global norm that overflows) never enters the statistics:
+  the step's update is zero, the state is kept, and `clip_stats` counts the step in ``nonfinite_steps``.
+
   Args:
     b1, b2: Adam's decays, in [0, 1).
     norm_decay: :math:`\gamma_1`, the decay of the EMA of the tensor norm, in [0, 1); None: `b1` (``gamma1``
@@ -233,6 +236,9 @@ def stable_spam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: floa
 
   with :math:`u_k` from `scale_by_stable_spam` and :math:`\lambda` = `weight_decay` on the leaves `mask`
   selects: the reference's decay :math:`x \leftarrow (1 - \eta_k \lambda) x` before its step.
+
+  A gradient that is not finite (NaN or inf, or a global norm that overflows) never enters the statistics:
+  the step's update is zero, the state is kept, and `clip_stats` counts the step in ``nonfinite_steps``.
 
   Args:
     learning_rate: :math:`\eta`, a float or a schedule.

@@ -63,6 +63,9 @@ def zclip(norm_decay: float = 0.97, z_threshold: float = 2.5, warmup_steps: int 
   (``mode="zscore"``, ``clip_option="adaptive_scaling"``, ``clip_factor=1``) of the reference package
   `zclip` 1.0.0, whose `ZClip.max_grad_norm` defaults to 1.0 where ours is None.
 
+  A gradient that is not finite (NaN or inf, or a global norm that overflows) never enters the statistics:
+  the step's update is zero, the state is kept, and `clip_stats` counts the step in ``nonfinite_steps``.
+
   Args:
     norm_decay: :math:`\alpha`, the EMA decay of the norm's mean and variance, in [0, 1) (``alpha`` before
       version 0.3).
