@@ -593,8 +593,20 @@ def test_fingerprints_are_the_same_on_the_host_and_on_sharded_devices():
   assert found["['w']"] != checkpoint.fingerprints(tree)["['w']"] and found["['h']"] == checkpoint.fingerprints(tree)["['h']"]
 
 
-@pytest.mark.parametrize("parallelism", [dict(), dict(parallelism="mesh", mesh_shape=(2, 2))])
-def test_a_damaged_checkpoint_is_an_error_naming_the_array_and_the_previous_checkpoint(tmp_path, parallelism):
+def _change_a_saved_fingerprint(step_folder):
+  """Damages a checkpoint in a way its bytes still decode: as if one array's bytes had changed after its
+  fingerprint was taken (the fingerprint saved with it changed instead)."""
+  path = os.path.join(step_folder, "meta", "metadata")
+  meta = json.load(open(path))
+  first = next(iter(meta["fingerprints"]))
+  meta["fingerprints"][first] = [value + 1 for value in meta["fingerprints"][first]]
+  with open(path, "w") as f:
+    json.dump(meta, f)
+
+
+@pytest.mark.parametrize("parallelism, damage", [
+    (dict(), "fingerprint"), (dict(parallelism="mesh", mesh_shape=(2, 2)), "fingerprint"), (dict(), "bytes")])
+def test_a_damaged_checkpoint_is_an_error_naming_the_array_and_the_previous_checkpoint(tmp_path, parallelism, damage):
   """Not a divergence: the damaged step and array are named; moved away, the previous one resumes the run."""
   from experiments.bert import train  # pylint: disable=g-import-not-at-top
   from experiments.common import checkpoint  # pylint: disable=g-import-not-at-top
@@ -605,13 +617,14 @@ def test_a_damaged_checkpoint_is_an_error_naming_the_array_and_the_previous_chec
   # A copy, as a resumed run is a new process: this one's TensorStore cache still holds the written bytes.
   workdir = _copy_run(str(written / "run"), tmp_path)
   folder = os.path.join(workdir, "checkpoints", "4")
-  _flip_bytes_in_the_data_files(folder)
+  (_flip_bytes_in_the_data_files if damage == "bytes" else _change_a_saved_fingerprint)(folder)
   with pytest.raises(checkpoint.CheckpointError) as raised:
     train.train_and_evaluate(micro_config(checkpoint_every_steps=2, **parallelism), workdir)
   message = str(raised.value)
-  # The fingerprint catches bytes that still decode; TensorStore's own checks, bytes that no longer do.
-  assert re.search(rf"checkpoint step 4 in {re.escape(os.path.join(workdir, 'checkpoints'))}( is damaged: the "
-                   r"array \[|: cannot restore the state)", message), message
+  # The fingerprint catches bytes that still decode (on either path, the arrays as restored there);
+  # TensorStore's own checks, bytes that no longer do.
+  found = "is damaged: the array \\[" if damage == "fingerprint" else "(is damaged: the array \\[|: cannot restore the state)"
+  assert re.search(rf"checkpoint step 4 in {re.escape(os.path.join(workdir, 'checkpoints'))} ?{found}", message), message
   assert f"Move {folder} away" in message and "it then resumes from checkpoint step 2" in message
   os.rename(folder, folder + ".damaged")
   result = train.train_and_evaluate(micro_config(checkpoint_every_steps=2, **parallelism), workdir)
