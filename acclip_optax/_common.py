@@ -1,7 +1,6 @@
 """Pieces several transformations share (private): norms, dtypes, fractions, skips and step-count checks."""
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 

@@ -57,7 +57,8 @@ def _check_layout(figure):
 
 def test_comparison_sweep_draws_each_optimizer_in_its_colour(tmp_path, monkeypatch):
   saved = []
-  monkeypatch.setattr(Figure, "savefig", lambda figure, *args, **kwargs: saved.append(figure))
+  monkeypatch.setattr(Figure, "savefig",
+                      lambda figure, path, *args, **kwargs: (saved.append(figure), open(path, "wb").close()))
   names = list(figures.OPTIMIZER_COLORS)
   sweep = {name: {"sweep": [{"learning_rate": 1e-3, "validation_loss": 5.0 + i / 10},
                             {"learning_rate": 1e-2, "validation_loss": math.inf}]}

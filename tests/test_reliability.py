@@ -177,6 +177,33 @@ def test_a_lock_that_cannot_be_written_leaves_nothing_behind(tmp_path, monkeypat
   assert not directory.exists()
 
 
+@pytest.mark.parametrize("writer", ["text", "rows_csv", "flat_csv", "copy", "figure"])
+def test_every_writer_names_the_file_a_full_disk_stopped_and_leaves_no_tmp(tmp_path, monkeypatch, writer):
+  """Each kind of file the project writes (text and JSON, the CSV tables, copies of vocabularies, figures, the
+  exported weights through the same `write_file`) goes through one writer, which names the file."""
+  import errno  # pylint: disable=g-import-not-at-top
+  from experiments.common import figures, results  # pylint: disable=g-import-not-at-top
+  source = tmp_path / "vocab.txt"
+  source.write_text("[PAD]\n")
+  path = str(tmp_path / f"out.{'png' if writer == 'figure' else 'txt'}")
+  write = {"text": lambda: results.write_text(path, "x"),
+           "rows_csv": lambda: results.write_rows_csv(path, [{"a": 1}], ["a"]),
+           "flat_csv": lambda: results.write_flat_csv(path, {"a": 1.0}),
+           "copy": lambda: results.copy_file(str(source), path),
+           "figure": lambda: figures.save_figure(__import__("matplotlib.pyplot").pyplot.figure(), path)}[writer]
+
+  def full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(results.os, "replace", full_disk)  # the disk fills as the whole file is put in place
+  with pytest.raises(OSError, match="No space left on device") as raised:
+    write()
+  assert raised.value.filename == path and sorted(os.listdir(tmp_path)) == ["vocab.txt"]
+  monkeypatch.undo()
+  write()
+  assert os.path.getsize(path) > 0 and sorted(os.listdir(tmp_path)) == sorted(["vocab.txt", os.path.basename(path)])
+
+
 def test_a_refused_run_leaves_no_folder_it_created(tmp_path):
   directory = tmp_path / "new" / "run"
   with pytest.raises(RuntimeError, match="boom"):

@@ -46,7 +46,7 @@ def plot_figures(summary: Mapping[str, Any], out_dir: str) -> dict[str, str]:
   noise_axes.set_ylabel("median ||g_B - g|| at initialisation")
   figure.suptitle(f"The Adam-SGD gap against the batch ({summary['mode']})", fontsize=9)
   path = os.path.join(out_dir, FIGURE_FILENAME)
-  figure.savefig(path, dpi=120, bbox_inches="tight")
+  figures.save_figure(figure, path, dpi=120)
   plt.close(figure)
   return {"batch_size": FIGURE_FILENAME}
 

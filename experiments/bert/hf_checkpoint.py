@@ -44,7 +44,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import sys
 from typing import Any, Callable, Mapping, NamedTuple
 
@@ -367,11 +366,12 @@ def save_hf(out_dir: str, config: models.BertConfig, params: Mapping[str, Any], 
   tokenizer = vocab.tokenizer()
   results.write_json(os.path.join(out_dir, "config.json"),
                      config_to_hf(config, architecture, tokenizer.token_to_id("[PAD]")))
-  shutil.copyfile(vocab.path, os.path.join(out_dir, "vocab.txt"))
+  results.copy_file(vocab.path, os.path.join(out_dir, "vocab.txt"))
   results.write_json(os.path.join(out_dir, "tokenizer_config.json"),
                      {"tokenizer_class": "BertTokenizer", "do_lower_case": vocab.lowercase,
                       "model_max_length": config.max_position_embeddings})
-  save_file(params_to_hf(params, config), os.path.join(out_dir, SAFETENSORS), metadata={"format": "pt"})
+  tensors = params_to_hf(params, config)
+  results.write_file(os.path.join(out_dir, SAFETENSORS), lambda path: save_file(tensors, path, metadata={"format": "pt"}))
   return out_dir
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from typing import Any
 
 import jax
@@ -112,7 +111,7 @@ def save(workdir: str, model_config: models.BertConfig, params: Any, vocab_path:
   vocab_sha256 = vocabulary.vocab_sha256(vocab_path)
   if os.path.exists(target) and vocabulary.vocab_sha256(target) != vocab_sha256:
     raise ValueError(f"{target!r} is another vocabulary; write the model into a new workdir")
-  shutil.copyfile(vocab_path, target)
+  results.copy_file(vocab_path, target)
   results.write_text(os.path.join(workdir, "vocab_info.json"),
                      json.dumps({"vocab_file_sha256": vocab_sha256, "lowercase": bool(lowercase)}))
   state = {"step": np.zeros((), np.int32), "params": params,

@@ -9,10 +9,14 @@ right of its last panel (save with ``bbox_inches="tight"`` to keep it in the fil
 """
 from __future__ import annotations
 
+import os
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+
+from experiments.common import results
 
 # Within a family the colours differ in hue; across families a colour is never reused.
 OPTIMIZER_COLORS: Mapping[str, str] = types.MappingProxyType({
@@ -98,3 +102,11 @@ def moving_average(steps: np.ndarray, values: np.ndarray, window: int) -> tuple[
   if window <= 1 or len(values) < window:
     return steps, values
   return steps[window - 1:], np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def save_figure(figure: Any, path: str, dpi: int = 120) -> None:
+  """`figure` as the image file ``path`` (its format from the extension), atomically and naming ``path`` on
+  failure (`results.write_file`)."""
+  image_format = os.path.splitext(path)[1].lstrip(".") or "png"
+  results.write_file(path, lambda temporary: figure.savefig(temporary, format=image_format, dpi=dpi,
+                                                             bbox_inches="tight"))

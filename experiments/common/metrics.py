@@ -189,5 +189,5 @@ def plot_loss_curves(runs: Mapping[str, str], out_path: str,
   if title:
     figure.suptitle(title, fontsize=10)
   os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-  figure.savefig(out_path, dpi=120, bbox_inches="tight")
+  figures.save_figure(figure, out_path, dpi=120)
   return out_path

@@ -6,12 +6,14 @@ reads those strings back as floats. None means "not measured".
 """
 from __future__ import annotations
 
-import csv
 import contextlib
+import csv
+import io
 import json
 import logging
 import math
 import os
+import shutil
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -54,22 +56,35 @@ def finite_or_none(value: Any) -> float | None:
   return float(value) if is_finite_number(value) else None
 
 
-def write_text(path: str, text: str) -> None:
-  """`text` to ``path`` atomically (a reader never sees half a file; an old file stays until the new one is
-  whole). Every file the project writes goes through here or `append_text`.
+def write_file(path: str, write: Callable[[str], Any]) -> None:
+  """``write(temporary path)``, then the result moved to ``path`` atomically (a reader never sees half a file;
+  an old file stays until the new one is whole). Every file the project writes goes through here (`write_text`,
+  `copy_file`, `figures.save_figure`, the exported weights) or `append_text`; checkpoints through Orbax.
 
   Raises:
     OSError: naming ``path`` (a full disk among them: errno ENOSPC); no ``.tmp`` is left behind.
   """
   temporary = path + ".tmp"
   try:
-    with open(temporary, "w", encoding="utf-8") as f:
-      f.write(text)
+    write(temporary)
     os.replace(temporary, path)
   except OSError as error:
     with contextlib.suppress(OSError):
       os.remove(temporary)
     raise OSError(error.errno, error.strerror, path) from error
+
+
+def write_text(path: str, text: str) -> None:
+  """`text` to ``path``, atomically and naming the file on failure (`write_file`)."""
+  def write(temporary: str) -> None:
+    with open(temporary, "w", encoding="utf-8", newline="") as f:
+      f.write(text)
+  write_file(path, write)
+
+
+def copy_file(source: str, path: str) -> None:
+  """A copy of the file ``source`` at ``path``, atomically and naming ``path`` on failure (`write_file`)."""
+  write_file(path, lambda temporary: shutil.copyfile(source, temporary))
 
 
 def append_text(path: str, text: str) -> None:
@@ -209,22 +224,24 @@ def flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def write_flat_csv(path: str, tree: Any) -> None:
-  """Every number of a results tree as a ``key,value`` row."""
-  with open(path, "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(["key", "value"])
-    for key, value in flatten(to_jsonable(tree)):
-      writer.writerow([key, json.dumps(value) if isinstance(value, (list, dict)) else value])
+  """Every number of a results tree as a ``key,value`` row (`write_text`)."""
+  text = io.StringIO(newline="")
+  writer = csv.writer(text)
+  writer.writerow(["key", "value"])
+  for key, value in flatten(to_jsonable(tree)):
+    writer.writerow([key, json.dumps(value) if isinstance(value, (list, dict)) else value])
+  write_text(path, text.getvalue())
 
 
 def write_rows_csv(path: str, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:
   """One CSV row per dict, in ``columns`` order (a missing or None value is an empty cell; an unknown key
-  is an error, so a column is never silently dropped)."""
-  with open(path, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="raise")
-    writer.writeheader()
-    for row in rows:
-      writer.writerow({k: "" if v is None else to_jsonable(v) for k, v in row.items()})
+  is an error, so a column is never silently dropped) (`write_text`)."""
+  text = io.StringIO(newline="")
+  writer = csv.DictWriter(text, fieldnames=list(columns), extrasaction="raise")
+  writer.writeheader()
+  for row in rows:
+    writer.writerow({k: "" if v is None else to_jsonable(v) for k, v in row.items()})
+  write_text(path, text.getvalue())
 
 
 def format_number(value: Any, digits: int = 4) -> str:

@@ -55,7 +55,7 @@ def plot_sweep(optimizers: Mapping[str, Mapping[str, Any]], path: str) -> str:
     figures.legend_outside([panel], title=family)
   axes[-1].set_xlabel("peak learning rate")
   figure.suptitle("Learning-rate sweep (x: diverged, drawn at the largest other loss)", fontsize=10)
-  figure.savefig(path, dpi=120, bbox_inches="tight")
+  figures.save_figure(figure, path, dpi=120)
   return path
 
 
@@ -102,7 +102,7 @@ def plot_clip_fractions(out_dir: str, optimizers: Mapping[str, Mapping[str, Any]
   axes[-1].set_xlabel("step")
   figure.suptitle(f"Clipping over training (best learning rate, seed 0; moving average over {smoothing} "
                   "logged steps)", fontsize=10)
-  figure.savefig(path, dpi=120, bbox_inches="tight")
+  figures.save_figure(figure, path, dpi=120)
   return True
 
 
@@ -161,5 +161,5 @@ def plot_frequency_buckets(optimizers: Mapping[str, Mapping[str, Any]], path: st
                             for b in range(len(base))])
   figure.suptitle(f"Held-out MLM loss minus {baseline}'s by training-set token frequency (mean over seeds; "
                   "< 0: the optimizer gains)", fontsize=10)
-  figure.savefig(path, dpi=120, bbox_inches="tight")
+  figures.save_figure(figure, path, dpi=120)
   return True

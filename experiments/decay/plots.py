@@ -44,6 +44,6 @@ def plot_figures(summary: Mapping[str, Any], out_dir: str) -> dict[str, str]:
   axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, title="rule (hollow: best lr at an edge)",
               title_fontsize=7)
   path = os.path.join(out_dir, FIGURE_FILENAME)
-  figure.savefig(path, dpi=120, bbox_inches="tight")
+  figures.save_figure(figure, path, dpi=120)
   plt.close(figure)
   return {"factorial": FIGURE_FILENAME}

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from experiments.common import figures as figures_lib
 from experiments.noise import measure
 
 
@@ -38,5 +39,5 @@ def measurement_figures(measurement: measure.Measurement, *, model: str, step: i
     figures.append((f"{tag}_variance.png", noise_plots.plot_variance_trace(
         measurement.variance, title=f"{model}, step {step}, batch {batch_size}")))
   for name, figure in figures:
-    figure.savefig(os.path.join(out_dir, name), dpi=110, bbox_inches="tight")
+    figures_lib.save_figure(figure, os.path.join(out_dir, name), dpi=110)
   return [name for name, _ in figures]

@@ -50,6 +50,7 @@ from experiments.common import config_checks
 from experiments.common import metrics as metrics_lib
 from experiments.common import optimizers
 from experiments.common import parallel
+from experiments.common import results
 from experiments.common import training_loop
 from experiments.common import workdir_lock
 from experiments.squad import evaluation
@@ -282,8 +283,7 @@ def _initial_state(compiled: _CompiledSteps, config, optimizer: optimizers.Optim
 def _write_predictions(workdir: str, predictions: dict[str, str]) -> str:
   path = os.path.join(workdir, "predictions.json")
   if parallel.is_main_process():
-    with open(path, "w", encoding="utf-8") as f:
-      json.dump(predictions, f, ensure_ascii=False, indent=1)
+    results.write_text(path, json.dumps(predictions, ensure_ascii=False, indent=1))
   return path
 
 

@@ -58,7 +58,7 @@ def plot_figures(summary: Mapping[str, Any], out_dir: str) -> dict[str, str]:
   figure.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
   figure.suptitle(f"Training loss near the stability margin, {summary['mode']} mode", fontsize=10)
   path = os.path.join(out_dir, FIGURE_FILENAME)
-  figure.savefig(path, dpi=120, bbox_inches="tight")
+  figures.save_figure(figure, path, dpi=120)
   return {"loss_curves": FIGURE_FILENAME, **_plot_logits(summary, out_dir, methods, style)}
 
 
@@ -90,5 +90,5 @@ def _plot_logits(summary: Mapping[str, Any], out_dir: str, methods: list[str], s
     row[0].set_ylabel("largest attention logit")
   figure.suptitle(f"Largest pre-softmax attention logit near the stability margin, {summary['mode']} mode",
                   fontsize=10)
-  figure.savefig(os.path.join(out_dir, LOGIT_FIGURE_FILENAME), dpi=120, bbox_inches="tight")
+  figures.save_figure(figure, os.path.join(out_dir, LOGIT_FIGURE_FILENAME), dpi=120)
   return {"attention_logits": LOGIT_FIGURE_FILENAME}

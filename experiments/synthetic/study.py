@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.common import figures as figures_lib
 from experiments.common import results as results_lib
 from experiments.common import study_cli
 from experiments.common import workdir_lock
@@ -418,5 +419,5 @@ def run(out_dir: str, config) -> dict:
   figures = (plots.plot_final_suboptimality(strongly_convex), plots.plot_rates(curves, rates, config.alphas),
              plots.plot_dimension(dimension, config.dims), plots.plot_nonconvex(nonconvex))
   for name, figure in zip(figure_names, figures):
-    figure.savefig(os.path.join(out_dir, name), dpi=110, bbox_inches="tight")
+    figures_lib.save_figure(figure, os.path.join(out_dir, name), dpi=110)
   return results
