@@ -177,6 +177,36 @@ def test_missing_weights_are_named(tmp_path):
     hf_checkpoint.load_hf(str(folder))
 
 
+def _truncated(path, keep=0.5):
+  data = open(path, "rb").read()
+  with open(path, "wb") as f:
+    f.write(data[:int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda folder: _truncated(folder / "config.json"), r"config\.json, line \d+: not valid JSON"),
+    (lambda folder: _truncated(folder / "model.safetensors"), r"model\.safetensors"),
+    (lambda folder: open(folder / "vocab.txt", "ab").write(b"\xff\xfe\n"),
+     r"vocab\.txt, line \d+: bytes that are not UTF-8"),
+])
+def test_every_damaged_file_of_a_hugging_face_folder_is_named(tmp_path, damage, message):
+  folder = tmp_path / "damaged"
+  shutil.copytree(TINY, folder)
+  damage(folder)
+  with pytest.raises(ValueError, match=message) as raised:
+    hf_checkpoint.load_hf(str(folder))
+  assert str(folder) in str(raised.value)
+
+
+def test_a_damaged_vocabulary_of_an_imported_workdir_is_named(imported_workdir, tmp_path):
+  workdir = str(tmp_path / "imported")
+  shutil.copytree(imported_workdir[0], workdir)
+  with open(os.path.join(workdir, "vocab_info.json"), "w") as f:
+    f.write('{"lowercase": tr')
+  with pytest.raises(ValueError, match=rf"{os.path.join(workdir, 'vocab_info.json')}, line 1: not valid JSON"):
+    pretrained.vocabulary_lowercase(workdir)
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("hidden_act", "gelu_new", "hidden_act='gelu_new' is not supported.*exact erf GELU"),
     ("position_embedding_type", "relative_key", "position_embedding_type='relative_key' is not supported"),

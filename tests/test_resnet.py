@@ -88,6 +88,12 @@ def test_cifar10_pickle_layout(tmp_path):
   np.testing.assert_array_equal(test_images, images["test_batch"])
   np.testing.assert_array_equal(train_labels, [0, 1, 2, 3, 4, 5, 0, 1, 2, 3])
   assert test_labels.shape == (5,)
+  # A truncated batch is named, with what to do.
+  data = open(root / "data_batch_2", "rb").read()
+  with open(root / "data_batch_2", "wb") as f:
+    f.write(data[:len(data) // 2])
+  with pytest.raises(ValueError, match=rf"{root / 'data_batch_2'}: not a CIFAR-10 python batch .*Download"):
+    input_pipeline.load_cifar10_folder(str(tmp_path))
 
 
 def test_image_folder_dataset(tmp_path):

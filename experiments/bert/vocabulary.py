@@ -151,12 +151,19 @@ def load_tokenizer(vocab_path: str, lowercase: bool = True):
 
   Raises:
     FileNotFoundError: vocab_path does not exist.
+    results.DamagedFileError: it is not UTF-8 text, or the tokenizer cannot read it (naming the file and line).
     ValueError: the vocabulary lacks one of [PAD] [UNK] [CLS] [SEP] [MASK].
   """
   from tokenizers import models  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(vocab_path):
     raise FileNotFoundError(f"vocab file {vocab_path!r} does not exist")
-  tokenizer = bert_tokenizer(models.WordPiece.from_file(vocab_path, unk_token="[UNK]"), lowercase)
+  remedy = "A BERT vocab.txt is UTF-8 text, one token a line: restore it from a copy or from where it came."
+  results.check_utf8_text(vocab_path, remedy)
+  try:
+    model = models.WordPiece.from_file(vocab_path, unk_token="[UNK]")
+  except Exception as error:  # tokenizers raises a bare Exception without the path
+    raise results.DamagedFileError(f"{vocab_path}: {error}; the file is damaged. {remedy}") from None
+  tokenizer = bert_tokenizer(model, lowercase)
   missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
   if missing:
     raise ValueError(f"vocab file {vocab_path!r} lacks the special token(s) {missing}; a BERT vocabulary "

@@ -131,6 +131,18 @@ def _parse_json(text: bytes, path: str, remedy: str, line_number: int | None = N
   raise DamagedFileError(f"{path}, {where}: {problem}; the file is damaged. {remedy}")
 
 
+def check_utf8_text(path: str, remedy: str) -> None:
+  """DamagedFileError naming ``path``, the line and ``remedy`` when the file is not UTF-8 text."""
+  with open(path, "rb") as f:
+    text = f.read()
+  try:
+    text.decode("utf-8")
+  except UnicodeDecodeError as error:
+    line = text[:error.start].count(b"\n") + 1
+    raise DamagedFileError(f"{path}, line {line}: bytes that are not UTF-8 text ({error.reason}); the file is "
+                           f"damaged. {remedy}") from None
+
+
 def read_json(path: str, required: Sequence[str] = (),
               remedy: str = "Restore it from a copy, or delete it and rerun what wrote it.") -> Any:
   """The JSON value of ``path``, checked: the keys in ``required`` are present, and every seed-statistics

@@ -39,6 +39,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from experiments.common import results
+
 DATASETS = ("fashion_mnist", "fashion_mnist_subset", "cifar10", "imagenet", "digits")
 FASHION_MNIST_SUBSET_DIR = os.path.join(os.path.dirname(__file__), "data", "fashion_mnist_subset")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
@@ -143,10 +145,15 @@ def _cifar_folder(folder: str) -> Optional[str]:
 
 
 def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
-  with open(path, "rb") as f:
-    batch = pickle.load(f, encoding="bytes")
-  data = np.asarray(batch[b"data"], np.uint8)
-  labels = np.asarray(batch[b"labels"], np.int32)
+  try:
+    with open(path, "rb") as f:
+      batch = pickle.load(f, encoding="bytes")
+    data = np.asarray(batch[b"data"], np.uint8)
+    labels = np.asarray(batch[b"labels"], np.int32)
+  except (pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, AttributeError) as error:
+    raise results.DamagedFileError(
+        f"{path}: not a CIFAR-10 python batch ({type(error).__name__}: {error}); the file is damaged or "
+        "truncated. Download and unpack cifar-10-python.tar.gz again.") from None
   if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
     raise ValueError(f"{path!r}: data {data.shape} / labels {labels.shape} are not CIFAR-10's "
                      "[N, 3072] / [N]")
