@@ -79,8 +79,18 @@ def test_a_margin_at_the_top_of_what_ran_asks_for_the_next_learning_rate_up():
                          {"learning_rate": 0.3, "status": study.COLLAPSES}]}
   found = study.margins(points)
   assert found["adamw"]["at_edge"] and not found["skip_step_on_spikes"]["at_edge"]
-  assert study.extension_runs(settings(), points, {}) == [(1.0, "adamw")]  # 0.3 -> 1 on the 1-3-10 ladder
-  assert study.extension_runs(settings(), points, {"adamw": 2}) == []  # sweep.MAX_EXTENSIONS reached
+  assert study.extension_runs(settings(max_extensions=2), points, {}) == [(1.0, "adamw")]  # 0.3 -> 1: 1-3-10
+  assert study.extension_runs(settings(max_extensions=2), points, {"adamw": 2}) == []  # max_extensions reached
+
+
+def test_a_method_that_trains_at_none_of_its_learning_rates_asks_for_the_next_one_down():
+  points = {"adamw": [{"learning_rate": 0.01, "status": study.COLLAPSES},
+                      {"learning_rate": 0.3, "status": study.COLLAPSES}]}
+  lowest = min(settings().learning_rates["adamw"] + (0.01,))
+  assert study.margins(points)["adamw"]["margin"] is None
+  found = study.extension_runs(settings(max_extensions=2), points, {})
+  assert len(found) == 1 and found[0][1] == "adamw" and found[0][0] < lowest
+  assert study.extension_runs(settings(max_extensions=2), points, {"adamw": 2}) == []
 
 
 def test_recorded_points_are_judged_on_their_final_validation_numbers(tmp_path):

@@ -79,6 +79,7 @@ class StabilitySettings:
     recorded_study: a summary.json of this study (relative to the repository) whose judged runs are reused
       for the methods and learning rates it has, when its setup is this one's (`recorded.recorded_runs`);
       "" for none.
+    max_extensions: learning rates a method may get past the ends of its list (`extension_runs`).
   """
   mode: str
   expected_time: str
@@ -94,6 +95,7 @@ class StabilitySettings:
   spike_factor: float
   spike_window: int
   recorded_study: str = ""
+  max_extensions: int = MAX_EXTENSIONS
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> "StabilitySettings":
@@ -303,13 +305,18 @@ def judge_run(final: Mapping[str, Any], records: Sequence[Mapping[str, Any]], *,
 
 def extension_runs(settings: StabilitySettings, points: Mapping[str, Sequence[Mapping[str, Any]]],
                    extended: Mapping[str, int]) -> list[tuple[float, str]]:
-  """(learning rate, method) runs past the top of a method's learning rates while its margin sits there, at
-  most `sweep.MAX_EXTENSIONS` per method (`extended`: how many each has had)."""
+  """(learning rate, method) runs past the top of a method's learning rates while its margin sits there, and
+  below the bottom while none of them trains (a margin, if any, lies lower), at most
+  `settings.max_extensions` per method (`extended`: how many each has had)."""
   runs = []
   for name, found in margins(points).items():
-    if found["at_edge"] and extended.get(name, 0) < MAX_EXTENSIONS:
-      learning_rates = sorted({p["learning_rate"] for p in points[name]} | set(settings.learning_rates[name]))
+    if extended.get(name, 0) >= settings.max_extensions or not points[name]:
+      continue
+    learning_rates = sorted({p["learning_rate"] for p in points[name]} | set(settings.learning_rates[name]))
+    if found["at_edge"]:
       runs.append((next_learning_rate(learning_rates[-1], 1, learning_rates), name))
+    elif found["margin"] is None:
+      runs.append((next_learning_rate(learning_rates[0], -1, learning_rates), name))
   return runs
 
 
@@ -373,7 +380,8 @@ def run(out_dir: str, config: ml_collections.ConfigDict, *, finished_only: bool 
   Rerunning into the same folder reuses every finished run and resumes a preempted one; summary.json and
   summary.md are rewritten after every run (``"complete": false`` until the last), so a study stopped
   part-way reports what it has. After the config's runs, a method whose margin is the largest learning rate
-  it ran gets the next one up (`extension_runs`, at most `sweep.MAX_EXTENSIONS`), until it fails there.
+  it ran gets the next one up, and one that trains at none of them the next one down (`extension_runs`, at
+  most `max_extensions` of the config), until the margin lies inside what it ran.
 
   finished_only: train nothing; summarize the runs that have finished (their `run_result.json`), whatever
     their place in the run order (runs made out of order, for instance by `comparison.study` calls of other
