@@ -28,12 +28,18 @@ def losses_of(workdir):
   return np.array([losses[step] for step in sorted(losses)])
 
 
+def logits_of(workdir):
+  """The logged largest attention logit at each log step (the maximum over every device's rows)."""
+  records = metrics_lib.read_metrics(os.path.join(workdir, metrics_lib.METRICS_FILENAME))
+  return np.array([r["max_attention_logit"] for r in records if "train_loss" in r])
+
+
 @pytest.fixture(scope="module")
 def pmap_run(tmp_path_factory, shared_vocab):
   workdir = str(tmp_path_factory.mktemp("pmap"))
   result = bert_train.train_and_evaluate(micro_config(vocab_file=shared_vocab, num_train_steps=NUM_STEPS),
                                          workdir)
-  return result, losses_of(workdir)
+  return result, losses_of(workdir), logits_of(workdir)
 
 
 def test_fsdp_rule_shards_the_largest_divisible_dimension():
@@ -53,11 +59,15 @@ def test_a_mesh_shape_that_does_not_cover_the_devices_names_itself():
 
 @pytest.mark.parametrize("mesh_shape", MESH_SHAPES)
 def test_bert_mesh_losses_equal_pmap(tmp_path, shared_vocab, pmap_run, mesh_shape):
-  pmap_result, pmap_losses = pmap_run
+  pmap_result, pmap_losses, pmap_logits = pmap_run
   result = bert_train.train_and_evaluate(
       micro_config(vocab_file=shared_vocab, num_train_steps=NUM_STEPS, parallelism="mesh",
                    mesh_shape=mesh_shape), str(tmp_path))
   np.testing.assert_allclose(losses_of(str(tmp_path)), pmap_losses, rtol=1e-5)
+  # The mesh path logs the largest attention logit over the global batch, as pmap does over its devices (under
+  # jit the maximum is over the global array, so mesh (1, 4) equal to pmap shows pmap's is the global one too).
+  assert len(pmap_logits) == len(pmap_losses) and np.all(pmap_logits > 0)
+  np.testing.assert_allclose(logits_of(str(tmp_path)), pmap_logits, rtol=1e-5)
   np.testing.assert_allclose(result["eval_loss"], pmap_result["eval_loss"], rtol=1e-5)
 
 
@@ -89,7 +99,7 @@ def test_fsdp_state_is_sharded_by_the_rule_and_keeps_it_through_a_step(shared_vo
 
 def test_sharded_checkpoint_resumes_under_another_mesh_and_under_pmap(tmp_path, shared_vocab, pmap_run):
   """Saved under mesh (2, 2) at step 10, resumed under (1, 4) and under pmap: the uninterrupted losses."""
-  _, pmap_losses = pmap_run
+  _, pmap_losses, _ = pmap_run
   first = micro_config(vocab_file=shared_vocab, num_train_steps=NUM_STEPS, parallelism="mesh", mesh_shape=(2, 2),
                        halt_after_steps=10)
   for name, overrides in [("mesh14", dict(parallelism="mesh", mesh_shape=(1, 4))), ("pmap", {})]:
