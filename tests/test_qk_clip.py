@@ -66,6 +66,35 @@ def test_qk_clip_matches_its_float64_reference(fused, balance):
   assert float(stats["max_attention_logit"]) == 250.0 and float(stats["heads_clipped"]) == 1.0
 
 
+@pytest.mark.parametrize("axis_type", [jax.sharding.AxisType.Explicit, jax.sharding.AxisType.Auto],
+                         ids=["explicit", "auto"])
+@pytest.mark.parametrize("fused", [False, True])
+def test_rescaled_updates_keep_the_params_sharding_and_equal_the_unsharded_ones(fused, axis_type):
+  """Kernels and biases sharded over 4 devices (by the heads, or by the fused heads * head_dim axis): the
+  rescaled updates keep each leaf's sharding and equal the single-device result."""
+  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), {"attention": layer_params(rng, fused)})
+  updates = jax.tree.map(lambda x: 0.01 * jnp.ones_like(x), params)
+  tx = qk_clip(100.0, attention={"layer": (("attention", "query"), ("attention", "key"))})
+  max_logits = {"layer": jnp.asarray([250.0, 40.0, 400.0, 90.0])}
+  expected, _ = tx.update(updates, tx.init(params), params, max_logits=max_logits)
+  mesh = jax.make_mesh((4,), ("x",), axis_types=(axis_type,))
+  # Kernels (in, H, D) or (in, H * D) by their second axis, biases (H, D) or (H * D,) by their first: the heads.
+  spec = lambda path: P(None, "x") if jax.tree_util.keystr(path).endswith("['kernel']") else P("x")
+  with jax.set_mesh(mesh):
+    place = lambda tree: jax.tree_util.tree_map_with_path(
+        lambda path, x: jax.device_put(x, NamedSharding(mesh, spec(path))), tree)
+    sharded_params = place(params)
+    out, state = jax.jit(tx.update)(place(updates), tx.init(sharded_params), sharded_params,
+                                    max_logits=max_logits)
+  assert int(state.heads_clipped) == 2
+  for (path, got), param, want in zip(jax.tree_util.tree_leaves_with_path(out), jax.tree.leaves(sharded_params),
+                                      jax.tree.leaves(expected)):
+    assert got.sharding.is_equivalent_to(param.sharding, got.ndim), (jax.tree_util.keystr(path), got.sharding)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=jax.tree_util.keystr(path))
+
+
 def test_a_capped_head_has_its_logits_at_the_threshold():
   """q.k/sqrt(d) of the rescaled weights: the clipped head's logit lands on tau (balance 0.5 or not)."""
   rng = np.random.default_rng(1)

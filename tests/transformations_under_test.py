@@ -90,7 +90,8 @@ TRANSFORMATIONS_UNDER_TEST: dict[str, UnderTest] = {
                              accepts_complex=False),
     # QK-clip rescales attention weights after the step: it goes last, after the update rule. These checks
     # run it without max_logits (the shared checks' params hold no attention layer), where it passes the
-    # update through; tests/test_qk_clip.py checks the rule itself.
+    # update through; tests/test_qk_clip.py checks the rule itself, and its rescaled updates on sharded
+    # kernels and biases.
     "qk_clip": UnderTest(acclip_optax.qk_clip, dict(threshold=10.0, attention={"attention": (("query",), ("key",))}),
                          converge=lambda transformation: optax.chain(optax.adam(0.02), transformation),
                          param_shaped_state=False),
