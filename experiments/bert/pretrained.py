@@ -19,6 +19,7 @@ import json
 import os
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,6 +33,19 @@ from experiments.common import results
 # The optimizer an imported checkpoint records: its state is a few scalars, not two copies of the model.
 IMPORTED_OPTIMIZER = optimizers.OptimizerSpec(
     "sgd", total_steps=1, learning_rate=0.0, hyperparameters=(("momentum", 0.0), ("nesterov", False)))
+
+
+@flax.struct.dataclass
+class TrainState:
+  """A BERT run's state, pre-training or fine-tuning: everything a resumed run needs besides the data position
+  (which is `step`)."""
+  step: jax.Array  # int32, optimizer updates done
+  params: Any
+  opt_state: Any
+  rng: jax.Array  # uint32 raw key data (portable across checkpoint formats)
+
+  def as_dict(self) -> dict:
+    return {"step": self.step, "params": self.params, "opt_state": self.opt_state, "rng": self.rng}
 
 
 def checkpoint_dir(workdir: str) -> str:

@@ -27,7 +27,6 @@ import os
 import time
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -45,17 +44,7 @@ from experiments.common import parallel
 from experiments.common import training_loop
 from experiments.common import workdir_lock
 
-@flax.struct.dataclass
-class TrainState:
-  """Everything a resumed run needs besides the data position (which is `step`)."""
-  step: jax.Array  # int32, optimizer updates done
-  params: Any
-  opt_state: Any
-  rng: jax.Array  # uint32 raw key data (portable across checkpoint formats)
-
-  def as_dict(self) -> dict:
-    return {"step": self.step, "params": self.params, "opt_state": self.opt_state, "rng": self.rng}
-
+TrainState = pretrained.TrainState  # one state for pre-training and fine-tuning
 
 mlm_sums = classification.weighted_sums  # over the masked positions: the others have weight 0
 

@@ -44,7 +44,6 @@ import numpy as np
 from experiments.bert import input_pipeline as bert_input_pipeline
 from experiments.bert import models as bert_models
 from experiments.bert import pretrained as bert_pretrained
-from experiments.bert.train import TrainState  # one state for pre-training and fine-tuning
 from experiments.common import classification
 from experiments.common import config_checks
 from experiments.common import metrics as metrics_lib
@@ -62,7 +61,7 @@ def _apply_model(model, params, batch, *, deterministic, rngs=None):
                      batch["attention_mask"], deterministic=deterministic, rngs=rngs)
 
 
-def train_grads(state: TrainState, batch: dict, *, model, axis_name) -> tuple[Any, dict]:
+def train_grads(state: bert_pretrained.TrainState, batch: dict, *, model, axis_name) -> tuple[Any, dict]:
   """One device's part of an update (see the module docstring): the gradient summed over `axis_name`."""
   dropout_rng = parallel.device_rng(jax.random.wrap_key_data(state.rng), state.step, axis_name)
   global_weight = jnp.maximum(jax.lax.psum(jnp.sum(batch["weights"]), axis_name), 1.0)
@@ -267,7 +266,7 @@ def _run_signature(config, pretrained: Pretrained, data: input_pipeline.SquadDat
 
 
 def _initial_state(compiled: _CompiledSteps, config, optimizer: optimizers.OptimizerSpec,
-                   pretrained: Pretrained) -> TrainState:
+                   pretrained: Pretrained) -> bert_pretrained.TrainState:
   """A fresh host state: the pre-trained encoder (when given) and a new span head."""
   root_key = jax.random.key(config.seed)
   init_key = jax.random.fold_in(root_key, 0)
@@ -275,7 +274,7 @@ def _initial_state(compiled: _CompiledSteps, config, optimizer: optimizers.Optim
     params = compiled.init_params(init_key)
   else:
     params = {"bert": pretrained.encoder, **models.init_head(pretrained.model_config, init_key)}
-  return jax.device_get(TrainState(
+  return jax.device_get(bert_pretrained.TrainState(
       step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.create().init(params),
       rng=jax.random.key_data(jax.random.fold_in(root_key, 1))))
 
