@@ -54,6 +54,9 @@ from experiments.common import study_cli
 from experiments.common import training_loop
 from experiments.common import verdicts
 from experiments.common import workdir_lock
+from experiments.comparison import study as comparison
+from experiments.comparison import finetune
+from experiments.comparison import summary as comparison_summary
 
 PARTS = ("synthetic", "noise", "bert", "stability", "decay", "batch_size")
 # Each part's minutes in the quick mode on 2 CPU cores (docs/benchmarks.md): with --jobs the longest start first.
@@ -74,7 +77,6 @@ QUESTIONS = {"RQ1": ("noise", "assess_rq1", "rq1"), "RQ2": ("synthetic", "assess
 def part_configs(mode: str, weight_decay: float | None = None,
                  optimizers: Sequence[str] | None = None) -> dict[str, ml_collections.ConfigDict]:
   """Each part's configs/<mode>.py, the comparison's with --weight-decay and --optimizers applied."""
-  from experiments.comparison import study as comparison  # pylint: disable=g-import-not-at-top
   configs = {part: study_cli.study_config(package, mode) for part, package in STUDIES.items()}
   configs["bert"] = comparison.with_flags(configs["bert"], weight_decay, optimizers)
   return configs
@@ -219,7 +221,6 @@ def run(out_dir: str, mode: str = "quick", squad_dir: str | None = None, parts: 
     ValueError: an unknown part name, configs of different modes, jobs < 1, or runners with jobs > 1.
     FileNotFoundError: ``squad_dir`` or one of its two files is missing; no results.json to rebuild from.
   """
-  from experiments.comparison import finetune  # pylint: disable=g-import-not-at-top
   unknown = [p for p in parts if p not in PARTS]
   if unknown:
     raise ValueError(f"parts={list(parts)!r}: each must be one of {', '.join(PARTS)}")
@@ -299,14 +300,12 @@ FIGURE_KEYWORDS = {"RQ2": ("final_suboptimality", "rates", "nonconvex"), "RQ3": 
 
 def _comparison_flags(config: Mapping[str, Any], mode: str) -> str:
   """The --weight-decay and --optimizers flags that turn the mode's comparison config into ``config``."""
-  from experiments.comparison import study as comparison  # pylint: disable=g-import-not-at-top
   default = study_cli.study_config(STUDIES["bert"], mode)
   flags = ""
   if "weight_decay" in config["overrides"] and "weight_decay" not in default.overrides:
     flags += f" --weight-decay {config['overrides']['weight_decay']:g}"
   if tuple(config["optimizers"]) != tuple(default.optimizers):
     flags += f" --optimizers {','.join(config['optimizers'])}"
-  del comparison
   return flags
 
 
@@ -320,8 +319,6 @@ def _config_differences(package: str) -> str:
 
 
 def _extra_sections(out_dir: str, results: Mapping[str, Any]) -> dict[str, list[str]]:
-  from experiments.comparison import study as comparison  # pylint: disable=g-import-not-at-top
-  from experiments.comparison import summary as comparison_summary  # pylint: disable=g-import-not-at-top
   sections = {}
   bert = results["parts"].get("bert", {})
   if bert.get("status") == "ok":

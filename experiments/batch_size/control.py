@@ -32,6 +32,8 @@ import ml_collections
 from experiments.common import optimizers as optimizers_lib
 from experiments.common import results
 from experiments.comparison import sweep as sweep_lib
+from experiments.noise import workloads
+from experiments.noise import training
 
 RESULT_FILENAME = "run_result.json"
 MEASURE, HELD_OUT = "train_set_loss", "eval_loss"
@@ -102,7 +104,6 @@ class ControlSettings:
 
 
 def _workload(settings: ControlSettings):
-  from experiments.noise import workloads  # pylint: disable=g-import-not-at-top  (jax, flax: only when run)
   return workloads.resnet_workload(types.SimpleNamespace(
       resnet_dataset=settings.dataset, resnet_filters=settings.filters, resnet_train_examples=settings.train_examples,
       seed=settings.seeds[0], resnet_train_batch_size=settings.eval_batch_size, eval_examples=settings.eval_examples,
@@ -112,7 +113,6 @@ def _workload(settings: ControlSettings):
 def _run(workload, settings: ControlSettings, name: str, learning_rate: float, seed: int, batch_size: int,
          workdir: str) -> dict[str, Any]:
   """One run's final numbers, reused from `workdir/run_result.json` when it recorded the same run."""
-  from experiments.noise import training  # pylint: disable=g-import-not-at-top
   signature = results.to_jsonable({"dataset": settings.dataset, "filters": settings.filters,
                                    "train_examples": settings.train_examples, "eval_examples": settings.eval_examples,
                                    "steps": settings.num_train_steps, "optimizer": name,

@@ -40,6 +40,14 @@ from experiments.common import results
 from experiments.common import workdir_lock
 from experiments.comparison import study as comparison_study
 from experiments.comparison import summary as comparison_summary
+from experiments.bert import input_pipeline
+from experiments.bert import models
+from experiments.bert import train
+from experiments.noise import measure
+from experiments.noise import workloads
+from experiments.common import classification
+from experiments.batch_size import plots
+from experiments.batch_size import summary as summary_lib
 
 NOISE_FILENAME = "noise.json"
 # What a cell keeps of the comparison's per-optimizer result.
@@ -124,9 +132,6 @@ def measure_noise(compared: comparison_study.ComparisonSettings, settings: Batch
                   workdir: str) -> dict[str, Any]:
   """The gradient noise at the initial parameters of the first seed, per batch size (module docstring)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from experiments.bert import input_pipeline, models, train  # pylint: disable=g-import-not-at-top
-  from experiments.noise import measure, workloads  # pylint: disable=g-import-not-at-top
-  from experiments.common import classification  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   seed = compared.seeds[0]
   config = comparison_study.run_config(compared, settings.optimizers[0], 1.0, seed)
@@ -184,8 +189,6 @@ def setup_text(settings: BatchSizeSettings, compared: comparison_study.Compariso
 
 
 def _write(out_dir: str, summary: Mapping[str, Any]) -> dict[str, Any]:
-  from experiments.batch_size import plots  # pylint: disable=g-import-not-at-top
-  from experiments.batch_size import summary as summary_lib  # pylint: disable=g-import-not-at-top
   return results.write_summary(out_dir, summary, plots.plot_figures, summary_lib.summary_markdown)
 
 

@@ -24,6 +24,9 @@ import threading
 import time
 import uuid
 from typing import Any, Callable, Optional
+from experiments.common import parallel
+from experiments.common import checkpoint
+from experiments.common import metrics
 
 LOCK_FILENAME = "run.lock"
 HEARTBEAT_S = 30.0
@@ -238,7 +241,6 @@ def owns_workdir(run: Callable) -> Callable:
   @functools.wraps(run)
   def locked(config, workdir: str, *args, **kwargs):
     import jax  # pylint: disable=g-import-not-at-top
-    from experiments.common import parallel  # pylint: disable=g-import-not-at-top
     parallel.maybe_initialize_distributed(config)
     lock = WorkdirLock(workdir, enabled=parallel.is_main_process())
     error = None
@@ -258,8 +260,6 @@ def owns_workdir(run: Callable) -> Callable:
       try:
         return run(config, workdir, *args, **kwargs)
       except BaseException as failure:
-        from experiments.common import checkpoint  # pylint: disable=g-import-not-at-top
-        from experiments.common import metrics  # pylint: disable=g-import-not-at-top
         metrics.close_progress_bars()  # now, so that the error is the last thing printed
         full = checkpoint.disk_full_error(failure, os.path.join(lock.directory, "checkpoints")) if isinstance(
             failure, Exception) else None

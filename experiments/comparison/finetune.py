@@ -6,6 +6,8 @@ import os
 import time
 from collections.abc import Mapping
 from typing import Any
+from experiments.squad import train as squad
+from experiments.squad.configs import default as squad_config
 
 
 def squad_files(squad_dir: str) -> tuple[str, str]:
@@ -26,8 +28,6 @@ def finetune(out_dir: str, settings: Any, optimizers: Mapping[str, Mapping[str, 
   Each pre-trained encoder is the best-learning-rate run of the first seed; each fine-tuning optimizer runs at
   its best pre-training learning rate times ``settings.finetune_learning_rate_scale``.
   """
-  from experiments.squad import train as squad  # pylint: disable=g-import-not-at-top
-  from experiments.squad.configs import default as squad_config  # pylint: disable=g-import-not-at-top
   train_file, dev_file = squad_files(squad_dir)
   runs = {}
   for pretrained in settings.finetune_optimizers:

@@ -9,6 +9,9 @@ import time
 from typing import Any
 
 from experiments.common import results
+from experiments.bert import input_pipeline
+from experiments.bert import train
+from experiments.common import training_loop
 
 # Keys of `experiments.bert.train.train_and_evaluate`'s result: the sweep chooses on the validation documents,
 # the reported numbers come from other, held-out ones; with static masking, the whole training set's loss.
@@ -82,8 +85,6 @@ def pretrain(settings: Any, out_dir: str, optimizer: str, learning_rate: float, 
   Raises:
     ValueError: the workdir holds a finished run of another setup.
   """
-  from experiments.bert import input_pipeline, train  # pylint: disable=g-import-not-at-top
-  from experiments.common import training_loop  # pylint: disable=g-import-not-at-top
   name = _run_name(optimizer, learning_rate, seed)
   workdir = run_workdir(out_dir, optimizer, learning_rate, seed)
   config = run_config(settings, optimizer, learning_rate, seed)

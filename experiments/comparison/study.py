@@ -42,6 +42,7 @@ from experiments.comparison.runs import (  # pylint: disable=unused-import (the 
     VALIDATION_LOSS, pretrain, run_config, run_workdir)
 from experiments.comparison.sweep import (MAX_EXTENSIONS, at_edge, best_learning_rate, is_diverged,
                                          sweep_learning_rates)
+from experiments.bert import input_pipeline
 
 PYTHON_DOC_SOURCES = "/usr/share/doc/python3.11/html/_sources"
 
@@ -174,7 +175,6 @@ def setup_text(settings: ComparisonSettings, with_decay: bool = True, batch_text
   """The comparison's setup in words, every number read from the config its runs start from (with_decay:
   ending with the weight decay every optimizer shares; batch_text: the batch size in words, when the runs do
   not share the config's)."""
-  from experiments.bert import input_pipeline  # pylint: disable=g-import-not-at-top
   config = run_config(settings, "adam", 1.0, settings.seeds[0])
   model = config.model
   sizes = sorted({len(grid) for grid in settings.learning_rates.values()})
@@ -209,7 +209,6 @@ def optimizer_settings_text(settings: ComparisonSettings) -> str:
 def _shared_vocabulary(settings: ComparisonSettings, vocab_dir: str) -> tuple[str, dict[str, Any]]:
   """The WordPiece vocabulary every run uses, trained once on the training documents (the driver's split),
   and what the corpus held: its name, documents per split and training tokens."""
-  from experiments.bert import input_pipeline  # pylint: disable=g-import-not-at-top
   config = run_config(settings, "adam", 1.0, settings.seeds[0])
   check_corpus(config.corpus)
   documents = input_pipeline.load_documents(config.corpus, max_documents=config.get("max_documents"))

@@ -32,6 +32,8 @@ from experiments.common import workdir_lock
 from experiments.comparison import combine
 from experiments.comparison import study as comparison_study
 from experiments.comparison import summary as comparison_summary
+from experiments.decay import plots
+from experiments.decay import summary as summary_lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DECAY_FIELDS = ("weight_decay", "weight_decay_mode")
@@ -174,8 +176,6 @@ def setup_text(settings: DecaySettings, compared: comparison_study.ComparisonSet
 
 
 def _write(out_dir: str, summary: Mapping[str, Any]) -> dict[str, Any]:
-  from experiments.decay import plots  # pylint: disable=g-import-not-at-top
-  from experiments.decay import summary as summary_lib  # pylint: disable=g-import-not-at-top
   return results.write_summary(out_dir, summary, plots.plot_figures, summary_lib.summary_markdown)
 
 

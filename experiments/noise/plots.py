@@ -14,6 +14,7 @@ import numpy as np
 
 from experiments.common import figures as figures_lib
 from experiments.noise import measure
+from acclip_optax import noise_plots
 
 
 def measurement_figures(measurement: measure.Measurement, *, model: str, step: int, batch_size: int,
@@ -23,7 +24,6 @@ def measurement_figures(measurement: measure.Measurement, *, model: str, step: i
   Returns:
     The file names written, relative to `out_dir`.
   """
-  from acclip_optax import noise_plots  # pylint: disable=g-import-not-at-top
   tag = f"{model}_step{step}_b{batch_size}"
   figures = []
   if histogram:

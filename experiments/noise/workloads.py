@@ -27,7 +27,14 @@ import optax
 
 from experiments.common import classification
 from experiments.common import optimizers
+from experiments.bert import input_pipeline as bert_input_pipeline
+from experiments.bert import models as bert_models
+from experiments.bert import train as bert_train
 from experiments.common import parallel
+from experiments.resnet import input_pipeline as resnet_input_pipeline
+from experiments.resnet import models as resnet_models
+from experiments.resnet import train as resnet_train
+from experiments.resnet.configs import tiny as resnet_tiny
 
 MODELS = ("bert", "resnet")
 BERT_GROUPS = ("embeddings", "attention", "feed_forward", "layer_norm", "mlm_head")
@@ -104,7 +111,6 @@ def _seeded(data: Any) -> Callable[[int, int, int], dict]:
 
 def bert_workload(config, out_dir: str) -> Workload:
   """BERT MLM on `config.bert_corpus`; the WordPiece vocabulary is trained afresh in `out_dir/bert_vocab`."""
-  from experiments.bert import input_pipeline, models, train  # pylint: disable=g-import-not-at-top
   bert_config = importlib.import_module(f"experiments.bert.configs.{config.bert_size}").get_config()
   bert_config.vocab_size = config.bert_vocab_size
   bert_config.max_seq_len = config.bert_seq_len
@@ -115,22 +121,22 @@ def bert_workload(config, out_dir: str) -> Workload:
   bert_config.seed = config.seed
   vocab_dir = os.path.join(out_dir, "bert_vocab")
   shutil.rmtree(vocab_dir, ignore_errors=True)  # the study's own cache: retrain rather than refuse a stale one
-  data = input_pipeline.create_datasets(bert_config, vocab_dir)
+  data = bert_input_pipeline.create_datasets(bert_config, vocab_dir)
   # Dropout rates 0: the driver's train step (deterministic=False) then applies no dropout either.
   model_fields = dict(bert_config.model.to_dict(), dropout_rate=0.0, attention_dropout_rate=0.0,
                       max_position_embeddings=config.bert_seq_len)
-  model = models.BertForMaskedLM(models.BertConfig(vocab_size=data.vocab_size, **model_fields))
+  model = bert_models.BertForMaskedLM(bert_models.BertConfig(vocab_size=data.vocab_size, **model_fields))
   tokens = jnp.zeros((1, config.bert_seq_len), jnp.int32)
   init = jax.jit(lambda key: model.init(key, tokens, tokens, tokens, tokens[:, :1], deterministic=True)["params"])
 
-  def initial_state(seed: int, optimizer: optimizers.OptimizerSpec) -> train.TrainState:
+  def initial_state(seed: int, optimizer: optimizers.OptimizerSpec) -> bert_train.TrainState:
     key = jax.random.key(seed)
     params = init(key)
-    return jax.device_get(train.TrainState(
+    return jax.device_get(bert_train.TrainState(
         step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.create().init(params),
         rng=jax.random.key_data(jax.random.fold_in(key, 1))))
 
-  buckets = data.frequency_buckets(train.NUM_FREQUENCY_BUCKETS)  # the driver's eval step reports them too
+  buckets = data.frequency_buckets(bert_train.NUM_FREQUENCY_BUCKETS)  # the driver's eval step reports them too
   eval_batches = [parallel.shard_batch({**batch, "masked_buckets": buckets[batch["masked_labels"]]})
                   for batch in data.eval_batches(config.bert_train_batch_size)]
 
@@ -141,7 +147,7 @@ def bert_workload(config, out_dir: str) -> Workload:
     return sums["loss_sum"] / jnp.maximum(sums["weight_sum"], 1.0)
 
   return Workload(
-      name="bert", model=model, train_grads=train.train_grads, eval_step=train.eval_step,
+      name="bert", model=model, train_grads=bert_train.train_grads, eval_step=bert_train.eval_step,
       initial_state=initial_state,
       evaluate=lambda eval_step, state: classification.evaluate(eval_step, state.params, eval_batches,
                                                                 parallel.PmapParallelism().to_host),
@@ -150,7 +156,7 @@ def bert_workload(config, out_dir: str) -> Workload:
                                                           learning_rate=config.bert_learning_rate)),
       decay="linear", throughput_name="tokens_per_s", units_per_example=config.bert_seq_len,
       data=data.description(),
-      description=(f"BERT-{config.bert_size} MLM on {input_pipeline.corpus_name(data.corpus)} "
+      description=(f"BERT-{config.bert_size} MLM on {bert_input_pipeline.corpus_name(data.corpus)} "
                    f"({data.document_counts['train']} train and {data.document_counts['eval']} held-out "
                    f"documents, {len(data.train_sequences)} train "
                    f"sequences of {config.bert_seq_len} tokens, vocabulary {data.vocab_size})"))
@@ -158,25 +164,23 @@ def bert_workload(config, out_dir: str) -> Workload:
 
 def resnet_workload(config) -> Workload:
   """ResNet-18 of width `config.resnet_filters` on `config.resnet_dataset` (no fallback, no augmentation)."""
-  from experiments.resnet import input_pipeline, models, train  # pylint: disable=g-import-not-at-top
-  from experiments.resnet.configs import tiny  # pylint: disable=g-import-not-at-top
-  resnet_config = tiny.get_config()
+  resnet_config = resnet_tiny.get_config()
   resnet_config.augment = False
   resnet_config.dataset = config.resnet_dataset
   resnet_config.allow_digits_fallback = False
   resnet_config.max_train_examples = config.resnet_train_examples
   resnet_config.seed = config.seed
-  data = input_pipeline.create_datasets(resnet_config)
-  spec = train.ModelSpec(name="resnet18", num_classes=data.num_classes, num_filters=config.resnet_filters,
+  data = resnet_input_pipeline.create_datasets(resnet_config)
+  spec = resnet_train.ModelSpec(name="resnet18", num_classes=data.num_classes, num_filters=config.resnet_filters,
                          small_images=True, dtype="float32", image_shape=data.image_shape)
-  init = train.compile_init(spec)
+  init = resnet_train.compile_init(spec)
   # The measurement runs outside pmap, so its model has no BatchNorm axis name. In training mode BatchNorm
   # normalises with the batch's own statistics: the running statistics passed in are unused.
   single_device_model, initial_batch_stats = spec.create(), init(jax.random.key(config.seed))["batch_stats"]
 
-  def initial_state(seed: int, optimizer: optimizers.OptimizerSpec) -> train.TrainState:
+  def initial_state(seed: int, optimizer: optimizers.OptimizerSpec) -> resnet_train.TrainState:
     variables = init(jax.random.key(seed))
-    return jax.device_get(train.TrainState(
+    return jax.device_get(resnet_train.TrainState(
         step=jnp.zeros((), jnp.int32), params=variables["params"], batch_stats=variables["batch_stats"],
         opt_state=optimizer.create().init(variables["params"])))
 
@@ -194,10 +198,10 @@ def resnet_workload(config) -> Workload:
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]))
 
   return Workload(
-      name="resnet", model=spec.create(axis_name=parallel.AXIS_NAME), train_grads=train.train_grads,
-      eval_step=train.eval_step, initial_state=initial_state,
+      name="resnet", model=spec.create(axis_name=parallel.AXIS_NAME), train_grads=resnet_train.train_grads,
+      eval_step=resnet_train.eval_step, initial_state=initial_state,
       evaluate=evaluate(eval_batches), evaluate_train_set=evaluate(train_set_batches),
-      loss=loss, train_batch=_seeded(data), group_of=models.parameter_group, groups=RESNET_GROUPS,
+      loss=loss, train_batch=_seeded(data), group_of=resnet_models.parameter_group, groups=RESNET_GROUPS,
       trajectory_optimizer=ml_collections.ConfigDict(dict(optimizer="sgd", momentum=0.9,
                                                           learning_rate=config.resnet_learning_rate)),
       decay="cosine", throughput_name="images_per_s", units_per_example=1, data=data.description(),

@@ -29,13 +29,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from experiments.common import checkpoint
+from experiments.bert import models
+from experiments.bert import input_pipeline
 
 
 def final_params(workdir: str, step: int | None = None) -> tuple[int, Any] | None:
   """(step, params) of the newest checkpoint under `workdir/checkpoints` (or of the one at `step`), restored
   without a template; None when the run kept none."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from experiments.common import checkpoint  # pylint: disable=g-import-not-at-top
   directory = os.path.join(workdir, "checkpoints")
   step = checkpoint.newest_step(directory) if step is None else step
   if step is None:
@@ -82,7 +84,6 @@ def parameter_measures(params: Mapping[str, Any], num_heads: int) -> dict[str, A
 def activation_measures(params: Any, model_config: Any, batches: Sequence[Mapping[str, np.ndarray]],
                         majority_token: int) -> dict[str, Any]:
   """The measurements on held-out batches of the module docstring."""
-  from experiments.bert import models  # pylint: disable=g-import-not-at-top
   model = models.BertForMaskedLM(model_config)
 
   @jax.jit
@@ -122,7 +123,6 @@ def activation_measures(params: Any, model_config: Any, batches: Sequence[Mappin
 def held_out_batches(config: Any, out_dir: str) -> tuple[list[dict[str, np.ndarray]], Any]:
   """The held-out batches every run of a study is evaluated on, and the BERT model config of `config` (a
   run's config), from the data prepared under `out_dir/baselines`."""
-  from experiments.bert import input_pipeline, models  # pylint: disable=g-import-not-at-top
   data = input_pipeline.create_datasets(config, os.path.join(out_dir, "baselines"))
   model_config = models.BertConfig(vocab_size=data.vocab_size, **config.model)
   return list(data.eval_batches(config.eval_batch_size, split="eval")), model_config

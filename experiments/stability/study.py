@@ -53,6 +53,10 @@ from experiments.comparison import summary as comparison_summary
 from experiments.comparison.sweep import MAX_EXTENSIONS, is_diverged, next_learning_rate
 from experiments.stability import recorded
 from experiments.stability.verdict import COLLAPSES, DIVERGES, TRAINS, margins
+from experiments.bert import input_pipeline
+from experiments.stability import plots
+from experiments.stability import summary as summary_lib
+from experiments.stability import diagnose
 
 BASELINES_FILENAME = "baselines.json"
 # Points of each run's training-loss curve kept in the summary (block medians), for the figure and the docs.
@@ -152,7 +156,6 @@ def constant_baselines(compared: comparison_study.ComparisonSettings, workdir: s
   (add-one smoothed), the best loss a context-free predictor can expect. The batches are the driver's own
   (`MlmData.eval_batches`: fixed masks, `max_eval_sequences`, zero-weight padding).
   """
-  from experiments.bert import input_pipeline  # pylint: disable=g-import-not-at-top
   config = comparison_study.run_config(compared, next(iter(compared.learning_rates)), 1.0, compared.seeds[0])
   data = input_pipeline.create_datasets(config, workdir)
   tokens = data.train_sequences[~np.isin(data.train_sequences, data.special_ids + (data.pad_id,))]
@@ -323,7 +326,6 @@ def extension_runs(settings: StabilitySettings, points: Mapping[str, Sequence[Ma
 # ------------------------------------------------------------------------------------------- the study
 def setup_text(settings: StabilitySettings, compared: comparison_study.ComparisonSettings) -> str:
   """The study's setup in words, every number read from the config its runs start from and the study's."""
-  from experiments.bert import input_pipeline  # pylint: disable=g-import-not-at-top
   config = comparison_study.run_config(compared, settings.methods[0], 1.0, settings.seed)
   model = config.model
   grids = "; ".join(f"{name} {', '.join(f'{lr:g}' for lr in settings.learning_rates[name])}"
@@ -343,8 +345,6 @@ def setup_text(settings: StabilitySettings, compared: comparison_study.Compariso
 
 
 def _write(out_dir: str, summary: Mapping[str, Any]) -> dict[str, Any]:
-  from experiments.stability import plots  # pylint: disable=g-import-not-at-top
-  from experiments.stability import summary as summary_lib  # pylint: disable=g-import-not-at-top
   return results.write_summary(out_dir, summary, plots.plot_figures, summary_lib.summary_markdown)
 
 
@@ -353,7 +353,6 @@ DIAGNOSIS_FILENAME = "diagnosis.json"
 
 def _cached_diagnosis(out_dir: str, run: Mapping[str, Any], compared, majority_token: int) -> dict[str, Any] | None:
   """`diagnose.diagnose_runs` of one finished run, kept in its workdir (None: it kept no checkpoint)."""
-  from experiments.stability import diagnose  # pylint: disable=g-import-not-at-top
   path = os.path.join(out_dir, run["workdir"], DIAGNOSIS_FILENAME)
   if os.path.exists(path):
     return results.read_json(path)

@@ -30,6 +30,10 @@ from experiments.common import study_cli
 from experiments.common import workdir_lock
 from experiments.comparison import study as comparison_study
 from experiments.stability import study
+from experiments.bert import train
+from experiments.common import checkpoint
+from experiments.common import metrics
+from experiments.stability import diagnose
 
 TRACE_FILENAME = "trace.json"
 
@@ -81,10 +85,6 @@ def run(out_dir: str, config: ml_collections.ConfigDict, method: str, learning_r
         every: int) -> dict[str, Any]:
   """Trains (or resumes) the traced run into ``out_dir`` and diagnoses each of its checkpoints; returns the
   trace (also trace.json and trace.md there)."""
-  from experiments.bert import train  # pylint: disable=g-import-not-at-top
-  from experiments.common import checkpoint  # pylint: disable=g-import-not-at-top
-  from experiments.common import metrics  # pylint: disable=g-import-not-at-top
-  from experiments.stability import diagnose  # pylint: disable=g-import-not-at-top
   os.makedirs(out_dir, exist_ok=True)
   run_config, compared = trace_config(config, out_dir, method, learning_rate, until, every)
   majority_token = study._cached_baselines(compared, out_dir)["eval"]["majority_token"]  # pylint: disable=protected-access
