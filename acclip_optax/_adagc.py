@@ -14,7 +14,7 @@ import optax
 
 from acclip_optax import _deprecation
 from acclip_optax._common import (
-    check_steps, check_updates_match_params, float_dtype, global_norm_apart, skip_if_nonfinite, unzip)
+    check_steps, check_updates_match_params, float_dtype, fraction, global_norm_apart, skip_if_nonfinite, unzip)
 from acclip_optax._validation import check_in_range, check_real_floating_leaves, check_same_tree
 
 
@@ -116,10 +116,9 @@ def adagc(lambda_abs: float = 1.0, lambda_rel: float = 1.05, norm_decay: float =
       return (g32 * scale).astype(g.dtype), new_gamma, scale < 1.0
 
     clipped, gamma, flags = unzip(updates, jax.tree.map(clip_leaf, updates, state.gamma), 3)
-    flags = jax.tree.leaves(flags)
-    fraction = jnp.mean(jnp.stack(flags).astype(jnp.float32)) if flags else jnp.zeros([], jnp.float32)
-    new_state = AdaGCState(count=optax.safe_increment(state.count), gamma=gamma,
-                           global_norm=norm, clip_fraction=fraction, nonfinite_count=state.nonfinite_count)
+    flags = jax.tree.leaves(flags)  # one per tensor: the fraction of tensors clipped
+    new_state = AdaGCState(count=optax.safe_increment(state.count), gamma=gamma, global_norm=norm,
+                           clip_fraction=fraction(flags, [1] * len(flags)), nonfinite_count=state.nonfinite_count)
     return skip_if_nonfinite(jnp.isfinite(norm), clipped, state, new_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
