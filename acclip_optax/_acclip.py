@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from acclip_optax._common import count_true, fraction, real_dtype, upcast
-from acclip_optax._validation import (
-    check_floating_dtype, check_floating_leaves, check_in_range, check_same_tree, concrete_value)
+from acclip_optax._common import (
+    check_floating_dtype, check_floating_leaves, check_in_range, check_same_tree, concrete_value, count_true, fraction,
+    real_dtype, upcast)
 
 Mask = Any | Callable[[optax.Params], Any] | None
 

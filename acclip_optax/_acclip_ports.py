@@ -12,8 +12,7 @@ import optax
 from acclip_optax._acclip import (
     ACClipThresholdRule, Mask, _acclip_moments, _bias_correction_factor, _cast_like, _check_update_matches,
     _checked_setup, _clip_momentum, _initial_fields, _moment_dtype, _real_zeros_like, _threshold_rule)
-from acclip_optax._common import upcast
-from acclip_optax._validation import check_in_range
+from acclip_optax._common import check_in_range, upcast
 
 
 class ScaleByACClipPortsState(NamedTuple):

@@ -14,8 +14,8 @@ import optax
 
 from acclip_optax import _deprecation
 from acclip_optax._common import (
-    check_steps, check_updates_match_params, float_dtype, fraction, global_norm_apart, skip_if_nonfinite, unzip)
-from acclip_optax._validation import check_in_range, check_real_floating_leaves, check_same_tree
+    check_in_range, check_real_floating_leaves, check_same_tree, check_steps, check_updates_match_params, float_dtype,
+    fraction, global_norm_apart, skip_if_nonfinite, unzip)
 
 
 class AdaGCState(NamedTuple):

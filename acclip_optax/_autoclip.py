@@ -12,9 +12,8 @@ import jax.numpy as jnp
 import optax
 
 from acclip_optax._common import (
-    check_steps, check_updates_match_params, float_dtype, global_norm_apart, scale_tree, skip_if_nonfinite,
-    torch_clip_scale)
-from acclip_optax._validation import check_in_range, check_real_floating_leaves
+    check_in_range, check_real_floating_leaves, check_steps, check_updates_match_params, float_dtype, global_norm_apart,
+    scale_tree, skip_if_nonfinite, torch_clip_scale)
 
 
 class AutoClipState(NamedTuple):

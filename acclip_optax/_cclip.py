@@ -7,8 +7,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from acclip_optax._common import Threshold, check_updates_match_params, clipped_sgd, count_true, fraction, value_at
-from acclip_optax._validation import check_floating_leaves, check_positive
+from acclip_optax._common import (
+    check_floating_leaves, check_positive, check_updates_match_params, clipped_sgd, count_true, fraction, Threshold,
+    value_at)
 
 
 class ClipByCoordinateState(NamedTuple):

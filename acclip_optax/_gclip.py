@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from acclip_optax._common import check_updates_match_params, clipped_sgd, global_norm_apart, value_at
-from acclip_optax._validation import check_floating_leaves, check_positive
+from acclip_optax._common import (
+    check_floating_leaves, check_positive, check_updates_match_params, clipped_sgd, global_norm_apart, value_at)
 
 
 class ClipByScheduledGlobalNormState(NamedTuple):

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from acclip_optax._validation import check_floating_leaves, check_in_range, check_same_tree
+from acclip_optax._common import check_floating_leaves, check_in_range, check_same_tree
 
 
 AttentionPaths = Mapping[str, tuple[Sequence[Any], Sequence[Any]]]

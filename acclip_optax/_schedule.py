@@ -6,7 +6,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from acclip_optax._validation import check_positive
+from acclip_optax._common import check_positive
 
 
 

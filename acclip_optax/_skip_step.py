@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from acclip_optax._common import check_steps, check_updates_match_params, float_dtype, global_norm_apart
-from acclip_optax._validation import check_in_range, check_real_floating_leaves
+from acclip_optax._common import (
+    check_in_range, check_real_floating_leaves, check_steps, check_updates_match_params, float_dtype, global_norm_apart)
 
 
 class SkipStepState(NamedTuple):

@@ -15,9 +15,8 @@ import optax
 
 from acclip_optax import _deprecation
 from acclip_optax._common import (
-    all_finite, check_steps, count_true, count_unless, float_dtype, fraction, largest_magnitudes_apart, unzip,
-    upcast)
-from acclip_optax._validation import check_in_range, check_real_floating_leaves, check_same_tree
+    all_finite, check_in_range, check_real_floating_leaves, check_same_tree, check_steps, count_true, count_unless,
+    float_dtype, fraction, largest_magnitudes_apart, unzip, upcast)
 
 
 class StableSpamState(NamedTuple):

@@ -14,9 +14,8 @@ import optax
 
 from acclip_optax import _deprecation
 from acclip_optax._common import (
-    TORCH_CLIP_EPS, check_steps, check_updates_match_params, float_dtype, global_norm_apart, scale_tree,
-    skip_if_nonfinite, torch_clip_scale)
-from acclip_optax._validation import check_in_range, check_real_floating_leaves
+    check_in_range, check_real_floating_leaves, check_steps, check_updates_match_params, float_dtype, global_norm_apart,
+    scale_tree, skip_if_nonfinite, TORCH_CLIP_EPS, torch_clip_scale)
 
 
 class ZClipState(NamedTuple):
