@@ -60,7 +60,7 @@ from experiments.comparison import summary as comparison_summary
 
 PARTS = ("synthetic", "noise", "bert", "stability", "decay", "batch_size")
 # Each part's minutes in the quick mode on 2 CPU cores (docs/benchmarks.md): with --jobs the longest start first.
-EXPECTED_QUICK_MINUTES = {"bert": 5.8, "noise": 2.7, "decay": 2.4, "batch_size": 2.1, "stability": 1.4,
+EXPECTED_QUICK_MINUTES = {"bert": 5.8, "noise": 2.7, "decay": 2.4, "batch_size": 3.1, "stability": 1.4,
                           "synthetic": 0.7}
 # Each part's study package: its configs/<mode>.py, its `study.run(out_dir, config)` and its verdict.py.
 STUDIES = {"synthetic": "experiments.synthetic", "noise": "experiments.noise", "bert": "experiments.comparison",
@@ -384,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__.split("\n")[0])
   parser.add_argument("--out", required=True, help="output folder for report.md, results and figures")
   parser.add_argument("--quick", action="store_true",
-                      help="small sizes: about 15 minutes on 2 CPU cores, 11 with --jobs 2 (the report lists what "
+                      help="small sizes: about 16 minutes on 2 CPU cores, 12 with --jobs 2 (the report lists what "
                            "shrank)")
   parser.add_argument("--squad-dir", default=None,
                       help="folder with SQuAD v1.1 train-v1.1.json and dev-v1.1.json; omitted: no fine-tuning")
