@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import optax
 
 from acclip_optax._common import (
-    check_in_range, check_real_floating_leaves, check_steps, check_updates_match_params, float_dtype, global_norm_apart)
+    check_in_range, check_real_floating_leaves, check_same_tree, check_steps, check_updates_match_params, float_dtype,
+    global_norm_apart)
 
 
 class SkipStepState(NamedTuple):
@@ -116,7 +117,15 @@ def skip_step_on_spikes(inner: optax.GradientTransformation, window: int = 128,
       spike = spike | _is_outlier(loss, state.losses, num_valid, sigma)
       finite = finite & jnp.isfinite(loss)
     skip = testing & spike
-    inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+    try:
+      inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+    except (ValueError, TypeError) as error:  # JAX's own words for another tree or shape, without our name
+      raise ValueError(f"skip_step_on_spikes: the wrapped transformation's update failed ({error}); if the "
+                       "updates' tree or shapes differ from the params given to init, pass updates shaped like "
+                       "them") from error
+    # A transformation's updates are shaped like the updates it is given: anything else was broadcast against
+    # a state of other shapes.
+    check_same_tree("the wrapped transformation's updates", inner_updates, "the updates given to it", updates)
     updates = jax.tree.map(lambda u: jnp.where(skip, jnp.zeros_like(u), u), inner_updates)
     inner_state = optax.tree.where(skip, state.inner_state, inner_state)
     slot = state.num_recorded % size

@@ -64,6 +64,16 @@ def test_updates_not_shaped_like_the_state_are_refused(name, updates, message):
     tx.update(updates, state, {"w": jnp.zeros(3)})
 
 
+@pytest.mark.parametrize("updates, message", [
+    ({"v": jnp.ones(3)}, "skip_step_on_spikes: the wrapped transformation's update failed"),
+    # optax.adam broadcasts (3, 1) against its (3,) moments: updates of shape (3, 3), named.
+    ({"w": jnp.ones((3, 1))}, r"the wrapped transformation's updates\['w'\] has shape \(3, 3\)")])
+def test_skip_step_names_updates_its_inner_rule_cannot_take_without_params(updates, message):
+  tx = acclip_optax.skip_step_on_spikes(optax.adam(0.1), window=4)
+  with pytest.raises(ValueError, match=message):
+    tx.update(updates, tx.init({"w": jnp.zeros(3)}))
+
+
 @pytest.mark.parametrize("name", REFUSING_COMPLEX)
 def test_complex_params_are_refused_where_the_rule_is_real(name):
   with pytest.raises(TypeError, match=r"params\['w'\] is complex"):
