@@ -119,7 +119,11 @@ def skip_step_on_spikes(inner: optax.GradientTransformation, window: int = 128,
     skip = testing & spike
     try:
       inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-    except (ValueError, TypeError) as error:  # JAX's own words for another tree or shape, without our name
+    except (ValueError, TypeError) as error:
+      # Without params nothing above compared the updates with the state: JAX's words for another tree or
+      # shape come without our name. JAX's own errors (a traced value used as a bool, ...) pass unchanged.
+      if params is not None or type(error).__module__.startswith("jax"):
+        raise
       raise ValueError(f"skip_step_on_spikes: the wrapped transformation's update failed ({error}); if the "
                        "updates' tree or shapes differ from the params given to init, pass updates shaped like "
                        "them") from error

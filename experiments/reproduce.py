@@ -54,8 +54,8 @@ from experiments.common import study_cli
 from experiments.common import training_loop
 from experiments.common import verdicts
 from experiments.common import workdir_lock
-from experiments.comparison import study as comparison
 from experiments.comparison import finetune
+from experiments.comparison import study as comparison
 from experiments.comparison import summary as comparison_summary
 
 PARTS = ("synthetic", "noise", "bert", "stability", "decay", "batch_size")

@@ -1,5 +1,6 @@
 """The batch-size study (RQ8): its verdict rule on known cases, its settings checks, the fixed objective
 (static masking) it trains on, and one end-to-end run of the tiny config."""
+import dataclasses
 import json
 import os
 
@@ -46,6 +47,7 @@ def test_a_verdict_resting_on_a_cell_tuned_at_an_edge_says_so():
   summary = {"complete": True, "config": {"batch_sizes": [4, 16, 64]},
              "cells": cells((4.0, 3.0, 2.2), (3.0, 2.5, 2.0))}
   summary["cells"]["64"]["adam"]["best_at_edge"] = "high"
+  summary["cells"]["16"]["sgd"]["best_at_edge"] = "low"  # a cell the verdict does not read: not named
   assessed = verdict.assess_rq8(summary)
   assert assessed["edges"] == ["adam (batch 64)"]
   line = report.verdict_lines(assessed)[-2]
@@ -73,6 +75,11 @@ def test_a_control_with_missing_fields_is_refused_naming_them():
   with pytest.raises(ValueError, match=r"control: unknown field\(s\) \[\], missing \['batch_sizes'"):
     control.ControlSettings.from_config({"dataset": "fashion_mnist_subset"})
   assert control.ControlSettings.from_config({}) is None
+  # Batch sizes that do not split over the devices are refused before the study starts.
+  settings = control.ControlSettings.from_config(tiny.get_config().control)  # batch sizes 4 and 8
+  control.check_devices(settings, 4)
+  with pytest.raises(ValueError, match=r"control.batch_sizes=\[4, 8\]: \[4\] do not split over the 8 local devices"):
+    control.check_devices(settings, 8)
 
 
 def test_static_masking_makes_one_fixed_objective(tmp_path):
@@ -96,7 +103,7 @@ def test_static_masking_makes_one_fixed_objective(tmp_path):
                             dynamic.train_batch(1, 12)["masked_positions"])
 
 
-def test_the_tiny_study_runs_and_reports(tmp_path):
+def test_the_tiny_study_runs_and_reports(tmp_path, monkeypatch):
   from experiments.batch_size import __main__ as cli  # pylint: disable=g-import-not-at-top
   out = str(tmp_path / "batch_size")
   assert cli.main(["--out", out, "--config", "tiny"]) == 0
@@ -126,5 +133,13 @@ def test_the_tiny_study_runs_and_reports(tmp_path):
   # Rerunning reuses every finished run: the same numbers, no training.
   from experiments.batch_size import control as control_lib  # pylint: disable=g-import-not-at-top
   settings = control_lib.ControlSettings.from_config(tiny.get_config().control)
+  def no_training(*args, **kwargs):
+    raise AssertionError("a finished run was trained again")
+
+  monkeypatch.setattr(control_lib.training, "train", no_training)
   again = control_lib.run_control(settings, os.path.join(out, "control"), on_cell=lambda _: None)
   assert again["cells"] == control["cells"]
+  # A run recorded by another setup is an error, never overwritten.
+  other = dataclasses.replace(settings, num_train_steps=settings.num_train_steps + 1)
+  with pytest.raises(ValueError, match=r"records a run of another setup \(it differs in \['steps'\]\)"):
+    control_lib.run_control(other, os.path.join(out, "control"), on_cell=lambda _: None)

@@ -183,14 +183,16 @@ def test_every_writer_names_the_file_a_full_disk_stopped_and_leaves_no_tmp(tmp_p
   exported weights through the same `write_file`) goes through one writer, which names the file."""
   import errno  # pylint: disable=g-import-not-at-top
   from experiments.common import figures, results  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   source = tmp_path / "vocab.txt"
   source.write_text("[PAD]\n")
   path = str(tmp_path / f"out.{'png' if writer == 'figure' else 'txt'}")
+  figure = plt.figure()
   write = {"text": lambda: results.write_text(path, "x"),
            "rows_csv": lambda: results.write_rows_csv(path, [{"a": 1}], ["a"]),
            "flat_csv": lambda: results.write_flat_csv(path, {"a": 1.0}),
            "copy": lambda: results.copy_file(str(source), path),
-           "figure": lambda: figures.save_figure(__import__("matplotlib.pyplot").pyplot.figure(), path)}[writer]
+           "figure": lambda: figures.save_figure(figure, path)}[writer]
 
   def full_disk(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -201,6 +203,7 @@ def test_every_writer_names_the_file_a_full_disk_stopped_and_leaves_no_tmp(tmp_p
   assert raised.value.filename == path and sorted(os.listdir(tmp_path)) == ["vocab.txt"]
   monkeypatch.undo()
   write()
+  plt.close(figure)
   assert os.path.getsize(path) > 0 and sorted(os.listdir(tmp_path)) == sorted(["vocab.txt", os.path.basename(path)])
 
 
@@ -650,8 +653,10 @@ def test_a_damaged_checkpoint_is_an_error_naming_the_array_and_the_previous_chec
   message = str(raised.value)
   # The fingerprint catches bytes that still decode (on either path, the arrays as restored there);
   # TensorStore's own checks, bytes that no longer do.
-  found = "is damaged: the array \\[" if damage == "fingerprint" else "(is damaged: the array \\[|: cannot restore the state)"
-  assert re.search(rf"checkpoint step 4 in {re.escape(os.path.join(workdir, 'checkpoints'))} ?{found}", message), message
+  found = ("is damaged: the array \\[" if damage == "fingerprint" else
+           "(is damaged: the array \\[|: cannot restore the state)")
+  folder_text = re.escape(os.path.join(workdir, "checkpoints"))
+  assert re.search(rf"checkpoint step 4 in {folder_text} ?{found}", message), message
   assert f"Move {folder} away" in message and "it then resumes from checkpoint step 2" in message
   os.rename(folder, folder + ".damaged")
   result = train.train_and_evaluate(micro_config(checkpoint_every_steps=2, **parallelism), workdir)

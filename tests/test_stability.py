@@ -83,14 +83,17 @@ def test_a_margin_at_the_top_of_what_ran_asks_for_the_next_learning_rate_up():
   assert study.extension_runs(settings(max_extensions=2), points, {"adamw": 2}) == []  # max_extensions reached
 
 
-def test_a_method_that_trains_at_none_of_its_learning_rates_asks_for_the_next_one_down():
-  points = {"adamw": [{"learning_rate": 0.01, "status": study.COLLAPSES},
-                      {"learning_rate": 0.3, "status": study.COLLAPSES}]}
+def test_a_method_too_high_at_all_its_learning_rates_asks_for_the_next_one_down():
+  points = {"adamw": [{"learning_rate": 0.01, "status": study.COLLAPSES, "learned": True},
+                      {"learning_rate": 0.3, "status": study.DIVERGES}]}
   lowest = min(settings().learning_rates["adamw"] + (0.01,))
   assert study.margins(points)["adamw"]["margin"] is None
   found = study.extension_runs(settings(max_extensions=2), points, {})
   assert len(found) == 1 and found[0][1] == "adamw" and found[0][0] < lowest
   assert study.extension_runs(settings(max_extensions=2), points, {"adamw": 2}) == []
+  # A lowest run that never learned may have had too small a learning rate: no way down from it.
+  points["adamw"][0]["learned"] = False
+  assert study.extension_runs(settings(max_extensions=2), points, {}) == []
 
 
 def test_recorded_points_are_judged_on_their_final_validation_numbers(tmp_path):

@@ -12,8 +12,8 @@ the middle of its grid, extended past the grid while the best sits at an end), c
 training-set loss, then the other seeds at its best; `num_train_steps` steps at every batch size, warm-up
 over the first tenth then cosine decay, no weight decay. The training-set loss and accuracy are measured in
 evaluation mode (BatchNorm's running statistics) over the whole training set, the held-out loss on
-`eval_examples` test images. A run whose final training-set loss is not finite or above ln(classes) (worse
-than a uniform guess) diverged.
+`eval_examples` test images. A run whose final training-set loss is not finite or at least ln(classes) (no
+better than a uniform guess) diverged.
 
 One difference from BERT's objective: BatchNorm normalises a training batch by that batch's statistics, so a
 small batch's loss is not exactly a sample of the full batch's; part of the control's noise is BatchNorm's.
@@ -32,11 +32,12 @@ import ml_collections
 from experiments.common import optimizers as optimizers_lib
 from experiments.common import results
 from experiments.comparison import sweep as sweep_lib
-from experiments.noise import workloads
 from experiments.noise import training
+from experiments.noise import workloads
 
 RESULT_FILENAME = "run_result.json"
 MEASURE, HELD_OUT = "train_set_loss", "eval_loss"
+NUMBERS = (MEASURE, "train_set_accuracy", HELD_OUT, "eval_accuracy")  # a stored "nan" or "inf" read back as a float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +104,15 @@ class ControlSettings:
     return settings
 
 
+def check_devices(settings: ControlSettings, device_count: int) -> None:
+  """ValueError unless every batch size splits evenly over the `device_count` devices the runs use (checked
+  before a study starts, not after its BERT cells)."""
+  bad = [b for b in settings.batch_sizes if b % device_count]
+  if bad:
+    raise ValueError(f"control.batch_sizes={list(settings.batch_sizes)}: {bad} do not split over the "
+                     f"{device_count} local devices; use multiples of {device_count}")
+
+
 def _workload(settings: ControlSettings):
   return workloads.resnet_workload(types.SimpleNamespace(
       resnet_dataset=settings.dataset, resnet_filters=settings.filters, resnet_train_examples=settings.train_examples,
@@ -115,13 +125,18 @@ def _run(workload, settings: ControlSettings, name: str, learning_rate: float, s
   """One run's final numbers, reused from `workdir/run_result.json` when it recorded the same run."""
   signature = results.to_jsonable({"dataset": settings.dataset, "filters": settings.filters,
                                    "train_examples": settings.train_examples, "eval_examples": settings.eval_examples,
-                                   "steps": settings.num_train_steps, "optimizer": name,
-                                   "learning_rate": learning_rate, "seed": seed, "batch_size": batch_size})
+                                   "eval_batch_size": settings.eval_batch_size, "steps": settings.num_train_steps,
+                                   "optimizer": name, "learning_rate": learning_rate, "seed": seed,
+                                   "batch_size": batch_size})
   path = os.path.join(workdir, RESULT_FILENAME)
   if os.path.exists(path):
     found = results.read_json(path, required=("signature",))
-    if found["signature"] == signature:
-      return found
+    if found["signature"] != signature:  # another setup's run: never overwritten
+      differs = sorted(k for k in set(signature) | set(found["signature"])
+                       if signature.get(k) != found["signature"].get(k))
+      raise ValueError(f"{path} records a run of another setup (it differs in {differs}); use a new output "
+                       "folder, or move that run away to run this one")
+    return {k: results.as_number(v) if k in NUMBERS else v for k, v in found.items()}
   spec = training.optimizer(ml_collections.ConfigDict(dict(optimizer=name, learning_rate=learning_rate)), "cosine",
                             settings.num_train_steps)
   result = training.train(workload, spec, seed=seed, batch_size=batch_size, workdir=workdir)
@@ -149,8 +164,8 @@ def _cell(workload, settings: ControlSettings, name: str, batch_size: int, out_d
           "diverged_learning_rates": [lr for lr, loss in swept.items() if sweep_lib.is_diverged(loss, divergence_loss)],
           "best_learning_rate": best, "best_at_edge": sweep_lib.at_edge(swept, divergence_loss),
           "seeds": list(settings.seeds) if seed_runs else [],
-          **{key: results.seed_statistics([r.get(key, math.nan) for r in seed_runs])  # nan: a diverged seed
-             for key in (MEASURE, "train_set_accuracy", HELD_OUT, "eval_accuracy")}}
+          **{key: results.seed_statistics([math.nan if r.get(key) is None else r[key] for r in seed_runs])
+             for key in NUMBERS}}  # nan: a diverged seed
 
 
 def run_control(settings: ControlSettings, out_dir: str, on_cell: Callable[[dict[str, Any]], None]

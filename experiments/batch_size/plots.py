@@ -15,8 +15,8 @@ def plot_figures(summary: Mapping[str, Any], out_dir: str) -> dict[str, str]:
 
   Left: each optimizer's final training-set loss (mean over the seeds, bar from the smallest to the largest
   seed; hollow: best learning rate at an edge of its sweep) against the batch size, log scale, the last point
-  the full batch. Middle: the median noise norm ||g_B - g|| at initialisation against the batch size. Right,
-  when the study has a control: its losses, drawn as the left panel's.
+  the full batch. Second: the median noise norm ||g_B - g|| at initialisation against the batch size. Third,
+  only when the study has a control: the control's losses, drawn as the first panel's (log scale).
   """
   cells = summary.get("cells", {})
   if not cells:

@@ -32,22 +32,24 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 
 from experiments.batch_size import control as control_lib
+from experiments.batch_size import plots
+from experiments.batch_size import summary as summary_lib
+from experiments.bert import input_pipeline
+from experiments.bert import models
+from experiments.bert import train
+from experiments.common import classification
 from experiments.common import optimizers as optimizers_lib
 from experiments.common import results
 from experiments.common import workdir_lock
 from experiments.comparison import study as comparison_study
 from experiments.comparison import summary as comparison_summary
-from experiments.bert import input_pipeline
-from experiments.bert import models
-from experiments.bert import train
 from experiments.noise import measure
 from experiments.noise import workloads
-from experiments.common import classification
-from experiments.batch_size import plots
-from experiments.batch_size import summary as summary_lib
 
 NOISE_FILENAME = "noise.json"
 # What a cell keeps of the comparison's per-optimizer result.
@@ -131,8 +133,6 @@ def comparison_settings(settings: BatchSizeSettings) -> comparison_study.Compari
 def measure_noise(compared: comparison_study.ComparisonSettings, settings: BatchSizeSettings,
                   workdir: str) -> dict[str, Any]:
   """The gradient noise at the initial parameters of the first seed, per batch size (module docstring)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   seed = compared.seeds[0]
   config = comparison_study.run_config(compared, settings.optimizers[0], 1.0, seed)
   data = input_pipeline.create_datasets(config, workdir)
@@ -206,6 +206,8 @@ def run(out_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
   compared, corpus = comparison_study.with_shared_vocabulary(compared, out_dir)
   noise = _cached_noise(compared, settings, out_dir)
   control_settings = control_lib.ControlSettings.from_config(settings.control)
+  if control_settings is not None:
+    control_lib.check_devices(control_settings, jax.local_device_count())
   cells: dict[int, dict[str, Any]] = {}
   summary: dict[str, Any] = {}
 
@@ -214,8 +216,9 @@ def run(out_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
     control_part = {} if control_settings is None else {"control": {
         "setup": control_lib.setup_text(control_settings), **(control or {"complete": False, "cells": {}})}}
     return _write(out_dir, {
+        # Complete: BERT's cells, which the verdict reads; the control's own state is control["complete"].
         "mode": settings.mode, "cells_done": done, "cells_planned": len(settings.cells),
-        "complete": done == len(settings.cells) and (control_settings is None or bool(control and control["complete"])),
+        "complete": done == len(settings.cells),
         "config": config.to_dict(), "setup": setup_text(settings, compared),
         "data_description": [comparison_summary.corpus_text(corpus)], "noise": noise,
         "cells": {str(b): cells[b] for b in settings.batch_sizes if b in cells},

@@ -81,8 +81,9 @@ def assess_rq8(summary: Mapping[str, Any]) -> dict[str, Any]:
   smallest = gap(cells, planned[0]) if planned else None
   full = gap(cells, planned[-1]) if planned else None
   verdict = verdict_from_gaps(smallest, full) if summary.get("complete") else verdicts.INCONCLUSIVE
-  edges = sorted({f"{name} (batch {b})" for b in batch_sizes for name, cell in cells[b].items()
-                  if cell.get("best_at_edge")})
+  # The cells the verdict reads: SGD and Adam at the smallest and the full batch.
+  edges = sorted({f"{name} (batch {b})" for b in dict.fromkeys(planned[:1] + planned[-1:]) if b in cells
+                  for name in (SGD, ADAM) if cells[b].get(name, {}).get("best_at_edge")})
   return {"rows": rows, "verdict": verdict, "overall_rule": OVERALL_RULE, "edges": edges,
           "gap_smallest": smallest, "gap_full": full}
 

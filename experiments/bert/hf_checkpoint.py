@@ -371,7 +371,8 @@ def save_hf(out_dir: str, config: models.BertConfig, params: Mapping[str, Any], 
                      {"tokenizer_class": "BertTokenizer", "do_lower_case": vocab.lowercase,
                       "model_max_length": config.max_position_embeddings})
   tensors = params_to_hf(params, config)
-  results.write_file(os.path.join(out_dir, SAFETENSORS), lambda path: save_file(tensors, path, metadata={"format": "pt"}))
+  results.write_file(os.path.join(out_dir, SAFETENSORS),
+                     lambda path: save_file(tensors, path, metadata={"format": "pt"}))
   return out_dir
 
 

@@ -285,18 +285,17 @@ def _muon(learning_rate, weight_decay, b1=None, b2=None):
       muon_weight_dimension_numbers=muon_dimension_numbers)
 
 
-def _qk_clip_last(threshold: float) -> optax.GradientTransformationExtraArgs:
-  """QK-clip at `threshold` (`config.qk_clip_threshold`), checked: what `OptimizerSpec.transformation` puts
-  last for an entry that caps the attention logits."""
+def _check_qk_clip_threshold(threshold: float) -> float:
   if not (math.isfinite(threshold) and threshold > 0):
     raise ValueError(f"qk_clip_threshold={threshold!r} must be a finite number > 0")
-  return _qk_clip_of_attention_layers(threshold)
+  return threshold
 
 
 def _capping_logits(make: Callable) -> Callable:
   """`make`, reading `qk_clip_threshold` too (checked here; `OptimizerSpec.transformation` puts QK-clip last)."""
-  def construct(learning_rate, weight_decay, qk_clip_threshold=100.0, **fields):
-    _qk_clip_last(qk_clip_threshold)
+  def construct(learning_rate, weight_decay, qk_clip_threshold=None, **fields):
+    if qk_clip_threshold is not None:
+      _check_qk_clip_threshold(qk_clip_threshold)
     return make(learning_rate, weight_decay, **fields)
   return construct
 
@@ -330,7 +329,8 @@ REGISTRY: Mapping[str, RegisteredOptimizer] = types.MappingProxyType({
                                                _ADAM_FIELDS, "adam", True),
     "muon": RegisteredOptimizer(_muon, ("b1", "b2"), "adam", True),
     "adamw_qkclip": RegisteredOptimizer(_capping_logits(_adam_like(optax.adamw, decays=True)),
-                                        _ADAM_FIELDS + ("qk_clip_threshold",), "adam", True, caps_attention_logits=True),
+                                        _ADAM_FIELDS + ("qk_clip_threshold",), "adam", True,
+                                        caps_attention_logits=True),
     "muon_qkclip": RegisteredOptimizer(_capping_logits(_muon), ("b1", "b2", "qk_clip_threshold"), "adam", True,
                                        caps_attention_logits=True),
 })
@@ -466,8 +466,9 @@ class OptimizerSpec:
       parts.append(optax.add_decayed_weights(-learning_rate * weight_decay, mask=weight_decay_mask))
     if self.weight_decay_mode == "independent" and weight_decay > 0:
       parts.append(optax.add_decayed_weights(-learning_rate_scale * weight_decay, mask=weight_decay_mask))
-    if entry.caps_attention_logits:
-      parts.append(_qk_clip_last(fields.get("qk_clip_threshold", default_optimizer_config().qk_clip_threshold)))
+    if entry.caps_attention_logits:  # last: it rescales the weights the step leaves, decay included
+      threshold = fields.get("qk_clip_threshold", default_optimizer_config().qk_clip_threshold)
+      parts.append(_qk_clip_of_attention_layers(_check_qk_clip_threshold(threshold)))
     return optax.chain(*parts)
 
   def create(self) -> optax.GradientTransformation:

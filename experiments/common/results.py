@@ -68,10 +68,12 @@ def write_file(path: str, write: Callable[[str], Any]) -> None:
   try:
     write(temporary)
     os.replace(temporary, path)
-  except OSError as error:
+  except BaseException as error:  # a full disk, a failing writer, an interrupt: no .tmp stays behind
     with contextlib.suppress(OSError):
       os.remove(temporary)
-    raise OSError(error.errno, error.strerror, path) from error
+    if isinstance(error, OSError):
+      raise OSError(error.errno, error.strerror, path) from error
+    raise
 
 
 def write_text(path: str, text: str) -> None:

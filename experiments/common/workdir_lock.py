@@ -24,9 +24,14 @@ import threading
 import time
 import uuid
 from typing import Any, Callable, Optional
-from experiments.common import parallel
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
 from experiments.common import checkpoint
 from experiments.common import metrics
+from experiments.common import parallel
 
 LOCK_FILENAME = "run.lock"
 HEARTBEAT_S = 30.0
@@ -240,7 +245,6 @@ def owns_workdir(run: Callable) -> Callable:
   """
   @functools.wraps(run)
   def locked(config, workdir: str, *args, **kwargs):
-    import jax  # pylint: disable=g-import-not-at-top
     parallel.maybe_initialize_distributed(config)
     lock = WorkdirLock(workdir, enabled=parallel.is_main_process())
     error = None
@@ -249,8 +253,6 @@ def owns_workdir(run: Callable) -> Callable:
     except (WorkdirInUse, ValueError, OSError) as caught:
       error = caught
     if jax.process_count() > 1:
-      import numpy as np  # pylint: disable=g-import-not-at-top
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       acquired = multihost_utils.broadcast_one_to_all(np.int32(error is None))
       if error is None and not int(acquired):
         error = WorkdirInUse(f"process 0 could not lock the workdir {os.path.abspath(workdir)}; see its error")

@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Mapping
 from typing import Any
+
 from experiments.squad import train as squad
 from experiments.squad.configs import default as squad_config
 

@@ -8,9 +8,9 @@ import os
 import time
 from typing import Any
 
-from experiments.common import results
 from experiments.bert import input_pipeline
 from experiments.bert import train
+from experiments.common import results
 from experiments.common import training_loop
 
 # Keys of `experiments.bert.train.train_and_evaluate`'s result: the sweep chooses on the validation documents,

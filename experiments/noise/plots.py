@@ -12,9 +12,10 @@ import os
 
 import numpy as np
 
+from acclip_optax import noise_plots
+
 from experiments.common import figures as figures_lib
 from experiments.noise import measure
-from acclip_optax import noise_plots
 
 
 def measurement_figures(measurement: measure.Measurement, *, model: str, step: int, batch_size: int,

@@ -25,11 +25,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from experiments.common import classification
-from experiments.common import optimizers
 from experiments.bert import input_pipeline as bert_input_pipeline
 from experiments.bert import models as bert_models
 from experiments.bert import train as bert_train
+from experiments.common import classification
+from experiments.common import optimizers
 from experiments.common import parallel
 from experiments.resnet import input_pipeline as resnet_input_pipeline
 from experiments.resnet import models as resnet_models

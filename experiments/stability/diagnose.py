@@ -29,9 +29,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from experiments.common import checkpoint
-from experiments.bert import models
+
 from experiments.bert import input_pipeline
+from experiments.bert import models
+from experiments.common import checkpoint
 
 
 def final_params(workdir: str, step: int | None = None) -> tuple[int, Any] | None:

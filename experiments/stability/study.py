@@ -44,6 +44,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from experiments.bert import input_pipeline
 from experiments.common import metrics
 from experiments.common import optimizers as optimizers_lib
 from experiments.common import results
@@ -51,12 +52,11 @@ from experiments.common import workdir_lock
 from experiments.comparison import study as comparison_study
 from experiments.comparison import summary as comparison_summary
 from experiments.comparison.sweep import MAX_EXTENSIONS, is_diverged, next_learning_rate
-from experiments.stability import recorded
-from experiments.stability.verdict import COLLAPSES, DIVERGES, TRAINS, margins
-from experiments.bert import input_pipeline
-from experiments.stability import plots
-from experiments.stability import summary as summary_lib
 from experiments.stability import diagnose
+from experiments.stability import plots
+from experiments.stability import recorded
+from experiments.stability import summary as summary_lib
+from experiments.stability.verdict import COLLAPSES, DIVERGES, TRAINS, margins
 
 BASELINES_FILENAME = "baselines.json"
 # Points of each run's training-loss curve kept in the summary (block medians), for the figure and the docs.
@@ -309,16 +309,20 @@ def judge_run(final: Mapping[str, Any], records: Sequence[Mapping[str, Any]], *,
 def extension_runs(settings: StabilitySettings, points: Mapping[str, Sequence[Mapping[str, Any]]],
                    extended: Mapping[str, int]) -> list[tuple[float, str]]:
   """(learning rate, method) runs past the top of a method's learning rates while its margin sits there, and
-  below the bottom while none of them trains (a margin, if any, lies lower), at most
-  `settings.max_extensions` per method (`extended`: how many each has had)."""
+  below the bottom while none of them trains and the lowest diverged or learned before it collapsed (a
+  margin, if any, lies lower), at most `settings.max_extensions` per method (`extended`: how many each has
+  had)."""
   runs = []
   for name, found in margins(points).items():
     if extended.get(name, 0) >= settings.max_extensions or not points[name]:
       continue
     learning_rates = sorted({p["learning_rate"] for p in points[name]} | set(settings.learning_rates[name]))
+    lowest = min(points[name], key=lambda point: point["learning_rate"])
     if found["at_edge"]:
       runs.append((next_learning_rate(learning_rates[-1], 1, learning_rates), name))
-    elif found["margin"] is None:
+    elif found["margin"] is None and (lowest["status"] == DIVERGES or lowest.get("learned")):
+      # Too high even at the bottom: it diverged, or it learned and then collapsed. A run that never learned
+      # may have had too small a learning rate as well: no way down from it.
       runs.append((next_learning_rate(learning_rates[0], -1, learning_rates), name))
   return runs
 
@@ -379,8 +383,9 @@ def run(out_dir: str, config: ml_collections.ConfigDict, *, finished_only: bool 
   Rerunning into the same folder reuses every finished run and resumes a preempted one; summary.json and
   summary.md are rewritten after every run (``"complete": false`` until the last), so a study stopped
   part-way reports what it has. After the config's runs, a method whose margin is the largest learning rate
-  it ran gets the next one up, and one that trains at none of them the next one down (`extension_runs`, at
-  most `max_extensions` of the config), until the margin lies inside what it ran.
+  it ran gets the next one up, and one that trains at none of them (its lowest diverged, or learned and then
+  collapsed) the next one down (`extension_runs`, at most `max_extensions` of the config), until the margin
+  lies inside what it ran.
 
   finished_only: train nothing; summarize the runs that have finished (their `run_result.json`), whatever
     their place in the run order (runs made out of order, for instance by `comparison.study` calls of other
@@ -421,6 +426,7 @@ def run(out_dir: str, config: ml_collections.ConfigDict, *, finished_only: bool 
     runs[f"{name}/lr{lr:g}"] = judged
     points.setdefault(name, []).append({"learning_rate": lr, "status": judged["status"],
                                         "validation_loss": judged["validation_loss"],
+                                        "learned": judged.get("description", {}).get("learned"),
                                         "source": judged.get("source", "run")})
     summary = {
         "mode": settings.mode,

@@ -25,15 +25,15 @@ from typing import Any
 
 import ml_collections
 
+from experiments.bert import train
+from experiments.common import checkpoint
+from experiments.common import metrics
 from experiments.common import results
 from experiments.common import study_cli
 from experiments.common import workdir_lock
 from experiments.comparison import study as comparison_study
-from experiments.stability import study
-from experiments.bert import train
-from experiments.common import checkpoint
-from experiments.common import metrics
 from experiments.stability import diagnose
+from experiments.stability import study
 
 TRACE_FILENAME = "trace.json"
 

@@ -14,7 +14,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.mode = "full"
   config.expected_time = ("about 6 hours on 2 CPU cores (16 cells of at least 5 runs of 300 steps; the full batch "
-                          "takes about 1.8 s a step), then the ResNet control (about half an hour); rerunning the same command continues an interrupted study")
+                          "takes about 1.8 s a step), then the ResNet control (about half an hour); rerunning "
+                          "the same command continues an interrupted study")
   # Every run is a run of this comparison config (experiments/comparison/configs/<comparison>.py): the same
   # model, corpus, seeds, learning-rate grids and per-optimizer fields; these fields on top.
   config.comparison = "full"
