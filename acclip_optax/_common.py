@@ -7,10 +7,9 @@ values pass unchecked.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
-
-import math
 
 import jax
 import jax.numpy as jnp

@@ -178,16 +178,18 @@ def test_missing_weights_are_named(tmp_path):
 
 
 def _truncated(path, keep=0.5):
-  data = open(path, "rb").read()
-  with open(path, "wb") as f:
-    f.write(data[:int(len(data) * keep)])
+  data = path.read_bytes()
+  path.write_bytes(data[:int(len(data) * keep)])
+
+
+def _not_utf8(path):
+  path.write_bytes(path.read_bytes() + b"\xff\xfe\n")
 
 
 @pytest.mark.parametrize("damage, message", [
     (lambda folder: _truncated(folder / "config.json"), r"config\.json, line \d+: not valid JSON"),
     (lambda folder: _truncated(folder / "model.safetensors"), r"model\.safetensors"),
-    (lambda folder: open(folder / "vocab.txt", "ab").write(b"\xff\xfe\n"),
-     r"vocab\.txt, line \d+: bytes that are not UTF-8"),
+    (lambda folder: _not_utf8(folder / "vocab.txt"), r"vocab\.txt, line \d+: bytes that are not UTF-8"),
 ])
 def test_every_damaged_file_of_a_hugging_face_folder_is_named(tmp_path, damage, message):
   folder = tmp_path / "damaged"

@@ -61,7 +61,9 @@ def control_lines(summary: Mapping[str, Any]) -> list[str]:
   status = "" if control.get("complete") else " (incomplete)"
   gaps = [[b, format_seed_statistics(sgd), format_seed_statistics(adam), "—" if found is None else f"{found:+.4f}"]
           for b, sgd, adam, found in assessed["rows"]]
-  return [f"**The control{status}**, which decides nothing: {control['setup']}.", "",
+  edges = (f" Best learning rates at an edge of what their sweeps ran: {', '.join(assessed['edges'])}."
+           if assessed["edges"] else "")
+  return [f"**The control{status}**, which decides nothing: {control['setup']}.{edges}", "",
           "Final loss on the whole training set at each cell's best learning rate, and the held-out loss of the "
           "same runs (mean ± std over the seeds):", "",
           markdown_table(["optimizer"] + [f"batch {b}" for b in sizes],
