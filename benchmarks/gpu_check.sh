@@ -30,8 +30,8 @@ else  # seconds for each part: 9 minutes in all
   # The later methods' targets (update_step.TARGETS), and their BERT-base train steps beside AdamW's.
   TARGET_ARGS=(--targets --runs 2 --repeats 10 --warmup 2)
   FRESH_ARGS=()
-  BERT_STEP_ARGS=(--batch-size 32 --seq-len 128 --steps 20 --warmup 3
-                  --optimizers adamw,acclip,acclip_ports,zclip,adagc,autoclip,spam,stable_spam,skip_step_on_spikes)
+  LATER_METHODS=adamw,adamw+gclip,acclip,acclip_ports,zclip,adagc,autoclip,spam,stable_spam,skip_step_on_spikes
+  BERT_STEP_ARGS=(--batch-size 32 --seq-len 128 --steps 20 --warmup 3 --optimizers "$LATER_METHODS")
 fi
 PYTHON=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
