@@ -120,29 +120,32 @@ class DamagedFileError(ValueError):
   """
 
 
+def _decoded(data: bytes, path: str, remedy: str, line_number: int | None = None) -> str:
+  """`data` as UTF-8 text; DamagedFileError naming the file and the line (`line_number`, else where the bad
+  bytes are) when it is not."""
+  try:
+    return data.decode("utf-8")
+  except UnicodeDecodeError as error:
+    line = line_number if line_number is not None else data[:error.start].count(b"\n") + 1
+    raise DamagedFileError(f"{path}, line {line}: bytes that are not UTF-8 text ({error.reason}); the file is "
+                           f"damaged. {remedy}") from None
+
+
 def _parse_json(text: bytes, path: str, remedy: str, line_number: int | None = None) -> Any:
   """`json.loads` of one file's (or one line's) bytes; DamagedFileError naming the file and line."""
+  decoded = _decoded(text, path, remedy, line_number)
   try:
-    return json.loads(text.decode("utf-8"))
-  except UnicodeDecodeError as error:
-    problem, line = f"bytes that are not UTF-8 text ({error.reason})", text[:error.start].count(b"\n") + 1
+    return json.loads(decoded)
   except json.JSONDecodeError as error:
-    problem, line = ("it is empty" if not text.strip() else f"not valid JSON ({error.msg}, column {error.colno})"
-                     ), error.lineno
-  where = f"line {line_number if line_number is not None else line}"
-  raise DamagedFileError(f"{path}, {where}: {problem}; the file is damaged. {remedy}")
+    problem = "it is empty" if not text.strip() else f"not valid JSON ({error.msg}, column {error.colno})"
+    line = line_number if line_number is not None else error.lineno
+    raise DamagedFileError(f"{path}, line {line}: {problem}; the file is damaged. {remedy}") from None
 
 
 def check_utf8_text(path: str, remedy: str) -> None:
   """DamagedFileError naming ``path``, the line and ``remedy`` when the file is not UTF-8 text."""
   with open(path, "rb") as f:
-    text = f.read()
-  try:
-    text.decode("utf-8")
-  except UnicodeDecodeError as error:
-    line = text[:error.start].count(b"\n") + 1
-    raise DamagedFileError(f"{path}, line {line}: bytes that are not UTF-8 text ({error.reason}); the file is "
-                           f"damaged. {remedy}") from None
+    _decoded(f.read(), path, remedy)
 
 
 def read_json(path: str, required: Sequence[str] = (),
