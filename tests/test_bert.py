@@ -233,8 +233,8 @@ def test_validation_split_is_disjoint_and_leaves_the_held_out_split_unchanged():
     (lambda d: str(d / "missing"), FileNotFoundError, "does not exist"),
     (lambda d: str(d), FileNotFoundError, "contains no"),
     (lambda d: (d / "empty.txt").write_text("  \n") and str(d / "empty.txt"), ValueError, "no text"),
-    (lambda d: (d / "bad.txt").write_bytes(b"ok \xff\xfe bytes") and str(d / "bad.txt"), ValueError,
-     "not UTF-8 text: undecodable byte at offset 3"),
+    (lambda d: (d / "bad.txt").write_bytes(b"ok\nfine\nnot \xff\xfe ok") and str(d / "bad.txt"), ValueError,
+     r"bad\.txt, line 3: bytes that are not UTF-8 text .*a corpus file must be UTF-8\. Convert it to UTF-8"),
 ])
 def test_bad_corpus_is_a_clear_error(tmp_path, make_corpus, error, message):
   corpus_dir = tmp_path / "corpus"

@@ -177,7 +177,7 @@ def test_a_lock_that_cannot_be_written_leaves_nothing_behind(tmp_path, monkeypat
   assert not directory.exists()
 
 
-@pytest.mark.parametrize("writer", ["text", "rows_csv", "flat_csv", "copy", "figure"])
+@pytest.mark.parametrize("writer", ["text", "bytes", "rows_csv", "flat_csv", "copy", "figure"])
 def test_every_writer_names_the_file_a_full_disk_stopped_and_leaves_no_tmp(tmp_path, monkeypatch, writer):
   """Each kind of file the project writes (text and JSON, the CSV tables, copies of vocabularies, figures, the
   exported weights through the same `write_file`) goes through one writer, which names the file."""
@@ -189,6 +189,7 @@ def test_every_writer_names_the_file_a_full_disk_stopped_and_leaves_no_tmp(tmp_p
   path = str(tmp_path / f"out.{'png' if writer == 'figure' else 'txt'}")
   figure = plt.figure()
   write = {"text": lambda: results.write_text(path, "x"),
+           "bytes": lambda: results.write_bytes(path, b"\x00\x01"),
            "rows_csv": lambda: results.write_rows_csv(path, [{"a": 1}], ["a"]),
            "flat_csv": lambda: results.write_flat_csv(path, {"a": 1.0}),
            "copy": lambda: results.copy_file(str(source), path),
@@ -205,6 +206,23 @@ def test_every_writer_names_the_file_a_full_disk_stopped_and_leaves_no_tmp(tmp_p
   write()
   plt.close(figure)
   assert os.path.getsize(path) > 0 and sorted(os.listdir(tmp_path)) == sorted(["vocab.txt", os.path.basename(path)])
+
+
+def test_no_module_of_the_experiments_opens_a_file_for_writing_but_the_one_writer():
+  """Every file goes through `results.write_file` (atomic, naming the file when the disk fills) or
+  `results.append_text`; a worker's output.log (the reproduction's stdout, not a result) is the one stream."""
+  import re  # pylint: disable=g-import-not-at-top
+  root = os.path.join(os.path.dirname(__file__), "..", "experiments")
+  writes = re.compile(r"""\bopen\(.*["'](w|wb|a|ab|x|w\+)["']""")
+  found = []
+  for folder, _, names in os.walk(root):
+    for name in names:
+      if name.endswith(".py"):
+        path = os.path.join(folder, name)
+        with open(path, encoding="utf-8") as f:
+          found += [os.path.relpath(path, root) for line in f if writes.search(line)]
+  # write_text's, write_bytes' and append_text's own opens, and the worker's log
+  assert sorted(found) == ["common/results.py"] * 3 + ["reproduce.py"], found
 
 
 def test_a_refused_run_leaves_no_folder_it_created(tmp_path):

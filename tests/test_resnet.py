@@ -68,8 +68,15 @@ def test_read_idx_rejects_bad_files(tmp_path):
   _write_idx(path, np.zeros((2, 3, 3)))
   with open(path, "ab") as f:
     f.write(b"\x00")  # one byte more than the header announces
-  with pytest.raises(ValueError, match="header says shape"):
+  with pytest.raises(ValueError, match="header says shape .* the file is damaged. Get the file again"):
     input_pipeline.read_idx(path)
+  _write_idx(path, np.arange(4000).reshape(10, 20, 20) % 251)
+  with open(path, "rb") as f:
+    compressed = gzip.compress(f.read())
+  with open(path + ".gz", "wb") as f:
+    f.write(compressed[:len(compressed) // 2])  # a download cut short
+  with pytest.raises(ValueError, match=r"bad-images-idx3-ubyte\.gz: not a complete gzip stream"):
+    input_pipeline.read_idx(path + ".gz")
 
 
 def test_cifar10_pickle_layout(tmp_path):

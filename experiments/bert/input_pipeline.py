@@ -50,6 +50,7 @@ import numpy as np
 # The vocabulary half of the data API, re-exported so that drivers read everything from input_pipeline.
 from experiments.bert.vocabulary import (  # noqa: F401  pylint: disable=unused-import
     SPECIAL_TOKENS, bert_tokenizer, check_vocab_file, load_tokenizer, prepare_vocab, train_wordpiece_vocab, vocab_sha256)
+from experiments.common import results
 
 TEXT_SUFFIXES = (".txt", ".rst", ".md")
 _EVAL_SPLIT_SEED = 0  # the train/eval document split is fixed, whatever the training seed
@@ -107,13 +108,9 @@ def _text_files(path: str) -> list[str]:
 
 
 def _read_text_file(path: str) -> str:
-  with open(path, "rb") as f:
-    data = f.read()
-  try:
-    return data.decode("utf-8")
-  except UnicodeDecodeError as error:
-    raise ValueError(f"corpus file {path!r} is not UTF-8 text: undecodable byte at offset "
-                     f"{error.start} ({data[error.start:error.start + 4]!r})") from error
+  return results.read_utf8_text(
+      path, "Convert it to UTF-8 (for example `iconv -f latin1 -t utf-8`) or move it out of the corpus.",
+      problem="a corpus file must be UTF-8")
 
 
 def _load_hf_documents(name, hf_config, data_files, split, text_field) -> list[str]:

@@ -59,7 +59,7 @@ def finite_or_none(value: Any) -> float | None:
 def write_file(path: str, write: Callable[[str], Any]) -> None:
   """``write(temporary path)``, then the result moved to ``path`` atomically (a reader never sees half a file;
   an old file stays until the new one is whole). Every file the project writes goes through here (`write_text`,
-  `copy_file`, `figures.save_figure`, the exported weights) or `append_text`; checkpoints through Orbax.
+  `write_bytes`, `copy_file`, `figures.save_figure`, the exported weights) or `append_text`; checkpoints through Orbax.
 
   Raises:
     OSError: naming ``path`` (a full disk among them: errno ENOSPC); no ``.tmp`` is left behind.
@@ -81,6 +81,14 @@ def write_text(path: str, text: str) -> None:
   def write(temporary: str) -> None:
     with open(temporary, "w", encoding="utf-8", newline="") as f:
       f.write(text)
+  write_file(path, write)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  """``data`` to ``path``, atomically and naming the file on failure (`write_file`)."""
+  def write(temporary: str) -> None:
+    with open(temporary, "wb") as f:
+      f.write(data)
   write_file(path, write)
 
 
@@ -120,15 +128,16 @@ class DamagedFileError(ValueError):
   """
 
 
-def _decoded(data: bytes, path: str, remedy: str, line_number: int | None = None) -> str:
-  """`data` as UTF-8 text; DamagedFileError naming the file and the line (`line_number`, else where the bad
-  bytes are) when it is not."""
+def _decoded(data: bytes, path: str, remedy: str, line_number: int | None = None,
+             problem: str = "the file is damaged") -> str:
+  """`data` as UTF-8 text; DamagedFileError naming the file, the line (`line_number`, else where the bad
+  bytes are), ``problem`` and ``remedy`` when it is not."""
   try:
     return data.decode("utf-8")
   except UnicodeDecodeError as error:
     line = line_number if line_number is not None else data[:error.start].count(b"\n") + 1
-    raise DamagedFileError(f"{path}, line {line}: bytes that are not UTF-8 text ({error.reason}); the file is "
-                           f"damaged. {remedy}") from None
+    raise DamagedFileError(f"{path}, line {line}: bytes that are not UTF-8 text ({error.reason}); {problem}. "
+                           f"{remedy}") from None
 
 
 def _parse_json(text: bytes, path: str, remedy: str, line_number: int | None = None) -> Any:
@@ -142,10 +151,16 @@ def _parse_json(text: bytes, path: str, remedy: str, line_number: int | None = N
     raise DamagedFileError(f"{path}, line {line}: {problem}; the file is damaged. {remedy}") from None
 
 
+def read_utf8_text(path: str, remedy: str, problem: str = "the file is damaged") -> str:
+  """The file's text; DamagedFileError naming ``path``, the line, ``problem`` and ``remedy`` when it is not
+  UTF-8 text."""
+  with open(path, "rb") as f:
+    return _decoded(f.read(), path, remedy, problem=problem)
+
+
 def check_utf8_text(path: str, remedy: str) -> None:
   """DamagedFileError naming ``path``, the line and ``remedy`` when the file is not UTF-8 text."""
-  with open(path, "rb") as f:
-    _decoded(f.read(), path, remedy)
+  read_utf8_text(path, remedy)
 
 
 def read_json(path: str, required: Sequence[str] = (),

@@ -252,8 +252,7 @@ def run(out_dir: str, config) -> dict:
   results_lib.write_rows_csv(os.path.join(out_dir, "results.csv"), rows, summary.CSV_COLUMNS)
   results = results_lib.to_jsonable(results)
   results_lib.write_json(os.path.join(out_dir, "summary.json"), results)
-  with open(os.path.join(out_dir, "summary.md"), "w") as f:
-    f.write(summary.summary_markdown(results))
+  results_lib.write_text(os.path.join(out_dir, "summary.md"), summary.summary_markdown(results))
   return results
 
 

@@ -35,6 +35,7 @@ import logging
 import os
 import pickle
 import warnings
+import zlib
 from typing import Optional, Sequence
 
 import numpy as np
@@ -86,21 +87,27 @@ def read_idx(path: str) -> np.ndarray:
   sizes, then the data in C order.
 
   Raises:
-    ValueError: a bad header or a size that does not match the data.
+    results.DamagedFileError: a bad header, a truncated gzip stream or a size that does not match the data
+      (naming the file and what to do).
   """
+  remedy = f"Get the file again: {HOW_TO_GET['fashion_mnist']}."
   opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    data = f.read()
+  try:
+    with opener(path, "rb") as f:
+      data = f.read()
+  except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+    raise results.DamagedFileError(f"{path}: not a complete gzip stream ({error}); the file is damaged. "
+                                   f"{remedy}") from None
   if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-    raise ValueError(f"{path!r} is not an IDX file (header bytes {data[:4]!r})")
+    raise results.DamagedFileError(f"{path!r} is not an IDX file (header bytes {data[:4]!r}). {remedy}")
   num_dims = data[3]
   shape = tuple(int(s) for s in np.frombuffer(data, ">i4", count=num_dims, offset=4))
   dtype = np.dtype(_IDX_DTYPES[data[2]])
   offset = 4 + 4 * num_dims
   expected = int(np.prod(shape)) * dtype.itemsize
   if len(data) - offset != expected:
-    raise ValueError(f"{path!r}: header says shape {shape} ({expected} bytes) but {len(data) - offset} "
-                     "bytes of data follow")
+    raise results.DamagedFileError(f"{path!r}: header says shape {shape} ({expected} bytes) but "
+                                   f"{len(data) - offset} bytes of data follow; the file is damaged. {remedy}")
   return np.frombuffer(data, dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
 
 

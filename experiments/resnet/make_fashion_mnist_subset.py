@@ -20,6 +20,7 @@ import struct
 
 import numpy as np
 
+from experiments.common import results
 from experiments.resnet import input_pipeline
 
 SUBSET_DIR = os.path.join(os.path.dirname(__file__), "data", "fashion_mnist_subset")
@@ -76,8 +77,7 @@ def main(argv=None) -> None:
           raise SystemExit(f"{name}: the embedded file differs from the one this rule makes")
     else:
       os.makedirs(SUBSET_DIR, exist_ok=True)
-      with open(os.path.join(SUBSET_DIR, name), "wb") as f:
-        f.write(data)
+      results.write_bytes(os.path.join(SUBSET_DIR, name), data)
 
 
 if __name__ == "__main__":

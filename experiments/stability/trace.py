@@ -109,8 +109,7 @@ def run(out_dir: str, config: ml_collections.ConfigDict, method: str, learning_r
   trace = {"method": method, "learning_rate": learning_rate, "until": until, "every": every,
            "workdir": os.path.relpath(workdir, out_dir), "majority_token": majority_token, "points": points}
   results.write_json(os.path.join(out_dir, TRACE_FILENAME), trace)
-  with open(os.path.join(out_dir, "trace.md"), "w") as f:
-    f.write("\n".join(markdown_lines(trace)) + "\n")
+  results.write_text(os.path.join(out_dir, "trace.md"), "\n".join(markdown_lines(trace)) + "\n")
   return trace
 
 

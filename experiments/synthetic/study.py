@@ -414,8 +414,7 @@ def run(out_dir: str, config) -> dict:
   results = results_lib.to_jsonable(results)
   # The numbers are written before the figures, so a plotting failure cannot lose a long run.
   results_lib.write_json(os.path.join(out_dir, "summary.json"), results)
-  with open(os.path.join(out_dir, "summary.md"), "w") as f:
-    f.write(summary.summary_markdown(results, config))
+  results_lib.write_text(os.path.join(out_dir, "summary.md"), summary.summary_markdown(results, config))
   figures = (plots.plot_final_suboptimality(strongly_convex), plots.plot_rates(curves, rates, config.alphas),
              plots.plot_dimension(dimension, config.dims), plots.plot_nonconvex(nonconvex))
   for name, figure in zip(figure_names, figures):
