@@ -21,6 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.comparison = "full"
   # The fixed objective: the first 256 training sequences (32,768 token positions), each masked once, no
   # dropout (a noise source of its own) and no weight decay (the objective is the training loss itself).
+  # The budget: equal steps (num_train_steps) at every batch size, so that each cell compares what an update
+  # does with a gradient of less noise; equal epochs would give the full batch 300 x 8 / 256 = 9 updates.
   config.overrides = dict(max_train_sequences=256, static_masking=True,
                           model=dict(dropout_rate=0.0, attention_dropout_rate=0.0), weight_decay=0.0,
                           num_train_steps=300, warmup_steps=30, eval_every_steps=100, checkpoint_every_steps=100)

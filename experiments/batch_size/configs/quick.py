@@ -17,6 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.mode = "quick"
   config.expected_time = "about 3 minutes on 2 CPU cores"
   config.comparison = "quick"
+  # The same budget rule as the full study's: equal steps (70) at every batch size.
   config.overrides = dict(max_train_sequences=64, static_masking=True,
                           model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
                                      dropout_rate=0.0, attention_dropout_rate=0.0),
