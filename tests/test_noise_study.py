@@ -1,6 +1,8 @@
 """The BERT-vs-ResNet gradient-noise study: its analysis pieces, and its whole path at tiny sizes."""
+import dataclasses
 import json
 import os
+import types
 
 import jax
 import numpy as np
@@ -82,7 +84,7 @@ def test_study_runs_end_to_end_at_tiny_sizes(tmp_path):
     assert np.isfinite(entry["pooled"]["alpha_mohammadi"]) and entry["variance_final"] > 0
     sweep = results[model]["sweep"]
     for name in ("sgd", "adam"):  # the best learning rate is the grid point with the lowest mean loss
-      assert set(sweep[name]["grid"]) == {str(lr) for lr in config[f"{model}_{name}_lrs"]}
+      assert set(sweep[name]["grid"]) == {str(float(lr)) for lr in config[f"{model}_{name}_lrs"]}  # no extension
       grid_losses = {float(lr): stats["eval_loss_mean"] for lr, stats in sweep[name]["grid"].items()}
       assert sweep[name]["best_learning_rate"] == min(grid_losses, key=grid_losses.get)
   assert set(results["rq1"]) == {"bert", "resnet"}
@@ -111,6 +113,38 @@ def test_trajectory_paused_at_its_stops_equals_one_uninterrupted_run(tmp_path):
   assert stops[-1][2]["train_loss_last10"] == whole["train_loss_last10"]  # the losses before the pause count
   assert stops[-1][2]["eval_loss"] == whole["eval_loss"] and np.isfinite(whole["eval_loss"])
   assert not whole["diverged"] and whole["steps"] == 2
+
+
+def test_a_best_learning_rate_at_an_end_of_the_grid_extends_the_sweep(monkeypatch):
+  """The comparison's learning rates (a fake run: a loss smallest at 0.01 for Adam and 0.03 for SGD in log lr,
+  one seed of SGD at 0.3 diverging): each sweep runs past the grid's end until its best is inside, or the
+  extensions run out."""
+  calls = []
+
+  def fake_train(workload, spec, *, seed, batch_size, workdir):
+    calls.append((spec.name, spec.learning_rate, seed))
+    optimum = 0.01 if spec.name == "adam" else 0.03
+    loss = 5.0 + np.log10(spec.learning_rate / optimum) ** 2 + 0.01 * (seed % 2)
+    return {"eval_loss": float("inf") if spec.learning_rate >= 0.3 and seed % 2 else loss, "eval_accuracy": 0.1}
+
+  monkeypatch.setattr(training, "train", fake_train)
+  workload = types.SimpleNamespace(name="fake", decay="linear")
+  config = dataclasses.replace(study.StudyConfig.from_config(tiny.get_config()), sweep_max_extensions=2)
+  rows = []
+  results = study._optimizer_comparison(workload, config, {"adam": (3e-4, 1e-3), "sgd": (0.1, 0.3)}, 8, "unused", rows)
+  adam, sgd = results["adam"], results["sgd"]
+  # Adam: 0.0003 and 0.001, best the larger; then 0.003 and 0.01, each best in turn: after two extensions (the
+  # limit) the best is still the largest that ran, and marked.
+  assert list(adam["grid"]) == ["0.0003", "0.001", "0.003", "0.01"] and adam["best_learning_rate"] == 0.01
+  assert adam["best_at_grid_edge"] and adam["configured_grid"] == [3e-4, 1e-3]
+  # SGD: 0.3 diverged in one seed (mean inf), 0.1 best at the low end, then 0.03 best, 0.01 worse: inside.
+  assert list(sgd["grid"]) == ["0.01", "0.03", "0.1", "0.3"] and sgd["best_learning_rate"] == 0.03
+  assert not sgd["best_at_grid_edge"] and sgd["eval_loss_mean"] == pytest.approx(5.005)
+  assert sgd["grid"]["0.3"]["diverged_seeds"] == 1 and sgd["grid"]["0.3"]["eval_loss_std"] == float("inf")
+  assert len(calls) == 2 * (4 + 4) and len(rows) == 2 * len(calls)  # every seed of every point, two metrics
+  assert study.rq1_numbers({"fake": {}}) == {}
+  numbers = {"best_at_grid_edge": [name for name in ("sgd", "adam") if results[name]["best_at_grid_edge"]]}
+  assert verdict.assess_rq1({"bert": numbers, "resnet": {}})["edges"] == ["adam on BERT"]
 
 
 def test_rq1_verdict_follows_the_numbers():

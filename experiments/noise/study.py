@@ -23,8 +23,10 @@ For each workload:
    batch size at every stop.
 2. Optimizer comparison. SGD with momentum 0.9 and Adam, same schedule (10% warm-up, then linear decay for
    BERT, cosine for ResNet), no weight decay, `sweep_steps` steps, a small learning-rate grid, `sweep_seeds`
-   seeds (initialisation and data order). Each optimizer's learning rate is the grid point with the lowest
-   mean held-out loss; the gap is SGD's best mean held-out loss minus Adam's, with the seeds' standard
+   seeds (initialisation and data order). Each optimizer's learning rate is the one with the lowest mean
+   held-out loss; while it is the smallest or largest run so far, the next one beyond it runs
+   (`comparison.sweep.sweep_learning_rates`: up to `sweep_max_extensions` beyond each end of the grid; a
+   diverged one beyond the best bounds it), so that the best lies inside what ran or is marked; the gap is SGD's best mean held-out loss minus Adam's, with the seeds' standard
    deviations beside them. A run whose loss turns non-finite stops there (the loop's stop_on_nonfinite)
    and scores held-out loss inf, accuracy nan.
 
@@ -53,6 +55,7 @@ from experiments.common import results as results_lib
 from experiments.common import study_cli
 from experiments.common import workdir_lock
 from experiments.common import training_loop
+from experiments.comparison import sweep as sweep_lib
 from experiments.noise import measure
 from experiments.noise import plots
 from experiments.noise import summary
@@ -92,6 +95,7 @@ class StudyConfig:
   sweep_seeds: int
   eval_examples: int
   seed: int
+  sweep_max_extensions: int = 2
   mode: str = "custom"
 
   @classmethod
@@ -110,9 +114,9 @@ class StudyConfig:
                        "need a few blocks)")
     if not self.measure_fractions or not all(0.0 <= f <= 1.0 for f in self.measure_fractions):
       raise ValueError(f"measure_fractions={self.measure_fractions} must be non-empty values in [0, 1]")
-    if self.sweep_seeds < 1 or self.sweep_steps < 1 or self.train_steps < 0:
+    if self.sweep_seeds < 1 or self.sweep_steps < 1 or self.train_steps < 0 or self.sweep_max_extensions < 0:
       raise ValueError(f"sweep_seeds={self.sweep_seeds}, sweep_steps={self.sweep_steps} must be >= 1 and "
-                       f"train_steps={self.train_steps} >= 0")
+                       f"train_steps={self.train_steps}, sweep_max_extensions={self.sweep_max_extensions} >= 0")
 
 
 def _noise_along_training(workload: workloads.Workload, config: StudyConfig, batch_sizes: tuple[int, ...],
@@ -162,7 +166,8 @@ def _optimizer_comparison(workload: workloads.Workload, config: StudyConfig, lea
       base.momentum = 0.9
     spec = training.optimizer(base, workload.decay, config.sweep_steps)
     per_lr = {}
-    for learning_rate in grid:
+
+    def mean_loss(learning_rate, name=name, spec=spec, per_lr=per_lr):
       losses, accuracies = [], []
       for seed in range(config.sweep_seeds):
         run = training.train(workload, spec.replace(learning_rate=learning_rate), seed=config.seed + 100 + seed,
@@ -184,10 +189,17 @@ def _optimizer_comparison(workload: workloads.Workload, config: StudyConfig, lea
                                else float("inf"),
                                "eval_accuracy_mean": accuracy_stats["mean"],
                                "eval_accuracy_std": accuracy_stats["std"]}
-    best = min(per_lr, key=lambda lr: per_lr[lr]["eval_loss_mean"])
+      return per_lr[learning_rate]["eval_loss_mean"]
+
+    # The grid, then the next learning rate beyond an end while the best sits there (comparison.sweep).
+    swept = sweep_lib.sweep_learning_rates(grid, mean_loss, min_points=len(grid),
+                                           max_extensions=config.sweep_max_extensions)
+    best = sweep_lib.best_learning_rate(swept)
+    if best is None:  # every seed of every learning rate diverged: the smallest, scored inf
+      best = min(swept)
     results[name] = {"best_learning_rate": best, **per_lr[best],
-                     "grid": {str(lr): stats for lr, stats in per_lr.items()},
-                     "best_at_grid_edge": best in (grid[0], grid[-1]) and len(grid) > 1}
+                     "grid": {str(lr): per_lr[lr] for lr in swept}, "configured_grid": list(grid),
+                     "best_at_grid_edge": sweep_lib.at_edge(swept) is not None}
     logging.info("noise study: %s %s best lr %g", workload.name, name, best)
   gap = results["sgd"]["eval_loss_mean"] - results["adam"]["eval_loss_mean"]
   results["gap_eval_loss"] = float(gap)
@@ -279,5 +291,6 @@ def rq1_numbers(results: dict) -> dict:
         "sgd_minus_adam_relative": sweep["gap_relative"],
         "sgd_minus_adam_eval_loss_median": sweep["gap_eval_loss_median"],
         "gap_in_seed_std": sweep["gap_in_seed_std"],
+        "best_at_grid_edge": [name for name in ("sgd", "adam") if sweep.get(name, {}).get("best_at_grid_edge")],
     }
   return numbers

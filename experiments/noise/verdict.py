@@ -60,8 +60,11 @@ def assess_rq1(numbers: Mapping[str, Any]) -> dict[str, Any]:
           "supported if BERT's growth ratio exceeds ResNet's by more than 0.1"),
   ]
   core = [rows[0], rows[2]]
+  # The SGD-gap row rests on each model's tuned SGD and Adam (study._optimizer_comparison).
+  edges = [f"{name} on {model}" for model, model_numbers in (("BERT", bert), ("ResNet", resnet))
+           for name in model_numbers.get("best_at_grid_edge", ())]
   return {"rows": rows + [verdicts.context_row(r) for r in context],
-          "verdict": verdicts.combine_verdicts([r["verdict"] for r in core]),
+          "verdict": verdicts.combine_verdicts([r["verdict"] for r in core]), "edges": edges,
           "overall_rule": "overall: unanimous verdict of the Mohammadi tail-index row and the SGD-gap row "
                           "(Hill's estimator and the rows marked [not in the overall verdict] are context), "
                           "else inconclusive"}

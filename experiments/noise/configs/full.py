@@ -40,6 +40,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Optimizer comparison.
   config.sweep_steps = 300
   config.sweep_seeds = 3
+  # Learning rates a sweep may add beyond each end of its grid while the best sits at that end.
+  config.sweep_max_extensions = 2
   config.eval_examples = 512
   config.seed = 0
   return config

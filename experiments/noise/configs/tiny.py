@@ -16,5 +16,6 @@ def get_config() -> ml_collections.ConfigDict:
       bert_train_batch_size=8, bert_batch_sizes=(8,), bert_adam_lrs=(1e-3,), bert_sgd_lrs=(0.3, 1.0),
       resnet_filters=4, resnet_train_examples=256, resnet_train_batch_size=8, resnet_batch_sizes=(8,),
       resnet_adam_lrs=(1e-3,), resnet_sgd_lrs=(0.1,), train_steps=2, measure_fractions=(0.0, 1.0),
-      num_noise_batches=8, num_coordinates=256, sweep_steps=2, sweep_seeds=2, eval_examples=16)
+      num_noise_batches=8, num_coordinates=256, sweep_steps=2, sweep_seeds=2, sweep_max_extensions=0,
+      eval_examples=16)
   return config
