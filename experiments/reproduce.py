@@ -384,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__.split("\n")[0])
   parser.add_argument("--out", required=True, help="output folder for report.md, results and figures")
   parser.add_argument("--quick", action="store_true",
-                      help="small sizes: about 16 minutes on 2 CPU cores, 12 with --jobs 2 (the report lists what "
+                      help="small sizes: about 17 minutes on 2 CPU cores, 12 with --jobs 2 (the report lists what "
                            "shrank)")
   parser.add_argument("--squad-dir", default=None,
                       help="folder with SQuAD v1.1 train-v1.1.json and dev-v1.1.json; omitted: no fine-tuning")
