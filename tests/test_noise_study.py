@@ -142,9 +142,20 @@ def test_a_best_learning_rate_at_an_end_of_the_grid_extends_the_sweep(monkeypatc
   assert not sgd["best_at_grid_edge"] and sgd["eval_loss_mean"] == pytest.approx(5.005)
   assert sgd["grid"]["0.3"]["diverged_seeds"] == 1 and sgd["grid"]["0.3"]["eval_loss_std"] == float("inf")
   assert len(calls) == 2 * (4 + 4) and len(rows) == 2 * len(calls)  # every seed of every point, two metrics
-  assert study.rq1_numbers({"fake": {}}) == {}
-  numbers = {"best_at_grid_edge": [name for name in ("sgd", "adam") if results[name]["best_at_grid_edge"]]}
-  assert verdict.assess_rq1({"bert": numbers, "resnet": {}})["edges"] == ["adam on BERT"]
+  entry = {"pooled": {"alpha_mohammadi": 1.5, "alpha_hill": 1.5}, "alpha_hill_norms": 3.0, "variance_growth": 1.0,
+           "groups": {}}
+  noise = {"main_batch_size": 8, "points": [{"batch_sizes": {8: entry}}]}
+  numbers = study.rq1_numbers({"bert": {"noise": noise, "sweep": {**results, "gap_eval_loss": 0.0,
+                                                                    "gap_relative": 0.0, "gap_eval_loss_median": 0.0,
+                                                                    "gap_in_seed_std": 0.0}}})
+  assert numbers["bert"]["best_at_grid_edge"] == ["adam"]
+  assert verdict.assess_rq1(numbers)["edges"] == ["adam on BERT"]
+  # Every seed of every learning rate diverging: the smallest is reported (scored inf) and marked.
+  monkeypatch.setattr(training, "train", lambda *args, **kwargs: {"eval_loss": float("nan"), "eval_accuracy": 0.0})
+  diverged = study._optimizer_comparison(workload, config, {"sgd": (0.1, 0.3), "adam": (1e-3,)}, 8, "unused",
+                                         [])["sgd"]
+  assert diverged["best_learning_rate"] == 0.01 and diverged["best_at_grid_edge"]  # went down twice
+  assert diverged["eval_loss_mean"] == float("inf")
 
 
 def test_rq1_verdict_follows_the_numbers():

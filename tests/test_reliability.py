@@ -210,19 +210,23 @@ def test_every_writer_names_the_file_a_full_disk_stopped_and_leaves_no_tmp(tmp_p
 
 def test_no_module_of_the_experiments_opens_a_file_for_writing_but_the_one_writer():
   """Every file goes through `results.write_file` (atomic, naming the file when the disk fills) or
-  `results.append_text`; a worker's output.log (the reproduction's stdout, not a result) is the one stream."""
+  `results.append_text`; a worker's output.log (the reproduction's stdout, not a result) is the one stream and
+  the workdir lock (created exclusively, `os.open`) the one other file. Checked on the source: any `open(` with
+  a writing mode, `os.open`, `Path.write_text`/`write_bytes`, `np.save`, `json.dump`/`pickle.dump` to a file."""
   import re  # pylint: disable=g-import-not-at-top
   root = os.path.join(os.path.dirname(__file__), "..", "experiments")
-  writes = re.compile(r"""\bopen\(.*["'](w|wb|a|ab|x|w\+)["']""")
+  writes = re.compile(r"""\bopen\(.*["'](w|wb|a|ab|x|w\+|r\+)["']|\bos\.open\(|\.write_(text|bytes)\(|"""
+                      r"""\bnp\.save[z]?\(|\b(json|pickle)\.dump\(""")
   found = []
   for folder, _, names in os.walk(root):
     for name in names:
       if name.endswith(".py"):
         path = os.path.join(folder, name)
         with open(path, encoding="utf-8") as f:
-          found += [os.path.relpath(path, root) for line in f if writes.search(line)]
-  # write_text's, write_bytes' and append_text's own opens, and the worker's log
-  assert sorted(found) == ["common/results.py"] * 3 + ["reproduce.py"], found
+          found += [os.path.relpath(path, root) for line in f if writes.search(line.split("#")[0])
+                    and not re.search(r"\b(results|results_lib)\.write_(text|bytes)\(", line)]
+  # write_text's, write_bytes' and append_text's own opens, the worker's log, the lock's creation and its JSON
+  assert sorted(found) == (["common/results.py"] * 3 + ["common/workdir_lock.py"] * 2 + ["reproduce.py"]), found
 
 
 def test_a_refused_run_leaves_no_folder_it_created(tmp_path):

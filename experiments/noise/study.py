@@ -195,11 +195,12 @@ def _optimizer_comparison(workload: workloads.Workload, config: StudyConfig, lea
     swept = sweep_lib.sweep_learning_rates(grid, mean_loss, min_points=len(grid),
                                            max_extensions=config.sweep_max_extensions)
     best = sweep_lib.best_learning_rate(swept)
-    if best is None:  # every seed of every learning rate diverged: the smallest, scored inf
-      best = min(swept)
+    # Every seed of every learning rate diverged: the smallest, scored inf, marked (the optimum lies below).
+    nothing_trained = best is None
+    best = min(swept) if nothing_trained else best
     results[name] = {"best_learning_rate": best, **per_lr[best],
                      "grid": {str(lr): per_lr[lr] for lr in swept}, "configured_grid": list(grid),
-                     "best_at_grid_edge": sweep_lib.at_edge(swept) is not None}
+                     "best_at_grid_edge": nothing_trained or sweep_lib.at_edge(swept) is not None}
     logging.info("noise study: %s %s best lr %g", workload.name, name, best)
   gap = results["sgd"]["eval_loss_mean"] - results["adam"]["eval_loss_mean"]
   results["gap_eval_loss"] = float(gap)

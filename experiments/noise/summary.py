@@ -70,5 +70,6 @@ def summary_markdown(results: dict) -> str:
             "alpha < 2, and per-coordinate standardisation by the median makes sparse coordinates (rare "
             "tokens) look heavy-tailed: that is a property of their noise, not of a stable law.",
             "- Learning rates are chosen on the held-out set that scores them; a best learning rate still at an "
-            "edge of what ran (after up to two extensions) may have its optimum beyond.", ""]
+            f"edge of what ran (after up to {results['config'].get('sweep_max_extensions', 0)} extensions each "
+            "way) may have its optimum beyond.", ""]
   return "\n".join(lines)

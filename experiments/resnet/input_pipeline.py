@@ -80,7 +80,7 @@ def missing_dataset_message(dataset: str, searched: Sequence[str]) -> str:
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path: str) -> np.ndarray:
+def read_idx(path: str, remedy: str | None = None) -> np.ndarray:
   """An IDX file (LeCun's MNIST format), gzipped or raw, as a NumPy array.
 
   Layout: 2 zero bytes, a dtype code (0x08 = uint8, ...), the number of dimensions n, n big-endian int32
@@ -88,9 +88,9 @@ def read_idx(path: str) -> np.ndarray:
 
   Raises:
     results.DamagedFileError: a bad header, a truncated gzip stream or a size that does not match the data
-      (naming the file and what to do).
+      (naming the file and ``remedy``, by default how to get Fashion-MNIST again).
   """
-  remedy = f"Get the file again: {HOW_TO_GET['fashion_mnist']}."
+  remedy = remedy or f"Get the file again: {HOW_TO_GET['fashion_mnist']}."
   opener = gzip.open if path.endswith(".gz") else open
   try:
     with opener(path, "rb") as f:
@@ -132,7 +132,11 @@ def load_idx_folder(folder: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
   missing = [f"{s}-{k}" for (s, k), p in paths.items() if p is None]
   if missing:
     raise FileNotFoundError(f"{folder!r} lacks the IDX file(s) {missing} (raw or .gz)")
-  arrays = {key: read_idx(path) for key, path in paths.items()}
+  remedy = None
+  if os.path.realpath(folder) == os.path.realpath(FASHION_MNIST_SUBSET_DIR):
+    remedy = ("Restore the embedded subset: `git checkout -- experiments/resnet/data/fashion_mnist_subset` "
+              "(or remake it: python -m experiments.resnet.make_fashion_mnist_subset).")
+  arrays = {key: read_idx(path, remedy) for key, path in paths.items()}
   for split in ("train", "t10k"):
     images, labels = arrays[(split, "images")], arrays[(split, "labels")]
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
