@@ -79,6 +79,21 @@ def test_read_idx_rejects_bad_files(tmp_path):
     input_pipeline.read_idx(path + ".gz")
 
 
+def test_a_damaged_embedded_subset_says_how_to_restore_it(tmp_path, monkeypatch):
+  folder = str(tmp_path / "fashion_mnist_subset")
+  _idx_folder(folder)
+  path = os.path.join(folder, "t10k-labels-idx1-ubyte.gz")
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[:len(data) // 2])
+  with pytest.raises(ValueError, match="Get the file again: install the Debian package"):  # a user's folder
+    input_pipeline.load_idx_folder(folder)
+  monkeypatch.setattr(input_pipeline, "FASHION_MNIST_SUBSET_DIR", folder)  # the repository's own subset
+  with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte\.gz: not a complete gzip stream .*`git checkout"):
+    input_pipeline.load_idx_folder(folder)
+
+
 def test_cifar10_pickle_layout(tmp_path):
   root = tmp_path / "cifar-10-batches-py"
   root.mkdir()
