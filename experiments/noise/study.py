@@ -26,7 +26,8 @@ For each workload:
    seeds (initialisation and data order). Each optimizer's learning rate is the one with the lowest mean
    held-out loss; while it is the smallest or largest run so far, the next one beyond it runs
    (`comparison.sweep.sweep_learning_rates`: up to `sweep_max_extensions` beyond each end of the grid; a
-   diverged one beyond the best bounds it), so that the best lies inside what ran or is marked; the gap is SGD's best mean held-out loss minus Adam's, with the seeds' standard
+   diverged one beyond the best bounds it), so that the best lies inside what ran or is marked; the gap
+   is SGD's best mean held-out loss minus Adam's, with the seeds' standard
    deviations beside them. A run whose loss turns non-finite stops there (the loop's stop_on_nonfinite)
    and scores held-out loss inf, accuracy nan.
 
