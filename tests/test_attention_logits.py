@@ -98,3 +98,11 @@ def test_qk_clip_comes_after_independent_weight_decay():
   stepped = np.asarray(x + reference["attention"]["query"]["kernel"], np.float64)
   scale = np.asarray([0.25 ** 0.5, 1.0])[None, :, None]
   np.testing.assert_allclose(x + updates["attention"]["query"]["kernel"], scale * stepped, rtol=1e-6, atol=1e-7)
+
+
+def test_qk_clip_is_refused_for_a_model_without_attention():
+  """ResNet has no attention layer: QK-clip there would never act, so the optimizer refuses the params."""
+  from experiments.common import optimizers  # pylint: disable=g-import-not-at-top
+  spec = optimizers.OptimizerSpec("adamw_qkclip", total_steps=10, learning_rate=0.1, warmup_steps=0)
+  with pytest.raises(ValueError, match="no module with 'query' and 'key' kernels"):
+    spec.create().init({"conv": {"kernel": jnp.ones((3, 3, 1, 4))}})

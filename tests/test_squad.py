@@ -352,6 +352,8 @@ def test_finetune_end_to_end(finetuned, examples):
   records = _records(workdir)
   train_losses = [r["train_loss"] for r in records if "train_loss" in r]
   assert len(train_losses) == 2 and np.isfinite(train_losses).all()
+  # The encoder's largest attention logit of every step, measured in the training step's own forward pass.
+  assert [r["max_attention_logit"] > 0 for r in records if "train_loss" in r] == [True, True]
   final = [r for r in records if "dev_f1" in r]
   assert [r["step"] for r in final] == [2]
   assert (final[0]["dev_exact_match"], final[0]["dev_f1"]) == (scores["exact_match"], scores["f1"])

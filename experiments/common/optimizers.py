@@ -252,7 +252,12 @@ def _qk_clip_of_attention_layers(threshold: float) -> optax.GradientTransformati
   def make(params):
     if params is None:
       raise ValueError("QK-clip finds the attention layers in the params: pass them to init and update")
-    return acclip_optax.qk_clip(threshold, attention=attention_layers(params))
+    layers = attention_layers(params)
+    if not layers:
+      raise ValueError("QK-clip rescales the query and key projections of attention layers, but the params hold "
+                       "none (no module with 'query' and 'key' kernels): choose an optimizer without QK-clip "
+                       "for this model")
+    return acclip_optax.qk_clip(threshold, attention=layers)
 
   return optax.GradientTransformationExtraArgs(
       lambda params: make(params).init(params),

@@ -8,7 +8,9 @@ experiments/bert/train.py. One step, on each device d holding a slice B_d of the
     loss_i = (CE(start_logits_i, s_i) + CE(end_logits_i, e_i)) / 2          (experiments.squad.models)
     local_loss_d = sum_{i in B_d} w_i loss_i / sum_{i in B} w_i              (psum of the weights)
     g = psum_d grad(local_loss_d)       # = the gradient of the global-batch mean loss, on every device
-    params, opt_state <- optimizer(g)   # identical on every device, so replicated state stays identical
+    S = pmax_d S_d                      # each attention head's largest pre-softmax logit over the global batch
+    params, opt_state <- optimizer(g; max_logits=S)   # identical on every device, so replicated state stays
+                                                      # identical; S also logged as `max_attention_logit`
 
 The run goes through `experiments.common.training_loop.train`: it resumes from `<workdir>/checkpoints`,
 stops on a non-finite loss (config.stop_on_nonfinite) without checkpointing a non-finite state, and writes
@@ -56,9 +58,15 @@ from experiments.squad import evaluation
 from experiments.squad import input_pipeline
 from experiments.squad import models
 
-def _apply_model(model, params, batch, *, deterministic, rngs=None):
-  return model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
-                     batch["attention_mask"], deterministic=deterministic, rngs=rngs)
+def _apply_model(model, params, batch, *, deterministic, rngs=None, with_max_logits=False):
+  """(start_logits, end_logits); with_max_logits: also {attention module: its heads' largest pre-softmax
+  logit on this batch}, from the same pass (as experiments.bert.train.apply_model)."""
+  args = (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+  if not with_max_logits:
+    return model.apply({"params": params}, *args, deterministic=deterministic, rngs=rngs)
+  logits, collections = model.apply({"params": params}, *args, deterministic=deterministic, rngs=rngs,
+                                    mutable=["intermediates"])
+  return logits, bert_models.max_attention_logits(collections["intermediates"])
 
 
 def train_grads(state: bert_pretrained.TrainState, batch: dict, *, model, axis_name) -> tuple[Any, dict]:
@@ -67,14 +75,14 @@ def train_grads(state: bert_pretrained.TrainState, batch: dict, *, model, axis_n
   global_weight = jnp.maximum(jax.lax.psum(jnp.sum(batch["weights"]), axis_name), 1.0)
 
   def loss_fn(params):
-    start_logits, end_logits = _apply_model(model, params, batch, deterministic=False,
-                                            rngs={"dropout": dropout_rng})
+    (start_logits, end_logits), max_logits = _apply_model(model, params, batch, deterministic=False,
+                                                          rngs={"dropout": dropout_rng}, with_max_logits=True)
     sums = models.span_sums(start_logits, end_logits, batch["start_positions"], batch["end_positions"],
                             batch["weights"])
-    return sums["loss_sum"] / global_weight, sums
+    return sums["loss_sum"] / global_weight, (sums, max_logits)
 
-  grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
-  return classification.sum_over_devices(grads, sums, global_weight, axis_name)
+  grads, (sums, max_logits) = jax.grad(loss_fn, has_aux=True)(state.params)
+  return classification.sum_over_devices(grads, sums, global_weight, axis_name, max_logits=max_logits)
 
 
 def eval_step(params, batch, *, model, axis_name) -> dict[str, jax.Array]:
