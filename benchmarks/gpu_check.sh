@@ -25,10 +25,10 @@ if [ "$TINY" = 1 ]; then  # a CPU test of the protocol: small sizes, fewer candi
   TARGET_ARGS=()  # the targets' rows are the full run's
   FRESH_ARGS=(--rows 256 --cols 128 --rounds 2 --calls 2)
 else  # seconds for each part: 9 minutes in all
-  BERT_SIZE=base COMPARISON=gpu TIMEOUTS=(75 90 150 180) COMPARISON_ARGS=()
+  BERT_SIZE=base COMPARISON=gpu TIMEOUTS=(75 105 150 165) COMPARISON_ARGS=()
   UPDATE_ARGS=(--repeats 20 --warmup 3)
   # The later methods' targets (update_step.TARGETS), and their BERT-base train steps beside AdamW's.
-  TARGET_ARGS=(--targets --runs 2 --repeats 10 --warmup 2)
+  TARGET_ARGS=(--targets --runs 3 --repeats 7 --warmup 2)  # median and range of 3 runs
   FRESH_ARGS=()
   LATER_METHODS=adamw,adamw+gclip,acclip,acclip_ports,zclip,adagc,autoclip,spam,stable_spam,skip_step_on_spikes
   BERT_STEP_ARGS=(--batch-size 32 --seq-len 128 --steps 20 --warmup 3 --optimizers "$LATER_METHODS")
