@@ -172,8 +172,10 @@ def test_a_lock_that_cannot_be_written_leaves_nothing_behind(tmp_path, monkeypat
 
   monkeypatch.setattr(workdir_lock.json, "dump", full_disk)
   directory = tmp_path / "new"
-  with pytest.raises(ValueError, match=f"workdir='{directory}' cannot be used: No space left on device"):
-    workdir_lock.WorkdirLock(str(directory)).acquire()
+  lock = workdir_lock.WorkdirLock(str(directory))
+  with pytest.raises(ValueError, match=re.escape(f"workdir='{directory}' cannot be used: No space left on device "
+                                                 f"(writing {lock.path})")):
+    lock.acquire()
   assert not directory.exists()
 
 

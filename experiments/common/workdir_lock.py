@@ -111,7 +111,8 @@ class WorkdirLock:
       self._lock()
     except OSError as error:
       self._remove_created_directory()
-      raise ValueError(f"{self.what}={self.directory!r} cannot be used: {error.strerror or error}") from error
+      where = f" (writing {error.filename})" if error.filename else ""
+      raise ValueError(f"{self.what}={self.directory!r} cannot be used: {error.strerror or error}{where}") from error
 
   def _lock(self) -> None:
     if not os.path.isdir(self.directory):
@@ -128,9 +129,9 @@ class WorkdirLock:
       try:
         with os.fdopen(descriptor, "w") as f:
           json.dump(holder, f)
-      except OSError:  # e.g. a full disk: leave no half-written lock
+      except OSError as error:  # e.g. a full disk: leave no half-written lock, and name it
         os.remove(self.path)
-        raise
+        raise OSError(error.errno, error.strerror, self.path) from error
       break
     self._token = holder["token"]
     self._stop.clear()
