@@ -41,9 +41,14 @@ def toy_grads(step):
 def test_every_optimizer_builds_and_steps(name, mode):
   tx = optimizers.OptimizerSpec.from_config(optimizer_config(
       optimizer=name, weight_decay=0.01, weight_decay_mode=mode, warmup_steps=2, grad_clip_norm=1.0), 10).create()
-  params = toy_params()
+  params, extra = toy_params(), {}
+  if optimizers.REGISTRY[name].caps_attention_logits:  # QK-clip needs an attention layer and its logits
+    heads = {"kernel": jnp.ones((2, 1, 2))}
+    params = {**params, "mha": {"query": heads, "key": heads}}
+    extra = {"max_logits": {"mha": jnp.array([1e3])}}
   state = tx.init(params)
-  updates, state = jax.jit(tx.update)(toy_grads(0), state, params)
+  grads = jax.tree.map(lambda p: jnp.sin(p) + 0.3, params)  # toy_grads(0) on the toy params
+  updates, state = jax.jit(tx.update)(grads, state, params, **extra)
   leaves = jax.tree.leaves(updates)
   assert all(bool(jnp.all(jnp.isfinite(u))) for u in leaves)
   assert any(bool(jnp.any(u != 0)) for u in leaves)
