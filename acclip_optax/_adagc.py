@@ -14,8 +14,8 @@ import optax
 
 from acclip_optax import _deprecation
 from acclip_optax._common import (
-    check_in_range, check_real_floating_leaves, check_steps, check_updates_match, float_dtype, fraction,
-    global_norm_apart, skip_if_nonfinite, TreeSignature, unzip)
+    check_in_range, check_real_floating_leaves, check_same_tree, check_steps, check_updates_match_params, float_dtype,
+    fraction, global_norm_apart, skip_if_nonfinite, unzip)
 
 
 class AdaGCState(NamedTuple):
@@ -27,15 +27,12 @@ class AdaGCState(NamedTuple):
     global_norm: the last update's pre-clip global norm.
     clip_fraction: the fraction of tensors the last update clipped.
     nonfinite_count: int32, steps whose gradient was not finite (zero update, state otherwise kept).
-    signature: the structure and leaf shapes of the params given to init (`update` checks the updates against
-      them; a static node: no leaves). None in a state built by hand: not checked.
   """
   count: jax.Array
   gamma: optax.Updates
   global_norm: jax.Array
   clip_fraction: jax.Array
   nonfinite_count: jax.Array
-  signature: TreeSignature | None = None
 
 
 @_deprecation.renamed_arguments(beta="norm_decay")
@@ -91,12 +88,14 @@ def adagc(lambda_abs: float = 1.0, lambda_rel: float = 1.05, norm_decay: float =
                       gamma=jax.tree.map(lambda p: jnp.zeros([], jnp.promote_types(p.dtype, jnp.float32)),
                                          params),
                       global_norm=jnp.zeros([], dtype), clip_fraction=jnp.zeros([], jnp.float32),
-                      nonfinite_count=jnp.zeros([], jnp.int32), signature=TreeSignature.of(params))
+                      nonfinite_count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     check_real_floating_leaves("updates", updates)
-    check_updates_match(updates, state.signature, params)  # gamma is a scalar per tensor: the signature has the shapes
+    check_same_tree("updates", jax.tree.map(lambda g: jnp.zeros([]), updates), "the optimizer state (made by init)",
+                    state.gamma)
+    check_updates_match_params(updates, params)  # gamma is a scalar per tensor: the params hold the shapes
     step = state.count + 1
     norm, updates = global_norm_apart(updates)
     norm = norm.astype(state.global_norm.dtype)
@@ -119,8 +118,7 @@ def adagc(lambda_abs: float = 1.0, lambda_rel: float = 1.05, norm_decay: float =
     clipped, gamma, flags = unzip(updates, jax.tree.map(clip_leaf, updates, state.gamma), 3)
     flags = jax.tree.leaves(flags)  # one per tensor: the fraction of tensors clipped
     new_state = AdaGCState(count=optax.safe_increment(state.count), gamma=gamma, global_norm=norm,
-                           clip_fraction=fraction(flags, [1] * len(flags)), nonfinite_count=state.nonfinite_count,
-                           signature=state.signature)
+                           clip_fraction=fraction(flags, [1] * len(flags)), nonfinite_count=state.nonfinite_count)
     return skip_if_nonfinite(jnp.isfinite(norm), clipped, state, new_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

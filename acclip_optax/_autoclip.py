@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import optax
 
 from acclip_optax._common import (
-    check_in_range, check_real_floating_leaves, check_steps, check_updates_match, float_dtype, global_norm_apart,
-    scale_tree, skip_if_nonfinite, torch_clip_scale, TreeSignature)
+    check_in_range, check_real_floating_leaves, check_steps, check_updates_match_params, float_dtype, global_norm_apart,
+    scale_tree, skip_if_nonfinite, torch_clip_scale)
 
 
 class AutoClipState(NamedTuple):
@@ -26,8 +26,6 @@ class AutoClipState(NamedTuple):
     clip_threshold: the percentile the last update was clipped at.
     clipped: 1.0 when the last update was clipped, else 0.0.
     nonfinite_count: int32, steps whose gradient was not finite (zero update, state otherwise kept).
-    signature: the structure and leaf shapes of the params given to init (`update` checks the updates against
-      them; a static node: no leaves). None in a state built by hand: not checked.
   """
   count: jax.Array
   norms: jax.Array
@@ -35,7 +33,6 @@ class AutoClipState(NamedTuple):
   clip_threshold: jax.Array
   clipped: jax.Array
   nonfinite_count: jax.Array
-  signature: TreeSignature | None = None
 
 
 def autoclip(percentile: float = 10.0, history: int = 1000) -> optax.GradientTransformationExtraArgs:
@@ -80,12 +77,12 @@ def autoclip(percentile: float = 10.0, history: int = 1000) -> optax.GradientTra
     zero = lambda: jnp.zeros([], dtype)  # a new buffer per leaf: a donated state may not repeat one
     return AutoClipState(count=jnp.zeros([], jnp.int32), norms=jnp.zeros([history], dtype),
                          global_norm=zero(), clip_threshold=zero(), clipped=zero(),
-                         nonfinite_count=jnp.zeros([], jnp.int32), signature=TreeSignature.of(params))
+                         nonfinite_count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     check_real_floating_leaves("updates", updates)
-    check_updates_match(updates, state.signature, params)
+    check_updates_match_params(updates, params)
     norm, updates = global_norm_apart(updates)
     norm = norm.astype(state.norms.dtype)
     size = state.norms.shape[0]
@@ -100,7 +97,7 @@ def autoclip(percentile: float = 10.0, history: int = 1000) -> optax.GradientTra
     scale = torch_clip_scale(norm, threshold)
     new_state = AutoClipState(count=optax.safe_increment(state.count), norms=norms, global_norm=norm,
                               clip_threshold=threshold, clipped=(norm > threshold).astype(norm.dtype),
-                              nonfinite_count=state.nonfinite_count, signature=state.signature)
+                              nonfinite_count=state.nonfinite_count)
     return skip_if_nonfinite(jnp.isfinite(norm), scale_tree(updates, scale), state, new_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -8,16 +8,14 @@ import jax.numpy as jnp
 import optax
 
 from acclip_optax._common import (
-    check_floating_leaves, check_positive, check_updates_match, clipped_sgd, count_true, fraction, Threshold,
-    TreeSignature, value_at)
+    check_floating_leaves, check_positive, check_updates_match_params, clipped_sgd, count_true, fraction, Threshold,
+    value_at)
 
 
 class ClipByCoordinateState(NamedTuple):
-  """State of `clip_by_coordinate`: the step `count` (for schedules), the last `clip_fraction`, and the `signature`
-  of the params (their structure and leaf shapes, which `update` checks the updates against)."""
+  """State of `clip_by_coordinate`: the step `count` (for schedules) and the last `clip_fraction`."""
   count: jax.Array
   clip_fraction: jax.Array
-  signature: TreeSignature | None = None
 
 
 def clip_by_coordinate(threshold: Threshold) -> optax.GradientTransformationExtraArgs:
@@ -55,18 +53,18 @@ def clip_by_coordinate(threshold: Threshold) -> optax.GradientTransformationExtr
     check_positive("threshold", threshold)
 
   def init_fn(params):
-    return ClipByCoordinateState(count=jnp.zeros([], jnp.int32), clip_fraction=jnp.zeros([], jnp.float32),
-                                 signature=TreeSignature.of(params))
+    del params
+    return ClipByCoordinateState(count=jnp.zeros([], jnp.int32), clip_fraction=jnp.zeros([], jnp.float32))
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     check_floating_leaves("updates", updates)
-    check_updates_match(updates, state.signature, params)
+    check_updates_match_params(updates, params)
     taus = _thresholds_like(value_at(threshold, state.count), updates)
     clipped_counts = jax.tree.leaves(jax.tree.map(lambda g, t: count_true(jnp.abs(g) > t), updates, taus))
     state = ClipByCoordinateState(
         count=optax.safe_increment(state.count),
-        clip_fraction=fraction(clipped_counts, [g.size for g in jax.tree.leaves(updates)]), signature=state.signature)
+        clip_fraction=fraction(clipped_counts, [g.size for g in jax.tree.leaves(updates)]))
     return jax.tree.map(_clip_coordinates, updates, taus), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -7,7 +7,6 @@ values pass unchecked.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -103,20 +102,15 @@ def check_floating_leaves(name: str, tree: Any) -> None:
 
 def check_same_tree(name: str, tree: Any, reference_name: str, reference: Any) -> None:
   """ValueError unless `tree` has the structure and leaf shapes of `reference`, naming both."""
-  _check_structure_and_shapes(name, tree, reference_name, jax.tree.structure(reference),
-                              [np.shape(leaf) for leaf in jax.tree.leaves(reference)])
-
-
-def _check_structure_and_shapes(name: str, tree: Any, reference_name: str, reference_structure: Any,
-                                reference_shapes: Any) -> None:
-  structure = jax.tree.structure(tree)
+  structure, reference_structure = jax.tree.structure(tree), jax.tree.structure(reference)
   if structure != reference_structure:
     raise ValueError(f"{name} has the tree structure {structure}, but {reference_name} has "
                      f"{reference_structure}; pass updates shaped like the params given to init")
-  for (path, leaf), reference_shape in zip(jax.tree_util.tree_flatten_with_path(tree)[0], reference_shapes):
-    if np.shape(leaf) != tuple(reference_shape):
+  for (path, leaf), reference_leaf in zip(jax.tree_util.tree_flatten_with_path(tree)[0],
+                                          jax.tree.leaves(reference)):
+    if np.shape(leaf) != np.shape(reference_leaf):
       raise ValueError(f"{name}{jax.tree_util.keystr(path)} has shape {np.shape(leaf)}, but "
-                       f"{reference_name} holds shape {tuple(reference_shape)} there; pass updates "
+                       f"{reference_name} holds shape {np.shape(reference_leaf)} there; pass updates "
                        "shaped like the params given to init")
 
 
@@ -258,32 +252,8 @@ def check_steps(name: str, value: Any, minimum: int) -> Any:
   return int(concrete)
 
 
-@jax.tree_util.register_static
-@dataclasses.dataclass(frozen=True)
-class TreeSignature:
-  """The tree structure and leaf shapes of the params a state was made for.
-
-  Kept by the states that hold no array per leaf (global-norm statistics, per-tensor scalars), so that their
-  `update` names updates of another tree or shape with or without params. A static pytree node: it has no
-  leaves, so it costs nothing on the devices, in checkpoints or in sharding specs, and jit keys on it.
-  """
-  structure: Any  # jax.tree_util.PyTreeDef
-  shapes: tuple[tuple[int, ...], ...]
-
-  @classmethod
-  def of(cls, params: optax.Params) -> TreeSignature:
-    """The signature of `params` (arrays, `jax.ShapeDtypeStruct`s or Python scalars)."""
-    leaves, structure = jax.tree.flatten(params)
-    return cls(structure, tuple(tuple(leaf.shape) if hasattr(leaf, "shape") else np.shape(leaf) for leaf in leaves))
-
-
-def check_updates_match(updates: optax.Updates, signature: TreeSignature | None,
-                        params: optax.Params | None) -> None:
-  """For a state that holds no array per leaf: its `signature` (None in a state built by hand: not checked)
-  and the params, when given, say what the updates must be."""
-  if signature is not None:
-    _check_structure_and_shapes("updates", updates, "the optimizer state (made by init)", signature.structure,
-                                signature.shapes)
+def check_updates_match_params(updates: optax.Updates, params: optax.Params | None) -> None:
+  """For a state that holds no tree: the params, when given, say what the updates must be."""
   if params is not None:
     check_same_tree("updates", updates, "the params", params)
 

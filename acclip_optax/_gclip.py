@@ -10,17 +10,13 @@ import jax.numpy as jnp
 import optax
 
 from acclip_optax._common import (
-    check_floating_leaves, check_positive, check_updates_match, clipped_sgd, global_norm_apart, TreeSignature,
-    value_at)
+    check_floating_leaves, check_positive, check_updates_match_params, clipped_sgd, global_norm_apart, value_at)
 
 
 class ClipByScheduledGlobalNormState(NamedTuple):
-  """State of `clip_by_scheduled_global_norm`: the step `count` (for schedules), the last pre-clip `global_norm`,
-  and the `signature` of the params (their structure and leaf shapes, which `update` checks the updates
-  against)."""
+  """State of `clip_by_scheduled_global_norm`: the step `count` (for schedules) and the last pre-clip `global_norm`."""
   count: jax.Array
   global_norm: jax.Array
-  signature: TreeSignature | None = None
 
 
 def clip_by_scheduled_global_norm(max_norm: float | jax.Array | Callable[[jax.Array], jax.Array]
@@ -57,20 +53,20 @@ def clip_by_scheduled_global_norm(max_norm: float | jax.Array | Callable[[jax.Ar
     check_positive("max_norm", max_norm)
 
   def init_fn(params):
-    return ClipByScheduledGlobalNormState(count=jnp.zeros([], jnp.int32), global_norm=jnp.zeros([], jnp.float32),
-                                          signature=TreeSignature.of(params))
+    del params
+    return ClipByScheduledGlobalNormState(count=jnp.zeros([], jnp.int32), global_norm=jnp.zeros([], jnp.float32))
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     check_floating_leaves("updates", updates)
-    check_updates_match(updates, state.signature, params)
+    check_updates_match_params(updates, params)
     tau = value_at(max_norm, state.count)
     norm, updates = global_norm_apart(updates)  # in at least float32: bf16 sums lose leading digits
     # where, not tau / max(norm, tau): 0/0 at a zero norm and inf/inf at an infinite bound.
     scale = jnp.where(norm > tau, tau / norm, 1.0)
     clipped = jax.tree.map(lambda g: (g * scale).astype(g.dtype), updates)
     state = ClipByScheduledGlobalNormState(count=optax.safe_increment(state.count),
-                                           global_norm=norm.astype(jnp.float32), signature=state.signature)
+                                           global_norm=norm.astype(jnp.float32))
     return clipped, state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from acclip_optax._common import check_floating_leaves, check_in_range, check_updates_match, TreeSignature
+from acclip_optax._common import check_floating_leaves, check_in_range, check_same_tree
 
 
 AttentionPaths = Mapping[str, tuple[Sequence[Any], Sequence[Any]]]
@@ -17,12 +17,10 @@ AttentionPaths = Mapping[str, tuple[Sequence[Any], Sequence[Any]]]
 
 class QKClipState(NamedTuple):
   """State of `qk_clip`: the `count`, and of the last step the largest logit over every head (`max_logit`;
-  -inf before any measured step), the number of heads rescaled (`heads_clipped`), and the `signature` of the
-  params (their structure and leaf shapes, which `update` checks the updates against)."""
+  -inf before any measured step) and the number of heads rescaled (`heads_clipped`)."""
   count: jax.Array
   max_logit: jax.Array
   heads_clipped: jax.Array
-  signature: TreeSignature | None = None
 
 
 def _key_name(entry: Any) -> Any:
@@ -113,12 +111,13 @@ def qk_clip(threshold: float | jax.Array = 100.0, *, attention: AttentionPaths,
   def init_fn(params):
     check_floating_leaves("params", params)
     return QKClipState(count=jnp.zeros([], jnp.int32), max_logit=jnp.full([], -jnp.inf, jnp.float32),
-                       heads_clipped=jnp.zeros([], jnp.int32), signature=TreeSignature.of(params))
+                       heads_clipped=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None, *, max_logits=None, **extra_args):
     del extra_args
     check_floating_leaves("updates", updates)
-    check_updates_match(updates, state.signature, params)
+    if params is not None:
+      check_same_tree("updates", updates, "the params", params)
     if max_logits is None:
       return updates, state._replace(count=optax.safe_increment(state.count))
     if params is None:
@@ -146,8 +145,7 @@ def qk_clip(threshold: float | jax.Array = 100.0, *, attention: AttentionPaths,
     state = QKClipState(count=optax.safe_increment(state.count),
                         max_logit=jnp.max(jnp.stack(finite)) if finite else state.max_logit,
                         heads_clipped=sum((jnp.sum(g < 1, dtype=jnp.int32) for g in gamma.values()),
-                                          jnp.zeros([], jnp.int32)),
-                        signature=state.signature)
+                                          jnp.zeros([], jnp.int32)))
     return updates, state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

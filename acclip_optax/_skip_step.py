@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import optax
 
 from acclip_optax._common import (
-    check_in_range, check_real_floating_leaves, check_same_tree, check_steps, check_updates_match, float_dtype,
-    global_norm_apart, TreeSignature)
+    check_in_range, check_real_floating_leaves, check_same_tree, check_steps, check_updates_match_params, float_dtype,
+    global_norm_apart)
 
 
 class SkipStepState(NamedTuple):
@@ -24,8 +24,6 @@ class SkipStepState(NamedTuple):
     num_recorded: int32, steps recorded in them (a step with a non-finite norm or loss is not recorded).
     skip_count: int32, steps skipped so far.
     skipped: 1.0 when the last step was skipped, else 0.0.
-    signature: the structure and leaf shapes of the params given to init (`update` checks the updates against
-      them; a static node: no leaves). None in a state built by hand: not checked.
   """
   count: jax.Array
   inner_state: optax.OptState
@@ -34,7 +32,6 @@ class SkipStepState(NamedTuple):
   num_recorded: jax.Array
   skip_count: jax.Array
   skipped: jax.Array
-  signature: TreeSignature | None = None
 
 
 def _is_outlier(value: jax.Array, history: jax.Array, num_valid: jax.Array, sigma: Any) -> jax.Array:
@@ -102,11 +99,11 @@ def skip_step_on_spikes(inner: optax.GradientTransformation, window: int = 128,
     zero_count = lambda: jnp.zeros([], jnp.int32)  # a new buffer per leaf: a donated state may not repeat one
     return SkipStepState(count=zero_count(), inner_state=inner.init(params), grad_norms=jnp.zeros([window], dtype),
                          losses=jnp.zeros([window], dtype), num_recorded=zero_count(), skip_count=zero_count(),
-                         skipped=jnp.zeros([], dtype), signature=TreeSignature.of(params))
+                         skipped=jnp.zeros([], dtype))
 
   def update_fn(updates, state, params=None, *, loss=None, **extra_args):
     check_real_floating_leaves("updates", updates)
-    check_updates_match(updates, state.signature, params)  # before the inner transformation: named here
+    check_updates_match_params(updates, params)  # before the inner transformation, which may say it less clearly
     dtype = state.grad_norms.dtype
     size = state.grad_norms.shape[0]
     norm, updates = global_norm_apart(updates)
@@ -120,7 +117,16 @@ def skip_step_on_spikes(inner: optax.GradientTransformation, window: int = 128,
       spike = spike | _is_outlier(loss, state.losses, num_valid, sigma)
       finite = finite & jnp.isfinite(loss)
     skip = testing & spike
-    inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+    try:
+      inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+    except (ValueError, TypeError) as error:
+      # Without params nothing above compared the updates with the state: JAX's words for another tree or
+      # shape come without our name. JAX's own errors (a traced value used as a bool, ...) pass unchanged.
+      if params is not None or type(error).__module__.startswith("jax"):
+        raise
+      raise ValueError(f"skip_step_on_spikes: the wrapped transformation's update failed ({error}); if the "
+                       "updates' tree or shapes differ from the params given to init, pass updates shaped like "
+                       "them") from error
     # A transformation's updates are shaped like the updates it is given: anything else was broadcast against
     # a state of other shapes.
     check_same_tree("the wrapped transformation's updates", inner_updates, "the updates given to it", updates)
@@ -134,7 +140,7 @@ def skip_step_on_spikes(inner: optax.GradientTransformation, window: int = 128,
         losses=state.losses if loss is None else record(state.losses, loss),
         num_recorded=jnp.where(finite, optax.safe_increment(state.num_recorded), state.num_recorded),
         skip_count=jnp.where(skip, optax.safe_increment(state.skip_count), state.skip_count),
-        skipped=skip.astype(dtype), signature=state.signature)
+        skipped=skip.astype(dtype))
     return updates, state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -14,8 +14,8 @@ import optax
 
 from acclip_optax import _deprecation
 from acclip_optax._common import (
-    check_in_range, check_real_floating_leaves, check_steps, check_updates_match, float_dtype, global_norm_apart,
-    scale_tree, skip_if_nonfinite, TORCH_CLIP_EPS, torch_clip_scale, TreeSignature)
+    check_in_range, check_real_floating_leaves, check_steps, check_updates_match_params, float_dtype, global_norm_apart,
+    scale_tree, skip_if_nonfinite, TORCH_CLIP_EPS, torch_clip_scale)
 
 
 class ZClipState(NamedTuple):
@@ -29,8 +29,6 @@ class ZClipState(NamedTuple):
     clip_threshold: the norm the last update was clipped to (inf when it was not clipped).
     clipped: 1.0 when the last update was clipped, else 0.0.
     nonfinite_count: int32, steps whose gradient was not finite (zero update, state otherwise kept).
-    signature: the structure and leaf shapes of the params given to init (`update` checks the updates against
-      them; a static node: no leaves). None in a state built by hand: not checked.
   """
   count: jax.Array
   warmup_norms: jax.Array
@@ -40,7 +38,6 @@ class ZClipState(NamedTuple):
   clip_threshold: jax.Array
   clipped: jax.Array
   nonfinite_count: jax.Array
-  signature: TreeSignature | None = None
 
 
 @_deprecation.renamed_arguments(alpha="norm_decay")
@@ -102,12 +99,12 @@ def zclip(norm_decay: float = 0.97, z_threshold: float = 2.5, warmup_steps: int 
     zero = lambda: jnp.zeros([], dtype)  # a new buffer per leaf: a donated state may not repeat one
     return ZClipState(count=jnp.zeros([], jnp.int32), warmup_norms=jnp.zeros([warmup_steps], dtype),
                       mean=zero(), var=zero(), global_norm=zero(), clip_threshold=jnp.full([], jnp.inf, dtype),
-                      clipped=zero(), nonfinite_count=jnp.zeros([], jnp.int32), signature=TreeSignature.of(params))
+                      clipped=zero(), nonfinite_count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     check_real_floating_leaves("updates", updates)
-    check_updates_match(updates, state.signature, params)
+    check_updates_match_params(updates, params)
     norm, updates = global_norm_apart(updates)
     norm = norm.astype(state.mean.dtype)
     num_warmup = state.warmup_norms.shape[0]
@@ -137,7 +134,7 @@ def zclip(norm_decay: float = 0.97, z_threshold: float = 2.5, warmup_steps: int 
     new_state = ZClipState(
         count=optax.safe_increment(state.count), warmup_norms=warmup_norms, mean=mean, var=var,
         global_norm=norm, clip_threshold=jnp.where(clipped, threshold, jnp.inf).astype(norm.dtype),
-        clipped=clipped.astype(norm.dtype), nonfinite_count=state.nonfinite_count, signature=state.signature)
+        clipped=clipped.astype(norm.dtype), nonfinite_count=state.nonfinite_count)
     return skip_if_nonfinite(jnp.isfinite(norm), scale_tree(updates, scale), state, new_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

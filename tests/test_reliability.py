@@ -174,7 +174,7 @@ def test_a_lock_that_cannot_be_written_leaves_nothing_behind(tmp_path, monkeypat
   directory = tmp_path / "new"
   lock = workdir_lock.WorkdirLock(str(directory))
   with pytest.raises(ValueError, match=re.escape(f"workdir='{directory}' cannot be used: No space left on device "
-                                                 f"(writing {lock.path})")):
+                                                 f"(at {lock.path})")):
     lock.acquire()
   assert not directory.exists()
 

@@ -64,27 +64,14 @@ def test_updates_not_shaped_like_the_state_are_refused(name, updates, message):
     tx.update(updates, state, {"w": jnp.zeros(3)})
 
 
-@pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("updates, message", [
-    ({"v": jnp.ones(3)}, r"updates has the tree structure .* but the optimizer state \(made by init\) has"),
-    ({"w": jnp.ones((3, 1))}, r"updates\['w'\] has shape \(3, 1\), but the optimizer state \(made by init\)"),
-])
-def test_updates_not_shaped_like_the_state_are_refused_without_params(name, updates, message):
-  """The state says what it was made for, also where it holds no array per leaf (`TreeSignature`)."""
-  tx = UNDER_TEST[name].make()
-  state = tx.init({"w": jnp.zeros(3)})
+    ({"v": jnp.ones(3)}, "skip_step_on_spikes: the wrapped transformation's update failed"),
+    # optax.adam broadcasts (3, 1) against its (3,) moments: updates of shape (3, 3), named.
+    ({"w": jnp.ones((3, 1))}, r"the wrapped transformation's updates\['w'\] has shape \(3, 3\)")])
+def test_skip_step_names_updates_its_inner_rule_cannot_take_without_params(updates, message):
+  tx = acclip_optax.skip_step_on_spikes(optax.adam(0.1), window=4)
   with pytest.raises(ValueError, match=message):
-    tx.update(updates, state)
-
-
-def test_skip_step_still_names_what_its_inner_rule_makes_of_the_updates():
-  """A transformation inside skip-step whose updates come out of another shape is named as the wrapped one's."""
-  broadcasting = optax.GradientTransformation(lambda params: optax.EmptyState(),
-                                              lambda updates, state, params=None: (
-                                                  jax.tree.map(lambda g: g * jnp.ones((3, 3)), updates), state))
-  tx = acclip_optax.skip_step_on_spikes(broadcasting, window=4)
-  with pytest.raises(ValueError, match=r"the wrapped transformation's updates\['w'\] has shape \(3, 3\)"):
-    tx.update({"w": jnp.ones(3)}, tx.init({"w": jnp.zeros(3)}))
+    tx.update(updates, tx.init({"w": jnp.zeros(3)}))
 
 
 @pytest.mark.parametrize("name", REFUSING_COMPLEX)

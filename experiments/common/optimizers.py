@@ -255,7 +255,7 @@ def _qk_clip_of_attention_layers(threshold: float) -> optax.GradientTransformati
     layers = attention_layers(params)
     if not layers:
       raise ValueError("QK-clip rescales the query and key projections of attention layers, but the params hold "
-                       "none (no module with 'query' and 'key' kernels): choose an optimizer without QK-clip "
+                       "none (no module holding a 'query' kernel): choose an optimizer without QK-clip "
                        "for this model")
     return acclip_optax.qk_clip(threshold, attention=layers)
 

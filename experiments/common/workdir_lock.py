@@ -111,7 +111,7 @@ class WorkdirLock:
       self._lock()
     except OSError as error:
       self._remove_created_directory()
-      where = f" (writing {error.filename})" if error.filename else ""
+      where = f" (at {error.filename})" if error.filename else ""
       raise ValueError(f"{self.what}={self.directory!r} cannot be used: {error.strerror or error}{where}") from error
 
   def _lock(self) -> None:
@@ -131,7 +131,7 @@ class WorkdirLock:
           json.dump(holder, f)
       except OSError as error:  # e.g. a full disk: leave no half-written lock, and name it
         os.remove(self.path)
-        raise OSError(error.errno, error.strerror, self.path) from error
+        raise OSError(error.errno, error.strerror or str(error), self.path) from error
       break
     self._token = holder["token"]
     self._stop.clear()
