@@ -97,6 +97,13 @@ def attention_with_max_logit(query, key, value, bias=None, mask=None, broadcast_
       attn_weights_value_einsum=attn_weights_value_einsum)
 
 
+def apply_with_max_attention_logits(model: nn.Module, params: Any, *args, **kwargs) -> tuple[Any, dict[str, jax.Array]]:
+  """(`model.apply({"params": params}, *args, **kwargs)`, {attention module: its heads' largest pre-softmax
+  logit on this batch}), from the same forward pass (the sown `intermediates`)."""
+  output, collections = model.apply({"params": params}, *args, mutable=["intermediates"], **kwargs)
+  return output, max_attention_logits(collections["intermediates"])
+
+
 def max_attention_logits(intermediates: Any) -> dict[str, jax.Array]:
   """{attention module path "bert/layer_0/attention": its heads' largest logits [heads]} from the sown
   `intermediates` collection (empty when nothing was sown)."""

@@ -55,9 +55,7 @@ def apply_model(model, params, batch, *, deterministic, rngs=None, with_max_logi
   args = (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], batch["masked_positions"])
   if not with_max_logits:
     return model.apply({"params": params}, *args, deterministic=deterministic, rngs=rngs)
-  logits, collections = model.apply({"params": params}, *args, deterministic=deterministic, rngs=rngs,
-                                    mutable=["intermediates"])
-  return logits, models.max_attention_logits(collections["intermediates"])
+  return models.apply_with_max_attention_logits(model, params, *args, deterministic=deterministic, rngs=rngs)
 
 
 def train_grads(state: TrainState, batch: dict, *, model, axis_name) -> tuple[Any, dict]:

@@ -64,9 +64,7 @@ def _apply_model(model, params, batch, *, deterministic, rngs=None, with_max_log
   args = (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
   if not with_max_logits:
     return model.apply({"params": params}, *args, deterministic=deterministic, rngs=rngs)
-  logits, collections = model.apply({"params": params}, *args, deterministic=deterministic, rngs=rngs,
-                                    mutable=["intermediates"])
-  return logits, bert_models.max_attention_logits(collections["intermediates"])
+  return bert_models.apply_with_max_attention_logits(model, params, *args, deterministic=deterministic, rngs=rngs)
 
 
 def train_grads(state: bert_pretrained.TrainState, batch: dict, *, model, axis_name) -> tuple[Any, dict]:
