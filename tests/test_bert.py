@@ -3,6 +3,7 @@
 The multi-process test lives in test_bert_multiprocess.py.
 """
 import functools
+import hashlib
 import os
 import shutil
 import signal
@@ -213,6 +214,16 @@ def test_folder_corpus_reads_text_files_recursively(tmp_path):
   (tmp_path / "sub" / "b.rst").write_text("beta text")
   (tmp_path / "ignored.bin").write_bytes(b"\xff\xfe")
   assert input_pipeline.load_documents(str(tmp_path)) == ["alpha text", "beta text"]
+
+
+def test_corpus_fingerprint_changes_with_any_document_and_with_where_documents_split():
+  fingerprint = input_pipeline.documents_sha256
+  documents = ["alpha text", "beta ü"]
+  expected = hashlib.sha256(b"".join(len(d.encode()).to_bytes(8, "little") + d.encode() for d in documents))
+  assert fingerprint(documents) == expected.hexdigest()
+  assert fingerprint(list(documents)) == fingerprint(documents)
+  assert len({fingerprint(documents), fingerprint(["alpha text", "beta u"]), fingerprint(["alpha textbeta ü"]),
+              fingerprint(["alpha tex", "tbeta ü"]), fingerprint(documents[::-1]), fingerprint([])}) == 6
 
 
 def test_validation_split_is_disjoint_and_leaves_the_held_out_split_unchanged():

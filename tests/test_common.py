@@ -303,6 +303,16 @@ def test_checkpoint_with_another_signature_is_an_error(saved_checkpoint):
       manager.restore_latest(checkpoint_state(), {"optimizer": "sgd"})
 
 
+def test_a_signature_field_added_later_is_compared_only_when_the_checkpoint_has_it(saved_checkpoint, tmp_path):
+  with checkpoint.CheckpointManager(saved_checkpoint) as manager:  # saved before the field existed: resumes
+    assert manager.restore_latest(checkpoint_state(), {"optimizer": "adamw", "corpus_sha256": "ab"}) is not None
+  with checkpoint.CheckpointManager(str(tmp_path / "new")) as manager:
+    manager.save(3, checkpoint_state(), {"signature": {"optimizer": "adamw", "corpus_sha256": "ab"}})
+  with pytest.raises(checkpoint.CheckpointError, match="different run setup: corpus_sha256 differ"):
+    with checkpoint.CheckpointManager(str(tmp_path / "new")) as manager:
+      manager.restore_latest(checkpoint_state(), {"optimizer": "adamw", "corpus_sha256": "cd"})
+
+
 def test_checkpoint_with_other_shapes_is_an_error(saved_checkpoint):
   template = checkpoint_state()
   template["params"]["dense"]["kernel"] = np.zeros((3, 2), np.float32)

@@ -11,6 +11,7 @@ import shutil
 import pytest
 
 from experiments import reproduce
+from experiments.bert import input_pipeline
 from experiments.common import results as results_lib
 from experiments.common import training_loop
 from experiments.common import verdicts
@@ -557,6 +558,19 @@ def test_an_interrupted_comparison_redoes_only_the_unfinished_runs(tiny_reproduc
   with pytest.raises(ValueError, match=r"holds a finished run of another setup \(it differs in warmup_steps\)"):
     comparison.run(str(bert_dir), _tiny_bert_config())
   edit_recorded_config(finished[2], warmup_steps=_tiny_bert_config().overrides.warmup_steps)
+  # A run recorded on another corpus (the fingerprint of its documents differs) is not reused either; one
+  # recorded before runs had fingerprints is.
+  with open(finished[2]) as f:
+    saved = json.load(f)
+  assert saved["final"]["corpus_sha256"] == input_pipeline.documents_sha256(input_pipeline.load_documents(
+      saved["config"]["corpus"], max_documents=saved["config"]["max_documents"]))
+  with open(finished[2], "w") as f:
+    json.dump(dict(saved, final=dict(saved["final"], corpus_sha256="0" * 64)), f)
+  with pytest.raises(ValueError, match=r"was trained on another corpus than this study loaded \(corpus_sha256 0000"):
+    comparison.run(str(bert_dir), _tiny_bert_config())
+  del saved["final"]["corpus_sha256"]
+  with open(finished[2], "w") as f:
+    json.dump(saved, f)
   capsys.readouterr()
   summary = comparison.run(str(bert_dir), _tiny_bert_config())
   log = capsys.readouterr().out
@@ -660,6 +674,11 @@ def test_comparisons_run_apart_combine_into_the_one_they_split_from(tiny_reprodu
   other_corpus = dict(whole, corpus=dict(whole["corpus"], train_tokens=whole["corpus"]["train_tokens"] + 1))
   with pytest.raises(ValueError, match="differ in corpus loaded"):
     combine.combine([whole, other_corpus], ["a", "b"])
+  edited = dict(whole, corpus=dict(whole["corpus"], sha256="0" * 64))  # the same counts, other documents
+  with pytest.raises(ValueError, match="differ in corpus fingerprint"):
+    combine.combine([whole, edited], ["a", "b"])
+  older = dict(whole, corpus={k: v for k, v in whole["corpus"].items() if k != "sha256"})
+  assert combine.combine([older, dict(whole, optimizers={})], ["a", "b"])["optimizers"] == whole["optimizers"]
 
 
 def test_a_preempted_reproduction_keeps_its_finished_parts_and_the_same_command_continues(tmp_path):

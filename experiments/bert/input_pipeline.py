@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import glob
+import hashlib
 import logging
 import os
 import re
@@ -86,6 +87,20 @@ def load_documents(corpus: str = "pydoc", *, hf_config: Optional[str] = None,
     raise ValueError(f"corpus={corpus!r} holds no text (every document is empty)")
   logging.info("corpus=%r: %d documents", corpus, len(documents))
   return documents
+
+
+def documents_sha256(documents: Sequence[str]) -> str:
+  """The corpus's fingerprint: SHA-256 over its documents in order, each as its UTF-8 length and bytes.
+
+  Recorded by every run and study, so that a corpus that changed underneath them (another release of a
+  package, an edited file) is an error where runs would be mixed, not a silent change of their numbers.
+  """
+  digest = hashlib.sha256()
+  for document in documents:
+    data = document.encode("utf-8")
+    digest.update(len(data).to_bytes(8, "little"))
+    digest.update(data)
+  return digest.hexdigest()
 
 
 def corpus_name(corpus: str) -> str:
@@ -264,7 +279,8 @@ class MlmData:
   """Packed train/eval/validation sequences and the batch functions of one run.
 
   validation_sequences has no rows when the run holds out no validation documents; document_counts holds
-  the number of documents of each split ("train", "eval", "validation"); corpus is the config's corpus.
+  the number of documents of each split ("train", "eval", "validation"); corpus is the config's corpus and
+  corpus_sha256 its documents' `documents_sha256`.
   """
   train_sequences: np.ndarray
   eval_sequences: np.ndarray
@@ -281,10 +297,11 @@ class MlmData:
   document_counts: dict[str, int] = dataclasses.field(default_factory=dict)
   corpus: str = "pydoc"
   static_masking: bool = False
+  corpus_sha256: str = ""
 
   def description(self) -> dict:
-    """What was loaded, for reports: the corpus, its documents per split, the training tokens."""
-    return {"corpus": self.corpus, "corpus_name": corpus_name(self.corpus),
+    """What was loaded, for reports: the corpus, its fingerprint, its documents per split, the training tokens."""
+    return {"corpus": self.corpus, "corpus_name": corpus_name(self.corpus), "corpus_sha256": self.corpus_sha256,
             "documents": dict(self.document_counts), "train_sequences": len(self.train_sequences),
             "train_tokens": int(np.sum(self.train_sequences != self.pad_id)), "vocab_size": self.vocab_size}
 
@@ -393,4 +410,5 @@ def create_datasets(config, workdir: str) -> MlmData:
       seed=config.seed, mask_prob=config.mask_prob, max_predictions=config.max_predictions_per_seq,
       document_counts={"train": len(train_documents), "eval": len(eval_documents),
                        "validation": len(validation_documents)},
-      corpus=config.corpus or "pydoc", static_masking=bool(config.get("static_masking", False)))
+      corpus=config.corpus or "pydoc", static_masking=bool(config.get("static_masking", False)),
+      corpus_sha256=documents_sha256(documents))

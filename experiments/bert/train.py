@@ -142,6 +142,8 @@ def _run_signature(config, model_config: models.BertConfig, data: input_pipeline
   return {
       "model": dataclasses.asdict(model_config),
       "vocab_sha256": input_pipeline.vocab_sha256(data.vocab_path),
+      # A run resumed on a corpus that changed since its checkpoint would mix two data sets in one run.
+      "corpus_sha256": data.corpus_sha256,
       "optimizer": optimizer.to_dict(),
       **{k: config[k] for k in ("seed", "batch_size", "num_train_steps", "max_seq_len", "mask_prob",
                                 "max_predictions_per_seq", "corpus")},
@@ -233,7 +235,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     stopped the run), halted (stopped early by halt_after_steps), checkpoint_step (the newest on disk),
     wall_time_s, steps_per_s (of this call, set-up and compilation included), tokens_per_s (steady state:
     median over the logging intervals but the first), num_params, vocab_size, document_counts
-    (train/eval/validation documents), metrics_path, loss_plot (or None), workdir.
+    (train/eval/validation documents), corpus_sha256 (`input_pipeline.documents_sha256`), metrics_path,
+    loss_plot (or None), workdir.
 
   Raises:
     ValueError: bad corpus, vocabulary, workdir or run settings (the settings are checked before the
@@ -301,6 +304,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "num_params": num_params,
       "vocab_size": data.vocab_size,
       "document_counts": data.document_counts,
+      "corpus_sha256": data.corpus_sha256,
       # Per bucket: the vocabulary tokens in it and their share of the training token occurrences.
       "frequency_buckets": _bucket_description(data, buckets),
       "metrics_path": result.metrics_path,

@@ -30,6 +30,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 
+# Signature fields added after checkpoints were first written: compared only when the checkpoint recorded
+# them, so that an older checkpoint still resumes.
+COMPARED_WHEN_SAVED = ("corpus_sha256",)
+
+
 class CheckpointError(ValueError):
   """A checkpoint exists but cannot be used to resume this run."""
 
@@ -233,7 +238,8 @@ class CheckpointManager:
 
     Args:
       template: a pytree with the structure, shapes and dtypes the state must have (e.g. a fresh state).
-      signature: JSON-able settings that must equal `meta["signature"]` of the checkpoint.
+      signature: JSON-able settings that must equal `meta["signature"]` of the checkpoint (those of
+        `COMPARED_WHEN_SAVED` only when the checkpoint has them).
 
     Raises:
       CheckpointError: the checkpoint is unreadable or does not match `template` or `signature`.
@@ -246,7 +252,8 @@ class CheckpointManager:
     meta = self._read_meta(step)
     if signature is not None:
       saved = meta.get("signature")
-      expected = _json_normalise(signature)
+      expected = {k: v for k, v in _json_normalise(signature).items()
+                  if k not in COMPARED_WHEN_SAVED or k in (saved or {})}
       if saved != expected:
         differences = sorted(
             k for k in set(expected) | set(saved or {}) if (saved or {}).get(k) != expected.get(k))

@@ -51,11 +51,15 @@ def optimizer_text(text: str | None) -> str | None:
 
 def _setup(summary: Mapping[str, Any]) -> dict[str, Any]:
   """What must be equal for two summaries to be one comparison: the effective run config, the corpus as
-  loaded (documents per split, training tokens; when recorded), the seeds, and the optimizer settings in
-  words (shared hyperparameters and per-optimizer exceptions; when recorded)."""
+  loaded (documents per split, training tokens; when recorded) and its fingerprint (when recorded), the
+  seeds, and the optimizer settings in words (shared hyperparameters and per-optimizer exceptions; when
+  recorded)."""
   settings = summary["settings"]
+  loaded = summary.get("corpus")
   setup = {"config_name": settings["config_name"], "corpus": settings["corpus"],
-           "seeds": list(settings["seeds"]), "corpus loaded": summary.get("corpus"),
+           "seeds": list(settings["seeds"]),
+           "corpus loaded": {k: v for k, v in loaded.items() if k != "sha256"} if loaded else loaded,
+           "corpus fingerprint": (loaded or {}).get("sha256"),
            "optimizer settings": optimizer_text(summary.get("optimizer_settings")),
            "optimizer fields": settings.get("optimizer_fields")}
   setup.update({f"overrides.{k}": v for k, v in _effective_overrides(settings).items()})

@@ -69,6 +69,16 @@ def _differing_fields(recorded: dict[str, Any], config_json: dict[str, Any], con
   return sorted(key for key in set(recorded) | set(config_json) if differs(key))
 
 
+def _check_corpus(settings: Any, final: dict[str, Any], where: str) -> None:
+  """ValueError when a run's recorded corpus fingerprint is not the study's (both known)."""
+  theirs, ours = final.get("corpus_sha256"), getattr(settings, "corpus_sha256", "")
+  if theirs and ours and theirs != ours:
+    raise ValueError(
+        f"{where} was trained on another corpus than this study loaded (corpus_sha256 {theirs[:12]}... against "
+        f"{ours[:12]}...): the corpus changed (another release of a package, an edited file); runs of two "
+        "corpora are not one study. Give the study another --out, or restore the corpus it began with.")
+
+
 def pretrain(settings: Any, out_dir: str, optimizer: str, learning_rate: float, seed: int, *,
              keep_checkpoint: bool = False) -> dict[str, Any]:
   """One pre-training run, or the result a finished run with the same config left in its workdir.
@@ -76,14 +86,16 @@ def pretrain(settings: Any, out_dir: str, optimizer: str, learning_rate: float, 
   A finished run writes `<workdir>/run_result.json` (its config, result and wall time), so rerunning an
   interrupted comparison into the same directory redoes only the runs that did not finish (an unfinished
   one resumes from its checkpoint). A finished run whose config differs in a field that changes a number
-  (all but `NOT_COMPARED_FOR_REUSE`) is another experiment's: it is an error, never overwritten.
+  (all but `NOT_COMPARED_FOR_REUSE`), or whose corpus fingerprint differs from `settings.corpus_sha256`
+  (when both are known), is another experiment's: it is an error, never overwritten.
   The recorded wall time of a run that a preemption notice stopped and a rerun resumed is the sum of its
   segments (kept in `PREEMPTED_WALL_FILENAME` in between).
   keep_checkpoint: the run must leave its final checkpoint (SQuAD fine-tunes from it), so a finished run
   recorded with save_checkpoints off is redone.
 
   Raises:
-    ValueError: the workdir holds a finished run of another setup.
+    ValueError: the workdir holds a finished run of another setup, or the run just made read another corpus
+      than the study (it changed while the study ran; no result is written).
   """
   name = _run_name(optimizer, learning_rate, seed)
   workdir = run_workdir(out_dir, optimizer, learning_rate, seed)
@@ -100,6 +112,7 @@ def pretrain(settings: Any, out_dir: str, optimizer: str, learning_rate: float, 
     if differing:
       raise ValueError(f"{workdir} holds a finished run of another setup (it differs in {', '.join(differing)}); "
                        "give the comparison another --out, or move that run away")
+    _check_corpus(settings, saved["final"], f"the finished run in {workdir}")
     if not (keep_checkpoint and recorded.get("save_checkpoints") is False):
       print(f"[comparison] {name}: finished before, reusing {result_path}", flush=True)
       return {"workdir": os.path.relpath(workdir, out_dir), "wall_s": saved["wall_s"],
@@ -123,6 +136,7 @@ def pretrain(settings: Any, out_dir: str, optimizer: str, learning_rate: float, 
       results.write_json(preempted_path, {"wall_s": before_s + time.perf_counter() - start})
     raise
   wall_s = before_s + time.perf_counter() - start
+  _check_corpus(settings, final, f"the run just finished in {workdir}")
   print(f"[comparison] {name}: " + ", ".join(
       f"{k} {final[k]:.4g}" for k in dict.fromkeys((VALIDATION_LOSS, TEST_LOSS, TEST_ACCURACY)) if k in final)
       + f" ({wall_s:.1f} s)", flush=True)

@@ -76,6 +76,8 @@ class ComparisonSettings:
       runs it starts from in any case).
     selection_metric: the final metric a sweep minimises (the validation loss; an optimisation study the
       training-set loss).
+    corpus_sha256: the corpus's `input_pipeline.documents_sha256` as the study loaded it ("" before it
+      did): a finished run recorded on another corpus is not reused (`runs.pretrain`).
   """
   mode: str
   config_name: str
@@ -90,6 +92,7 @@ class ComparisonSettings:
   expected_time: str
   checkpoint_runs: bool = False
   selection_metric: str = VALIDATION_LOSS
+  corpus_sha256: str = ""
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> "ComparisonSettings":
@@ -208,7 +211,7 @@ def optimizer_settings_text(settings: ComparisonSettings) -> str:
 
 def _shared_vocabulary(settings: ComparisonSettings, vocab_dir: str) -> tuple[str, dict[str, Any]]:
   """The WordPiece vocabulary every run uses, trained once on the training documents (the driver's split),
-  and what the corpus held: its name, documents per split and training tokens."""
+  and what the corpus held: its name, documents per split, training tokens and fingerprint ("sha256")."""
   config = run_config(settings, "adam", 1.0, settings.seeds[0])
   check_corpus(config.corpus)
   documents = input_pipeline.load_documents(config.corpus, max_documents=config.get("max_documents"))
@@ -219,7 +222,7 @@ def _shared_vocabulary(settings: ComparisonSettings, vocab_dir: str) -> tuple[st
   train_tokens = sum(len(e.ids) for e in tokenizer.encode_batch(splits[0], add_special_tokens=False))
   corpus = {"corpus": config.corpus, "corpus_name": input_pipeline.corpus_name(config.corpus),
             "documents": dict(zip(("train", "eval", "validation"), map(len, splits))),
-            "train_tokens": train_tokens}
+            "train_tokens": train_tokens, "sha256": input_pipeline.documents_sha256(documents)}
   return vocab_path, corpus
 
 
@@ -228,7 +231,8 @@ def with_shared_vocabulary(settings: ComparisonSettings, out_dir: str) -> tuple[
   as `settings.checkpoint_runs` says; what the corpus held): how a study writing to `out_dir` runs its cells."""
   vocab_path, corpus = _shared_vocabulary(settings, os.path.join(out_dir, "vocabulary"))
   return dataclasses.replace(settings, overrides={**settings.overrides, "vocab_file": vocab_path,
-                                                  "save_checkpoints": settings.checkpoint_runs}), corpus
+                                                  "save_checkpoints": settings.checkpoint_runs},
+                             corpus_sha256=corpus["sha256"]), corpus
 
 
 def _num_buckets(seed_runs: Mapping[int, Mapping[str, Any]]) -> int:
@@ -320,7 +324,7 @@ def run(out_dir: str, config: ml_collections.ConfigDict, squad_dir: str | None =
   # to resume where SIGTERM stopped it. One shared vocabulary spares every run its WordPiece training.
   shared = dict(save_checkpoints=settings.checkpoint_runs or bool(squad_dir))
   shared["vocab_file"], corpus = _shared_vocabulary(settings, os.path.join(out_dir, "vocabulary"))
-  settings = dataclasses.replace(settings, overrides={**settings.overrides, **shared})
+  settings = dataclasses.replace(settings, overrides={**settings.overrides, **shared}, corpus_sha256=corpus["sha256"])
   optimizers = {}
   for optimizer, grid in settings.learning_rates.items():
     optimizers[optimizer] = _compare_optimizer(
