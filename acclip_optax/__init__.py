@@ -1,7 +1,7 @@
 """acclip_optax: GClip, CClip and ACClip (Zhang et al., NeurIPS 2020) as composable Optax transformations,
 and the adaptive spike-clipping methods that followed (ZClip, AdaGC, AutoClip, SPAM, Stable-SPAM,
 skip-step)."""
-import importlib
+import importlib as _importlib
 
 from acclip_optax import _deprecation, noise
 from acclip_optax._acclip import ACClipThresholdRule, ScaleByACClipState, acclip, acclip_clip_fraction, scale_by_acclip
@@ -66,7 +66,7 @@ _DEPRECATED = {"clip_by_global_norm": "clip_by_scheduled_global_norm",
 def __getattr__(name: str):
   if name in _deprecation.MOVED_MODULES:  # a module of an earlier version, imported on first use
     _deprecation.warn(f"acclip_optax.{name}", "the names of acclip_optax", " (the package is the one public surface)")
-    return importlib.import_module(f"acclip_optax.{name}")
+    return _importlib.import_module(f"acclip_optax.{name}")
   if name in _DEPRECATED:
     new = _DEPRECATED[name]
     _deprecation.warn(f"acclip_optax.{name}", f"acclip_optax.{new}",

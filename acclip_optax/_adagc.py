@@ -15,7 +15,7 @@ import optax
 from acclip_optax import _deprecation
 from acclip_optax._common import (
     check_in_range, check_real_floating_leaves, check_same_tree, check_steps, check_updates_match_params, float_dtype,
-    fraction, global_norm_apart, skip_if_nonfinite, unzip)
+    fraction, global_norm_apart, skip_if_nonfinite, unzip, upcast_dtype)
 
 
 class AdaGCState(NamedTuple):
@@ -85,7 +85,7 @@ def adagc(lambda_abs: float = 1.0, lambda_rel: float = 1.05, norm_decay: float =
     check_real_floating_leaves("params", params)
     dtype = float_dtype(params)
     return AdaGCState(count=jnp.zeros([], jnp.int32),
-                      gamma=jax.tree.map(lambda p: jnp.zeros([], jnp.promote_types(p.dtype, jnp.float32)),
+                      gamma=jax.tree.map(lambda p: jnp.zeros([], upcast_dtype(p.dtype)),
                                          params),
                       global_norm=jnp.zeros([], dtype), clip_fraction=jnp.zeros([], jnp.float32),
                       nonfinite_count=jnp.zeros([], jnp.int32))

@@ -143,9 +143,14 @@ def global_norm_apart(updates: optax.Updates) -> tuple[jax.Array, optax.Updates]
   return jax.lax.optimization_barrier((norm, updates))
 
 
+def upcast_dtype(dtype: Any) -> Any:
+  """The dtype the math of a leaf of `dtype` runs in: at least float32."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 def upcast(x: jax.Array) -> jax.Array:
   """x in at least float32: low-precision (bf16) leaves keep their dtype in the state, not in the math."""
-  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  return x.astype(upcast_dtype(x.dtype))
 
 
 def real_dtype(dtype: Any) -> Any:

@@ -9,15 +9,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from acclip_optax._common import check_floating_leaves, check_in_range, check_same_tree
+from acclip_optax._common import check_floating_leaves, check_in_range, check_same_tree, upcast
 
 
 AttentionPaths = Mapping[str, tuple[Sequence[Any], Sequence[Any]]]
 
 
 class QKClipState(NamedTuple):
-  """State of `qk_clip`: the `count`, and of the last step the largest logit over every head (`max_logit`;
-  -inf before any measured step) and the number of heads rescaled (`heads_clipped`)."""
+  """State of `qk_clip`: the `count`, and of the last step given `max_logits` the largest logit over every
+  head (`max_logit`: inf or NaN when a head's was, as the model measured it; -inf before any measured step)
+  and the number of heads rescaled (`heads_clipped`)."""
   count: jax.Array
   max_logit: jax.Array
   heads_clipped: jax.Array
@@ -68,7 +69,8 @@ def qk_clip(threshold: float | jax.Array = 100.0, *, attention: AttentionPaths,
   Returns:
     An `optax.GradientTransformationExtraArgs` with a `QKClipState`; its ``update(updates, state, params, *,
     max_logits)`` takes `max_logits`, a mapping from each name of `attention` to the per-head largest logits
-    [heads]. `clip_stats` reports ``max_attention_logit`` and ``heads_clipped``.
+    [heads]. `clip_stats` reports ``max_attention_logit`` (NaN or inf when a head's logit was) and
+    ``heads_clipped``.
 
   References:
     Kimi Team, "Kimi K2: Open Agentic Intelligence", arXiv 2507.20534, 2025 (QK-clip, in MuonClip).
@@ -137,13 +139,14 @@ def qk_clip(threshold: float | jax.Array = 100.0, *, attention: AttentionPaths,
       name, side, leaf = found
       power = balance if side == "query" else 1.0 - balance
       scale = _per_head(gamma[name] ** power, x.shape, leaf)
-      x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+      x32 = upcast(x)
       return (scale * (x32 + u.astype(x32.dtype)) - x32).astype(u.dtype)
 
     updates = jax.tree_util.tree_map_with_path(rescale, updates, params)
-    finite = [jnp.max(jnp.where(jnp.isfinite(value), value, -jnp.inf)) for value in logits.values()]
+    # The largest logit as measured, a non-finite one included: a blow-up is reported, not hidden.
+    largest = [jnp.max(value) for value in logits.values() if value.size]
     state = QKClipState(count=optax.safe_increment(state.count),
-                        max_logit=jnp.max(jnp.stack(finite)) if finite else state.max_logit,
+                        max_logit=jnp.max(jnp.stack(largest)) if largest else state.max_logit,
                         heads_clipped=sum((jnp.sum(g < 1, dtype=jnp.int32) for g in gamma.values()),
                                           jnp.zeros([], jnp.int32)))
     return updates, state

@@ -58,13 +58,14 @@ def skip_step_on_spikes(inner: optax.GradientTransformation, window: int = 128,
     \qquad (u_k, S_k) = \begin{cases} (0, S_{k-1}) & \text{skip}_k \\ \mathrm{inner}(g_k, S_{k-1}) &
     \text{else} \end{cases}
 
-  tested once the window holds max(2, w // 2 - 1) earlier steps (before that no step is skipped). Every
-  step's norm and loss enter the window, skipped or not. As OLMo-core's `SkipStepOptimizer` (rolling
-  interval 128, sigma factor 6; a value that is not finite fails the test and is skipped) and levanter's
-  `SkipStepConfig`, with two differences: a non-finite norm or loss is not recorded (so one NaN does not
-  make every later mean NaN), and at least 2 earlier values are needed (OLMo-core's test starts at 1
-  when w < 6, where the ddof = 1 deviation of one value is NaN and every step is skipped). Before the test
-  starts a non-finite step passes; wrap the result in `optax.apply_if_finite` for those.
+  tested once the window holds max(2, w // 2 - 1) earlier steps (before that only a non-finite step is
+  skipped). Every step's finite norm and loss enter the window, skipped or not. As OLMo-core's
+  `SkipStepOptimizer` (rolling interval 128, sigma factor 6; a value that is not finite fails the test and
+  is skipped) and levanter's `SkipStepConfig`, with three differences: a non-finite norm or loss is not
+  recorded (so one NaN does not make every later mean NaN); it is skipped from the first step on, before
+  the test starts too (OLMo-core passes it there, and it would poison the inner state); and at least 2
+  earlier values are needed (OLMo-core's test starts at 1 when w < 6, where the ddof = 1 deviation of one
+  value is NaN and every step is skipped).
 
   Pass the loss at every step or at none: without it, only the norm is tested. Other extra arguments go
   to `inner`.
@@ -116,7 +117,7 @@ def skip_step_on_spikes(inner: optax.GradientTransformation, window: int = 128,
     if loss is not None:
       spike = spike | _is_outlier(loss, state.losses, num_valid, sigma)
       finite = finite & jnp.isfinite(loss)
-    skip = testing & spike
+    skip = (testing & spike) | ~finite
     try:
       inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
     except (ValueError, TypeError) as error:

@@ -16,7 +16,7 @@ import optax
 from acclip_optax import _deprecation
 from acclip_optax._common import (
     all_finite, check_in_range, check_real_floating_leaves, check_same_tree, check_steps, count_true, count_unless,
-    float_dtype, fraction, largest_magnitudes_apart, unzip, upcast)
+    float_dtype, fraction, largest_magnitudes_apart, unzip, upcast, upcast_dtype)
 
 
 class StableSpamState(NamedTuple):
@@ -176,7 +176,7 @@ def scale_by_stable_spam(b1: float = 0.9, b2: float = 0.999, norm_decay: float |
 
   def init_fn(params):
     check_real_floating_leaves("params", params)
-    scalar = lambda p: jnp.zeros([], jnp.promote_types(p.dtype, jnp.float32))
+    scalar = lambda p: jnp.zeros([], upcast_dtype(p.dtype))
     return StableSpamState(
         count=jnp.zeros([], jnp.int32), mu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=p.dtype), params),
         nu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=p.dtype), params), max_ema=jax.tree.map(scalar, params),

@@ -41,18 +41,20 @@ def reference(params, updates, max_logits, threshold, balance, attention):
 
 
 @pytest.mark.parametrize("fused", [False, True])
-@pytest.mark.parametrize("balance", [0.5, 0.3])
+@pytest.mark.parametrize("balance", [0.5, 0.3, 0.0, 1.0])
 def test_qk_clip_matches_its_float64_reference(fused, balance):
   rng = np.random.default_rng(0)
-  params = {"encoder": {"layer_0": {"attention": layer_params(rng, fused)}, "head": {"kernel": rng.normal(size=(5, 2))}}}
+  params = {"encoder": {f"layer_{i}": {"attention": layer_params(rng, fused)} for i in range(2)},
+            "head": {"kernel": rng.normal(size=(5, 2))}}
   updates = jax.tree.map(lambda x: 0.01 * rng.normal(size=x.shape), params)
-  attention = {"layer_0": (("encoder", "layer_0", "attention", "query"), ("encoder", "layer_0", "attention", "key"))}
-  # Heads: clipped (250 > 100), below the threshold, not finite, not positive.
-  max_logits = {"layer_0": np.array([250.0, 40.0, np.nan, -3.0])}
+  attention = {f"layer_{i}": (("encoder", f"layer_{i}", "attention", "query"),
+                              ("encoder", f"layer_{i}", "attention", "key")) for i in range(2)}
+  # Heads: clipped (250 > 100), below the threshold, not finite, not positive; then inf, zero, clipped
+  # (120 > 100) and just below.
+  max_logits = {"layer_0": np.array([250.0, 40.0, np.nan, -3.0]), "layer_1": np.array([np.inf, 0.0, 120.0, 99.0])}
   tx = qk_clip(100.0, attention=attention, balance=balance)
   as32 = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
-  out, state = jax.jit(tx.update)(as32(updates), tx.init(as32(params)), as32(params),
-                                  max_logits={"layer_0": jnp.asarray(max_logits["layer_0"], jnp.float32)})
+  out, state = jax.jit(tx.update)(as32(updates), tx.init(as32(params)), as32(params), max_logits=as32(max_logits))
   got = optax.apply_updates(as32(params), out)
   expected = reference(params, updates, max_logits, 100.0, balance, attention)
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(expected)):
@@ -61,9 +63,16 @@ def test_qk_clip_matches_its_float64_reference(fused, balance):
   value = got["encoder"]["layer_0"]["attention"]["value"]["kernel"]
   np.testing.assert_allclose(value, params["encoder"]["layer_0"]["attention"]["value"]["kernel"]
                              + updates["encoder"]["layer_0"]["attention"]["value"]["kernel"], rtol=1e-6)
-  assert int(state.heads_clipped) == 1 and float(state.max_logit) == 250.0
+  # The largest logit as measured: NaN here (layer 0's third head), not the largest finite one.
+  assert int(state.heads_clipped) == 2 and np.isnan(float(state.max_logit))
   stats = acclip_optax.clip_stats(state)
-  assert float(stats["max_attention_logit"]) == 250.0 and float(stats["heads_clipped"]) == 1.0
+  assert np.isnan(float(stats["max_attention_logit"])) and float(stats["heads_clipped"]) == 2.0
+  _, state = tx.update(as32(updates), state, as32(params), max_logits=as32(
+      {"layer_0": np.array([250.0, 40.0, 7.0, -3.0]), "layer_1": np.array([np.inf, 0.0, 120.0, 99.0])}))
+  assert float(state.max_logit) == np.inf and int(state.count) == 2
+  _, state = tx.update(as32(updates), state, as32(params), max_logits=as32(
+      {"layer_0": np.array([250.0, 40.0, 7.0, -3.0]), "layer_1": np.array([1.0, 0.0, 120.0, 99.0])}))
+  assert float(state.max_logit) == 250.0 and int(state.heads_clipped) == 2
 
 
 @pytest.mark.parametrize("axis_type", [jax.sharding.AxisType.Explicit, jax.sharding.AxisType.Auto],

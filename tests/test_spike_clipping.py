@@ -189,12 +189,12 @@ def stable_spam_reference(grads, b1=0.9, b2=0.999, norm_decay=0.7, norm_sq_decay
 
 def skip_step_reference(grads, losses=None, window=128, sigma=6.0):
   """Which steps skip_step_on_spikes skips: each norm (and loss) against the mean and sample std of the last
-  `window` finite ones before it, once there are max(2, window // 2 - 1) of them."""
+  `window` finite ones before it, once there are max(2, window // 2 - 1) of them; a non-finite one always."""
   history, skipped = [], []
   for k, g in enumerate(grads):
     values = [global_norm(g)] + ([] if losses is None else [losses[k]])
     recent = history[-window:]
-    skip = False
+    skip = not all(math.isfinite(x) for x in values)
     if len(recent) >= max(2, window // 2 - 1):
       for i, value in enumerate(values):
         column = np.array([h[i] for h in recent])
@@ -255,10 +255,12 @@ def test_stable_spam_matches_its_float64_reference(x64, kwargs):
 def test_skip_step_skips_the_steps_of_its_float64_reference(x64, window, sigma, with_loss):
   del x64
   grads = spiky_grads(seed=11)
+  grads[2] = {name: np.full_like(g, np.nan) for name, g in grads[2].items()}  # before the test starts
   losses = list(np.random.default_rng(12).normal(3.0, 0.1, size=NUM_STEPS))
   losses[50] = 30.0  # a loss spike on a step whose gradient is quiet
   losses[55] = float("nan")
-  tx = skip_step_on_spikes(optax.sgd(0.1), window=window, sigma=sigma)
+  losses[1] = float("inf")  # before the test starts: skipped all the same
+  tx = skip_step_on_spikes(optax.adam(0.1), window=window, sigma=sigma)
   params = {k: jnp.zeros(v.shape) for k, v in grads[0].items()}
   state, update = tx.init(params), jax.jit(tx.update)
   skipped = []
@@ -267,8 +269,9 @@ def test_skip_step_skips_the_steps_of_its_float64_reference(x64, window, sigma, 
     _, state = update(jax.tree.map(jnp.asarray, g), state, params, **extra)
     skipped.append(bool(state.skipped))
   expected = skip_step_reference(grads, losses if with_loss else None, window, sigma)
-  assert skipped == expected
+  assert skipped == expected and expected[2] and (expected[1] if with_loss else not expected[1])
   assert any(expected) and int(state.skip_count) == sum(expected)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.inner_state))  # no NaN reached Adam's moments
   assert float(acclip_optax.clip_stats(state)["skip_count"]) == sum(expected)
 
 

@@ -491,6 +491,10 @@ class OptimizerSpec:
       u <- u - scale(k) * weight_decay * mask * x            if 'independent'
       u <- qk_clip(u; qk_clip_threshold)                     last, for adamw_qkclip and muon_qkclip
 
+    With `skip_step_on_spikes`, a skipped step skips what its inner optimizer does (AdamW's decoupled decay
+    included); the coupled decay it sees in the gradient and the independent decay after it are outside the
+    skip (the independent decay shrinks the weights on a skipped step too: it does not depend on the gradient).
+
     Returns:
       An `optax.GradientTransformation` whose state is an `inject_hyperparams` state holding
       `peak_learning_rate` and `learning_rate_scale`.
