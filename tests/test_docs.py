@@ -175,6 +175,13 @@ def test_readme_rq7_row_equals_the_factorial_summaries():
   gaps = ", ".join(f"{mode} {decay_verdict.gap(summary['cells'], mode)['gap']:+.3f}" for mode in summary["cells"])
   assert gaps in row["key numbers"], (gaps, row["key numbers"])
   assert _json("docs", "results", "quick_summary.json")["rq7"]["verdict"] == decay_verdict.assess_rq7(summary)["verdict"]
+  full = _json("docs", "decay_full", "summary.json")  # the full mode's numbers too, RQ4's pairing among them
+  found = [tuple(map(float, re.search(r"gap ([+-][\d.]+), spread ([\d.]+)", r["ours"]).groups()))
+           for r in decay_verdict.assess_rq7(full)["rows"]]
+  full_numbers = row["key numbers"].split("(quick);", 1)[1]
+  assert [f"{gap:+.3f}" for gap, _ in found] == re.findall(r"(?<!\d)[+-]\d\.\d{3}", full_numbers), full_numbers
+  spreads = [spread for _, spread in found]
+  assert f"({min(spreads):.3f}-{max(spreads):.3f})" in full_numbers, full_numbers
 
 
 def test_readme_rq8_row_equals_the_batch_size_summaries():
@@ -187,6 +194,10 @@ def test_readme_rq8_row_equals_the_batch_size_summaries():
   assert (f"{assessed['gap_smallest']:+.3f} at batch {sizes[0]}, {assessed['gap_full']:+.3f} with the full batch "
           f"of {sizes[-1]} sequences") in row["key numbers"]
   assert _json("docs", "results", "quick_summary.json")["rq8"]["verdict"] == assessed["verdict"]
+  full = _json("docs", "batch_size_full", "summary.json")
+  assessed, sizes = batch_size_verdict.assess_rq8(full), full["config"]["batch_sizes"]
+  assert (f"{assessed['gap_smallest']:+.3f} at batch {sizes[0]}, {assessed['gap_full']:+.3f} with the full batch "
+          f"of {sizes[-1]}") in row["key numbers"].split("(quick);", 1)[1]
 
 
 def test_no_quick_comparison_optimizer_is_tuned_at_the_edge_of_what_it_ran():
