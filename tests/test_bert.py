@@ -497,6 +497,29 @@ def test_sigterm_stops_with_a_checkpoint_and_the_rerun_continues_exactly(tmp_pat
   assert resumed["eval_loss"] == reference["eval_loss"] and not resumed["halted"]
 
 
+def test_the_loop_closes_its_checkpoints_and_metrics_on_an_error(tmp_path, monkeypatch, shared_vocab):
+  """An exception out of a train step (here the batch's placement, in step 2) leaves the loop with its
+  checkpoint manager and metric writer closed, and with the step before it in metrics.jsonl."""
+  closed, shard_batch, calls = [], parallel.shard_batch, []
+
+  def fail_in_second_step(batch):
+    if getattr(signal.getsignal(signal.SIGTERM), "__self__", None).__class__ is training_loop.PreemptionNotice:
+      calls.append(1)
+      if len(calls) == 2:
+        raise RuntimeError("the device fell over")
+    return shard_batch(batch)
+
+  for owner in (checkpoint.CheckpointManager, metrics_lib.MetricWriter):
+    monkeypatch.setattr(owner, "close", functools.partialmethod(
+        lambda self, close, name: closed.append(name) or close(self), owner.close, owner.__name__))
+  monkeypatch.setattr(training_loop.parallel, "shard_batch", fail_in_second_step)
+  with pytest.raises(RuntimeError, match="the device fell over"):
+    train.train_and_evaluate(micro_config(vocab_file=shared_vocab, log_every_steps=1), str(tmp_path / "run"))
+  assert sorted(closed) == ["CheckpointManager", "MetricWriter"]
+  records = metrics_lib.read_metrics(str(tmp_path / "run" / metrics_lib.METRICS_FILENAME))
+  assert [r["step"] for r in records if "train_loss" in r] == [1]
+
+
 def test_corrupt_checkpoint_is_an_error_not_a_fresh_start(tmp_path, halted_run, shared_vocab):
   workdir = str(tmp_path / "corrupt")
   shutil.copytree(halted_run[0], workdir)
