@@ -659,7 +659,8 @@ def _change_a_saved_fingerprint(step_folder):
 
 
 @pytest.mark.parametrize("parallelism, damage", [
-    (dict(), "fingerprint"), (dict(parallelism="mesh", mesh_shape=(2, 2)), "fingerprint"), (dict(), "bytes")])
+    (dict(), "fingerprint"), (dict(parallelism="mesh", mesh_shape=(2, 2)), "fingerprint"), (dict(), "bytes"),
+    (dict(parallelism="mesh", mesh_shape=(2, 2)), "bytes")])
 def test_a_damaged_checkpoint_is_an_error_naming_the_array_and_the_previous_checkpoint(tmp_path, parallelism, damage):
   """Not a divergence: the damaged step and array are named; moved away, the previous one resumes the run."""
   from experiments.bert import train  # pylint: disable=g-import-not-at-top
