@@ -11,6 +11,25 @@ from experiments.common import metrics as metrics_lib
 from test_bert import micro_config
 
 
+def test_measuring_the_logits_adds_no_matrix_product_to_the_compiled_step():
+  """The sown logits are the einsum flax's attention computes anyway: XLA merges the two (common-subexpression
+  elimination), so a gradient step with the measurement has exactly the matrix products of one without."""
+  config = models.BertConfig(vocab_size=64, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                             max_position_embeddings=16)
+  model = models.BertForMaskedLM(config)
+  tokens, positions = jnp.zeros((2, 8), jnp.int32), jnp.zeros((2, 3), jnp.int32)
+  params = model.init(jax.random.key(0), tokens, tokens, tokens + 1, positions, deterministic=True)["params"]
+  batch = {"input_ids": tokens, "token_type_ids": tokens, "attention_mask": tokens + 1, "masked_positions": positions}
+
+  def products(with_max_logits):
+    def loss(p):
+      out = train.apply_model(model, p, batch, deterministic=True, with_max_logits=with_max_logits)
+      return (jnp.sum(out[0]), out[1]) if with_max_logits else (jnp.sum(out), {})
+    return jax.jit(jax.grad(loss, has_aux=True)).lower(params).compile().as_text().count(" dot(")
+
+  assert products(True) == products(False) > 0
+
+
 def test_the_sown_maximum_is_each_heads_largest_unmasked_logit():
   config = models.BertConfig(vocab_size=40, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
                              max_position_embeddings=16)
