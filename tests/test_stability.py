@@ -96,6 +96,27 @@ def test_a_method_too_high_at_all_its_learning_rates_asks_for_the_next_one_down(
   assert study.extension_runs(settings(max_extensions=2), points, {}) == []
 
 
+def test_a_best_run_at_the_lowest_learning_rate_asks_for_the_next_one_down_when_the_config_says_so():
+  """The full mode counts each margin from a best inside what ran; the best is the lowest validation loss
+  among the runs that train (a collapsed run's lower loss does not count)."""
+  points = {"skip_step_on_spikes": [{"learning_rate": 0.003, "status": study.TRAINS, "validation_loss": 4.1},
+                     {"learning_rate": 0.005, "status": study.TRAINS, "validation_loss": 4.3},
+                     {"learning_rate": 0.01, "status": study.COLLAPSES, "validation_loss": 4.0}],
+            "adamw": [{"learning_rate": 0.003, "status": study.TRAINS, "validation_loss": 4.4},
+                      {"learning_rate": 0.005, "status": study.TRAINS, "validation_loss": 4.2},
+                      {"learning_rate": 0.01, "status": study.COLLAPSES, "validation_loss": 6.0}]}
+  assert verdict.best_learning_rates(points) == {"skip_step_on_spikes": {"best": 0.003, "at_low_edge": True},
+                                                 "adamw": {"best": 0.005, "at_low_edge": False}}
+  assert study.extension_runs(settings(max_extensions=2), points, {}) == []  # off unless the config asks
+  assert study.extension_runs(settings(max_extensions=2, extend_below_best=True), points, {}) == [
+      (study.next_learning_rate(0.003, -1, [0.003, 0.005, 0.01]), "skip_step_on_spikes")]
+  assert study.extension_runs(settings(max_extensions=2, extend_below_best=True), points, {"skip_step_on_spikes": 2}) == []
+  summary = {"points": points, "margins": study.margins(points), "runs": {}, "grid": [0.003, 0.005, 0.01]}
+  notes = {row[0]: row[-1] for row in summary_lib.margin_rows(summary)}
+  assert "its lowest validation loss is at the smallest lr it has (0.003)" in notes["skip_step_on_spikes"]
+  assert "smallest lr" not in notes["adamw"]
+
+
 def test_recorded_points_are_judged_on_their_final_validation_numbers(tmp_path):
   path = tmp_path / "recorded.json"
   path.write_text(json.dumps({"optimizers": {"adamw": {"divergence_loss": 8.3, "sweep": [
@@ -218,7 +239,9 @@ def test_the_trace_names_a_bad_argument_before_it_reads_any_data(tmp_path, capsy
 def test_a_partial_summary_names_the_learning_rates_not_run_yet():
   with open(os.path.join(os.path.dirname(__file__), "..", "docs", "stability_quick", "summary.json")) as f:
     summary = json.load(f)
-  assert all(row[-1] == "" for row in summary_lib.margin_rows(summary))  # complete: no note
+  # Complete: no "not run yet"; every method's best of its two learning rates is the lower one, and is marked.
+  assert all(row[-1] == "its lowest validation loss is at the smallest lr it has (0.003): its best lr may lie lower"
+             for row in summary_lib.margin_rows(summary))
   del summary["runs"]["zclip/lr0.01"]
   notes = {row[0]: row[-1] for row in summary_lib.margin_rows(summary)}
-  assert notes["zclip"] == "not run yet: 0.01" and notes["adamw"] == ""
+  assert notes["zclip"].endswith("; not run yet: 0.01") and "not run yet" not in notes["adamw"]

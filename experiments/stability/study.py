@@ -56,7 +56,7 @@ from experiments.stability import diagnose
 from experiments.stability import plots
 from experiments.stability import recorded
 from experiments.stability import summary as summary_lib
-from experiments.stability.verdict import COLLAPSES, DIVERGES, TRAINS, margins
+from experiments.stability.verdict import COLLAPSES, DIVERGES, TRAINS, best_learning_rates, margins
 
 BASELINES_FILENAME = "baselines.json"
 # Points of each run's training-loss curve kept in the summary (block medians), for the figure and the docs.
@@ -84,6 +84,8 @@ class StabilitySettings:
       for the methods and learning rates it has, when its setup is this one's (`recorded.recorded_runs`);
       "" for none.
     max_extensions: learning rates a method may get past the ends of its list (`extension_runs`).
+    extend_below_best: a method whose best run (`best_learning_rates`) is at the smallest learning rate it has
+      also gets the next one down, so that the margin is counted from a best inside what ran (`extension_runs`).
   """
   mode: str
   expected_time: str
@@ -100,6 +102,7 @@ class StabilitySettings:
   spike_window: int
   recorded_study: str = ""
   max_extensions: int = MAX_EXTENSIONS
+  extend_below_best: bool = False
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> "StabilitySettings":
@@ -308,22 +311,28 @@ def judge_run(final: Mapping[str, Any], records: Sequence[Mapping[str, Any]], *,
 
 def extension_runs(settings: StabilitySettings, points: Mapping[str, Sequence[Mapping[str, Any]]],
                    extended: Mapping[str, int]) -> list[tuple[float, str]]:
-  """(learning rate, method) runs past the top of a method's learning rates while its margin sits there, and
+  """(learning rate, method) runs past the top of a method's learning rates while its margin sits there;
   below the bottom while none of them trains and the lowest diverged or learned before it collapsed (a
-  margin, if any, lies lower), at most `settings.max_extensions` per method (`extended`: how many each has
-  had)."""
+  margin, if any, lies lower), and, with `settings.extend_below_best`, while its best run is the lowest; at
+  most `settings.max_extensions` per method (`extended`: how many each has had)."""
   runs = []
+  best = best_learning_rates(points)
   for name, found in margins(points).items():
-    if extended.get(name, 0) >= settings.max_extensions or not points[name]:
+    left = settings.max_extensions - extended.get(name, 0)
+    if left <= 0 or not points[name]:
       continue
     learning_rates = sorted({p["learning_rate"] for p in points[name]} | set(settings.learning_rates[name]))
     lowest = min(points[name], key=lambda point: point["learning_rate"])
+    more = []
     if found["at_edge"]:
-      runs.append((next_learning_rate(learning_rates[-1], 1, learning_rates), name))
-    elif found["margin"] is None and (lowest["status"] == DIVERGES or lowest.get("learned")):
+      more.append((next_learning_rate(learning_rates[-1], 1, learning_rates), name))
+    if found["margin"] is None and (lowest["status"] == DIVERGES or lowest.get("learned")):
       # Too high even at the bottom: it diverged, or it learned and then collapsed. A run that never learned
       # may have had too small a learning rate as well: no way down from it.
-      runs.append((next_learning_rate(learning_rates[0], -1, learning_rates), name))
+      more.append((next_learning_rate(learning_rates[0], -1, learning_rates), name))
+    elif settings.extend_below_best and best[name]["at_low_edge"]:
+      more.append((next_learning_rate(learning_rates[0], -1, learning_rates), name))
+    runs += more[:left]
   return runs
 
 
@@ -384,8 +393,8 @@ def run(out_dir: str, config: ml_collections.ConfigDict, *, finished_only: bool 
   summary.md are rewritten after every run (``"complete": false`` until the last), so a study stopped
   part-way reports what it has. After the config's runs, a method whose margin is the largest learning rate
   it ran gets the next one up, and one that trains at none of them (its lowest diverged, or learned and then
-  collapsed) the next one down (`extension_runs`, at most `max_extensions` of the config), until the margin
-  lies inside what it ran.
+  collapsed) or, with `extend_below_best`, whose best run is its lowest, the next one down (`extension_runs`,
+  at most `max_extensions` of the config), until the margin (and the best) lies inside what it ran.
 
   finished_only: train nothing; summarize the runs that have finished (their `run_result.json`), whatever
     their place in the run order (runs made out of order, for instance by `comparison.study` calls of other

@@ -43,11 +43,14 @@ def margin_rows(summary: Mapping[str, Any]) -> list[list[Any]]:
   rows = []
   planned = summary.get("config", {}).get("learning_rates", {})
   at_edge = verdict.margins(summary["points"])  # recomputed: summaries before 2026-12 did not record at_edge
+  best = verdict.best_learning_rates(summary["points"])
   for name, found in summary["margins"].items():
     pending = sorted(set(planned.get(name, ())) - {r["learning_rate"] for r in summary["runs"].values()
                                                    if r["method"] == name})
     notes = ([] if found["monotone"] else ["a smaller lr fails"]) + (
         ["trains at the largest lr it has: its margin may lie beyond"] if at_edge[name]["at_edge"] else []) + (
+        [f"its lowest validation loss is at the smallest lr it has ({best[name]['best']:g}): its best lr may lie "
+         "lower"] if best[name]["at_low_edge"] else []) + (
         [f"not run yet: {', '.join(f'{lr:g}' for lr in pending)}"] if pending else [])
     steps = verdict.margin_steps(summary, name)
     at_margin = summary["runs"].get(f"{name}/lr{found['margin']:g}") if found["margin"] is not None else None

@@ -41,6 +41,19 @@ def margins(points: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict
   return found
 
 
+def best_learning_rates(points: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+  """method -> {"best": the learning rate of its lowest final validation loss among the points that train
+  (None: none), "at_low_edge": that is the smallest learning rate the method has a point at, so its best may
+  lie lower}."""
+  found = {}
+  for name, method_points in points.items():
+    trained = [p for p in method_points if p["status"] == TRAINS and p.get("validation_loss") is not None]
+    best = min(trained, key=lambda p: p["validation_loss"])["learning_rate"] if trained else None
+    found[name] = {"best": best, "at_low_edge": best is not None and best == min(
+        p["learning_rate"] for p in method_points)}
+  return found
+
+
 def margin_steps(summary: Mapping[str, Any], name: str, against: str = BASELINE) -> int | None:
   """Grid steps between a method's margin and `against`'s (positive: larger); None when either is missing."""
   grid = list(summary.get("grid", []))

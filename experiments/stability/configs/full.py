@@ -6,7 +6,8 @@ the collapse.
 Expected time: about 7.5 hours on 2 CPU cores (33 runs of 2000 steps, 13-14 minutes each with both cores,
 one at a time: the 13 of the QK-clip and Muon methods and the 20 of the other six, which run again because the
 recorded study's held-out data differ from this corpus (`recorded_study`, below); up to two runs more per
-method whose largest learning rate still trains, Stable-SPAM's among them). Rerunning the same command continues an interrupted
+method whose largest learning rate still trains, Stable-SPAM's among them, or whose best run is its smallest
+learning rate, `extend_below_best`). Rerunning the same command continues an interrupted
 study: finished runs are reused and a run a preemption notice (SIGTERM) stopped resumes from its checkpoint. Needs the Debian package python3.11-doc.
 
 The validation losses at 0.001-0.03 of AdamW, the ports' ACClip, ZClip and SPAM come from the full
@@ -55,6 +56,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.recorded_study = ""
   config.seed = 0
   config.checkpoint_runs = True  # a run of 13 minutes resumes after a preemption; the final one is diagnosed
+  # A method whose best run (lowest validation loss among those that train) is the smallest learning rate it
+  # has gets the next one down (at most max_extensions in all), so that its margin is counted from a best
+  # inside what ran: Muon's grid, above all, has no recorded sweep below it.
+  config.extend_below_best = True
   # Collapse: in every held-out evaluation from `collapse_after` of the run on, the accuracy is within
   # `collapse_margin` of the majority accuracy (one token predicted everywhere; see experiments.stability.study
   # for why accuracy). Spike: a training loss above `spike_factor` times the median of the `spike_window`
