@@ -323,16 +323,13 @@ def extension_runs(settings: StabilitySettings, points: Mapping[str, Sequence[Ma
       continue
     learning_rates = sorted({p["learning_rate"] for p in points[name]} | set(settings.learning_rates[name]))
     lowest = min(points[name], key=lambda point: point["learning_rate"])
-    more = []
-    if found["at_edge"]:
-      more.append((next_learning_rate(learning_rates[-1], 1, learning_rates), name))
-    if found["margin"] is None and (lowest["status"] == DIVERGES or lowest.get("learned")):
-      # Too high even at the bottom: it diverged, or it learned and then collapsed. A run that never learned
-      # may have had too small a learning rate as well: no way down from it.
-      more.append((next_learning_rate(learning_rates[0], -1, learning_rates), name))
-    elif settings.extend_below_best and best[name]["at_low_edge"]:
-      more.append((next_learning_rate(learning_rates[0], -1, learning_rates), name))
-    runs += more[:left]
+    more = [next_learning_rate(learning_rates[-1], 1, learning_rates)] if found["at_edge"] else []
+    # Down: too high even at the bottom (it diverged, or learned and then collapsed; a run that never learned
+    # may have had too small a learning rate as well: no way down from it), or, when asked, a best there.
+    if (found["margin"] is None and (lowest["status"] == DIVERGES or lowest.get("learned"))
+        or settings.extend_below_best and best[name]["at_low_edge"]):
+      more.append(next_learning_rate(learning_rates[0], -1, learning_rates))
+    runs += [(lr, name) for lr in more[:left]]
   return runs
 
 
@@ -355,10 +352,6 @@ def setup_text(settings: StabilitySettings, compared: comparison_study.Compariso
           "diverged: a final validation loss not "
           f"finite or above ln(vocabulary size); spike: a training loss above {settings.spike_factor:g} x the "
           f"median of the {settings.spike_window} steps before it.")
-
-
-def _write(out_dir: str, summary: Mapping[str, Any]) -> dict[str, Any]:
-  return results.write_summary(out_dir, summary, plots.plot_figures, summary_lib.summary_markdown)
 
 
 DIAGNOSIS_FILENAME = "diagnosis.json"
@@ -449,7 +442,7 @@ def run(out_dir: str, config: ml_collections.ConfigDict, *, finished_only: bool 
         "margins": margins(points), "wall_s": time.perf_counter() - start,
         "run_wall_s": sum(r["wall_s"] for r in runs.values()),
     }
-    summary = _write(out_dir, summary)
+    summary = results.write_summary(out_dir, summary, plots.plot_figures, summary_lib.summary_markdown)
   if not summary:
     raise ValueError(f"{out_dir}: no run of this study has finished (no runs/*/{comparison_study.RUN_RESULT_FILENAME}); "
                      "run it without --finished-only")
