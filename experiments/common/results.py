@@ -296,9 +296,11 @@ def seed_statistics(values: Sequence[float]) -> dict[str, Any]:
   if not values:
     return {"mean": None, "std": None, "min": None, "max": None, "n": 0, "values": []}
   array = np.asarray(values, dtype=np.float64)
+  with np.errstate(invalid="ignore"):  # inf - inf in the deviation: the non-finite std is intended
+    std = float(array.std(ddof=1)) if len(values) > 1 else None
   return {
       "mean": float(array.mean()),
-      "std": float(array.std(ddof=1)) if len(values) > 1 else None,
+      "std": std,
       "min": float(array.min()),
       "max": float(array.max()),
       "n": len(values),
